@@ -1,0 +1,174 @@
+//! The command line: one module per subcommand. Exit codes: 0 ok, 1 runtime failure,
+//! 2 usage or config error.
+
+mod completions;
+mod config;
+mod demo;
+mod later;
+mod output;
+mod simulate;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serphona_obs::Config;
+
+/// Conversation-aware observability for Serphona's voice and chat agents.
+///
+/// Records every conversation as traces, metrics, JSON event logs and analytics rows; runs
+/// the observability stack locally; simulates, watches and queries conversations.
+/// With no configuration at all, everything works on the embedded default: an event log under
+/// .serphona-obs/ and metrics on http://127.0.0.1:9464/metrics.
+#[derive(Debug, Parser)]
+#[command(name = "serphona-obs", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Config file (YAML); see `serphona-obs config init`.
+    #[arg(long, global = true, env = "SERPHONA_OBS_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Data directory (the local event log lives here); overrides data_dir.
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// More diagnostics (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
+
+    /// Only errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Simulate a small contact center on the embedded default and watch it.
+    Demo(demo::Args),
+    /// Start the observability stack (Prometheus, Loki, Tempo, Grafana, ClickHouse).
+    Up(later::UpArgs),
+    /// Stop what `up` started.
+    Down(later::DownArgs),
+    /// Health of each component of the stack.
+    Status(later::StatusArgs),
+    /// ClickHouse migrations.
+    #[command(subcommand)]
+    Schema(later::SchemaCommand),
+    /// Grafana dashboards.
+    #[command(subcommand)]
+    Dashboards(later::DashboardsCommand),
+    /// Synthetic conversations through the configured sinks.
+    Simulate(simulate::Args),
+    /// Live conversation view in the terminal.
+    Tail(later::TailArgs),
+    /// Read conversations, transcripts, traces and stats.
+    #[command(subcommand)]
+    Query(later::QueryCommand),
+    /// Print a commented default config, or the effective one.
+    #[command(subcommand)]
+    Config(config::Command),
+    /// Shell completion script.
+    Completions(completions::Args),
+}
+
+/// A usage or configuration error: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// What every command gets: the parsed global flags and the effective config.
+pub struct Context {
+    /// The effective config (file → env → global flags). Commands apply their own flags.
+    pub config: Config,
+    /// Show progress bars and colours (stderr is a terminal and not CI).
+    pub interactive: bool,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {err:#}");
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}
+
+fn exit_code(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if cause.is::<UsageError>() || cause.is::<serphona_obs::config::ConfigError>() {
+            return 2;
+        }
+        if let Some(serphona_obs::Error::Config(_)) = cause.downcast_ref::<serphona_obs::Error>() {
+            return 2;
+        }
+        if let Some(serphona_obs::Error::Unsupported(_)) = cause.downcast_ref::<serphona_obs::Error>() {
+            return 2;
+        }
+    }
+    1
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain()
+        .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // These need no config.
+    match &cli.command {
+        Command::Completions(args) => return completions::run(args),
+        Command::Config(config::Command::Init) => return config::init(),
+        _ => {}
+    }
+    let (mut config, warnings) = Config::load(cli.config.as_deref())?;
+    if let Some(dir) = &cli.data_dir {
+        config.data_dir = dir.clone();
+    }
+    init_diagnostics(&config, cli.verbose, cli.quiet);
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    let interactive = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
+    let ctx = Context { config, interactive };
+    match cli.command {
+        Command::Demo(args) => demo::run(ctx, args),
+        Command::Simulate(args) => simulate::run(ctx, args),
+        Command::Config(config::Command::Show(args)) => config::show(&ctx, &args),
+        Command::Config(config::Command::Init) | Command::Completions(_) => unreachable!("handled above"),
+        Command::Up(_) => later::unavailable("up", "the stack (compose/ and the native backend)"),
+        Command::Down(_) => later::unavailable("down", "the stack (compose/ and the native backend)"),
+        Command::Status(_) => later::unavailable("status", "the stack (compose/ and the native backend)"),
+        Command::Schema(_) => later::unavailable("schema", "the ClickHouse schemas and sink"),
+        Command::Dashboards(_) => later::unavailable("dashboards", "the Grafana dashboards"),
+        Command::Tail(_) => later::unavailable("tail", "the live view and query"),
+        Command::Query(_) => later::unavailable("query", "the live view and query"),
+    }
+}
+
+fn init_diagnostics(config: &Config, verbose: u8, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (_, 0) => config.logging.level.as_str(),
+        (_, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new(format!("warn,serphona_obs={level}")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}

@@ -1,0 +1,129 @@
+//! `simulate`: synthetic conversations through the configured sinks.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serphona_obs::Observability;
+use serphona_obs::simulation::{self, Pace, SimConfig, SimReport};
+
+use super::Context;
+use super::output::Format;
+
+/// `simulate` flags.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Conversations to simulate.
+    #[arg(long, short = 'n', default_value_t = 100)]
+    pub conversations: usize,
+    /// Seed of every random choice: the same seed gives the same conversations.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// New conversations per second, paced in real time. Without it the run goes as fast as
+    /// it can, with timestamps spread as if 2 conversations per second had arrived.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Most conversations in progress at once.
+    #[arg(long, default_value_t = 50)]
+    pub concurrency: usize,
+    /// Serve /metrics here while running (overrides metrics.listen; port 0 picks one).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// table (a summary line) or json.
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: Format,
+}
+
+impl Args {
+    fn sim_config(&self) -> SimConfig {
+        SimConfig {
+            conversations: self.conversations,
+            seed: self.seed,
+            rate: self.rate.unwrap_or(2.0),
+            concurrency: self.concurrency,
+            pace: if self.rate.is_some() { Pace::Realtime { speed: 1.0 } } else { Pace::Fast },
+            run_id: None,
+        }
+    }
+}
+
+/// Runs a simulation with a progress bar on a terminal; Ctrl-C stops it early (what is open
+/// ends as abandoned) and the run is still delivered.
+pub fn drive(obs: &Observability, config: &SimConfig, interactive: bool) -> SimReport {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    // Only the first handler installs; a second run in the same process reuses it.
+    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
+    let bar = ProgressBar::with_draw_target(
+        Some(config.conversations as u64),
+        if interactive { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() },
+    );
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} conversations ended · {msg}")
+            .expect("valid template"),
+    );
+    let report = simulation::run(obs, config, &stop, |p| {
+        bar.set_position(p.ended as u64);
+        if p.events % 64 == 0 {
+            bar.set_message(format!("{} events", p.events));
+        }
+    });
+    bar.finish_and_clear();
+    report
+}
+
+pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
+    let mut config = ctx.config;
+    if let Some(addr) = args.metrics_addr {
+        config.metrics.listen = addr;
+    }
+    let obs = Observability::init(config)?;
+    if let Some(addr) = obs.metrics_addr() {
+        tracing::info!("metrics at http://{addr}/metrics");
+    }
+    let report = drive(&obs, &args.sim_config(), ctx.interactive);
+    obs.shutdown(Duration::from_secs(30))?;
+    let dropped: u64 = obs.metrics().pipeline.events_dropped.with_label_values(&["queue_full"]).get();
+    let mut out = std::io::stdout().lock();
+    match args.output {
+        Format::Json => {
+            let by_resolution: serde_json::Map<String, serde_json::Value> =
+                report.by_resolution.iter().map(|(r, n)| (r.to_string(), (*n).into())).collect();
+            serde_json::to_writer_pretty(
+                &mut out,
+                &serde_json::json!({
+                    "run_id": report.run_id,
+                    "conversations": report.conversations,
+                    "ended": report.ended,
+                    "events": report.events,
+                    "events_by_type": report.events_by_type,
+                    "by_resolution": by_resolution,
+                    "events_dropped": dropped,
+                    "elapsed_seconds": report.elapsed.as_secs_f64(),
+                    "interrupted": report.interrupted,
+                }),
+            )?;
+            writeln!(out)?;
+        }
+        Format::Table => {
+            writeln!(
+                out,
+                "simulated {} conversations, {} events in {:.2}s (seed {}, run {}){}",
+                report.conversations,
+                report.events,
+                report.elapsed.as_secs_f64(),
+                args.seed,
+                report.run_id,
+                if report.interrupted { " — interrupted" } else { "" }
+            )?;
+            if dropped > 0 {
+                writeln!(out, "warning: {dropped} events were dropped because the queue was full")?;
+            }
+        }
+    }
+    Ok(if report.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
+}

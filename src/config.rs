@@ -1,0 +1,766 @@
+//! Configuration: defaults → YAML file → `SERPHONA_OBS_*` environment variables → CLI flags.
+//!
+//! The keys are fixed (see the README's config reference). Every key has an environment
+//! variable `SERPHONA_OBS_<SECTION>_<KEY>` (top-level keys: `SERPHONA_OBS_<KEY>`).
+//! Values that can be wrong in only one way (URLs, addresses, enums, durations) are checked
+//! while parsing, so a bad file value is reported with its line; [`Config::validate`] checks
+//! the rest and names the field.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Where the metrics endpoint listens by default.
+///
+/// Not the seed's 9090: that is Prometheus's own port, and the stack `up` starts runs
+/// Prometheus on it. 9464 is the port OpenTelemetry's Prometheus exporters use.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+
+/// The whole configuration. `Default` is the embedded default: no servers needed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The service's name, on every event, span and metric series.
+    pub service_name: String,
+    /// The service's version.
+    pub service_version: String,
+    /// `development`, `staging`, `production`, …
+    pub environment: String,
+    /// Where the local event log (the embedded default) lives.
+    pub data_dir: PathBuf,
+    /// OpenTelemetry traces.
+    pub tracing: TracingConfig,
+    /// Prometheus metrics.
+    pub metrics: MetricsConfig,
+    /// The JSON event log (local file, and Loki when an endpoint is set).
+    pub logging: LoggingConfig,
+    /// ClickHouse analytics rows.
+    pub clickhouse: ClickHouseConfig,
+    /// The queue between the callers and the sinks.
+    pub pipeline: PipelineConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            service_name: "agent-orchestrator".into(),
+            service_version: "1.0.0".into(),
+            environment: "development".into(),
+            data_dir: PathBuf::from(".serphona-obs"),
+            tracing: TracingConfig::default(),
+            metrics: MetricsConfig::default(),
+            logging: LoggingConfig::default(),
+            clickhouse: ClickHouseConfig::default(),
+            pipeline: PipelineConfig::default(),
+        }
+    }
+}
+
+/// OTLP protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// OTLP/gRPC (port 4317).
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (port 4318).
+    Http,
+}
+
+/// `tracing:` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// Export spans.
+    pub enabled: bool,
+    /// OTLP endpoint.
+    pub endpoint: Endpoint,
+    /// `grpc` or `http`.
+    pub protocol: Protocol,
+    /// Fraction of conversations traced, 0–1.
+    pub sample_ratio: f64,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            enabled: true,
+            endpoint: Endpoint::parse("http://localhost:4317").expect("valid default"),
+            protocol: Protocol::Grpc,
+            sample_ratio: 1.0,
+        }
+    }
+}
+
+/// `metrics:` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `/metrics`.
+    pub enabled: bool,
+    /// Address of the `/metrics` endpoint (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Most distinct values kept per unbounded label (tenant_id, agent_id); later values are
+    /// recorded as `other` and counted in `serphona_obs_label_overflow_total`.
+    pub max_label_values: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            listen: DEFAULT_METRICS_LISTEN.parse().expect("valid default"),
+            max_label_values: 1000,
+        }
+    }
+}
+
+/// Diagnostic verbosity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Everything.
+    Trace,
+    /// Debug detail.
+    Debug,
+    /// Normal.
+    Info,
+    /// Warnings and errors only.
+    Warn,
+    /// Errors only.
+    Error,
+}
+
+impl LogLevel {
+    /// The lowercase name (as `RUST_LOG` takes it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// `logging:` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// Write the JSON event log under `data_dir` (and push to Loki when set).
+    pub enabled: bool,
+    /// Level of the library's and binary's own diagnostics.
+    pub level: LogLevel,
+    /// Loki base URL; empty for no Loki push.
+    pub loki_endpoint: OptionalEndpoint,
+    /// Size at which the event log starts a new file.
+    pub max_file_bytes: u64,
+    /// Event log files kept; the oldest is deleted beyond this (0 keeps all).
+    pub max_files: usize,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            enabled: true,
+            level: LogLevel::Info,
+            loki_endpoint: OptionalEndpoint(None),
+            max_file_bytes: 64 * 1024 * 1024,
+            max_files: 0,
+        }
+    }
+}
+
+/// ClickHouse wire compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// ClickHouse's LZ4 block framing.
+    Lz4,
+    /// None.
+    None,
+}
+
+/// `clickhouse:` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClickHouseConfig {
+    /// Send rows to ClickHouse.
+    pub enabled: bool,
+    /// HTTP interface URL.
+    pub endpoint: Endpoint,
+    /// Database.
+    pub database: String,
+    /// User.
+    pub user: String,
+    /// Password (masked by `config show`).
+    pub password: String,
+    /// Rows per insert.
+    pub batch_size: usize,
+    /// Longest a row waits before its batch is sent.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// `lz4` or `none`.
+    pub compression: Compression,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        ClickHouseConfig {
+            enabled: false,
+            endpoint: Endpoint::parse("http://localhost:8123").expect("valid default"),
+            database: "analytics".into(),
+            user: "default".into(),
+            password: String::new(),
+            batch_size: 1000,
+            flush_interval: Duration::from_secs(10),
+            compression: Compression::Lz4,
+        }
+    }
+}
+
+/// What the caller's enqueue does when the queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Drop the new event, count it, never wait (default).
+    DropNewest,
+    /// Wait for room: nothing is dropped, but the caller can stall.
+    Block,
+}
+
+/// `pipeline:` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Events the queue holds.
+    pub queue_capacity: usize,
+    /// `drop_newest` or `block`.
+    pub when_full: WhenFull,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig { queue_capacity: 65536, when_full: WhenFull::DropNewest }
+    }
+}
+
+/// An `http://` or `https://` URL with a host, checked when parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint(url::Url);
+
+impl Endpoint {
+    /// Parses and checks a URL.
+    pub fn parse(s: &str) -> Result<Endpoint, String> {
+        let url = url::Url::parse(s).map_err(|e| format!("invalid URL {s:?}: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("invalid URL {s:?}: scheme must be http or https, not {:?}", url.scheme()));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(format!("invalid URL {s:?}: no host"));
+        }
+        Ok(Endpoint(url))
+    }
+
+    /// The URL.
+    pub fn url(&self) -> &url::Url {
+        &self.0
+    }
+
+    /// The URL as written (normalized), without a trailing slash for a bare host.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str().strip_suffix('/').filter(|_| self.0.path() == "/").unwrap_or(self.0.as_str())
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Endpoint {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Endpoint {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Endpoint::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An [`Endpoint`] or nothing (written as an empty string).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OptionalEndpoint(pub Option<Endpoint>);
+
+impl Serialize for OptionalEndpoint {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_ref().map_or("", Endpoint::as_str))
+    }
+}
+
+impl<'de> Deserialize<'de> for OptionalEndpoint {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = Option::<String>::deserialize(d)?.unwrap_or_default();
+        if s.trim().is_empty() {
+            return Ok(OptionalEndpoint(None));
+        }
+        Endpoint::parse(&s).map(|e| OptionalEndpoint(Some(e))).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A configuration that cannot be used. The message names the file, line, environment
+/// variable or field.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file does not parse into the config shape.
+    #[error("{}{}: field `{field}`: {message}", origin.display(), location(*line, *column))]
+    File {
+        /// The file.
+        origin: PathBuf,
+        /// Dotted path of the field, e.g. `tracing.endpoint`.
+        field: String,
+        /// 1-based line, when known.
+        line: Option<usize>,
+        /// 1-based column, when known.
+        column: Option<usize>,
+        /// What is wrong.
+        message: String,
+    },
+    /// An environment variable has a value of the wrong shape.
+    #[error("environment variable {var} (field `{field}`): {message}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// The field it sets.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("config field `{field}`: {message}")]
+    Invalid {
+        /// Dotted path of the field.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn location(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(":{l}:{c}"),
+        (Some(l), None) => format!(":{l}"),
+        _ => String::new(),
+    }
+}
+
+/// The environment variable prefix.
+pub const ENV_PREFIX: &str = "SERPHONA_OBS_";
+
+/// Environment variables with the prefix that are not config keys.
+const ENV_NOT_KEYS: &[&str] = &["SERPHONA_OBS_CONFIG", "SERPHONA_OBS_LOG"];
+
+impl Config {
+    /// Parses YAML text; `origin` names the file in errors. An empty document is the default.
+    pub fn from_yaml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        let de = serde_norway::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            let inner = e.into_inner();
+            let (line, column) = match inner.location() {
+                Some(l) => (Some(l.line()), Some(l.column())),
+                None => (None, None),
+            };
+            ConfigError::File {
+                origin: origin.to_path_buf(),
+                field: if field == "." { "(top level)".into() } else { field },
+                line,
+                column,
+                message: strip_location(&inner.to_string()),
+            }
+        })
+    }
+
+    /// Reads a YAML file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Config::from_yaml(&text, path)
+    }
+
+    /// Loads the effective config: defaults, then the file (if any), then the process
+    /// environment; then validates. Returns warnings (e.g. unknown `SERPHONA_OBS_` variables).
+    pub fn load(file: Option<&Path>) -> Result<(Config, Vec<String>), ConfigError> {
+        let base = match file {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        let (config, warnings) = base.with_env(std::env::vars())?;
+        config.validate()?;
+        Ok((config, warnings))
+    }
+
+    /// Applies `SERPHONA_OBS_*` variables from `vars` over this config.
+    ///
+    /// Values are read by the type of the key they set: `true`/`false` for flags, numbers for
+    /// numbers, the text as is for strings, URLs, durations and enums.
+    pub fn with_env(
+        self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Config, Vec<String>), ConfigError> {
+        let mut tree = serde_json::to_value(&self).expect("config serializes");
+        let mut applied: Vec<(String, String)> = Vec::new(); // (var, field)
+        let mut warnings = Vec::new();
+        for (var, raw) in vars {
+            let Some(rest) = var.strip_prefix(ENV_PREFIX) else { continue };
+            if ENV_NOT_KEYS.contains(&var.as_str()) || rest.starts_with("TEST_") {
+                continue;
+            }
+            let Some((field, slot)) = find_env_slot(&mut tree, rest) else {
+                warnings.push(format!("ignoring environment variable {var}: it names no config key"));
+                continue;
+            };
+            *slot = env_value(slot, &raw)
+                .map_err(|message| ConfigError::Env { var: var.clone(), field: field.clone(), message })?;
+            applied.push((var, field));
+        }
+        if applied.is_empty() {
+            return Ok((self, warnings));
+        }
+        let config = serde_path_to_error::deserialize(tree).map_err(|e| {
+            let field = e.path().to_string();
+            let var = applied
+                .iter()
+                .find(|(_, f)| *f == field)
+                .map_or_else(|| "SERPHONA_OBS_*".to_string(), |(v, _)| v.clone());
+            ConfigError::Env { var, field, message: e.into_inner().to_string() }
+        })?;
+        Ok((config, warnings))
+    }
+
+    /// Checks ranges and consistency that parsing alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field: &str, message: String| {
+            Err(ConfigError::Invalid { field: field.into(), message })
+        };
+        if self.service_name.trim().is_empty() {
+            return invalid("service_name", "must not be empty".into());
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir", "must not be empty".into());
+        }
+        if !(0.0..=1.0).contains(&self.tracing.sample_ratio) || self.tracing.sample_ratio.is_nan() {
+            return invalid("tracing.sample_ratio", format!("{} is not between 0 and 1", self.tracing.sample_ratio));
+        }
+        if self.metrics.max_label_values == 0 {
+            return invalid("metrics.max_label_values", "must be at least 1".into());
+        }
+        if self.logging.max_file_bytes < 4096 {
+            return invalid("logging.max_file_bytes", format!("{} is below the minimum of 4096", self.logging.max_file_bytes));
+        }
+        let db = &self.clickhouse.database;
+        if db.is_empty()
+            || !db.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            || !db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return invalid(
+                "clickhouse.database",
+                format!("{db:?} is not a plain identifier (letters, digits, _; not starting with a digit)"),
+            );
+        }
+        if self.clickhouse.batch_size == 0 {
+            return invalid("clickhouse.batch_size", "must be at least 1".into());
+        }
+        if self.clickhouse.flush_interval.is_zero() {
+            return invalid("clickhouse.flush_interval", "must be longer than 0s".into());
+        }
+        if self.pipeline.queue_capacity == 0 {
+            return invalid("pipeline.queue_capacity", "must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The config as YAML with secrets masked (what `config show` prints).
+    pub fn to_masked_yaml(&self) -> String {
+        let mut shown = self.clone();
+        if !shown.clickhouse.password.is_empty() {
+            shown.clickhouse.password = "********".into();
+        }
+        serde_norway::to_string(&shown).expect("config serializes")
+    }
+
+    /// The environment variable names of every key, with the dotted field they set.
+    pub fn env_vars() -> Vec<(String, String)> {
+        let tree = serde_json::to_value(Config::default()).expect("config serializes");
+        let mut out = Vec::new();
+        for (key, value) in tree.as_object().expect("object") {
+            match value.as_object() {
+                Some(section) => {
+                    for sub in section.keys() {
+                        out.push((env_name(&[key, sub]), format!("{key}.{sub}")));
+                    }
+                }
+                None => out.push((env_name(&[key]), key.clone())),
+            }
+        }
+        out
+    }
+}
+
+fn env_name(parts: &[&String]) -> String {
+    let joined: Vec<String> = parts.iter().map(|p| p.to_uppercase()).collect();
+    format!("{ENV_PREFIX}{}", joined.join("_"))
+}
+
+/// Finds the config key an env var suffix (e.g. `CLICKHOUSE_BATCH_SIZE`) names.
+fn find_env_slot<'a>(tree: &'a mut serde_json::Value, rest: &str) -> Option<(String, &'a mut serde_json::Value)> {
+    let obj = tree.as_object_mut()?;
+    // Which key matches, without holding a borrow across the search.
+    let mut hit: Option<(String, Option<String>)> = None;
+    for (key, value) in obj.iter() {
+        let upper = key.to_uppercase();
+        match value.as_object() {
+            Some(section) => {
+                if let Some(sub) = rest.strip_prefix(&upper).and_then(|r| r.strip_prefix('_')) {
+                    if let Some(k) = section.keys().find(|k| k.to_uppercase() == sub) {
+                        hit = Some((key.clone(), Some(k.clone())));
+                    }
+                }
+            }
+            None if upper == rest => hit = Some((key.clone(), None)),
+            None => {}
+        }
+    }
+    let (key, sub) = hit?;
+    match sub {
+        Some(sub) => {
+            let field = format!("{key}.{sub}");
+            Some((field, obj.get_mut(&key)?.get_mut(&sub)?))
+        }
+        None => Some((key.clone(), obj.get_mut(&key)?)),
+    }
+}
+
+fn env_value(current: &serde_json::Value, raw: &str) -> Result<serde_json::Value, String> {
+    use serde_json::Value;
+    let raw = raw.trim();
+    match current {
+        Value::Bool(_) => match raw.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(Value::Bool(true)),
+            "false" | "0" | "no" | "off" => Ok(Value::Bool(false)),
+            _ => Err(format!("{raw:?} is not a boolean (true or false)")),
+        },
+        Value::Number(n) => {
+            if n.is_f64() {
+                raw.parse::<f64>()
+                    .ok()
+                    .and_then(serde_json::Number::from_f64)
+                    .map(Value::Number)
+                    .ok_or_else(|| format!("{raw:?} is not a number"))
+            } else {
+                raw.parse::<u64>().map(Value::from).map_err(|_| format!("{raw:?} is not a whole number"))
+            }
+        }
+        _ => Ok(Value::String(raw.to_string())),
+    }
+}
+
+/// serde_norway appends " at line L column C" to messages; the location is reported apart.
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// The commented default config that `config init` prints. It parses to [`Config::default`].
+pub const DEFAULT_CONFIG_YAML: &str = r#"# serphona-obs configuration.
+# Precedence: command-line flags > SERPHONA_OBS_* environment variables > this file > defaults.
+# Every key has a variable: SERPHONA_OBS_<SECTION>_<KEY>, e.g. SERPHONA_OBS_CLICKHOUSE_ENABLED=true;
+# top-level keys: SERPHONA_OBS_<KEY>, e.g. SERPHONA_OBS_DATA_DIR=/tmp/x.
+
+service_name: agent-orchestrator   # on every event, span and metric series
+service_version: 1.0.0
+environment: development           # development | staging | production | …
+data_dir: .serphona-obs            # the local event log (the embedded default) lives here
+
+tracing:
+  enabled: true
+  endpoint: "http://localhost:4317"   # OTLP; nothing listening there slows nothing down
+  protocol: grpc                      # grpc (4317) | http (4318, protobuf)
+  sample_ratio: 1.0                   # fraction of conversations traced, 0–1
+
+metrics:
+  enabled: true
+  # /metrics endpoint. Not 9090: that is Prometheus's own port in the stack `up` starts.
+  listen: "127.0.0.1:9464"
+  max_label_values: 1000              # per tenant_id / agent_id label; more become "other"
+
+logging:
+  enabled: true                       # the JSON event log under data_dir (and Loki, below)
+  level: info                         # diagnostics: trace | debug | info | warn | error
+  loki_endpoint: ""                   # e.g. http://localhost:3100; empty: no Loki push
+  max_file_bytes: 67108864            # start a new event log file at this size (64 MiB)
+  max_files: 0                        # event log files kept; 0 keeps all
+
+clickhouse:
+  enabled: false
+  endpoint: "http://localhost:8123"
+  database: analytics
+  user: default
+  password: ""                        # or SERPHONA_OBS_CLICKHOUSE_PASSWORD
+  batch_size: 1000                    # rows per insert
+  flush_interval: 10s                 # longest a row waits for its batch
+  compression: lz4                    # lz4 | none
+
+pipeline:
+  queue_capacity: 65536               # events between the callers and the sinks
+  when_full: drop_newest              # drop_newest (never wait; drops are counted) | block
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml(yaml, Path::new("test.yaml"))
+    }
+
+    #[test]
+    fn default_template_parses_to_default() {
+        assert_eq!(parse(DEFAULT_CONFIG_YAML).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn default_metrics_port_is_not_prometheus() {
+        assert_eq!(Config::default().metrics.listen.port(), 9464);
+    }
+
+    #[test]
+    fn partial_file_keeps_defaults() {
+        let c = parse("clickhouse:\n  batch_size: 5\n").unwrap();
+        assert_eq!(c.clickhouse.batch_size, 5);
+        assert_eq!(c.clickhouse.database, "analytics");
+        assert_eq!(c.service_name, "agent-orchestrator");
+    }
+
+    #[test]
+    fn unknown_key_names_field_and_line() {
+        let err = parse("service_name: x\ntracing:\n  enabled: true\n  endpont: http://x:1\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("test.yaml:4"), "{msg}");
+        assert!(msg.contains("endpont"), "{msg}");
+        assert!(msg.contains("tracing"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_names_field_and_line() {
+        let err = parse("clickhouse:\n  batch_size: lots\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("test.yaml:2"), "{msg}");
+        assert!(msg.contains("clickhouse.batch_size"), "{msg}");
+    }
+
+    #[test]
+    fn invalid_url_names_field_and_line() {
+        let err = parse("\n\ntracing:\n  endpoint: \"localhost 4317\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("test.yaml:4"), "{msg}");
+        assert!(msg.contains("tracing.endpoint"), "{msg}");
+        assert!(msg.contains("invalid URL"), "{msg}");
+        let err = parse("logging:\n  loki_endpoint: ftp://loki:3100\n").unwrap_err();
+        assert!(err.to_string().contains("scheme must be http or https"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file_by_type() {
+        let vars = [
+            ("SERPHONA_OBS_CLICKHOUSE_ENABLED", "true"),
+            ("SERPHONA_OBS_CLICKHOUSE_BATCH_SIZE", "250"),
+            ("SERPHONA_OBS_TRACING_PROTOCOL", "http"),
+            ("SERPHONA_OBS_TRACING_SAMPLE_RATIO", "0.5"),
+            ("SERPHONA_OBS_DATA_DIR", "/tmp/x"),
+            ("SERPHONA_OBS_CLICKHOUSE_FLUSH_INTERVAL", "250ms"),
+            ("SERPHONA_OBS_LOGGING_LOKI_ENDPOINT", ""),
+            ("OTHER", "1"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let (c, warnings) = Config::default().with_env(vars).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(c.clickhouse.enabled);
+        assert_eq!(c.clickhouse.batch_size, 250);
+        assert_eq!(c.tracing.protocol, Protocol::Http);
+        assert_eq!(c.tracing.sample_ratio, 0.5);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.clickhouse.flush_interval, Duration::from_millis(250));
+        assert_eq!(c.logging.loki_endpoint, OptionalEndpoint(None));
+    }
+
+    #[test]
+    fn bad_env_value_names_the_variable() {
+        let vars = [("SERPHONA_OBS_TRACING_ENDPOINT".to_string(), "not a url".to_string())];
+        let err = Config::default().with_env(vars).unwrap_err().to_string();
+        assert!(err.contains("SERPHONA_OBS_TRACING_ENDPOINT"), "{err}");
+        assert!(err.contains("tracing.endpoint"), "{err}");
+        let vars = [("SERPHONA_OBS_METRICS_ENABLED".to_string(), "maybe".to_string())];
+        let err = Config::default().with_env(vars).unwrap_err().to_string();
+        assert!(err.contains("SERPHONA_OBS_METRICS_ENABLED") && err.contains("boolean"), "{err}");
+    }
+
+    #[test]
+    fn unknown_env_var_is_a_warning() {
+        let vars = [("SERPHONA_OBS_TRACING_ENDPIONT".to_string(), "x".to_string())];
+        let (_, warnings) = Config::default().with_env(vars).unwrap();
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("SERPHONA_OBS_TRACING_ENDPIONT"));
+    }
+
+    #[test]
+    fn validate_names_fields() {
+        let mut c = Config::default();
+        c.tracing.sample_ratio = 1.5;
+        assert!(c.validate().unwrap_err().to_string().contains("tracing.sample_ratio"));
+        let mut c = Config::default();
+        c.clickhouse.database = "a; DROP".into();
+        assert!(c.validate().unwrap_err().to_string().contains("clickhouse.database"));
+        let mut c = Config::default();
+        c.pipeline.queue_capacity = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("pipeline.queue_capacity"));
+    }
+
+    #[test]
+    fn show_masks_password() {
+        let mut c = Config::default();
+        c.clickhouse.password = "hunter2".into();
+        let shown = c.to_masked_yaml();
+        assert!(!shown.contains("hunter2"));
+        assert!(shown.contains("********"));
+    }
+
+    #[test]
+    fn every_key_has_an_env_var() {
+        let vars = Config::env_vars();
+        assert!(vars.iter().any(|(v, f)| v == "SERPHONA_OBS_CLICKHOUSE_ENABLED" && f == "clickhouse.enabled"));
+        assert!(vars.iter().any(|(v, f)| v == "SERPHONA_OBS_DATA_DIR" && f == "data_dir"));
+        assert!(vars.iter().any(|(v, _)| v == "SERPHONA_OBS_PIPELINE_WHEN_FULL"));
+    }
+}

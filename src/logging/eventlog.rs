@@ -1,0 +1,206 @@
+//! The local event log: one JSON line per event (the seed's log structure) in numbered files
+//! `<data_dir>/events/events-000001.jsonl`, a new file when one reaches `max_file_bytes`.
+//!
+//! Files are only appended to (`O_APPEND`, one write per batch of whole lines), never renamed,
+//! so readers (`query`, `tail`) can follow them while they grow.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::pipeline::{Sink, SinkError};
+use crate::types::Event;
+
+const PREFIX: &str = "events-";
+const SUFFIX: &str = ".jsonl";
+
+/// The folder of the event log under a data dir.
+pub fn event_log_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("events")
+}
+
+/// The event log files in `dir`, oldest first, with their sequence numbers.
+pub fn list_segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(seq) = name.strip_prefix(PREFIX).and_then(|s| s.strip_suffix(SUFFIX)).and_then(|s| s.parse().ok()) {
+            out.push((seq, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{PREFIX}{seq:06}{SUFFIX}"))
+}
+
+/// The sink writing the local event log.
+pub struct EventLogSink {
+    dir: PathBuf,
+    file: File,
+    path: PathBuf,
+    seq: u64,
+    size: u64,
+    max_bytes: u64,
+    max_files: usize,
+    buf: Vec<u8>,
+}
+
+impl EventLogSink {
+    /// Opens (creating the folder if needed) the newest file under `data_dir/events`.
+    pub fn open(data_dir: &Path, max_bytes: u64, max_files: usize) -> Result<EventLogSink, SinkError> {
+        let dir = event_log_dir(data_dir);
+        let io = |context: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| SinkError::Io { sink: "event_log".into(), context, path, source }
+        };
+        std::fs::create_dir_all(&dir).map_err(io("cannot create the event log folder", &dir))?;
+        let seq = list_segments(&dir).map_err(io("cannot list", &dir))?.last().map_or(1, |(seq, _)| *seq);
+        let path = segment_path(&dir, seq);
+        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io("cannot open", &path))?;
+        let size = file.metadata().map_err(io("cannot stat", &path))?.len();
+        let mut sink = EventLogSink { dir, file, path, seq, size, max_bytes, max_files, buf: Vec::with_capacity(1 << 16) };
+        if sink.size >= sink.max_bytes {
+            sink.rotate()?;
+        }
+        Ok(sink)
+    }
+
+    /// The file being written.
+    pub fn current_path(&self) -> &Path {
+        &self.path
+    }
+
+    fn rotate(&mut self) -> Result<(), SinkError> {
+        self.seq += 1;
+        let path = segment_path(&self.dir, self.seq);
+        self.file = OpenOptions::new().create(true).append(true).open(&path).map_err(|source| SinkError::Io {
+            sink: "event_log".into(),
+            context: "cannot open",
+            path: path.clone(),
+            source,
+        })?;
+        self.path = path;
+        self.size = 0;
+        if self.max_files > 0 {
+            if let Ok(segments) = list_segments(&self.dir) {
+                let excess = segments.len().saturating_sub(self.max_files);
+                for (_, old) in segments.into_iter().take(excess) {
+                    let _ = std::fs::remove_file(old);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Sink for EventLogSink {
+    fn name(&self) -> &str {
+        "event_log"
+    }
+
+    fn write(&mut self, events: &[Event]) -> Result<(), SinkError> {
+        self.buf.clear();
+        for event in events {
+            event.write_json_line(&mut self.buf);
+        }
+        if self.size > 0 && self.size + self.buf.len() as u64 > self.max_bytes {
+            self.rotate()?;
+        }
+        self.file.write_all(&self.buf).map_err(|source| SinkError::Io {
+            sink: "event_log".into(),
+            context: "cannot write",
+            path: self.path.clone(),
+            source,
+        })?;
+        self.size += self.buf.len() as u64;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        // Lines are written straight to the file; flushing makes them durable.
+        self.file.sync_data().map_err(|source| SinkError::Io {
+            sink: "event_log".into(),
+            context: "cannot sync",
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    fn shutdown(&mut self, _deadline: Instant) -> Result<(), SinkError> {
+        self.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::*;
+
+    fn event(n: usize) -> Event {
+        use std::sync::Arc;
+        Event {
+            event_id: uuid::Uuid::now_v7(),
+            timestamp: time::OffsetDateTime::now_utc(),
+            level: Level::Info,
+            service: Arc::from("svc"),
+            tenant_id: Arc::from("t"),
+            conversation_id: Arc::from("c"),
+            agent_id: Arc::from("a"),
+            speaker: Speaker::Customer,
+            content: "x".repeat(n),
+            metadata: Metadata::default(),
+            trace: TraceIds {
+                trace_id: opentelemetry::trace::TraceId::from_bytes([1; 16]),
+                span_id: opentelemetry::trace::SpanId::from_bytes([2; 8]),
+                parent_span_id: None,
+            },
+            kind: EventKind::CustomerTurn { turn: 1, latency: None, duration_ms: None },
+        }
+    }
+
+    #[test]
+    fn rotates_by_size_and_keeps_every_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = EventLogSink::open(dir.path(), 4096, 0).unwrap();
+        for _ in 0..20 {
+            sink.write(&[event(1000)]).unwrap();
+        }
+        let segments = list_segments(&event_log_dir(dir.path())).unwrap();
+        assert!(segments.len() >= 5, "{segments:?}");
+        let mut lines = 0;
+        for (_, path) in &segments {
+            let text = std::fs::read_to_string(path).unwrap();
+            assert!(text.len() as u64 <= 4096 + 1500);
+            for line in text.lines() {
+                Event::from_json(line).unwrap();
+                lines += 1;
+            }
+        }
+        assert_eq!(lines, 20);
+        // Reopening continues the newest file.
+        let sink = EventLogSink::open(dir.path(), 4096, 0).unwrap();
+        assert_eq!(sink.current_path(), segments.last().unwrap().1);
+    }
+
+    #[test]
+    fn max_files_deletes_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = EventLogSink::open(dir.path(), 4096, 2).unwrap();
+        for _ in 0..20 {
+            sink.write(&[event(1000)]).unwrap();
+        }
+        let segments = list_segments(&event_log_dir(dir.path())).unwrap();
+        assert_eq!(segments.len(), 2);
+    }
+}

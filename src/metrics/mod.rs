@@ -1,0 +1,412 @@
+//! Prometheus metrics: the seed's eleven conversation metrics, the pipeline's self-metrics,
+//! a label-cardinality cap, and the `/metrics` endpoint ([`server`]).
+//!
+//! Each [`Observability`](crate::Observability) has its own registry, so several can live in
+//! one process (tests do). Gauges of quality (sentiment, assertiveness, compliance) hold the
+//! latest scored value per series; dashboards average them over time.
+
+pub mod server;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::types::Resolution;
+
+/// The value unbounded labels take past the cap.
+pub const OVERFLOW_LABEL: &str = "other";
+
+/// The seed's metric names, exactly.
+pub const SEED_METRICS: [&str; 11] = [
+    "conversation_total",
+    "conversation_duration_seconds",
+    "conversation_interactions_total",
+    "conversation_resolution_rate",
+    "conversation_customer_rating",
+    "agent_response_time_seconds",
+    "http_request_duration_seconds",
+    "error_rate",
+    "conversation_sentiment_score",
+    "agent_assertiveness_score",
+    "conversation_compliance_score",
+];
+
+/// Registering a metric failed (a name clash in the registry).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetricsError {
+    /// The registry refused a metric.
+    #[error("cannot register metric: {0}")]
+    Register(#[from] prometheus::Error),
+    /// The `/metrics` endpoint could not listen.
+    #[error("cannot serve /metrics on {addr}: {source} (set metrics.listen or SERPHONA_OBS_METRICS_LISTEN to a free address, e.g. 127.0.0.1:0)")]
+    Bind {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The pipeline's own metrics (`serphona_obs_*`).
+pub struct SelfMetrics {
+    /// Events accepted into the queue.
+    pub events_accepted: IntCounter,
+    /// Events not accepted, by reason.
+    pub events_dropped: IntCounterVec,
+    /// Events waiting in the queue (refreshed on every dispatch and every scrape).
+    pub queue_depth: IntGauge,
+    /// The queue's capacity.
+    pub queue_capacity: IntGauge,
+    /// Events a sink took, by sink.
+    pub events_exported: IntCounterVec,
+    /// Events in batches a sink failed to take, by sink.
+    pub events_failed: IntCounterVec,
+    /// Batches a sink took, by sink.
+    pub batches_exported: IntCounterVec,
+    /// Batches a sink failed on, by sink.
+    pub batches_failed: IntCounterVec,
+    /// Label values recorded as `other` because of the cap, by label.
+    pub label_overflow: IntCounterVec,
+    /// Subscribers of the live broadcast that fell behind, in events skipped.
+    pub live_lagged: IntCounter,
+}
+
+impl SelfMetrics {
+    fn register(registry: &Registry) -> Result<SelfMetrics, MetricsError> {
+        let m = SelfMetrics {
+            events_accepted: IntCounter::new(
+                "serphona_obs_events_accepted_total",
+                "Events accepted into the pipeline queue.",
+            )?,
+            events_dropped: IntCounterVec::new(
+                Opts::new("serphona_obs_events_dropped_total", "Events dropped before the sinks, by reason."),
+                &["reason"],
+            )?,
+            queue_depth: IntGauge::new("serphona_obs_queue_depth", "Events waiting in the pipeline queue.")?,
+            queue_capacity: IntGauge::new("serphona_obs_queue_capacity", "Capacity of the pipeline queue.")?,
+            events_exported: IntCounterVec::new(
+                Opts::new("serphona_obs_sink_events_total", "Events a sink accepted, by sink."),
+                &["sink"],
+            )?,
+            events_failed: IntCounterVec::new(
+                Opts::new("serphona_obs_sink_events_failed_total", "Events in batches a sink failed on, by sink."),
+                &["sink"],
+            )?,
+            batches_exported: IntCounterVec::new(
+                Opts::new("serphona_obs_batches_exported_total", "Batches a sink accepted, by sink."),
+                &["sink"],
+            )?,
+            batches_failed: IntCounterVec::new(
+                Opts::new("serphona_obs_batches_failed_total", "Batches a sink failed on, by sink."),
+                &["sink"],
+            )?,
+            label_overflow: IntCounterVec::new(
+                Opts::new(
+                    "serphona_obs_label_overflow_total",
+                    "Label values recorded as \"other\" because the label's cap was reached, by label.",
+                ),
+                &["label"],
+            )?,
+            live_lagged: IntCounter::new(
+                "serphona_obs_live_lagged_events_total",
+                "Events live subscribers (tail, demo) skipped because they fell behind.",
+            )?,
+        };
+        registry.register(Box::new(m.events_accepted.clone()))?;
+        registry.register(Box::new(m.events_dropped.clone()))?;
+        registry.register(Box::new(m.queue_depth.clone()))?;
+        registry.register(Box::new(m.queue_capacity.clone()))?;
+        registry.register(Box::new(m.events_exported.clone()))?;
+        registry.register(Box::new(m.events_failed.clone()))?;
+        registry.register(Box::new(m.batches_exported.clone()))?;
+        registry.register(Box::new(m.batches_failed.clone()))?;
+        registry.register(Box::new(m.label_overflow.clone()))?;
+        registry.register(Box::new(m.live_lagged.clone()))?;
+        m.events_dropped.with_label_values(&["queue_full"]);
+        m.events_dropped.with_label_values(&["shutdown"]);
+        Ok(m)
+    }
+}
+
+/// Keeps at most `max` distinct values of one label; later ones become [`OVERFLOW_LABEL`].
+struct LabelCap {
+    label: &'static str,
+    max: usize,
+    seen: Mutex<HashSet<Arc<str>>>,
+}
+
+impl LabelCap {
+    fn new(label: &'static str, max: usize) -> Self {
+        LabelCap { label, max, seen: Mutex::new(HashSet::new()) }
+    }
+
+    fn get(&self, value: &str, overflow: &IntCounterVec) -> Arc<str> {
+        let mut seen = self.seen.lock().expect("label cap lock");
+        if let Some(v) = seen.get(value) {
+            return v.clone();
+        }
+        if seen.len() < self.max {
+            let v: Arc<str> = Arc::from(value);
+            seen.insert(v.clone());
+            return v;
+        }
+        drop(seen);
+        overflow.with_label_values(&[self.label]).inc();
+        Arc::from(OVERFLOW_LABEL)
+    }
+}
+
+#[derive(Default)]
+struct ResolutionCounts {
+    total: u64,
+    by: [u64; Resolution::ALL.len()],
+}
+
+/// The metrics of one [`Observability`](crate::Observability).
+pub struct Metrics {
+    registry: Registry,
+    /// `conversation_total{tenant_id,agent_id,channel}`: conversations started.
+    pub conversation_total: IntCounterVec,
+    /// `conversation_duration_seconds{tenant_id,agent_id,resolution}`.
+    pub conversation_duration: HistogramVec,
+    /// `conversation_interactions_total{tenant_id,speaker_type}`: turns per conversation.
+    pub conversation_interactions: HistogramVec,
+    /// `conversation_resolution_rate{tenant_id,agent_id,resolution_type}`: share of ended
+    /// conversations of the tenant and agent that ended this way.
+    pub resolution_rate: GaugeVec,
+    /// `conversation_customer_rating{tenant_id,agent_id}`.
+    pub customer_rating: HistogramVec,
+    /// `agent_response_time_seconds{agent_id,tenant_id}`.
+    pub agent_response_time: HistogramVec,
+    /// `http_request_duration_seconds{method,path,status}` (path = route template).
+    pub http_request_duration: HistogramVec,
+    /// `error_rate{service,error_type}`: errors counted.
+    pub error_rate: IntCounterVec,
+    /// `conversation_sentiment_score{tenant_id,agent_id}`: latest scored sentiment.
+    pub sentiment: GaugeVec,
+    /// `agent_assertiveness_score{agent_id}`: latest assertiveness.
+    pub assertiveness: GaugeVec,
+    /// `conversation_compliance_score{tenant_id,policy}`: latest compliance score.
+    pub compliance: GaugeVec,
+    /// `serphona_obs_voice_turn_latency_seconds{tenant_id,part}`: voice latency parts.
+    pub voice_latency: HistogramVec,
+    /// Conversations in progress, `serphona_obs_active_conversations{tenant_id}`.
+    pub active_conversations: IntGaugeVec,
+    /// The pipeline's own metrics.
+    pub pipeline: Arc<SelfMetrics>,
+    tenants: LabelCap,
+    agents: LabelCap,
+    small: LabelCap,
+    resolutions: Mutex<HashMap<(Arc<str>, Arc<str>), ResolutionCounts>>,
+    queue_len: std::sync::OnceLock<Box<dyn Fn() -> usize + Send + Sync>>,
+}
+
+fn histogram(name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> Result<HistogramVec, prometheus::Error> {
+    HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+}
+
+impl Metrics {
+    /// Creates the metrics in a new registry. `max_label_values` caps tenant_id and agent_id
+    /// (and, separately, policy and error_type values).
+    pub fn new(max_label_values: usize) -> Result<Metrics, MetricsError> {
+        let registry = Registry::new();
+        let m = Metrics {
+            conversation_total: IntCounterVec::new(
+                Opts::new("conversation_total", "Conversations started."),
+                &["tenant_id", "agent_id", "channel"],
+            )?,
+            conversation_duration: histogram(
+                "conversation_duration_seconds",
+                "Duration of ended conversations.",
+                &["tenant_id", "agent_id", "resolution"],
+                vec![5.0, 15.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0],
+            )?,
+            conversation_interactions: histogram(
+                "conversation_interactions_total",
+                "Interactions per ended conversation, by speaker type.",
+                &["tenant_id", "speaker_type"],
+                vec![1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 55.0, 89.0],
+            )?,
+            resolution_rate: GaugeVec::new(
+                Opts::new(
+                    "conversation_resolution_rate",
+                    "Share of ended conversations of a tenant and agent that ended with this resolution.",
+                ),
+                &["tenant_id", "agent_id", "resolution_type"],
+            )?,
+            customer_rating: histogram(
+                "conversation_customer_rating",
+                "Customer ratings (1-5) of ended conversations.",
+                &["tenant_id", "agent_id"],
+                vec![1.0, 2.0, 3.0, 4.0, 5.0],
+            )?,
+            agent_response_time: histogram(
+                "agent_response_time_seconds",
+                "Agent response time: from the customer's turn to the agent's reply.",
+                &["agent_id", "tenant_id"],
+                vec![0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0],
+            )?,
+            http_request_duration: histogram(
+                "http_request_duration_seconds",
+                "HTTP request duration by method, route template and status.",
+                &["method", "path", "status"],
+                prometheus::DEFAULT_BUCKETS.to_vec(),
+            )?,
+            error_rate: IntCounterVec::new(
+                Opts::new("error_rate", "Errors, by service and error type."),
+                &["service", "error_type"],
+            )?,
+            sentiment: GaugeVec::new(
+                Opts::new("conversation_sentiment_score", "Latest scored sentiment (-1..1) per tenant and agent."),
+                &["tenant_id", "agent_id"],
+            )?,
+            assertiveness: GaugeVec::new(
+                Opts::new("agent_assertiveness_score", "Latest assertiveness score (0..1) of the agent."),
+                &["agent_id"],
+            )?,
+            compliance: GaugeVec::new(
+                Opts::new("conversation_compliance_score", "Latest compliance score (0..1) per tenant and policy."),
+                &["tenant_id", "policy"],
+            )?,
+            voice_latency: histogram(
+                "serphona_obs_voice_turn_latency_seconds",
+                "Voice turn latency parts: stt, end_of_utterance, llm_ttft, tts_ttfb, response.",
+                &["tenant_id", "part"],
+                vec![0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0],
+            )?,
+            active_conversations: IntGaugeVec::new(
+                Opts::new("serphona_obs_active_conversations", "Conversations started and not yet ended."),
+                &["tenant_id"],
+            )?,
+            pipeline: Arc::new(SelfMetrics::register(&registry)?),
+            tenants: LabelCap::new("tenant_id", max_label_values),
+            agents: LabelCap::new("agent_id", max_label_values),
+            small: LabelCap::new("policy_or_error_type", max_label_values),
+            resolutions: Mutex::new(HashMap::new()),
+            queue_len: std::sync::OnceLock::new(),
+            registry,
+        };
+        m.registry.register(Box::new(m.conversation_total.clone()))?;
+        m.registry.register(Box::new(m.conversation_duration.clone()))?;
+        m.registry.register(Box::new(m.conversation_interactions.clone()))?;
+        m.registry.register(Box::new(m.resolution_rate.clone()))?;
+        m.registry.register(Box::new(m.customer_rating.clone()))?;
+        m.registry.register(Box::new(m.agent_response_time.clone()))?;
+        m.registry.register(Box::new(m.http_request_duration.clone()))?;
+        m.registry.register(Box::new(m.error_rate.clone()))?;
+        m.registry.register(Box::new(m.sentiment.clone()))?;
+        m.registry.register(Box::new(m.assertiveness.clone()))?;
+        m.registry.register(Box::new(m.compliance.clone()))?;
+        m.registry.register(Box::new(m.voice_latency.clone()))?;
+        m.registry.register(Box::new(m.active_conversations.clone()))?;
+        Ok(m)
+    }
+
+    /// The registry (to add your own metrics to the same `/metrics`).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The tenant label value after the cap.
+    pub fn tenant_label(&self, tenant: &str) -> Arc<str> {
+        self.tenants.get(tenant, &self.pipeline.label_overflow)
+    }
+
+    /// The agent label value after the cap.
+    pub fn agent_label(&self, agent: &str) -> Arc<str> {
+        self.agents.get(agent, &self.pipeline.label_overflow)
+    }
+
+    /// A policy or error-type label value after the cap.
+    pub fn small_label(&self, value: &str) -> Arc<str> {
+        self.small.get(value, &self.pipeline.label_overflow)
+    }
+
+    /// Records an ended conversation's resolution and refreshes the tenant/agent's rates.
+    pub fn record_resolution(&self, tenant: &Arc<str>, agent: &Arc<str>, resolution: Resolution) {
+        let mut all = self.resolutions.lock().expect("resolution lock");
+        let counts = all.entry((tenant.clone(), agent.clone())).or_default();
+        counts.total += 1;
+        let idx = Resolution::ALL.iter().position(|r| *r == resolution).expect("known resolution");
+        counts.by[idx] += 1;
+        for (i, r) in Resolution::ALL.iter().enumerate() {
+            self.resolution_rate
+                .with_label_values(&[tenant, agent, r.as_str()])
+                .set(counts.by[i] as f64 / counts.total as f64);
+        }
+    }
+
+    /// Sets where the queue depth is read at scrape time.
+    pub(crate) fn set_queue_len(&self, f: impl Fn() -> usize + Send + Sync + 'static) {
+        let _ = self.queue_len.set(Box::new(f));
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        if let Some(len) = self.queue_len.get() {
+            self.pipeline.queue_depth.set(len() as i64);
+        }
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding never fails");
+        String::from_utf8(buf).expect("exposition is UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_cap_overflows_to_other_and_counts() {
+        let m = Metrics::new(2).unwrap();
+        assert_eq!(&*m.tenant_label("a"), "a");
+        assert_eq!(&*m.tenant_label("b"), "b");
+        assert_eq!(&*m.tenant_label("a"), "a");
+        assert_eq!(&*m.tenant_label("c"), OVERFLOW_LABEL);
+        assert_eq!(&*m.tenant_label("d"), OVERFLOW_LABEL);
+        assert_eq!(m.pipeline.label_overflow.with_label_values(&["tenant_id"]).get(), 2);
+        // Agents have their own cap.
+        assert_eq!(&*m.agent_label("c"), "c");
+    }
+
+    #[test]
+    fn resolution_rate_is_a_share_per_tenant_agent() {
+        let m = Metrics::new(10).unwrap();
+        let (t, a) = (m.tenant_label("t"), m.agent_label("a"));
+        m.record_resolution(&t, &a, Resolution::Resolved);
+        m.record_resolution(&t, &a, Resolution::Resolved);
+        m.record_resolution(&t, &a, Resolution::Transferred);
+        m.record_resolution(&t, &a, Resolution::Abandoned);
+        let get = |r: &str| m.resolution_rate.with_label_values(&["t", "a", r]).get();
+        assert_eq!(get("resolved"), 0.5);
+        assert_eq!(get("transferred"), 0.25);
+        assert_eq!(get("abandoned"), 0.25);
+        assert_eq!(get("escalated"), 0.0);
+    }
+
+    #[test]
+    fn all_seed_metrics_registered() {
+        let m = Metrics::new(10).unwrap();
+        // Touch one series of each so they appear in the exposition.
+        m.conversation_total.with_label_values(&["t", "a", "voice"]).inc();
+        m.conversation_duration.with_label_values(&["t", "a", "resolved"]).observe(1.0);
+        m.conversation_interactions.with_label_values(&["t", "agent"]).observe(1.0);
+        m.resolution_rate.with_label_values(&["t", "a", "resolved"]).set(1.0);
+        m.customer_rating.with_label_values(&["t", "a"]).observe(5.0);
+        m.agent_response_time.with_label_values(&["a", "t"]).observe(1.0);
+        m.http_request_duration.with_label_values(&["GET", "/", "200"]).observe(0.1);
+        m.error_rate.with_label_values(&["s", "e"]).inc();
+        m.sentiment.with_label_values(&["t", "a"]).set(0.1);
+        m.assertiveness.with_label_values(&["a"]).set(0.1);
+        m.compliance.with_label_values(&["t", "p"]).set(0.1);
+        let text = m.encode();
+        for name in SEED_METRICS {
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
+        }
+    }
+}

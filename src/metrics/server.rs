@@ -1,0 +1,84 @@
+//! The `/metrics` HTTP endpoint, on its own thread so it works from sync code and from inside
+//! any async runtime.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use super::{Metrics, MetricsError};
+
+/// A running `/metrics` endpoint; stops when dropped.
+pub struct MetricsServer {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    /// Binds `addr` (port 0 picks a free port) and serves `/metrics`, `/healthz` and `/`.
+    ///
+    /// The bind happens before this returns, so a taken port is an error here, not later.
+    /// Requests to `/metrics` are themselves recorded in `http_request_duration_seconds`.
+    pub fn start(metrics: Arc<Metrics>, addr: SocketAddr) -> Result<MetricsServer, MetricsError> {
+        let listener = std::net::TcpListener::bind(addr).map_err(|source| MetricsError::Bind { addr, source })?;
+        listener.set_nonblocking(true).map_err(|source| MetricsError::Bind { addr, source })?;
+        let bound = listener.local_addr().map_err(|source| MetricsError::Bind { addr, source })?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("serphona-obs-metrics".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .build()
+                    .expect("build the metrics server runtime");
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener).expect("register the metrics listener");
+                    let app = Router::new()
+                        .route("/metrics", get(scrape))
+                        .route("/healthz", get(|| async { "ok\n" }))
+                        .route("/", get(|| async { "serphona-obs: metrics at /metrics\n" }))
+                        .with_state(metrics);
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(async {
+                            let _ = stopped.await;
+                        })
+                        .await;
+                });
+            })
+            .expect("spawn the metrics server thread");
+        Ok(MetricsServer { addr: bound, stop: Some(stop), thread: Some(thread) })
+    }
+
+    /// The address it listens on (the real port when 0 was asked for).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+async fn scrape(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    let started = Instant::now();
+    let body = metrics.encode();
+    metrics
+        .http_request_duration
+        .with_label_values(&["GET", "/metrics", "200"])
+        .observe(started.elapsed().as_secs_f64());
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

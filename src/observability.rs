@@ -1,0 +1,627 @@
+//! [`Observability`] and the [`Conversation`] handle: the calls services make.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
+use prometheus::{Gauge, Histogram};
+use time::OffsetDateTime;
+use tokio::sync::broadcast;
+
+use crate::config::Config;
+use crate::logging::EventLogSink;
+use crate::metrics::server::MetricsServer;
+use crate::metrics::{Metrics, MetricsError};
+use crate::pipeline::live::{LIVE_CAPACITY, LiveSink};
+use crate::pipeline::{DropReason, Pipeline, PipelineError, Processor, Sink, SinkError};
+use crate::types::*;
+
+/// What can go wrong setting up or using the library.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is not usable.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Metrics could not be set up or served.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// A sink could not be opened.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// Flush or shutdown did not finish.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    /// A free function was called before [`init`](crate::init).
+    #[error("serphona-obs is not initialized: call serphona_obs::init(config) first")]
+    NotInitialized,
+    /// [`init`](crate::init) was called twice.
+    #[error("serphona-obs is already initialized")]
+    AlreadyInitialized,
+    /// No conversation with this id is in progress in this process.
+    #[error("no conversation {0:?} is in progress (never started here, or already ended)")]
+    UnknownConversation(String),
+    /// The config enables something this version cannot do yet.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Sets up an [`Observability`] with extra sinks or processors.
+#[must_use]
+pub struct ObservabilityBuilder {
+    config: Config,
+    sinks: Vec<Box<dyn Sink>>,
+    processors: Vec<Box<dyn Processor>>,
+    serve_metrics: Option<bool>,
+}
+
+impl ObservabilityBuilder {
+    /// Adds a sink beside the configured ones.
+    pub fn sink(mut self, sink: impl Sink) -> Self {
+        self.sinks.push(Box::new(sink));
+        self
+    }
+
+    /// Adds a processor (runs once per event, before every sink).
+    pub fn processor(mut self, processor: impl Processor) -> Self {
+        self.processors.push(Box::new(processor));
+        self
+    }
+
+    /// Serves `/metrics` or not, whatever `metrics.enabled` says (e.g. when the service
+    /// exposes [`Observability::metrics`]'s registry on its own server).
+    pub fn serve_metrics(mut self, serve: bool) -> Self {
+        self.serve_metrics = Some(serve);
+        self
+    }
+
+    /// Validates the config, opens the sinks, starts the dispatcher and the metrics endpoint.
+    pub fn build(self) -> Result<Observability, Error> {
+        let config = self.config;
+        config.validate()?;
+        if config.clickhouse.enabled {
+            return Err(Error::Unsupported(
+                "clickhouse.enabled is true, but this version has no ClickHouse sink yet; set it to false \
+                 (or unset SERPHONA_OBS_CLICKHOUSE_ENABLED)"
+                    .into(),
+            ));
+        }
+        let metrics = Arc::new(Metrics::new(config.metrics.max_label_values)?);
+        let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+        if config.logging.enabled {
+            sinks.push(Box::new(EventLogSink::open(
+                &config.data_dir,
+                config.logging.max_file_bytes,
+                config.logging.max_files,
+            )?));
+        }
+        let (live_sink, live) = LiveSink::new(LIVE_CAPACITY);
+        sinks.push(Box::new(live_sink));
+        sinks.extend(self.sinks);
+        let server = if self.serve_metrics.unwrap_or(config.metrics.enabled) {
+            Some(MetricsServer::start(metrics.clone(), config.metrics.listen)?)
+        } else {
+            None
+        };
+        let pipeline = Pipeline::start(
+            config.pipeline.queue_capacity,
+            config.pipeline.when_full,
+            self.processors,
+            sinks,
+            metrics.pipeline.clone(),
+        );
+        let inner = Arc::new(Inner {
+            service: Arc::from(config.service_name.as_str()),
+            config,
+            metrics,
+            pipeline,
+            live,
+            server: Mutex::new(server),
+        });
+        let weak = Arc::downgrade(&inner);
+        inner.metrics.set_queue_len(move || weak.upgrade().map_or(0, |i| i.pipeline.queue_len()));
+        Ok(Observability { inner })
+    }
+}
+
+pub(crate) struct Inner {
+    config: Config,
+    service: Arc<str>,
+    metrics: Arc<Metrics>,
+    pipeline: Pipeline,
+    live: broadcast::Sender<Arc<Event>>,
+    server: Mutex<Option<MetricsServer>>,
+}
+
+impl Inner {
+    fn emit(&self, event: Event) -> Result<(), DropReason> {
+        self.pipeline.send(event)
+    }
+}
+
+/// The library: metrics, the event pipeline and its sinks. Cheap to clone.
+///
+/// Every call is synchronous and never waits on I/O (with `pipeline.when_full: block` it may
+/// wait for room in the queue); call it from plain threads or from inside any async runtime.
+#[derive(Clone)]
+pub struct Observability {
+    inner: Arc<Inner>,
+}
+
+impl Observability {
+    /// Starts the library with `config`: validates it, opens the configured sinks, starts the
+    /// dispatcher thread and, when `metrics.enabled`, the `/metrics` endpoint.
+    pub fn init(config: Config) -> Result<Observability, Error> {
+        Self::builder(config).build()
+    }
+
+    /// A builder for extra sinks and processors.
+    pub fn builder(config: Config) -> ObservabilityBuilder {
+        ObservabilityBuilder { config, sinks: Vec::new(), processors: Vec::new(), serve_metrics: None }
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The metrics (to read them, or to register your own in the same registry).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Where `/metrics` listens, when it is served.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.inner.server.lock().expect("server lock").as_ref().map(MetricsServer::addr)
+    }
+
+    /// Subscribes to every event after this call (what `tail` and `demo` watch). A subscriber
+    /// that falls more than a few thousand events behind skips the oldest ones.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.inner.live.subscribe()
+    }
+
+    /// Starts a conversation. The returned handle records its turns, decisions and end;
+    /// dropping the last clone of it without [`Conversation::end`] ends it as `abandoned`.
+    ///
+    /// When the current OpenTelemetry context has a valid span (e.g. from an incoming
+    /// `traceparent`), the conversation joins that trace; otherwise it starts a new one.
+    pub fn start_conversation(&self, start: ConversationStart) -> Conversation {
+        let inner = &self.inner;
+        let metrics = &inner.metrics;
+        let at = start.at.unwrap_or_else(OffsetDateTime::now_utc);
+        let id: Arc<str> = Arc::from(start.conversation_id.unwrap_or_else(new_conversation_id));
+        let tenant: Arc<str> = Arc::from(start.tenant_id);
+        let agent: Arc<str> = Arc::from(start.agent_id);
+        let tenant_label = metrics.tenant_label(&tenant);
+        let agent_label = metrics.agent_label(&agent);
+
+        let current = opentelemetry::Context::current();
+        let upstream = current.span().span_context().clone();
+        let (trace_id, parent) = if upstream.is_valid() {
+            (upstream.trace_id(), Some(upstream.span_id()))
+        } else {
+            (new_trace_id(), None)
+        };
+        let root = new_span_id();
+
+        metrics.conversation_total.with_label_values(&[&tenant_label, &agent_label, start.channel.as_str()]).inc();
+        metrics.active_conversations.with_label_values(&[&tenant_label]).inc();
+
+        let conv = ConvInner {
+            obs: inner.clone(),
+            id,
+            tenant,
+            agent,
+            channel: start.channel,
+            response_time: metrics.agent_response_time.with_label_values(&[&agent_label, &tenant_label]),
+            sentiment: metrics.sentiment.with_label_values(&[&tenant_label, &agent_label]),
+            assertiveness: metrics.assertiveness.with_label_values(&[&agent_label]),
+            tenant_label,
+            agent_label,
+            trace_id,
+            root,
+            parent,
+            started_at: at,
+            state: Mutex::new(ConvState::default()),
+        };
+        let content = format!(
+            "conversation started on {} ({}) with agent {}",
+            start.channel, start.language, conv.agent
+        );
+        let mut metadata = Metadata::default();
+        metadata.extra = start.metadata.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+        let event = conv.event(
+            at,
+            Level::Info,
+            Speaker::System,
+            content,
+            metadata,
+            root,
+            parent,
+            EventKind::ConversationStarted { customer_id: start.customer_id, channel: start.channel, language: start.language },
+        );
+        let _ = inner.emit(event);
+        Conversation { inner: Arc::new(conv) }
+    }
+
+    /// Delivers everything recorded so far to the sinks and flushes them, waiting at most
+    /// `timeout`.
+    pub fn flush(&self, timeout: Duration) -> Result<(), Error> {
+        Ok(self.inner.pipeline.flush(timeout)?)
+    }
+
+    /// Stops accepting events, delivers everything accepted to the sinks within `timeout`,
+    /// and stops the `/metrics` endpoint. Later calls record metrics but drop events
+    /// (counted with `reason="shutdown"`).
+    pub fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
+        let result = self.inner.pipeline.shutdown(timeout);
+        self.inner.server.lock().expect("server lock").take();
+        Ok(result?)
+    }
+}
+
+#[derive(Default)]
+struct ConvState {
+    turns: u32,
+    agent_turns: u32,
+    customer_turns: u32,
+    /// When the last customer turn ended (start + duration when the duration is known).
+    last_customer_end: Option<OffsetDateTime>,
+    ended: bool,
+}
+
+struct ConvInner {
+    obs: Arc<Inner>,
+    id: Arc<str>,
+    tenant: Arc<str>,
+    agent: Arc<str>,
+    channel: Channel,
+    tenant_label: Arc<str>,
+    agent_label: Arc<str>,
+    response_time: Histogram,
+    sentiment: Gauge,
+    assertiveness: Gauge,
+    trace_id: TraceId,
+    root: SpanId,
+    parent: Option<SpanId>,
+    started_at: OffsetDateTime,
+    state: Mutex<ConvState>,
+}
+
+impl ConvInner {
+    #[allow(clippy::too_many_arguments)]
+    fn event(
+        &self,
+        at: OffsetDateTime,
+        level: Level,
+        speaker: Speaker,
+        content: String,
+        metadata: Metadata,
+        span_id: SpanId,
+        parent_span_id: Option<SpanId>,
+        kind: EventKind,
+    ) -> Event {
+        Event {
+            event_id: uuid::Uuid::now_v7(),
+            timestamp: at,
+            level,
+            service: self.obs.service.clone(),
+            tenant_id: self.tenant.clone(),
+            conversation_id: self.id.clone(),
+            agent_id: self.agent.clone(),
+            speaker,
+            content,
+            metadata,
+            trace: TraceIds { trace_id: self.trace_id, span_id, parent_span_id },
+            kind,
+        }
+    }
+
+    fn child_event(&self, at: OffsetDateTime, level: Level, speaker: Speaker, content: String, metadata: Metadata, kind: EventKind) -> Event {
+        self.event(at, level, speaker, content, metadata, new_span_id(), Some(self.root), kind)
+    }
+
+    fn end(&self, end: ConversationEnd) {
+        let (agent_turns, customer_turns) = {
+            let mut state = self.state.lock().expect("conversation lock");
+            if state.ended {
+                return;
+            }
+            state.ended = true;
+            (state.agent_turns, state.customer_turns)
+        };
+        let at = end.at.unwrap_or_else(OffsetDateTime::now_utc);
+        let duration = (at - self.started_at).as_seconds_f64().max(0.0);
+        let metrics = &self.obs.metrics;
+        let (t, a) = (&*self.tenant_label, &*self.agent_label);
+        metrics.conversation_duration.with_label_values(&[t, a, end.resolution.as_str()]).observe(duration);
+        metrics.conversation_interactions.with_label_values(&[t, "agent"]).observe(agent_turns as f64);
+        metrics.conversation_interactions.with_label_values(&[t, "customer"]).observe(customer_turns as f64);
+        if let Some(rating) = end.rating {
+            metrics.customer_rating.with_label_values(&[t, a]).observe(rating as f64);
+        }
+        metrics.record_resolution(&self.tenant_label, &self.agent_label, end.resolution);
+        metrics.active_conversations.with_label_values(&[t]).dec();
+
+        let interaction_count = agent_turns + customer_turns;
+        let content = match end.rating {
+            Some(r) => format!(
+                "conversation ended: {}, rating {r}, {interaction_count} turns in {duration:.1}s",
+                end.resolution
+            ),
+            None => format!("conversation ended: {}, {interaction_count} turns in {duration:.1}s", end.resolution),
+        };
+        let event = self.event(
+            at,
+            Level::Info,
+            Speaker::System,
+            content,
+            Metadata::default(),
+            self.root,
+            self.parent,
+            EventKind::ConversationEnded {
+                resolution: end.resolution,
+                rating: end.rating,
+                tags: end.tags,
+                channel: self.channel,
+                duration_seconds: duration,
+                interaction_count,
+                agent_turns,
+                customer_turns,
+            },
+        );
+        let _ = self.obs.emit(event);
+    }
+}
+
+impl Drop for ConvInner {
+    fn drop(&mut self) {
+        let ended = self.state.get_mut().map(|s| s.ended).unwrap_or(true);
+        if !ended {
+            self.end(ConversationEnd::new(Resolution::Abandoned));
+        }
+    }
+}
+
+/// A conversation in progress. Clone it to share it between tasks; the conversation ends as
+/// `abandoned` when the last clone is dropped without [`end`](Self::end).
+#[derive(Clone)]
+pub struct Conversation {
+    inner: Arc<ConvInner>,
+}
+
+impl std::fmt::Debug for Conversation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conversation")
+            .field("id", &self.inner.id)
+            .field("tenant_id", &self.inner.tenant)
+            .field("agent_id", &self.inner.agent)
+            .field("trace_id", &self.inner.trace_id)
+            .finish()
+    }
+}
+
+impl Conversation {
+    /// The conversation id.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The tenant.
+    pub fn tenant_id(&self) -> &str {
+        &self.inner.tenant
+    }
+
+    /// The agent.
+    pub fn agent_id(&self) -> &str {
+        &self.inner.agent
+    }
+
+    /// The conversation's trace id.
+    pub fn trace_id(&self) -> TraceId {
+        self.inner.trace_id
+    }
+
+    /// The conversation (root) span id.
+    pub fn span_id(&self) -> SpanId {
+        self.inner.root
+    }
+
+    /// Records a turn (`interaction.agent` or `interaction.customer`). Agent turns feed
+    /// `agent_response_time_seconds` (from `latency.response_ms`, or measured from the end of
+    /// the previous customer turn); scores in the metadata feed the quality gauges.
+    pub fn track_interaction(&self, interaction: Interaction) {
+        let c = &*self.inner;
+        let at = interaction.at.unwrap_or_else(OffsetDateTime::now_utc);
+        let (turn, previous_customer_end) = {
+            let mut state = c.state.lock().expect("conversation lock");
+            state.turns += 1;
+            let previous = state.last_customer_end;
+            match interaction.speaker {
+                Speaker::Agent => state.agent_turns += 1,
+                Speaker::Customer => {
+                    state.customer_turns += 1;
+                    let spoke = interaction.duration_ms.map_or(time::Duration::ZERO, |ms| time::Duration::seconds_f64(ms / 1000.0));
+                    state.last_customer_end = Some(at + spoke);
+                }
+                Speaker::System => {}
+            }
+            (state.turns, previous)
+        };
+        let metrics = &c.obs.metrics;
+        let meta = &interaction.metadata;
+        if let Some(s) = meta.sentiment {
+            c.sentiment.set(s);
+        }
+        if let Some(a) = meta.assertiveness {
+            c.assertiveness.set(a);
+        }
+        for (policy, score) in &meta.compliance {
+            metrics.compliance.with_label_values(&[&c.tenant_label, &metrics.small_label(policy)]).set(*score);
+        }
+        if let Some(latency) = &interaction.latency {
+            let parts = [
+                ("stt", latency.stt_ms),
+                ("end_of_utterance", latency.end_of_utterance_ms),
+                ("llm_ttft", latency.llm_ttft_ms),
+                ("tts_ttfb", latency.tts_ttfb_ms),
+                ("response", latency.response_ms),
+            ];
+            for (part, ms) in parts {
+                if let Some(ms) = ms {
+                    metrics.voice_latency.with_label_values(&[&c.tenant_label, part]).observe(ms / 1000.0);
+                }
+            }
+        }
+        let (level, kind) = match interaction.speaker {
+            Speaker::Agent => {
+                let response = interaction
+                    .latency
+                    .and_then(|l| l.response_ms)
+                    .map(|ms| ms / 1000.0)
+                    .or_else(|| previous_customer_end.map(|end| (at - end).as_seconds_f64()))
+                    .filter(|s| *s >= 0.0);
+                if let Some(seconds) = response {
+                    c.response_time.observe(seconds);
+                }
+                (
+                    Level::Info,
+                    EventKind::AgentTurn {
+                        turn,
+                        latency: interaction.latency,
+                        response_time_seconds: response,
+                        duration_ms: interaction.duration_ms,
+                    },
+                )
+            }
+            _ => (
+                Level::Info,
+                EventKind::CustomerTurn { turn, latency: interaction.latency, duration_ms: interaction.duration_ms },
+            ),
+        };
+        let event = c.child_event(at, level, interaction.speaker, interaction.content, interaction.metadata, kind);
+        let _ = c.obs.emit(event);
+    }
+
+    /// Records a decision (`decision.made`); a transfer also records `transfer.initiated`.
+    pub fn track_decision(&self, decision: Decision) {
+        let c = &*self.inner;
+        let at = decision.at.unwrap_or_else(OffsetDateTime::now_utc);
+        let mut metadata = Metadata { confidence: decision.confidence, ..Metadata::default() };
+        if decision.decision_type == DecisionType::IntentDetection {
+            metadata.intent = Some(decision.option.clone());
+        }
+        metadata.extra = decision.metadata.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+        let content = format!("{}: {} ({})", decision.decision_type, decision.option, decision.reason);
+        let transfer = (decision.decision_type == DecisionType::Transfer)
+            .then(|| (decision.option.clone(), decision.reason.clone()));
+        let event = c.child_event(
+            at,
+            Level::Info,
+            Speaker::Agent,
+            content,
+            metadata,
+            EventKind::DecisionMade {
+                decision_type: decision.decision_type,
+                option: decision.option,
+                reason: decision.reason,
+                confidence: decision.confidence,
+                duration_ms: decision.duration_ms,
+            },
+        );
+        let _ = c.obs.emit(event);
+        if let Some((target, reason)) = transfer {
+            let content = format!("transfer to {target}: {reason}");
+            let event = c.child_event(
+                at,
+                Level::Info,
+                Speaker::Agent,
+                content,
+                Metadata::default(),
+                EventKind::TransferInitiated { target, reason },
+            );
+            let _ = c.obs.emit(event);
+        }
+    }
+
+    /// Records an error (`error.occurred`) and counts it in `error_rate{service,error_type}`.
+    /// `error_type` should be a short, low-cardinality class such as `llm_timeout`.
+    pub fn track_error(&self, error_type: &str, message: impl Into<String>) {
+        self.track_error_at(error_type, message, None);
+    }
+
+    /// [`track_error`](Self::track_error) at a given time.
+    pub fn track_error_at(&self, error_type: &str, message: impl Into<String>, at: Option<OffsetDateTime>) {
+        let c = &*self.inner;
+        let metrics = &c.obs.metrics;
+        metrics.error_rate.with_label_values(&[&c.obs.service, &metrics.small_label(error_type)]).inc();
+        let event = c.event(
+            at.unwrap_or_else(OffsetDateTime::now_utc),
+            Level::Error,
+            Speaker::System,
+            message.into(),
+            Metadata::default(),
+            c.root,
+            c.parent,
+            EventKind::ErrorOccurred { error_type: error_type.to_string() },
+        );
+        let _ = c.obs.emit(event);
+    }
+
+    /// Records a compliance violation (`compliance.violation`, level warn).
+    pub fn track_compliance_violation(&self, policy: &str, severity: &str, description: impl Into<String>) {
+        self.track_compliance_violation_at(policy, severity, description, None);
+    }
+
+    /// [`track_compliance_violation`](Self::track_compliance_violation) at a given time.
+    pub fn track_compliance_violation_at(
+        &self,
+        policy: &str,
+        severity: &str,
+        description: impl Into<String>,
+        at: Option<OffsetDateTime>,
+    ) {
+        let c = &*self.inner;
+        let event = c.event(
+            at.unwrap_or_else(OffsetDateTime::now_utc),
+            Level::Warn,
+            Speaker::System,
+            description.into(),
+            Metadata::default(),
+            c.root,
+            c.parent,
+            EventKind::ComplianceViolation { policy: policy.to_string(), severity: severity.to_string() },
+        );
+        let _ = c.obs.emit(event);
+    }
+
+    /// Ends the conversation (`conversation.ended`). Ending twice records nothing the second
+    /// time.
+    pub fn end(self, end: ConversationEnd) {
+        self.inner.end(end);
+    }
+
+    /// True once the conversation has ended.
+    pub fn is_ended(&self) -> bool {
+        self.inner.state.lock().expect("conversation lock").ended
+    }
+}
+
+fn new_trace_id() -> TraceId {
+    loop {
+        let id: u128 = rand::random();
+        if id != 0 {
+            return TraceId::from_bytes(id.to_be_bytes());
+        }
+    }
+}
+
+fn new_span_id() -> SpanId {
+    loop {
+        let id: u64 = rand::random();
+        if id != 0 {
+            return SpanId::from_bytes(id.to_be_bytes());
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! The write path between the callers and the sinks.
+//!
+//! Callers enqueue [`Event`]s into a bounded queue without waiting (`when_full: drop_newest`,
+//! the default) or waiting for room (`block`). A dispatcher on its own thread takes them in
+//! batches, runs the [`Processor`]s once per event (so one redaction or sampling policy holds
+//! for every sink alike), and hands each batch to every [`Sink`]. [`Pipeline::flush`] and
+//! [`Pipeline::shutdown`] take a deadline and return [`PipelineError::Timeout`] when it passes;
+//! shutdown delivers everything that was accepted before it.
+
+pub mod live;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, select, unbounded};
+
+use crate::config::WhenFull;
+use crate::metrics::SelfMetrics;
+use crate::types::Event;
+
+/// Most events the dispatcher hands to the sinks in one call.
+pub const MAX_DISPATCH_BATCH: usize = 1024;
+
+/// A destination of events: the local event log, Loki, ClickHouse, the live broadcast.
+///
+/// Sinks are called from the dispatcher thread only, one batch at a time. A sink that talks to
+/// a server must not block the dispatcher for long: it keeps its own buffer and worker, retries
+/// there, and reports what it could not deliver through its own counters.
+pub trait Sink: Send + 'static {
+    /// Short name, used as the `sink` label of the self-metrics.
+    fn name(&self) -> &str;
+    /// Takes a batch of events (already processed).
+    fn write(&mut self, events: &[Event]) -> Result<(), SinkError>;
+    /// Makes everything written so far durable or delivered.
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+    /// Delivers what is left before `deadline`, then releases resources.
+    fn shutdown(&mut self, deadline: Instant) -> Result<(), SinkError> {
+        let _ = deadline;
+        self.flush()
+    }
+}
+
+/// A step that sees every event once, before the fan-out, and may change or drop it.
+///
+/// PII redaction and conversation sampling plug in here.
+pub trait Processor: Send + 'static {
+    /// Returns the event to pass on, or `None` to drop it.
+    fn process(&mut self, event: Event) -> Option<Event>;
+}
+
+/// A sink failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// A file operation failed.
+    #[error("{sink}: {context} {}: {source}", path.display())]
+    Io {
+        /// The sink.
+        sink: String,
+        /// What it was doing.
+        context: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Anything else.
+    #[error("{sink}: {message}")]
+    Other {
+        /// The sink.
+        sink: String,
+        /// What happened.
+        message: String,
+    },
+}
+
+/// Flush or shutdown did not complete.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// The deadline passed first; events may still be in the queue.
+    #[error("{op} did not finish within {timeout:?} ({pending} events still queued)")]
+    Timeout {
+        /// `flush` or `shutdown`.
+        op: &'static str,
+        /// The deadline given.
+        timeout: Duration,
+        /// Events left in the queue when it passed.
+        pending: usize,
+    },
+    /// The pipeline was already shut down.
+    #[error("the pipeline is shut down")]
+    Closed,
+}
+
+/// Why an event was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The queue was full (`when_full: drop_newest`).
+    QueueFull,
+    /// The pipeline was shut down.
+    Shutdown,
+}
+
+impl DropReason {
+    /// The `reason` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::QueueFull => "queue_full",
+            DropReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+enum Control {
+    Flush(Sender<()>),
+    Shutdown(Instant, Sender<()>),
+}
+
+/// The bounded queue and its dispatcher thread.
+pub struct Pipeline {
+    tx: Sender<Event>,
+    rx_len: Receiver<Event>,
+    ctl: Sender<Control>,
+    when_full: WhenFull,
+    metrics: Arc<SelfMetrics>,
+    closed: AtomicBool,
+    warned_full: AtomicBool,
+    thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Pipeline {
+    /// Starts the dispatcher thread.
+    pub fn start(
+        capacity: usize,
+        when_full: WhenFull,
+        processors: Vec<Box<dyn Processor>>,
+        sinks: Vec<Box<dyn Sink>>,
+        metrics: Arc<SelfMetrics>,
+    ) -> Pipeline {
+        let (tx, rx) = bounded(capacity.max(1));
+        let (ctl, ctl_rx) = unbounded();
+        metrics.queue_capacity.set(capacity as i64);
+        let dispatcher = Dispatcher { rx: rx.clone(), ctl: ctl_rx, processors, sinks, metrics: metrics.clone() };
+        let thread = std::thread::Builder::new()
+            .name("serphona-obs-dispatch".into())
+            .spawn(move || dispatcher.run())
+            .expect("spawn the dispatcher thread");
+        Pipeline {
+            tx,
+            rx_len: rx,
+            ctl,
+            when_full,
+            metrics,
+            closed: AtomicBool::new(false),
+            warned_full: AtomicBool::new(false),
+            thread: std::sync::Mutex::new(Some(thread)),
+        }
+    }
+
+    /// Enqueues an event. Never waits with `drop_newest`; waits for room with `block`.
+    /// Returns the reason when the event was dropped (already counted).
+    pub fn send(&self, event: Event) -> Result<(), DropReason> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(self.dropped(DropReason::Shutdown));
+        }
+        let result = match self.when_full {
+            WhenFull::DropNewest => match self.tx.try_send(event) {
+                Ok(()) => Ok(()),
+                Err(TrySendError::Full(_)) => Err(DropReason::QueueFull),
+                Err(TrySendError::Disconnected(_)) => Err(DropReason::Shutdown),
+            },
+            WhenFull::Block => self.tx.send(event).map_err(|_| DropReason::Shutdown),
+        };
+        match result {
+            Ok(()) => {
+                self.metrics.events_accepted.inc();
+                Ok(())
+            }
+            Err(reason) => Err(self.dropped(reason)),
+        }
+    }
+
+    fn dropped(&self, reason: DropReason) -> DropReason {
+        self.metrics.events_dropped.with_label_values(&[reason.as_str()]).inc();
+        if reason == DropReason::QueueFull && !self.warned_full.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                capacity = self.tx.capacity().unwrap_or(0),
+                "serphona-obs event queue is full: dropping new events (counted in \
+                 serphona_obs_events_dropped_total{{reason=\"queue_full\"}}); raise \
+                 pipeline.queue_capacity or set pipeline.when_full: block"
+            );
+        }
+        reason
+    }
+
+    /// Events waiting in the queue.
+    pub fn queue_len(&self) -> usize {
+        self.rx_len.len()
+    }
+
+    /// Delivers everything enqueued before this call to the sinks and flushes them.
+    pub fn flush(&self, timeout: Duration) -> Result<(), PipelineError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(PipelineError::Closed);
+        }
+        let (ack, done) = bounded(1);
+        self.ctl.send(Control::Flush(ack)).map_err(|_| PipelineError::Closed)?;
+        done.recv_timeout(timeout).map_err(|_| PipelineError::Timeout {
+            op: "flush",
+            timeout,
+            pending: self.queue_len(),
+        })
+    }
+
+    /// Stops accepting events, delivers everything accepted, shuts the sinks down and stops
+    /// the dispatcher. A second call returns [`PipelineError::Closed`].
+    pub fn shutdown(&self, timeout: Duration) -> Result<(), PipelineError> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Err(PipelineError::Closed);
+        }
+        let (ack, done) = bounded(1);
+        let deadline = Instant::now() + timeout;
+        self.ctl.send(Control::Shutdown(deadline, ack)).map_err(|_| PipelineError::Closed)?;
+        match done.recv_timeout(timeout) {
+            Ok(()) => {
+                if let Some(thread) = self.thread.lock().expect("pipeline thread lock").take() {
+                    let _ = thread.join();
+                }
+                Ok(())
+            }
+            Err(_) => Err(PipelineError::Timeout { op: "shutdown", timeout, pending: self.queue_len() }),
+        }
+    }
+
+    /// True once [`shutdown`](Self::shutdown) was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+struct Dispatcher {
+    rx: Receiver<Event>,
+    ctl: Receiver<Control>,
+    processors: Vec<Box<dyn Processor>>,
+    sinks: Vec<Box<dyn Sink>>,
+    metrics: Arc<SelfMetrics>,
+}
+
+impl Dispatcher {
+    fn run(mut self) {
+        let mut batch = Vec::with_capacity(MAX_DISPATCH_BATCH);
+        loop {
+            select! {
+                recv(self.rx) -> event => match event {
+                    Ok(event) => {
+                        batch.push(event);
+                        self.fill_and_dispatch(&mut batch);
+                    }
+                    // Every sender is gone: the pipeline was dropped without shutdown.
+                    Err(_) => {
+                        self.shutdown_sinks(Instant::now() + Duration::from_secs(5));
+                        return;
+                    }
+                },
+                recv(self.ctl) -> msg => match msg {
+                    Ok(Control::Flush(ack)) => {
+                        self.drain(&mut batch);
+                        for sink in &mut self.sinks {
+                            if let Err(e) = sink.flush() {
+                                self.metrics.batches_failed.with_label_values(&[sink.name()]).inc();
+                                tracing::warn!(error = %e, "serphona-obs sink flush failed");
+                            }
+                        }
+                        let _ = ack.send(());
+                    }
+                    Ok(Control::Shutdown(deadline, ack)) => {
+                        self.drain(&mut batch);
+                        self.shutdown_sinks(deadline);
+                        let _ = ack.send(());
+                        return;
+                    }
+                    Err(_) => return,
+                },
+            }
+        }
+    }
+
+    /// Takes what else is waiting (up to a batch) and dispatches it.
+    fn fill_and_dispatch(&mut self, batch: &mut Vec<Event>) {
+        while batch.len() < MAX_DISPATCH_BATCH {
+            match self.rx.try_recv() {
+                Ok(event) => batch.push(event),
+                Err(_) => break,
+            }
+        }
+        self.dispatch(batch);
+    }
+
+    /// Dispatches everything in the queue.
+    fn drain(&mut self, batch: &mut Vec<Event>) {
+        loop {
+            self.fill_and_dispatch(batch);
+            if self.rx.is_empty() {
+                return;
+            }
+        }
+    }
+
+    fn dispatch(&mut self, batch: &mut Vec<Event>) {
+        if !self.processors.is_empty() {
+            let processors = &mut self.processors;
+            let processed: Vec<Event> = batch
+                .drain(..)
+                .filter_map(|event| processors.iter_mut().try_fold(event, |event, p| p.process(event)))
+                .collect();
+            *batch = processed;
+        }
+        if !batch.is_empty() {
+            for sink in &mut self.sinks {
+                let name = sink.name().to_string();
+                match sink.write(batch) {
+                    Ok(()) => {
+                        self.metrics.batches_exported.with_label_values(&[&name]).inc();
+                        self.metrics.events_exported.with_label_values(&[&name]).inc_by(batch.len() as u64);
+                    }
+                    Err(e) => {
+                        self.metrics.batches_failed.with_label_values(&[&name]).inc();
+                        self.metrics.events_failed.with_label_values(&[&name]).inc_by(batch.len() as u64);
+                        tracing::warn!(error = %e, events = batch.len(), "serphona-obs sink write failed");
+                    }
+                }
+            }
+        }
+        batch.clear();
+        self.metrics.queue_depth.set(self.rx.len() as i64);
+    }
+
+    fn shutdown_sinks(&mut self, deadline: Instant) {
+        for sink in &mut self.sinks {
+            if let Err(e) = sink.shutdown(deadline) {
+                self.metrics.batches_failed.with_label_values(&[sink.name()]).inc();
+                tracing::warn!(error = %e, "serphona-obs sink shutdown failed");
+            }
+        }
+        self.metrics.queue_depth.set(self.rx.len() as i64);
+    }
+}

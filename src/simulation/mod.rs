@@ -1,0 +1,252 @@
+//! Synthetic conversations through the real library: what `demo` and `simulate` run.
+//!
+//! A small contact center — a few tenants with their agents, voice/chat/SMS/email — where each
+//! conversation is a script drawn from its own seeded random stream: a greeting, the customer's
+//! problem, intent detection, a few exchanges (with tool calls), sometimes an error or a
+//! compliance violation, and an ending: resolved, transferred, escalated, unresolved or
+//! abandoned, with a rating. A discrete-event scheduler interleaves the conversations on a
+//! virtual clock (arrivals at `rate` per second, at most `concurrency` at once), so the same
+//! seed gives the same conversations, durations and outcomes whether the run is paced in real
+//! time or goes as fast as it can.
+
+mod script;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use time::OffsetDateTime;
+
+use crate::observability::{Conversation, Observability};
+use crate::types::{DecisionType, Resolution};
+
+pub use script::{Action, Step};
+
+/// The metadata key that marks a conversation with the run that simulated it.
+pub const RUN_METADATA_KEY: &str = "simulation_run";
+
+/// How fast virtual time runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pace {
+    /// As fast as the library takes it; timestamps still follow the virtual clock, ending
+    /// about now.
+    Fast,
+    /// `speed` virtual seconds per real second (1.0 is real time).
+    Realtime {
+        /// Virtual seconds per real second.
+        speed: f64,
+    },
+}
+
+/// What to simulate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimConfig {
+    /// Conversations to run.
+    pub conversations: usize,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// New conversations per (virtual) second.
+    pub rate: f64,
+    /// Most conversations in progress at once.
+    pub concurrency: usize,
+    /// Real-time pacing or as fast as possible.
+    pub pace: Pace,
+    /// Marks every conversation's metadata (`simulation_run`); a new id when `None`.
+    pub run_id: Option<String>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig { conversations: 200, seed: 7, rate: 2.0, concurrency: 50, pace: Pace::Fast, run_id: None }
+    }
+}
+
+/// Where a run is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Conversations started.
+    pub started: usize,
+    /// Conversations ended.
+    pub ended: usize,
+    /// Events recorded.
+    pub events: u64,
+    /// Conversations to run in all.
+    pub total: usize,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimReport {
+    /// The run id in every conversation's metadata.
+    pub run_id: String,
+    /// Conversations started.
+    pub conversations: usize,
+    /// Conversations ended.
+    pub ended: usize,
+    /// Events recorded (the library emits exactly these).
+    pub events: u64,
+    /// Events by type name.
+    pub events_by_type: BTreeMap<&'static str, u64>,
+    /// Ended conversations by resolution.
+    pub by_resolution: BTreeMap<Resolution, usize>,
+    /// Real time taken.
+    pub elapsed: Duration,
+    /// True when stopped before the end.
+    pub interrupted: bool,
+}
+
+struct Active {
+    conv: Option<Conversation>,
+    steps: VecDeque<Step>,
+    start_ms: u64,
+}
+
+/// Runs a simulation through `obs`. `progress` is called after every step (cheap to ignore);
+/// setting `stop` ends the run early (conversations in progress end as abandoned).
+pub fn run(obs: &Observability, config: &SimConfig, stop: &AtomicBool, mut progress: impl FnMut(Progress)) -> SimReport {
+    let started = Instant::now();
+    let run_id = config.run_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let rate = if config.rate > 0.0 { config.rate } else { 1.0 };
+    let concurrency = config.concurrency.max(1);
+    let base = match config.pace {
+        Pace::Fast => OffsetDateTime::now_utc() - time::Duration::seconds_f64(config.conversations as f64 / rate + 120.0),
+        Pace::Realtime { .. } => OffsetDateTime::now_utc(),
+    };
+    let mut arrivals = ChaCha8Rng::seed_from_u64(config.seed);
+    let mut next_arrival_ms: u64 = 0;
+    let mut launched = 0usize;
+    let mut slots: Vec<Option<Active>> = Vec::new();
+    let mut free_slots: Vec<usize> = Vec::new();
+    let mut queue: BinaryHeap<Reverse<(u64, u64, usize)>> = BinaryHeap::new();
+    let mut seq = 0u64;
+    let mut report = SimReport {
+        run_id: run_id.clone(),
+        conversations: 0,
+        ended: 0,
+        events: 0,
+        events_by_type: BTreeMap::new(),
+        by_resolution: BTreeMap::new(),
+        elapsed: Duration::ZERO,
+        interrupted: false,
+    };
+    let mut active = 0usize;
+    let mut now_ms: u64 = 0;
+
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            report.interrupted = true;
+            break;
+        }
+        let can_launch = launched < config.conversations && active < concurrency;
+        let next_step = queue.peek().map(|Reverse((due, _, _))| *due);
+        // Arrivals wait for a free slot; then they start no earlier than now.
+        let arrival = can_launch.then(|| next_arrival_ms.max(now_ms));
+        let (due, is_arrival) = match (arrival, next_step) {
+            (Some(a), Some(s)) if a <= s => (a, true),
+            (Some(a), None) => (a, true),
+            (_, Some(s)) => (s, false),
+            (None, None) => break,
+        };
+        now_ms = due;
+        if let Pace::Realtime { speed } = config.pace {
+            let target = Duration::from_secs_f64(due as f64 / 1000.0 / speed.max(1e-6));
+            while let Some(wait) = target.checked_sub(started.elapsed()) {
+                if stop.load(Ordering::Relaxed) || wait.is_zero() {
+                    break;
+                }
+                std::thread::sleep(wait.min(Duration::from_millis(50)));
+            }
+        }
+        if is_arrival {
+            let index = launched;
+            launched += 1;
+            // Exponential inter-arrival times.
+            let u: f64 = arrivals.random_range(f64::EPSILON..1.0);
+            next_arrival_ms = due + (-u.ln() / rate * 1000.0) as u64;
+            let steps = script::generate(config.seed, index as u64, &run_id);
+            let slot = free_slots.pop().unwrap_or_else(|| {
+                slots.push(None);
+                slots.len() - 1
+            });
+            slots[slot] = Some(Active { conv: None, steps: steps.into(), start_ms: due });
+            active += 1;
+            queue.push(Reverse((due, seq, slot)));
+            seq += 1;
+            continue;
+        }
+        let Reverse((_, _, slot)) = queue.pop().expect("peeked");
+        let entry = slots[slot].as_mut().expect("scheduled slot is active");
+        let step = entry.steps.pop_front().expect("scheduled conversation has a step");
+        let at = base + time::Duration::milliseconds(due as i64);
+        let ended = perform(obs, entry, step.action, at, &mut report);
+        if ended {
+            slots[slot] = None;
+            free_slots.push(slot);
+            active -= 1;
+        } else if let Some(next) = entry.steps.front() {
+            queue.push(Reverse((entry.start_ms + next.offset_ms, seq, slot)));
+            seq += 1;
+        }
+        progress(Progress { started: report.conversations, ended: report.ended, events: report.events, total: config.conversations });
+    }
+    // Stopped early: what is still open ends as abandoned when its handle drops.
+    for entry in slots.iter_mut().flatten() {
+        if entry.conv.take().is_some() {
+            report.events += 1;
+            *report.events_by_type.entry("conversation.ended").or_default() += 1;
+            *report.by_resolution.entry(Resolution::Abandoned).or_default() += 1;
+            report.ended += 1;
+        }
+    }
+    report.elapsed = started.elapsed();
+    report
+}
+
+fn count(report: &mut SimReport, event_type: &'static str) {
+    report.events += 1;
+    *report.events_by_type.entry(event_type).or_default() += 1;
+}
+
+/// Carries out one step; true when the conversation ended.
+fn perform(obs: &Observability, entry: &mut Active, action: Action, at: OffsetDateTime, report: &mut SimReport) -> bool {
+    match action {
+        Action::Start(start) => {
+            entry.conv = Some(obs.start_conversation(start.at(at)));
+            report.conversations += 1;
+            count(report, "conversation.started");
+        }
+        Action::Turn(interaction) => {
+            let speaker = interaction.speaker;
+            entry.conv.as_ref().expect("started").track_interaction(interaction.at(at));
+            count(report, if speaker == crate::types::Speaker::Agent { "interaction.agent" } else { "interaction.customer" });
+        }
+        Action::Decide(decision) => {
+            let transfer = decision.decision_type == DecisionType::Transfer;
+            entry.conv.as_ref().expect("started").track_decision(decision.at(at));
+            count(report, "decision.made");
+            if transfer {
+                count(report, "transfer.initiated");
+            }
+        }
+        Action::Error { error_type, message } => {
+            entry.conv.as_ref().expect("started").track_error_at(error_type, message, Some(at));
+            count(report, "error.occurred");
+        }
+        Action::Violation { policy, severity, description } => {
+            entry.conv.as_ref().expect("started").track_compliance_violation_at(policy, severity, description, Some(at));
+            count(report, "compliance.violation");
+        }
+        Action::End(end) => {
+            let resolution = end.resolution;
+            entry.conv.take().expect("started").end(end.at(at));
+            count(report, "conversation.ended");
+            report.ended += 1;
+            *report.by_resolution.entry(resolution).or_default() += 1;
+            return true;
+        }
+    }
+    false
+}

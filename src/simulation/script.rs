@@ -1,0 +1,427 @@
+//! One conversation's script, drawn from its own random stream.
+
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::types::*;
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Start the conversation.
+    Start(ConversationStart),
+    /// A turn.
+    Turn(Interaction),
+    /// A decision.
+    Decide(Decision),
+    /// An error.
+    Error {
+        /// Class.
+        error_type: &'static str,
+        /// Message.
+        message: &'static str,
+    },
+    /// A compliance violation.
+    Violation {
+        /// Policy.
+        policy: &'static str,
+        /// Severity.
+        severity: &'static str,
+        /// What happened.
+        description: &'static str,
+    },
+    /// The end.
+    End(ConversationEnd),
+}
+
+/// A step at a virtual offset from the conversation's start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// Milliseconds after the start.
+    pub offset_ms: u64,
+    /// What happens.
+    pub action: Action,
+}
+
+struct Tenant {
+    id: &'static str,
+    name: &'static str,
+    agents: &'static [&'static str],
+    policy: &'static str,
+    intents: &'static [usize],
+}
+
+const TENANTS: &[Tenant] = &[
+    Tenant {
+        id: "acme-telco",
+        name: "Acme Telco",
+        agents: &["acme-billing-bot", "acme-support-bot", "acme-sales-bot"],
+        policy: "call_recording_disclosure",
+        intents: &[0, 1, 2, 3, 4],
+    },
+    Tenant {
+        id: "globex-bank",
+        name: "Globex Bank",
+        agents: &["globex-cards-bot", "globex-loans-bot"],
+        policy: "pci_dss",
+        intents: &[0, 1, 5, 6],
+    },
+    Tenant {
+        id: "initech-insurance",
+        name: "Initech Insurance",
+        agents: &["initech-claims-bot", "initech-policy-bot"],
+        policy: "gdpr_consent",
+        intents: &[0, 7, 3],
+    },
+    Tenant {
+        id: "umbrella-health",
+        name: "Umbrella Health",
+        agents: &["umbrella-appointments-bot"],
+        policy: "hipaa",
+        intents: &[8, 1, 7],
+    },
+];
+
+struct Intent {
+    name: &'static str,
+    opening: &'static [&'static str],
+    follow_up: &'static [&'static str],
+    agent: &'static [&'static str],
+    tool: &'static str,
+    queue: &'static str,
+    /// Typical customer sentiment at the opening.
+    mood: f64,
+}
+
+const INTENTS: &[Intent] = &[
+    Intent {
+        name: "billing_dispute",
+        opening: &["My last bill is almost twice what it usually is.", "I was charged twice this month.", "There's a fee on my statement I never agreed to."],
+        follow_up: &["It says 'service adjustment', what is that?", "I've been a customer for ten years.", "Can you just take it off?"],
+        agent: &["I can see the charge on your account. Let me check what it was for.", "I understand, unexpected charges are frustrating. One moment.", "I found the item: it's a one-time adjustment from last month."],
+        tool: "billing.lookup_invoice",
+        queue: "billing-specialists",
+        mood: -0.5,
+    },
+    Intent {
+        name: "password_reset",
+        opening: &["I can't log in to my account.", "I forgot my password and the reset email never arrives.", "My account says it's locked."],
+        follow_up: &["I checked the spam folder already.", "Yes, that's my email address.", "Okay, I got the code."],
+        agent: &["I can help you reset it. Can you confirm the email on the account?", "I've sent a new reset link; it can take a minute to arrive.", "Your account is unlocked now. Try logging in again."],
+        tool: "identity.send_reset_link",
+        queue: "account-security",
+        mood: -0.2,
+    },
+    Intent {
+        name: "plan_upgrade",
+        opening: &["I'd like more data on my plan.", "What plans do you have with international calling?", "Can I upgrade to the unlimited plan?"],
+        follow_up: &["How much more is that per month?", "Does it start today?", "Sounds good, let's do it."],
+        agent: &["The Unlimited plan is 15 dollars more per month and includes 50 GB of hotspot.", "It would start with your next billing cycle.", "Done: your plan is upgraded. You'll get a confirmation by text."],
+        tool: "catalog.quote_plan",
+        queue: "sales",
+        mood: 0.3,
+    },
+    Intent {
+        name: "cancel_service",
+        opening: &["I want to cancel my service.", "Please close my account.", "I'm moving and want to cancel."],
+        follow_up: &["No, I've made up my mind.", "What's the cancellation fee?", "Fine, when is the last day?"],
+        agent: &["I'm sorry to hear that. May I ask why you're leaving?", "I can offer you three months at half price if you stay.", "Your service will end at the close of this billing period."],
+        tool: "retention.offer",
+        queue: "retention",
+        mood: -0.3,
+    },
+    Intent {
+        name: "technical_support",
+        opening: &["My internet keeps dropping every few minutes.", "The router light is blinking red.", "I have no signal at home."],
+        follow_up: &["I already restarted it twice.", "It's still blinking.", "Okay, it's green now."],
+        agent: &["Let's run a line test from here.", "I see an outage in your area; a technician is on it.", "Please unplug the router for thirty seconds and plug it back in."],
+        tool: "network.line_test",
+        queue: "tier2-support",
+        mood: -0.4,
+    },
+    Intent {
+        name: "card_lost",
+        opening: &["I lost my credit card.", "I think my card was stolen.", "There are purchases on my card I didn't make."],
+        follow_up: &["The last one was at a gas station.", "Yes, please block it.", "How long until the new card arrives?"],
+        agent: &["I've frozen the card so no new charges can go through.", "A replacement is on its way and should arrive in 3 to 5 days.", "I've opened a dispute for the two charges you didn't recognize."],
+        tool: "cards.freeze",
+        queue: "fraud-team",
+        mood: -0.6,
+    },
+    Intent {
+        name: "loan_status",
+        opening: &["Where is my loan application?", "Has my mortgage been approved?", "I submitted documents last week."],
+        follow_up: &["Do you need anything else from me?", "When will I hear back?", "Thanks."],
+        agent: &["Your application is in underwriting.", "We have everything we need for now.", "You should get a decision within two business days."],
+        tool: "loans.application_status",
+        queue: "loan-officers",
+        mood: 0.0,
+    },
+    Intent {
+        name: "claim_status",
+        opening: &["I filed a claim after the storm; what's the status?", "When will my claim be paid?", "An adjuster was supposed to call me."],
+        follow_up: &["It's been three weeks.", "Can I send more photos?", "Okay."],
+        agent: &["Your claim is approved and payment is scheduled.", "The adjuster visit is booked for Thursday.", "Yes, you can upload photos in the app under 'My claims'."],
+        tool: "claims.lookup",
+        queue: "claims-adjusters",
+        mood: -0.2,
+    },
+    Intent {
+        name: "appointment_booking",
+        opening: &["I need to book an appointment with Dr. Patel.", "Can I move my appointment to next week?", "I need a blood test."],
+        follow_up: &["Morning works better for me.", "Tuesday is fine.", "Great, thank you."],
+        agent: &["Dr. Patel has openings Tuesday at 9:30 and Thursday at 14:00.", "I've booked Tuesday at 9:30 for you.", "You'll get a reminder the day before."],
+        tool: "scheduling.find_slots",
+        queue: "front-desk",
+        mood: 0.2,
+    },
+];
+
+const ERRORS: &[(&str, &str)] = &[
+    ("llm_timeout", "LLM did not answer within 8s; retried"),
+    ("asr_failure", "speech recognition returned no transcript for 2.1s of audio"),
+    ("tts_error", "text-to-speech provider returned 503"),
+    ("tool_call_failed", "tool call failed: upstream returned 500"),
+];
+
+fn pick<'a, T>(rng: &mut ChaCha8Rng, items: &'a [T]) -> &'a T {
+    items.choose(rng).expect("non-empty")
+}
+
+fn weighted<T: Copy>(rng: &mut ChaCha8Rng, items: &[(T, u32)]) -> T {
+    let total: u32 = items.iter().map(|(_, w)| w).sum();
+    let mut roll = rng.random_range(0..total);
+    for (item, w) in items {
+        if roll < *w {
+            return *item;
+        }
+        roll -= w;
+    }
+    items[items.len() - 1].0
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// The script of conversation `index` of a run with `seed`.
+pub fn generate(seed: u64, index: u64, run_id: &str) -> Vec<Step> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(index + 1);
+    let tenant = pick(&mut rng, TENANTS);
+    let agent = *pick(&mut rng, tenant.agents);
+    let intent = &INTENTS[*pick(&mut rng, tenant.intents)];
+    let channel = weighted(&mut rng, &[(Channel::Voice, 50), (Channel::Chat, 35), (Channel::Sms, 10), (Channel::Email, 5)]);
+    let language = weighted(&mut rng, &[("en-US", 70), ("es-US", 15), ("en-GB", 10), ("de-DE", 5)]);
+    let voice = channel == Channel::Voice;
+    let customer = format!("cust-{:05}", rng.random_range(0..50_000));
+
+    let mut steps = Vec::new();
+    let mut t: u64 = 0;
+    let mut push = |t: u64, action: Action| steps.push(Step { offset_ms: t, action });
+    push(
+        0,
+        Action::Start(
+            ConversationStart::new(tenant.id, agent, customer, channel)
+                .language(language)
+                .meta(super::RUN_METADATA_KEY, run_id)
+                .meta("queue", intent.queue),
+        ),
+    );
+
+    // Time for the customer to read/think and type or speak.
+    let think = |rng: &mut ChaCha8Rng| -> u64 {
+        match channel {
+            Channel::Voice => rng.random_range(300..1500),
+            Channel::Chat => rng.random_range(3000..15000),
+            Channel::Sms => rng.random_range(10_000..60_000),
+            Channel::Email => rng.random_range(600_000..3_600_000),
+        }
+    };
+    let speak = |rng: &mut ChaCha8Rng, text: &str| -> f64 {
+        if voice { text.len() as f64 * rng.random_range(55.0..75.0) } else { 0.0 }
+    };
+    let agent_turn = |rng: &mut ChaCha8Rng, text: &str, mood: f64| -> Interaction {
+        let mut turn = Interaction::agent(text)
+            .sentiment(round((mood + 0.5).clamp(-1.0, 1.0)))
+            .assertiveness(round(rng.random_range(0.45..0.9)))
+            .compliance(tenant.policy, round(rng.random_range(0.82..1.0)));
+        if voice {
+            let stt = rng.random_range(90.0..260.0);
+            let eou = rng.random_range(150.0..600.0);
+            let ttft = rng.random_range(180.0..900.0);
+            let tts = rng.random_range(60.0..220.0);
+            turn = turn
+                .latency(TurnLatency {
+                    stt_ms: Some(round(stt)),
+                    end_of_utterance_ms: Some(round(eou)),
+                    llm_ttft_ms: Some(round(ttft)),
+                    tts_ttfb_ms: Some(round(tts)),
+                    response_ms: Some(round(stt + eou + ttft + tts)),
+                    interrupted: rng.random_bool(0.06),
+                })
+                .duration_ms(round(speak(rng, text)));
+        }
+        turn
+    };
+    let respond = |rng: &mut ChaCha8Rng| -> u64 {
+        if voice { rng.random_range(500..2000) } else { rng.random_range(800..4000) }
+    };
+
+    // Greeting.
+    t += 300;
+    let greeting = format!("Hi, you've reached {}. I'm the virtual assistant; how can I help you today?", tenant.name);
+    let g = agent_turn(&mut rng, &greeting, 0.4);
+    let g_ms = g.duration_ms.unwrap_or(0.0) as u64;
+    push(t, Action::Turn(g));
+    t += g_ms + think(&mut rng);
+
+    // The problem.
+    let mut mood = (intent.mood + rng.random_range(-0.25..0.25)).clamp(-1.0, 1.0);
+    let opening = *pick(&mut rng, intent.opening);
+    let confidence = round(rng.random_range(0.72..0.99));
+    let spoken = speak(&mut rng, opening);
+    let mut customer_turn = Interaction::customer(opening).sentiment(round(mood)).intent(intent.name, confidence);
+    if voice {
+        customer_turn = customer_turn.duration_ms(round(spoken));
+    }
+    push(t, Action::Turn(customer_turn));
+    t += spoken as u64 + rng.random_range(120..400);
+    push(
+        t,
+        Action::Decide(
+            Decision::new(DecisionType::IntentDetection, intent.name, "classified from the customer's first statement")
+                .confidence(confidence)
+                .duration_ms(round(rng.random_range(80.0..300.0))),
+        ),
+    );
+
+    let outcome = weighted(
+        &mut rng,
+        &[
+            (Resolution::Resolved, 62),
+            (Resolution::Transferred, 14),
+            (Resolution::Escalated, 6),
+            (Resolution::Unresolved, 8),
+            (Resolution::Abandoned, 10),
+        ],
+    );
+    let exchanges = rng.random_range(1..=4);
+    let error_at = rng.random_bool(0.05).then(|| rng.random_range(0..exchanges));
+    let violation_at = rng.random_bool(0.03).then(|| rng.random_range(0..exchanges));
+    for k in 0..exchanges {
+        t += respond(&mut rng);
+        if k == 0 || rng.random_bool(0.3) {
+            push(
+                t,
+                Action::Decide(
+                    Decision::new(DecisionType::ToolCall, intent.tool, "look up the customer's account")
+                        .confidence(round(rng.random_range(0.8..0.99)))
+                        .duration_ms(round(rng.random_range(120.0..1500.0))),
+                ),
+            );
+            t += rng.random_range(150..1500);
+        }
+        if error_at == Some(k) {
+            let (error_type, message) = *pick(&mut rng, ERRORS);
+            push(t, Action::Error { error_type, message });
+            t += rng.random_range(500..3000);
+        }
+        let reply = *pick(&mut rng, intent.agent);
+        let a = agent_turn(&mut rng, reply, mood);
+        let a_ms = a.duration_ms.unwrap_or(0.0) as u64;
+        push(t, Action::Turn(a));
+        if violation_at == Some(k) {
+            push(
+                t + a_ms,
+                Action::Violation {
+                    policy: tenant.policy,
+                    severity: *pick(&mut rng, &["medium", "high"]),
+                    description: "agent turn breached the tenant's compliance policy",
+                },
+            );
+        }
+        t += a_ms + think(&mut rng);
+        if outcome == Resolution::Abandoned && k + 1 == exchanges {
+            break; // the customer never answers
+        }
+        mood = (mood + if outcome == Resolution::Resolved { 0.2 } else { -0.1 }).clamp(-1.0, 1.0);
+        let follow = *pick(&mut rng, intent.follow_up);
+        let spoken = speak(&mut rng, follow);
+        let mut c = Interaction::customer(follow).sentiment(round(mood));
+        if voice {
+            c = c.duration_ms(round(spoken));
+        }
+        push(t, Action::Turn(c));
+        t += spoken as u64;
+    }
+
+    t += respond(&mut rng);
+    let end = match outcome {
+        Resolution::Resolved => {
+            push(t, Action::Turn(agent_turn(&mut rng, "Glad I could help. Is there anything else?", mood)));
+            t += think(&mut rng);
+            push(t, Action::Turn(Interaction::customer("No, that's all. Thanks!").sentiment(round((mood + 0.3).min(1.0)))));
+            t += 400;
+            ConversationEnd::new(outcome).rating(weighted(&mut rng, &[(5, 55), (4, 35), (3, 10)])).tag(intent.name)
+        }
+        Resolution::Transferred => {
+            push(
+                t,
+                Action::Decide(
+                    Decision::transfer(intent.queue, "needs a human specialist")
+                        .confidence(round(rng.random_range(0.6..0.95)))
+                        .duration_ms(round(rng.random_range(100.0..400.0))),
+                ),
+            );
+            t += 200;
+            push(t, Action::Turn(agent_turn(&mut rng, "I'm connecting you with a specialist now. Please hold.", mood)));
+            t += rng.random_range(1000..4000);
+            let end = ConversationEnd::new(outcome).tag(intent.name).tag("handoff");
+            if rng.random_bool(0.5) { end.rating(weighted(&mut rng, &[(4, 40), (3, 40), (2, 20)])) } else { end }
+        }
+        Resolution::Escalated => {
+            push(
+                t,
+                Action::Decide(
+                    Decision::new(DecisionType::Escalation, "supervisor", "customer asked for a supervisor")
+                        .confidence(round(rng.random_range(0.7..0.99))),
+                ),
+            );
+            t += 300;
+            push(t, Action::Turn(agent_turn(&mut rng, "I've escalated this to a supervisor who will call you back today.", mood)));
+            t += 1500;
+            ConversationEnd::new(outcome).rating(weighted(&mut rng, &[(3, 40), (2, 40), (1, 20)])).tag(intent.name)
+        }
+        Resolution::Unresolved => {
+            push(t, Action::Turn(agent_turn(&mut rng, "I'm sorry, I wasn't able to solve this today.", mood)));
+            t += 1200;
+            ConversationEnd::new(outcome).rating(weighted(&mut rng, &[(1, 50), (2, 40), (3, 10)])).tag(intent.name)
+        }
+        _ => {
+            // Abandoned: the customer left; the session times out after a while.
+            t += rng.random_range(20_000..60_000);
+            ConversationEnd::new(Resolution::Abandoned).tag(intent.name)
+        }
+    };
+    push(t, Action::End(end));
+    steps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_script_and_offsets_never_go_back() {
+        for i in 0..50 {
+            let a = generate(7, i, "run");
+            assert_eq!(a, generate(7, i, "run"));
+            assert!(a.windows(2).all(|w| w[0].offset_ms <= w[1].offset_ms), "script {i} goes back in time");
+            assert!(matches!(a.first().unwrap().action, Action::Start(_)));
+            assert!(matches!(a.last().unwrap().action, Action::End(_)));
+        }
+        assert_ne!(generate(7, 0, "run"), generate(8, 0, "run"));
+    }
+}

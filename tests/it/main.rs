@@ -1,0 +1,8 @@
+//! The one integration-test binary. Each module covers one area; `support` starts the real
+//! test peers.
+
+mod support;
+
+mod cli;
+mod library;
+mod prometheus;
