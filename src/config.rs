@@ -288,10 +288,33 @@ impl Serialize for Endpoint {
     }
 }
 
+/// Checks the URL inside the visitor, so a YAML error points at the value's own line.
+struct EndpointVisitor {
+    optional: bool,
+}
+
+impl serde::de::Visitor<'_> for EndpointVisitor {
+    type Value = Option<Endpoint>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.optional { "an http(s) URL or an empty string" } else { "an http(s) URL" })
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+        if self.optional && s.trim().is_empty() {
+            return Ok(None);
+        }
+        Endpoint::parse(s).map(Some).map_err(E::custom)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        if self.optional { Ok(None) } else { Err(E::invalid_type(serde::de::Unexpected::Unit, &self)) }
+    }
+}
+
 impl<'de> Deserialize<'de> for Endpoint {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Endpoint::parse(&s).map_err(serde::de::Error::custom)
+        d.deserialize_str(EndpointVisitor { optional: false }).map(|e| e.expect("required endpoint"))
     }
 }
 
@@ -307,11 +330,7 @@ impl Serialize for OptionalEndpoint {
 
 impl<'de> Deserialize<'de> for OptionalEndpoint {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = Option::<String>::deserialize(d)?.unwrap_or_default();
-        if s.trim().is_empty() {
-            return Ok(OptionalEndpoint(None));
-        }
-        Endpoint::parse(&s).map(|e| OptionalEndpoint(Some(e))).map_err(serde::de::Error::custom)
+        d.deserialize_any(EndpointVisitor { optional: true }).map(OptionalEndpoint)
     }
 }
 
@@ -386,6 +405,7 @@ impl Config {
         serde_path_to_error::deserialize(de).map_err(|e| {
             let field = e.path().to_string();
             let inner = e.into_inner();
+            let message = strip_path(&strip_location(&inner.to_string()), &field);
             let (line, column) = match inner.location() {
                 Some(l) => (Some(l.line()), Some(l.column())),
                 None => (None, None),
@@ -395,7 +415,7 @@ impl Config {
                 field: if field == "." { "(top level)".into() } else { field },
                 line,
                 column,
-                message: strip_location(&inner.to_string()),
+                message,
             }
         })
     }
@@ -582,6 +602,16 @@ fn env_value(current: &serde_json::Value, raw: &str) -> Result<serde_json::Value
         }
         _ => Ok(Value::String(raw.to_string())),
     }
+}
+
+/// serde_norway starts messages with the (partial) path, which the error shows apart.
+fn strip_path(message: &str, field: &str) -> String {
+    if let Some((head, rest)) = message.split_once(": ") {
+        if !head.contains(' ') && (field == head || field.starts_with(&format!("{head}."))) {
+            return rest.to_string();
+        }
+    }
+    message.to_string()
 }
 
 /// serde_norway appends " at line L column C" to messages; the location is reported apart.

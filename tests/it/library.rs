@@ -1,0 +1,335 @@
+//! The library through its public API: the pipeline's delivery rules and the conversation
+//! calls (issue 2).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use serphona_obs::config::WhenFull;
+use serphona_obs::pipeline::{Sink, SinkError};
+use serphona_obs::types::*;
+use serphona_obs::{Config, Observability};
+
+/// Collects events; while `gate` is set, each write waits for a token on it.
+struct TestSink {
+    events: Arc<Mutex<Vec<Event>>>,
+    gate: Option<Receiver<()>>,
+}
+
+impl Sink for TestSink {
+    fn name(&self) -> &str {
+        "test"
+    }
+    fn write(&mut self, events: &[Event]) -> Result<(), SinkError> {
+        if let Some(gate) = &self.gate {
+            // Blocks until the test opens the gate (sender dropped) or sends a token.
+            let _ = gate.recv();
+        }
+        self.events.lock().unwrap().extend_from_slice(events);
+        Ok(())
+    }
+}
+
+fn quiet_config(capacity: usize, when_full: WhenFull) -> Config {
+    let mut config = Config::default();
+    config.logging.enabled = false;
+    config.metrics.enabled = false;
+    config.pipeline.queue_capacity = capacity;
+    config.pipeline.when_full = when_full;
+    config
+}
+
+fn with_sink(config: Config, gated: bool) -> (Observability, Arc<Mutex<Vec<Event>>>, Option<Sender<()>>) {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let (gate_tx, gate_rx) = bounded::<()>(0);
+    let sink = TestSink { events: events.clone(), gate: gated.then_some(gate_rx) };
+    let obs = Observability::builder(config).sink(sink).build().unwrap();
+    (obs, events, gated.then_some(gate_tx))
+}
+
+/// Runs `f` on a thread and waits at most 30 s for it: a call that blocks forever fails the
+/// test instead of hanging it.
+fn finishes<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = bounded(1);
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(30)).ok()
+}
+
+#[test]
+fn queue_full_drop_newest_never_blocks_and_counts_drops() {
+    let (obs, events, gate) = with_sink(quiet_config(8, WhenFull::DropNewest), true);
+    let conv = obs.start_conversation(ConversationStart::new("t", "a", "c", Channel::Chat));
+    let caller = obs.clone();
+    // The sink is stuck, so at most the queue (8) plus the batch in the dispatcher's hands
+    // can be accepted; the caller must still return.
+    let emitted = finishes(move || {
+        for i in 0..500 {
+            conv.track_interaction(Interaction::customer(format!("turn {i}")));
+        }
+        conv.end(ConversationEnd::new(Resolution::Resolved));
+        502 // start + 500 turns + end
+    })
+    .expect("with drop_newest the caller must not block on a stuck sink");
+    let pipeline = &caller.metrics().pipeline;
+    let dropped = pipeline.events_dropped.with_label_values(&["queue_full"]).get();
+    let accepted = pipeline.events_accepted.get();
+    assert!(dropped > 0, "a stuck sink with capacity 8 must drop some of 502 events");
+    assert_eq!(accepted + dropped, emitted);
+    assert!(accepted <= 8 + 1 + serphona_obs::pipeline::MAX_DISPATCH_BATCH as u64);
+    assert!(caller.metrics().encode().contains("serphona_obs_events_dropped_total{reason=\"queue_full\"}"));
+    drop(gate); // open the gate
+    caller.shutdown(Duration::from_secs(10)).unwrap();
+    assert_eq!(events.lock().unwrap().len() as u64, accepted, "everything accepted is delivered");
+}
+
+#[test]
+fn queue_full_block_waits_and_drops_nothing() {
+    let (obs, events, gate) = with_sink(quiet_config(4, WhenFull::Block), true);
+    let progress = Arc::new(AtomicUsize::new(0));
+    let conv = obs.start_conversation(ConversationStart::new("t", "a", "c", Channel::Voice));
+    let seen = progress.clone();
+    let (done_tx, done_rx) = bounded(1);
+    std::thread::spawn(move || {
+        for i in 0..200 {
+            conv.track_interaction(Interaction::agent(format!("turn {i}")));
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+        conv.end(ConversationEnd::new(Resolution::Resolved));
+        let _ = done_tx.send(());
+    });
+    // While the sink is stuck the caller cannot get past queue + one in-flight batch.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(progress.load(Ordering::SeqCst) < 200, "block mode must wait for room");
+    assert!(done_rx.try_recv().is_err());
+    drop(gate);
+    done_rx.recv_timeout(Duration::from_secs(30)).expect("the caller finishes once the sink moves");
+    obs.shutdown(Duration::from_secs(10)).unwrap();
+    assert_eq!(obs.metrics().pipeline.events_dropped.with_label_values(&["queue_full"]).get(), 0);
+    assert_eq!(events.lock().unwrap().len(), 202);
+}
+
+#[test]
+fn shutdown_delivers_everything_accepted() {
+    let (obs, events, _) = with_sink(quiet_config(100_000, WhenFull::DropNewest), false);
+    let mut ids = Vec::new();
+    for n in 0..200 {
+        let conv = obs.start_conversation(ConversationStart::new("t", format!("a{}", n % 7), "c", Channel::Chat));
+        ids.push(conv.id().to_string());
+        for i in 0..20 {
+            conv.track_interaction(Interaction::customer(format!("{i}")));
+        }
+        conv.end(ConversationEnd::new(Resolution::Resolved).rating(5));
+    }
+    obs.shutdown(Duration::from_secs(30)).unwrap();
+    let events = events.lock().unwrap();
+    assert_eq!(events.len(), 200 * 22);
+    assert_eq!(obs.metrics().pipeline.events_accepted.get(), 200 * 22);
+    // After shutdown nothing more is accepted, and that is counted.
+    let late = obs.start_conversation(ConversationStart::new("t", "a", "c", Channel::Chat));
+    late.end(ConversationEnd::new(Resolution::Resolved));
+    assert_eq!(obs.metrics().pipeline.events_dropped.with_label_values(&["shutdown"]).get(), 2);
+    assert!(matches!(
+        obs.shutdown(Duration::from_secs(1)),
+        Err(serphona_obs::Error::Pipeline(serphona_obs::pipeline::PipelineError::Closed))
+    ));
+}
+
+#[test]
+fn flush_past_its_deadline_is_a_typed_timeout() {
+    let (obs, _events, gate) = with_sink(quiet_config(16, WhenFull::DropNewest), true);
+    let conv = obs.start_conversation(ConversationStart::new("t", "a", "c", Channel::Chat));
+    conv.track_interaction(Interaction::agent("hello"));
+    let err = obs.flush(Duration::from_millis(200)).unwrap_err();
+    assert!(
+        matches!(err, serphona_obs::Error::Pipeline(serphona_obs::pipeline::PipelineError::Timeout { op: "flush", .. })),
+        "{err:?}"
+    );
+    drop(gate);
+    obs.flush(Duration::from_secs(10)).unwrap();
+    drop(conv);
+    obs.shutdown(Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn conversation_events_share_one_trace_and_dropping_abandons() {
+    let (obs, events, _) = with_sink(quiet_config(1024, WhenFull::DropNewest), false);
+    let conv = obs.start_conversation(
+        ConversationStart::new("acme", "bot", "cust", Channel::Voice).meta("campaign", "spring"),
+    );
+    let id = conv.id().to_string();
+    conv.track_interaction(Interaction::customer("I want a human").sentiment(-0.4).duration_ms(1000.0));
+    conv.track_decision(Decision::transfer("humans", "asked for a human").confidence(0.9));
+    conv.track_error("llm_timeout", "the LLM timed out");
+    conv.track_compliance_violation("pci_dss", "high", "read back a card number");
+    drop(conv); // never ended
+    obs.shutdown(Duration::from_secs(10)).unwrap();
+    let events = events.lock().unwrap();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type().as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "conversation.started",
+            "interaction.customer",
+            "decision.made",
+            "transfer.initiated",
+            "error.occurred",
+            "compliance.violation",
+            "conversation.ended"
+        ]
+    );
+    let root = events[0].trace.span_id;
+    for e in events.iter() {
+        assert_eq!(&*e.conversation_id, id);
+        assert_eq!(e.trace.trace_id, events[0].trace.trace_id);
+        // Turns, decisions and transfers are child spans of the conversation span.
+        match e.event_type() {
+            EventType::InteractionCustomer | EventType::DecisionMade | EventType::TransferInitiated => {
+                assert_eq!(e.trace.parent_span_id, Some(root));
+                assert_ne!(e.trace.span_id, root);
+            }
+            _ => assert_eq!(e.trace.span_id, root),
+        }
+    }
+    match &events.last().unwrap().kind {
+        EventKind::ConversationEnded { resolution, interaction_count, .. } => {
+            assert_eq!(*resolution, Resolution::Abandoned);
+            assert_eq!(*interaction_count, 1);
+        }
+        other => panic!("expected the end, got {other:?}"),
+    }
+    assert_eq!(events[0].metadata.extra["campaign"], "spring");
+    let m = obs.metrics();
+    assert_eq!(m.error_rate.with_label_values(&["agent-orchestrator", "llm_timeout"]).get(), 1);
+    assert_eq!(m.resolution_rate.with_label_values(&["acme", "bot", "abandoned"]).get(), 1.0);
+}
+
+#[test]
+fn agent_response_time_is_measured_from_the_customer_turn_end() {
+    let (obs, events, _) = with_sink(quiet_config(1024, WhenFull::DropNewest), false);
+    let t0 = time::OffsetDateTime::now_utc();
+    let conv = obs.start_conversation(ConversationStart::new("t", "a", "c", Channel::Chat).at(t0));
+    conv.track_interaction(Interaction::customer("hi").duration_ms(500.0).at(t0 + time::Duration::seconds(1)));
+    conv.track_interaction(Interaction::agent("hello").at(t0 + time::Duration::milliseconds(2750)));
+    conv.end(ConversationEnd::new(Resolution::Resolved).at(t0 + time::Duration::seconds(10)));
+    obs.shutdown(Duration::from_secs(10)).unwrap();
+    let events = events.lock().unwrap();
+    let response = events.iter().find_map(|e| match e.kind {
+        EventKind::AgentTurn { response_time_seconds, .. } => response_time_seconds,
+        _ => None,
+    });
+    assert_eq!(response, Some(1.25));
+    let h = obs.metrics().agent_response_time.with_label_values(&["a", "t"]);
+    assert_eq!(h.get_sample_count(), 1);
+    assert_eq!(h.get_sample_sum(), 1.25);
+    let d = obs.metrics().conversation_duration.with_label_values(&["t", "a", "resolved"]);
+    assert_eq!(d.get_sample_sum(), 10.0);
+}
+
+#[test]
+fn a_conversation_joins_the_current_opentelemetry_trace() {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+    let (obs, events, _) = with_sink(quiet_config(1024, WhenFull::DropNewest), false);
+    let trace_id = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+    let parent = SpanId::from_hex("00f067aa0ba902b7").unwrap();
+    let cx = opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
+        trace_id,
+        parent,
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::default(),
+    ));
+    let conv = {
+        let _guard = cx.attach();
+        obs.start_conversation(ConversationStart::new("t", "a", "c", Channel::Voice))
+    };
+    assert_eq!(conv.trace_id(), trace_id);
+    conv.end(ConversationEnd::new(Resolution::Resolved));
+    obs.shutdown(Duration::from_secs(10)).unwrap();
+    let events = events.lock().unwrap();
+    assert_eq!(events[0].trace.parent_span_id, Some(parent));
+    assert!(events.iter().all(|e| e.trace.trace_id == trace_id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_from_inside_a_tokio_runtime_with_metrics_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.data_dir = dir.path().to_path_buf();
+    config.metrics.listen = "127.0.0.1:0".parse().unwrap();
+    let obs = Observability::init(config).unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let obs = obs.clone();
+            tokio::spawn(async move {
+                let conv = obs.start_conversation(ConversationStart::new("t", format!("a{i}"), "c", Channel::Chat));
+                conv.track_interaction(Interaction::customer("hi"));
+                tokio::task::yield_now().await;
+                conv.track_interaction(Interaction::agent("hello"));
+                conv.end(ConversationEnd::new(Resolution::Resolved));
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let addr = obs.metrics_addr().unwrap();
+    let body = tokio::task::spawn_blocking(move || {
+        reqwest::blocking::get(format!("http://{addr}/metrics")).unwrap().text().unwrap()
+    })
+    .await
+    .unwrap();
+    let total: f64 = body
+        .lines()
+        .filter(|l| l.starts_with("conversation_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(total, 8.0);
+    let obs2 = obs.clone();
+    tokio::task::spawn_blocking(move || obs2.shutdown(Duration::from_secs(10))).await.unwrap().unwrap();
+    let lines = std::fs::read_to_string(dir.path().join("events/events-000001.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 8 * 4);
+}
+
+#[test]
+fn metrics_port_in_use_is_an_error_naming_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut config = quiet_config(16, WhenFull::DropNewest);
+    config.metrics.enabled = true;
+    config.metrics.listen = taken.local_addr().unwrap();
+    let err = Observability::init(config).err().expect("port is taken");
+    let msg = err.to_string();
+    assert!(msg.contains(&taken.local_addr().unwrap().to_string()), "{msg}");
+    assert!(msg.contains("metrics.listen"), "{msg}");
+}
+
+#[test]
+fn free_functions_over_the_global_instance() {
+    assert!(matches!(
+        serphona_obs::track_interaction("nope", Interaction::agent("x")),
+        Err(serphona_obs::Error::UnknownConversation(_)) | Err(serphona_obs::Error::NotInitialized)
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.data_dir = dir.path().to_path_buf();
+    config.metrics.enabled = false;
+    serphona_obs::init(config.clone()).unwrap();
+    assert!(matches!(serphona_obs::init(config), Err(serphona_obs::Error::AlreadyInitialized)));
+    let id = serphona_obs::start_conversation(ConversationStart::new("t", "a", "c", Channel::Sms)).unwrap();
+    serphona_obs::track_interaction(&id, Interaction::customer("hi")).unwrap();
+    serphona_obs::track_decision(&id, Decision::new(DecisionType::IntentDetection, "greeting", "said hi")).unwrap();
+    serphona_obs::end_conversation(&id, ConversationEnd::new(Resolution::Resolved)).unwrap();
+    assert!(matches!(
+        serphona_obs::end_conversation(&id, ConversationEnd::new(Resolution::Resolved)),
+        Err(serphona_obs::Error::UnknownConversation(_))
+    ));
+    let open = serphona_obs::start_conversation(ConversationStart::new("t", "a", "c", Channel::Sms)).unwrap();
+    serphona_obs::shutdown(Duration::from_secs(10)).unwrap();
+    let text = std::fs::read_to_string(dir.path().join("events/events-000001.jsonl")).unwrap();
+    let events: Vec<Event> = text.lines().map(|l| Event::from_json(l).unwrap()).collect();
+    assert_eq!(events.len(), 6);
+    let last = events.iter().rev().find(|e| &*e.conversation_id == open).unwrap();
+    assert!(matches!(last.kind, EventKind::ConversationEnded { resolution: Resolution::Abandoned, .. }));
+}
