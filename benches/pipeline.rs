@@ -1,1 +1,119 @@
-fn main(){}
+//! The caller-thread cost of `track_interaction` with the local event log sink on, against a
+//! `tracing::info!` JSON event with the same fields (the baseline), in the same run.
+//!
+//! `cargo bench --bench pipeline`. See BENCHMARKS.md for figures.
+
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use serphona_obs::config::WhenFull;
+use serphona_obs::types::*;
+use serphona_obs::{Config, Observability};
+
+const CONTENT: &str = "I was charged twice this month and I want the second charge refunded.";
+
+fn report(name: &str, obs: &Observability) {
+    let pipeline = &obs.metrics().pipeline;
+    eprintln!(
+        "{name}: accepted {} dropped {} (queue_full)",
+        pipeline.events_accepted.get(),
+        pipeline.events_dropped.with_label_values(&["queue_full"]).get()
+    );
+}
+
+fn observability(dir: &std::path::Path, when_full: WhenFull, capacity: usize) -> Observability {
+    let mut config = Config::default();
+    config.pipeline.queue_capacity = capacity;
+    config.data_dir = dir.to_path_buf();
+    config.metrics.enabled = false; // the registry is still updated; nothing is served
+    config.pipeline.when_full = when_full;
+    Observability::init(config).unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("track_interaction");
+    group.measurement_time(Duration::from_secs(5));
+
+    // Baseline: tracing's JSON formatter, formatting on the caller thread into a sink writer
+    // (no file I/O at all, which favours the baseline).
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_writer(std::io::sink)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let conversation_id = new_conversation_id();
+        group.bench_function("tracing_info_json_baseline", |b| {
+            b.iter(|| {
+                tracing::info!(
+                    service = "agent-orchestrator",
+                    tenant_id = "acme-telco",
+                    conversation_id = %conversation_id,
+                    agent_id = "acme-billing-bot",
+                    event_type = "interaction.customer",
+                    speaker = "customer",
+                    content = CONTENT,
+                    sentiment = -0.5,
+                    intent = "billing_dispute",
+                    confidence = 0.93,
+                    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736",
+                    span_id = "00f067aa0ba902b7",
+                    "interaction"
+                );
+            })
+        });
+    });
+
+    // The caller-thread cost: batches that fit in the queue, timed on the caller only; the
+    // dispatcher writes them out (untimed flush) between samples, so nothing is dropped.
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let obs = observability(dir.path(), WhenFull::DropNewest, 1 << 17);
+        let conv = obs.start_conversation(ConversationStart::new("acme-telco", "acme-billing-bot", "cust-1", Channel::Voice));
+        group.bench_function("serphona_obs_event_log_caller", |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut left = iters;
+                while left > 0 {
+                    let n = left.min(50_000);
+                    let started = Instant::now();
+                    for _ in 0..n {
+                        conv.track_interaction(
+                            Interaction::customer(CONTENT).sentiment(-0.5).intent("billing_dispute", 0.93),
+                        );
+                    }
+                    total += started.elapsed();
+                    obs.flush(Duration::from_secs(60)).unwrap();
+                    left -= n;
+                }
+                total
+            })
+        });
+        drop(conv);
+        obs.shutdown(Duration::from_secs(60)).unwrap();
+        report("serphona_obs_event_log_caller", &obs);
+    }
+
+    // Sustained: `when_full: block` with the default queue, so the caller runs at the speed the
+    // dispatcher serializes and writes lines (the pipeline's throughput bound).
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let obs = observability(dir.path(), WhenFull::Block, 65536);
+        let conv = obs.start_conversation(ConversationStart::new("acme-telco", "acme-billing-bot", "cust-1", Channel::Voice));
+        group.bench_function("serphona_obs_event_log_sustained_block", |b| {
+            b.iter(|| {
+                conv.track_interaction(
+                    Interaction::customer(CONTENT).sentiment(-0.5).intent("billing_dispute", 0.93),
+                );
+            })
+        });
+        drop(conv);
+        obs.shutdown(Duration::from_secs(60)).unwrap();
+        report("serphona_obs_event_log_sustained_block", &obs);
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -458,7 +458,7 @@ impl Conversation {
             c.assertiveness.set(a);
         }
         for (policy, score) in &meta.compliance {
-            metrics.compliance.with_label_values(&[&c.tenant_label, &metrics.small_label(policy)]).set(*score);
+            metrics.compliance.with_label_values(&[&c.tenant_label, &metrics.policy_label(policy)]).set(*score);
         }
         if let Some(latency) = &interaction.latency {
             let parts = [
@@ -555,7 +555,7 @@ impl Conversation {
     pub fn track_error_at(&self, error_type: &str, message: impl Into<String>, at: Option<OffsetDateTime>) {
         let c = &*self.inner;
         let metrics = &c.obs.metrics;
-        metrics.error_rate.with_label_values(&[&c.obs.service, &metrics.small_label(error_type)]).inc();
+        metrics.error_rate.with_label_values(&[&c.obs.service, &metrics.error_type_label(error_type)]).inc();
         let event = c.event(
             at.unwrap_or_else(OffsetDateTime::now_utc),
             Level::Error,

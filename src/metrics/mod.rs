@@ -108,7 +108,8 @@ impl SelfMetrics {
             label_overflow: IntCounterVec::new(
                 Opts::new(
                     "serphona_obs_label_overflow_total",
-                    "Label values recorded as \"other\" because the label's cap was reached, by label.",
+                    "Recordings whose label value became \"other\" because the label's cap was reached \
+                     (counted per recording, not per distinct value), by label.",
                 ),
                 &["label"],
             )?,
@@ -201,7 +202,8 @@ pub struct Metrics {
     pub pipeline: Arc<SelfMetrics>,
     tenants: LabelCap,
     agents: LabelCap,
-    small: LabelCap,
+    policies: LabelCap,
+    error_types: LabelCap,
     resolutions: Mutex<HashMap<(Arc<str>, Arc<str>), ResolutionCounts>>,
     queue_len: std::sync::OnceLock<Box<dyn Fn() -> usize + Send + Sync>>,
 }
@@ -211,8 +213,8 @@ fn histogram(name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> Resu
 }
 
 impl Metrics {
-    /// Creates the metrics in a new registry. `max_label_values` caps tenant_id and agent_id
-    /// (and, separately, policy and error_type values).
+    /// Creates the metrics in a new registry. `max_label_values` caps each of the labels
+    /// tenant_id, agent_id, policy and error_type separately.
     pub fn new(max_label_values: usize) -> Result<Metrics, MetricsError> {
         let registry = Registry::new();
         let m = Metrics {
@@ -286,7 +288,8 @@ impl Metrics {
             pipeline: Arc::new(SelfMetrics::register(&registry)?),
             tenants: LabelCap::new("tenant_id", max_label_values),
             agents: LabelCap::new("agent_id", max_label_values),
-            small: LabelCap::new("policy_or_error_type", max_label_values),
+            policies: LabelCap::new("policy", max_label_values),
+            error_types: LabelCap::new("error_type", max_label_values),
             resolutions: Mutex::new(HashMap::new()),
             queue_len: std::sync::OnceLock::new(),
             registry,
@@ -322,9 +325,14 @@ impl Metrics {
         self.agents.get(agent, &self.pipeline.label_overflow)
     }
 
-    /// A policy or error-type label value after the cap.
-    pub fn small_label(&self, value: &str) -> Arc<str> {
-        self.small.get(value, &self.pipeline.label_overflow)
+    /// The policy label value after the cap.
+    pub fn policy_label(&self, policy: &str) -> Arc<str> {
+        self.policies.get(policy, &self.pipeline.label_overflow)
+    }
+
+    /// The error_type label value after the cap.
+    pub fn error_type_label(&self, error_type: &str) -> Arc<str> {
+        self.error_types.get(error_type, &self.pipeline.label_overflow)
     }
 
     /// Records an ended conversation's resolution and refreshes the tenant/agent's rates.

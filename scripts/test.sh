@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The test command of the README: installs the missing test peers, then builds and tests.
+#
+# Idempotent: peers already installed are left alone. Installs with the machine's package
+# manager (apt-get; sudo when not root). Runs fine without a terminal (CI=true).
+#
+#   scripts/test.sh              # everything
+#   scripts/test.sh -- --nocapture   # extra arguments go to `cargo test --all-targets`
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+if [[ "${CI:-}" == "true" || ! -t 1 ]]; then
+    export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+    export CARGO_TERM_PROGRESS_WHEN="${CARGO_TERM_PROGRESS_WHEN:-never}"
+    bold="" reset=""
+else
+    bold=$'\033[1m' reset=$'\033[0m'
+fi
+
+step() { printf '\n%s==> %s%s\n' "$bold" "$*" "$reset"; }
+die() { printf '\nscripts/test.sh: error: %s\n' "$*" >&2; exit 1; }
+
+# --- test peers ---------------------------------------------------------------------------
+
+# command name -> Debian package
+declare -A PEERS=(
+    [prometheus]=prometheus   # the real Prometheus server, scraping the library's /metrics
+    [tmux]=tmux               # drives the real binary on a terminal
+)
+
+SUDO=()
+apt_updated=false
+policy_rc_created=false
+
+cleanup() {
+    if $policy_rc_created; then
+        "${SUDO[@]}" rm -f /usr/sbin/policy-rc.d || true
+    fi
+}
+trap cleanup EXIT
+
+apt_install() {
+    local pkg=$1
+    command -v apt-get >/dev/null 2>&1 ||
+        die "package '$pkg' is missing and apt-get is not available; install '$pkg' with your package manager and re-run"
+    if [[ $(id -u) -ne 0 ]]; then
+        command -v sudo >/dev/null 2>&1 ||
+            die "package '$pkg' is missing; installing it needs root (no sudo found): run 'apt-get install -y $pkg' as root and re-run"
+        SUDO=(sudo)
+    fi
+    # Debian packages of daemons (prometheus) try to start their service on install; there is
+    # no init system here. A policy-rc.d that denies starts makes that a no-op (docker images
+    # usually ship one already; we only add ours when there is none, and remove it after).
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee /usr/sbin/policy-rc.d >/dev/null ||
+            die "cannot write /usr/sbin/policy-rc.d"
+        "${SUDO[@]}" chmod 755 /usr/sbin/policy-rc.d
+        policy_rc_created=true
+    fi
+    if ! $apt_updated; then
+        echo "apt-get update"
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q ||
+            die "apt-get update failed (network? apt sources?); cannot install '$pkg'"
+        apt_updated=true
+    fi
+    echo "apt-get install $pkg"
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$pkg" ||
+        die "apt-get install $pkg failed; install it by hand ('apt-get install $pkg') and re-run"
+}
+
+step "test peers"
+for cmd in prometheus tmux; do
+    pkg=${PEERS[$cmd]}
+    if command -v "$cmd" >/dev/null 2>&1; then
+        echo "$cmd: $(command -v "$cmd")"
+    else
+        echo "$cmd: missing, installing Debian package '$pkg'"
+        apt_install "$pkg"
+        hash -r
+        command -v "$cmd" >/dev/null 2>&1 ||
+            die "installed package '$pkg' but '$cmd' is still not on PATH ($PATH)"
+        echo "$cmd: installed at $(command -v "$cmd")"
+    fi
+done
+prometheus --version 2>&1 | sed -n 1p
+
+# --- build and test -----------------------------------------------------------------------
+
+step "cargo build --all-targets"
+cargo build --all-targets
+
+step "cargo build --no-default-features --lib (the library as services link it)"
+cargo build --no-default-features --lib
+
+step "cargo test --all-targets"
+cargo test --all-targets "$@"
+
+step "cargo test --doc"
+cargo test --doc
+
+step "all tests passed"

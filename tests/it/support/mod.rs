@@ -1,0 +1,43 @@
+//! Test support: starts the real test peers (see "Test peers" in ARCHITECTURE.md).
+//!
+//! A peer that is missing makes the test fail with a message that says how to get it
+//! (`scripts/test.sh` installs them); no test skips silently.
+
+// Not every test module uses every helper.
+#![allow(dead_code)]
+
+pub mod prometheus;
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+
+/// A loopback port that was free a moment ago (bound to port 0, then released).
+///
+/// Another process may take it before the caller binds it; callers that hand it to a child
+/// process should retry on "address already in use".
+pub fn free_port() -> u16 {
+    free_addr().port()
+}
+
+/// `127.0.0.1:<free port>` (see [`free_port`]).
+pub fn free_addr() -> SocketAddr {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0 to find a free port");
+    listener.local_addr().expect("local address of a bound listener")
+}
+
+/// The last `lines` lines of a text file, for failure messages (empty when unreadable).
+pub fn tail_file(path: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Where an executable is on PATH, if it is.
+pub fn which(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
