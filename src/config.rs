@@ -24,6 +24,7 @@ pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// The service's name, on every event, span and metric series.
+    #[serde(deserialize_with = "checked::non_empty")]
     pub service_name: String,
     /// The service's version.
     pub service_version: String,
@@ -80,6 +81,7 @@ pub struct TracingConfig {
     /// `grpc` or `http`.
     pub protocol: Protocol,
     /// Fraction of conversations traced, 0–1.
+    #[serde(deserialize_with = "checked::ratio")]
     pub sample_ratio: f64,
 }
 
@@ -104,6 +106,7 @@ pub struct MetricsConfig {
     pub listen: SocketAddr,
     /// Most distinct values kept per unbounded label (tenant_id, agent_id); later values are
     /// recorded as `other` and counted in `serphona_obs_label_overflow_total`.
+    #[serde(deserialize_with = "checked::at_least_one")]
     pub max_label_values: usize,
 }
 
@@ -156,7 +159,8 @@ pub struct LoggingConfig {
     pub level: LogLevel,
     /// Loki base URL; empty for no Loki push.
     pub loki_endpoint: OptionalEndpoint,
-    /// Size at which the event log starts a new file.
+    /// Size at which the event log starts a new file (at least 4096).
+    #[serde(deserialize_with = "checked::file_bytes")]
     pub max_file_bytes: u64,
     /// Event log files kept; the oldest is deleted beyond this (0 keeps all).
     pub max_files: usize,
@@ -192,16 +196,18 @@ pub struct ClickHouseConfig {
     pub enabled: bool,
     /// HTTP interface URL.
     pub endpoint: Endpoint,
-    /// Database.
+    /// Database (a plain identifier).
+    #[serde(deserialize_with = "checked::identifier")]
     pub database: String,
     /// User.
     pub user: String,
     /// Password (masked by `config show`).
     pub password: String,
     /// Rows per insert.
+    #[serde(deserialize_with = "checked::at_least_one")]
     pub batch_size: usize,
     /// Longest a row waits before its batch is sent.
-    #[serde(with = "humantime_serde")]
+    #[serde(serialize_with = "humantime_serde::serialize", deserialize_with = "checked::positive_duration")]
     pub flush_interval: Duration,
     /// `lz4` or `none`.
     pub compression: Compression,
@@ -237,6 +243,7 @@ pub enum WhenFull {
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
     /// Events the queue holds.
+    #[serde(deserialize_with = "checked::at_least_one")]
     pub queue_capacity: usize,
     /// `drop_newest` or `block`.
     pub when_full: WhenFull,
@@ -479,42 +486,19 @@ impl Config {
 
     /// Checks ranges and consistency that parsing alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field: &str, message: String| {
-            Err(ConfigError::Invalid { field: field.into(), message })
-        };
-        if self.service_name.trim().is_empty() {
-            return invalid("service_name", "must not be empty".into());
-        }
-        if self.data_dir.as_os_str().is_empty() {
-            return invalid("data_dir", "must not be empty".into());
-        }
-        if !(0.0..=1.0).contains(&self.tracing.sample_ratio) || self.tracing.sample_ratio.is_nan() {
-            return invalid("tracing.sample_ratio", format!("{} is not between 0 and 1", self.tracing.sample_ratio));
-        }
-        if self.metrics.max_label_values == 0 {
-            return invalid("metrics.max_label_values", "must be at least 1".into());
-        }
-        if self.logging.max_file_bytes < 4096 {
-            return invalid("logging.max_file_bytes", format!("{} is below the minimum of 4096", self.logging.max_file_bytes));
-        }
-        let db = &self.clickhouse.database;
-        if db.is_empty()
-            || !db.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            || !db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
-            return invalid(
-                "clickhouse.database",
-                format!("{db:?} is not a plain identifier (letters, digits, _; not starting with a digit)"),
-            );
-        }
-        if self.clickhouse.batch_size == 0 {
-            return invalid("clickhouse.batch_size", "must be at least 1".into());
-        }
-        if self.clickhouse.flush_interval.is_zero() {
-            return invalid("clickhouse.flush_interval", "must be longer than 0s".into());
-        }
-        if self.pipeline.queue_capacity == 0 {
-            return invalid("pipeline.queue_capacity", "must be at least 1".into());
+        let checks: [(&str, Result<(), String>); 9] = [
+            ("service_name", check_non_empty(&self.service_name)),
+            ("data_dir", check_non_empty(&self.data_dir.to_string_lossy())),
+            ("tracing.sample_ratio", check_ratio(self.tracing.sample_ratio)),
+            ("metrics.max_label_values", check_at_least(self.metrics.max_label_values as u64, 1)),
+            ("logging.max_file_bytes", check_at_least(self.logging.max_file_bytes, MIN_FILE_BYTES)),
+            ("clickhouse.database", check_identifier(&self.clickhouse.database)),
+            ("clickhouse.batch_size", check_at_least(self.clickhouse.batch_size as u64, 1)),
+            ("clickhouse.flush_interval", check_positive_duration(self.clickhouse.flush_interval)),
+            ("pipeline.queue_capacity", check_at_least(self.pipeline.queue_capacity as u64, 1)),
+        ];
+        for (field, check) in checks {
+            check.map_err(|message| ConfigError::Invalid { field: field.into(), message })?;
         }
         Ok(())
     }
@@ -619,6 +603,141 @@ fn strip_location(message: &str) -> String {
     match message.rfind(" at line ") {
         Some(i) => message[..i].to_string(),
         None => message.to_string(),
+    }
+}
+
+/// The smallest `logging.max_file_bytes`.
+const MIN_FILE_BYTES: u64 = 4096;
+
+fn check_non_empty(s: &str) -> Result<(), String> {
+    if s.trim().is_empty() { Err("must not be empty".into()) } else { Ok(()) }
+}
+
+fn check_ratio(v: f64) -> Result<(), String> {
+    if (0.0..=1.0).contains(&v) { Ok(()) } else { Err(format!("{v} is not between 0 and 1")) }
+}
+
+fn check_at_least(v: u64, min: u64) -> Result<(), String> {
+    if v >= min { Ok(()) } else { Err(format!("{v} is below the minimum of {min}")) }
+}
+
+fn check_identifier(s: &str) -> Result<(), String> {
+    let ok = s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{s:?} is not a plain identifier (letters, digits, _; not starting with a digit)"))
+    }
+}
+
+fn check_positive_duration(d: Duration) -> Result<(), String> {
+    if d.is_zero() { Err("must be longer than 0s".into()) } else { Ok(()) }
+}
+
+/// Deserializers that check the value inside the visitor: serde_norway attributes an error
+/// raised there to the value's own line (an error raised after deserializing would point at
+/// the enclosing mapping).
+mod checked {
+    use std::fmt;
+    use std::marker::PhantomData;
+    use std::time::Duration;
+
+    use serde::Deserializer;
+    use serde::de::{Error, Unexpected, Visitor};
+
+    /// A visitor for one kind of value, with a check.
+    struct Checked<T> {
+        expecting: &'static str,
+        check: fn(&T) -> Result<(), String>,
+        _t: PhantomData<T>,
+    }
+
+    impl<T> Checked<T> {
+        fn new(expecting: &'static str, check: fn(&T) -> Result<(), String>) -> Self {
+            Checked { expecting, check, _t: PhantomData }
+        }
+
+        fn accept<E: Error>(&self, v: T) -> Result<T, E> {
+            (self.check)(&v).map(|()| v).map_err(E::custom)
+        }
+    }
+
+    impl Visitor<'_> for Checked<f64> {
+        type Value = f64;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.expecting)
+        }
+        fn visit_f64<E: Error>(self, v: f64) -> Result<f64, E> {
+            self.accept(v)
+        }
+        fn visit_u64<E: Error>(self, v: u64) -> Result<f64, E> {
+            self.accept(v as f64)
+        }
+        fn visit_i64<E: Error>(self, v: i64) -> Result<f64, E> {
+            self.accept(v as f64)
+        }
+    }
+
+    impl Visitor<'_> for Checked<u64> {
+        type Value = u64;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.expecting)
+        }
+        fn visit_u64<E: Error>(self, v: u64) -> Result<u64, E> {
+            self.accept(v)
+        }
+        fn visit_i64<E: Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self)).and_then(|v| self.accept(v))
+        }
+    }
+
+    impl Visitor<'_> for Checked<String> {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.expecting)
+        }
+        fn visit_str<E: Error>(self, v: &str) -> Result<String, E> {
+            self.accept(v.to_string())
+        }
+    }
+
+    impl Visitor<'_> for Checked<Duration> {
+        type Value = Duration;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.expecting)
+        }
+        fn visit_str<E: Error>(self, v: &str) -> Result<Duration, E> {
+            let d = humantime::parse_duration(v).map_err(|e| E::custom(format!("invalid duration {v:?}: {e}")))?;
+            self.accept(d)
+        }
+    }
+
+    pub fn ratio<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        d.deserialize_f64(Checked::new("a number from 0 to 1", |v| super::check_ratio(*v)))
+    }
+
+    pub fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+        let v = d.deserialize_u64(Checked::new("a whole number of at least 1", |v| super::check_at_least(*v, 1)))?;
+        usize::try_from(v).map_err(|_| D::Error::custom(format!("{v} is too large")))
+    }
+
+    pub fn file_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        d.deserialize_u64(Checked::new("a size in bytes of at least 4096", |v| {
+            super::check_at_least(*v, super::MIN_FILE_BYTES)
+        }))
+    }
+
+    pub fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        d.deserialize_str(Checked::new("a non-empty string", |v: &String| super::check_non_empty(v)))
+    }
+
+    pub fn identifier<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        d.deserialize_str(Checked::new("a plain identifier", |v: &String| super::check_identifier(v)))
+    }
+
+    pub fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        d.deserialize_str(Checked::new("a duration such as 10s or 500ms", |v| super::check_positive_duration(*v)))
     }
 }
 
@@ -762,6 +881,28 @@ mod tests {
         let (_, warnings) = Config::default().with_env(vars).unwrap();
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].contains("SERPHONA_OBS_TRACING_ENDPIONT"));
+    }
+
+    #[test]
+    fn range_errors_in_a_file_name_field_and_line() {
+        for (yaml, field, line) in [
+            ("tracing:\n  enabled: true\n  sample_ratio: 1.5\n", "tracing.sample_ratio", 3),
+            ("\npipeline:\n  queue_capacity: 0\n", "pipeline.queue_capacity", 3),
+            ("clickhouse:\n  database: \"a; DROP\"\n", "clickhouse.database", 2),
+            ("clickhouse:\n  flush_interval: 0s\n", "clickhouse.flush_interval", 2),
+            ("clickhouse:\n  flush_interval: soon\n", "clickhouse.flush_interval", 2),
+            ("clickhouse:\n  batch_size: -5\n", "clickhouse.batch_size", 2),
+            ("logging:\n  max_file_bytes: 10\n", "logging.max_file_bytes", 2),
+            ("service_name: \"\"\n", "service_name", 1),
+        ] {
+            let msg = parse(yaml).unwrap_err().to_string();
+            assert!(msg.contains(&format!("test.yaml:{line}:")), "{yaml:?}: {msg}");
+            assert!(msg.contains(field), "{yaml:?}: {msg}");
+        }
+        // The same checks hold for environment variables.
+        let vars = [("SERPHONA_OBS_PIPELINE_QUEUE_CAPACITY".to_string(), "0".to_string())];
+        let err = Config::default().with_env(vars).unwrap_err().to_string();
+        assert!(err.contains("SERPHONA_OBS_PIPELINE_QUEUE_CAPACITY") && err.contains("minimum"), "{err}");
     }
 
     #[test]

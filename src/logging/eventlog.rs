@@ -81,6 +81,20 @@ impl EventLogSink {
         &self.path
     }
 
+    fn append(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.file.write_all(bytes).map_err(|source| SinkError::Io {
+            sink: "event_log".into(),
+            context: "cannot write",
+            path: self.path.clone(),
+            source,
+        })?;
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
+
     fn rotate(&mut self) -> Result<(), SinkError> {
         self.seq += 1;
         let path = segment_path(&self.dir, self.seq);
@@ -110,21 +124,29 @@ impl Sink for EventLogSink {
     }
 
     fn write(&mut self, events: &[Event]) -> Result<(), SinkError> {
-        self.buf.clear();
+        // Lines go out in as few writes as possible, splitting the batch at a line boundary
+        // wherever the current file would pass max_bytes (a single line larger than that
+        // gets a file of its own).
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let mut result = Ok(());
         for event in events {
-            event.write_json_line(&mut self.buf);
+            let line_start = buf.len();
+            event.write_json_line(&mut buf);
+            let buffered = line_start as u64;
+            if self.size + buf.len() as u64 > self.max_bytes && self.size + buffered > 0 {
+                result = self.append(&buf[..line_start]).and_then(|()| self.rotate());
+                if result.is_err() {
+                    break;
+                }
+                buf.drain(..line_start);
+            }
         }
-        if self.size > 0 && self.size + self.buf.len() as u64 > self.max_bytes {
-            self.rotate()?;
+        if result.is_ok() {
+            result = self.append(&buf);
         }
-        self.file.write_all(&self.buf).map_err(|source| SinkError::Io {
-            sink: "event_log".into(),
-            context: "cannot write",
-            path: self.path.clone(),
-            source,
-        })?;
-        self.size += self.buf.len() as u64;
-        Ok(())
+        self.buf = buf;
+        result
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
@@ -191,6 +213,24 @@ mod tests {
         // Reopening continues the newest file.
         let sink = EventLogSink::open(dir.path(), 4096, 0).unwrap();
         assert_eq!(sink.current_path(), segments.last().unwrap().1);
+    }
+
+    #[test]
+    fn one_large_batch_is_split_across_files_at_line_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = EventLogSink::open(dir.path(), 4096, 0).unwrap();
+        let batch: Vec<Event> = (0..40).map(|_| event(500)).collect();
+        sink.write(&batch).unwrap();
+        let segments = list_segments(&event_log_dir(dir.path())).unwrap();
+        assert!(segments.len() >= 5, "{segments:?}");
+        let mut lines = 0;
+        for (_, path) in &segments {
+            let text = std::fs::read_to_string(path).unwrap();
+            assert!(text.len() <= 4096, "{} bytes in {}", text.len(), path.display());
+            assert!(text.ends_with('\n'));
+            lines += text.lines().map(|l| Event::from_json(l).unwrap()).count();
+        }
+        assert_eq!(lines, 40);
     }
 
     #[test]

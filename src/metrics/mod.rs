@@ -162,6 +162,9 @@ impl LabelCap {
     }
 }
 
+/// (tenant_id, agent_id) label values.
+type TenantAgent = (Arc<str>, Arc<str>);
+
 #[derive(Default)]
 struct ResolutionCounts {
     total: u64,
@@ -204,7 +207,7 @@ pub struct Metrics {
     agents: LabelCap,
     policies: LabelCap,
     error_types: LabelCap,
-    resolutions: Mutex<HashMap<(Arc<str>, Arc<str>), ResolutionCounts>>,
+    resolutions: Mutex<HashMap<TenantAgent, ResolutionCounts>>,
     queue_len: std::sync::OnceLock<Box<dyn Fn() -> usize + Send + Sync>>,
 }
 

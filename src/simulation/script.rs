@@ -337,7 +337,7 @@ pub fn generate(seed: u64, index: u64, run_id: &str) -> Vec<Step> {
                 t + a_ms,
                 Action::Violation {
                     policy: tenant.policy,
-                    severity: *pick(&mut rng, &["medium", "high"]),
+                    severity: if rng.random_bool(0.5) { "medium" } else { "high" },
                     description: "agent turn breached the tenant's compliance policy",
                 },
             );

@@ -143,7 +143,7 @@ fn bad_config_files_exit_2_naming_field_and_line() {
 
     let (code, err) = config_error("tracing:\n  sample_ratio: 2.5\n");
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("tracing.sample_ratio"), "{err}");
+    assert!(err.contains("obs.yaml:2") && err.contains("tracing.sample_ratio"), "{err}");
 }
 
 #[test]

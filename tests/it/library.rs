@@ -40,7 +40,9 @@ fn quiet_config(capacity: usize, when_full: WhenFull) -> Config {
     config
 }
 
-fn with_sink(config: Config, gated: bool) -> (Observability, Arc<Mutex<Vec<Event>>>, Option<Sender<()>>) {
+type Collected = Arc<Mutex<Vec<Event>>>;
+
+fn with_sink(config: Config, gated: bool) -> (Observability, Collected, Option<Sender<()>>) {
     let events = Arc::new(Mutex::new(Vec::new()));
     let (gate_tx, gate_rx) = bounded::<()>(0);
     let sink = TestSink { events: events.clone(), gate: gated.then_some(gate_rx) };
@@ -256,8 +258,7 @@ fn a_conversation_joins_the_current_opentelemetry_trace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn works_from_inside_a_tokio_runtime_with_metrics_served() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.data_dir = dir.path().to_path_buf();
+    let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
     config.metrics.listen = "127.0.0.1:0".parse().unwrap();
     let obs = Observability::init(config).unwrap();
     let tasks: Vec<_> = (0..8)
@@ -312,8 +313,7 @@ fn free_functions_over_the_global_instance() {
         Err(serphona_obs::Error::UnknownConversation(_)) | Err(serphona_obs::Error::NotInitialized)
     ));
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.data_dir = dir.path().to_path_buf();
+    let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
     config.metrics.enabled = false;
     serphona_obs::init(config.clone()).unwrap();
     assert!(matches!(serphona_obs::init(config), Err(serphona_obs::Error::AlreadyInitialized)));
@@ -330,6 +330,67 @@ fn free_functions_over_the_global_instance() {
     let text = std::fs::read_to_string(dir.path().join("events/events-000001.jsonl")).unwrap();
     let events: Vec<Event> = text.lines().map(|l| Event::from_json(l).unwrap()).collect();
     assert_eq!(events.len(), 6);
-    let last = events.iter().rev().find(|e| &*e.conversation_id == open).unwrap();
+    let last = events.iter().rev().find(|e| *e.conversation_id == *open).unwrap();
     assert!(matches!(last.kind, EventKind::ConversationEnded { resolution: Resolution::Abandoned, .. }));
+}
+
+/// Masks digits in turn content and drops a tenant's events entirely.
+struct RedactDigitsDropTenant;
+
+impl serphona_obs::pipeline::Processor for RedactDigitsDropTenant {
+    fn process(&mut self, mut event: Event) -> Option<Event> {
+        if &*event.tenant_id == "dropped-tenant" {
+            return None;
+        }
+        event.content = event.content.chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).collect();
+        Some(event)
+    }
+}
+
+#[test]
+fn processors_run_once_before_every_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = quiet_config(1024, WhenFull::DropNewest);
+    config.logging.enabled = true;
+    config.data_dir = dir.path().to_path_buf();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let obs = Observability::builder(config)
+        .processor(RedactDigitsDropTenant)
+        .sink(TestSink { events: events.clone(), gate: None })
+        .build()
+        .unwrap();
+    let kept = obs.start_conversation(ConversationStart::new("kept-tenant", "a", "c", Channel::Chat));
+    kept.track_interaction(Interaction::customer("my card is 4111 1111 1111 1111"));
+    kept.end(ConversationEnd::new(Resolution::Resolved));
+    let dropped = obs.start_conversation(ConversationStart::new("dropped-tenant", "a", "c", Channel::Chat));
+    dropped.end(ConversationEnd::new(Resolution::Resolved));
+    obs.shutdown(Duration::from_secs(10)).unwrap();
+
+    let logged = std::fs::read_to_string(dir.path().join("events/events-000001.jsonl")).unwrap();
+    let collected = events.lock().unwrap();
+    assert_eq!(collected.len(), 3);
+    assert_eq!(logged.lines().count(), 3);
+    assert!(!logged.contains("4111") && !logged.contains("dropped-tenant"));
+    assert!(logged.contains("#### #### #### ####"));
+    assert_eq!(collected[1].content, "my card is #### #### #### ####");
+}
+
+#[test]
+fn live_subscribers_see_every_event_in_order() {
+    let (obs, _events, _) = with_sink(quiet_config(1024, WhenFull::DropNewest), false);
+    let mut live = obs.subscribe();
+    let conv = obs.start_conversation(ConversationStart::new("t", "a", "c", Channel::Voice));
+    for i in 0..10 {
+        conv.track_interaction(Interaction::agent(format!("turn {i}")));
+    }
+    conv.end(ConversationEnd::new(Resolution::Resolved));
+    obs.flush(Duration::from_secs(10)).unwrap();
+    let mut seen = Vec::new();
+    while let Ok(event) = live.try_recv() {
+        seen.push(event.event_type());
+    }
+    assert_eq!(seen.len(), 12);
+    assert_eq!(seen[0], EventType::ConversationStarted);
+    assert_eq!(seen[11], EventType::ConversationEnded);
+    obs.shutdown(Duration::from_secs(10)).unwrap();
 }

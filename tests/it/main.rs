@@ -6,3 +6,4 @@ mod support;
 mod cli;
 mod library;
 mod prometheus;
+mod store;

@@ -482,3 +482,39 @@ fn prometheus_sees_tenants_past_the_cap_as_other() {
 
     obs.shutdown(Duration::from_secs(5)).expect("shutdown");
 }
+
+/// The acceptance as a user runs it: the real `serphona-obs demo --keep-serving` is
+/// scraped by the real Prometheus, which sees the seed's contract and exactly the conversations
+/// the demo simulated.
+#[test]
+fn prometheus_scrapes_the_demo_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = crate::support::free_addr();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_serphona-obs"))
+        .args(["demo", "--no-tui", "--conversations", "200", "--seed", "7", "--keep-serving", "120"])
+        .args(["--metrics-addr", &addr.to_string(), "--data-dir", dir.path().to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run serphona-obs demo");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let guard = Kill(child);
+    let prom = Prometheus::start(&[addr]);
+    prom.wait_for("sum(conversation_total) == 200 from the demo binary", WAIT, |p| {
+        p.value("sum(conversation_total)") == Some(200.0)
+    });
+    prom.wait_for_scrapes(2, WAIT);
+    assert_seed_contract(&prom);
+    // Every ended conversation is in the duration histogram and the resolution rates add up.
+    assert_eq!(prom.value("sum(conversation_duration_seconds_count)"), Some(200.0));
+    let rates = prom.query_vector("sum by (tenant_id, agent_id) (conversation_resolution_rate)");
+    assert!(rates.len() >= 4, "one rate set per tenant/agent pair: {rates:?}");
+    assert!(rates.iter().all(|s| close(s.value, 1.0)), "{rates:?}");
+    drop(guard);
+}
