@@ -113,6 +113,38 @@ fn bench(c: &mut Criterion) {
         report("serphona_obs_event_log_sustained_block", &obs);
     }
     group.finish();
+
+    // What the dispatcher pays per event for the event log line (the sink's main cost).
+    let dir = tempfile::tempdir().unwrap();
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+    config.metrics.enabled = false;
+    config.logging.enabled = false;
+    let obs = Observability::builder(config).sink(Collect(events.clone())).build().unwrap();
+    let conv = obs.start_conversation(ConversationStart::new("acme-telco", "acme-billing-bot", "cust-1", Channel::Voice));
+    conv.track_interaction(Interaction::customer(CONTENT).sentiment(-0.5).intent("billing_dispute", 0.93));
+    obs.shutdown(Duration::from_secs(10)).unwrap();
+    let event = events.lock().unwrap().last().cloned().unwrap();
+    let mut buf = Vec::with_capacity(4096);
+    c.bench_function("dispatcher/event_to_json_line", |b| {
+        b.iter(|| {
+            buf.clear();
+            event.write_json_line(&mut buf);
+        })
+    });
+}
+
+/// Keeps the events it is given.
+struct Collect(std::sync::Arc<std::sync::Mutex<Vec<Event>>>);
+
+impl serphona_obs::pipeline::Sink for Collect {
+    fn name(&self) -> &str {
+        "collect"
+    }
+    fn write(&mut self, events: &[Event]) -> Result<(), serphona_obs::pipeline::SinkError> {
+        self.0.lock().unwrap().extend_from_slice(events);
+        Ok(())
+    }
 }
 
 criterion_group!(benches, bench);

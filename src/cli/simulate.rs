@@ -23,10 +23,16 @@ pub struct Args {
     /// Seed of every random choice: the same seed gives the same conversations.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// New conversations per second, paced in real time. Without it the run goes as fast as
-    /// it can, with timestamps spread as if 2 conversations per second had arrived.
+    /// New conversations per second, paced in real time (see --speed). Without it the run
+    /// goes as fast as it can, with timestamps spread as if 2 conversations per second had
+    /// arrived, ending about now.
     #[arg(long)]
     pub rate: Option<f64>,
+    /// With --rate: virtual seconds per real second. Turns keep their realistic spacing (chat
+    /// replies take seconds, SMS minutes, email hours), so `--speed 60` makes an hour-long
+    /// email thread take a minute.
+    #[arg(long, default_value_t = 1.0, requires = "rate")]
+    pub speed: f64,
     /// Most conversations in progress at once.
     #[arg(long, default_value_t = 50)]
     pub concurrency: usize,
@@ -45,7 +51,7 @@ impl Args {
             seed: self.seed,
             rate: self.rate.unwrap_or(2.0),
             concurrency: self.concurrency,
-            pace: if self.rate.is_some() { Pace::Realtime { speed: 1.0 } } else { Pace::Fast },
+            pace: if self.rate.is_some() { Pace::Realtime { speed: self.speed } } else { Pace::Fast },
             run_id: None,
         }
     }
@@ -68,15 +74,19 @@ pub fn drive(obs: &Observability, config: &SimConfig, interactive: bool) -> SimR
     );
     let report = simulation::run(obs, config, &stop, |p| {
         bar.set_position(p.ended as u64);
-        if p.events % 64 == 0 {
-            bar.set_message(format!("{} events", p.events));
-        }
+        bar.set_message(format!("{} started, {} in progress, {} events", p.started, p.started - p.ended, p.events));
     });
     bar.finish_and_clear();
     report
 }
 
 pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
+    if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        return Err(super::UsageError(format!("--rate must be a positive number of conversations per second, not {}", args.rate.unwrap_or_default())).into());
+    }
+    if !(args.speed > 0.0 && args.speed.is_finite()) {
+        return Err(super::UsageError(format!("--speed must be a positive number, not {}", args.speed)).into());
+    }
     let mut config = ctx.config;
     if let Some(addr) = args.metrics_addr {
         config.metrics.listen = addr;
