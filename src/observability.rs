@@ -442,8 +442,11 @@ impl Conversation {
                 Speaker::Agent => state.agent_turns += 1,
                 Speaker::Customer => {
                     state.customer_turns += 1;
-                    let spoke = interaction.duration_ms.map_or(time::Duration::ZERO, |ms| time::Duration::seconds_f64(ms / 1000.0));
-                    state.last_customer_end = Some(at + spoke);
+                    // Saturating: a NaN or absurd duration from the caller must not panic.
+                    let spoke = interaction
+                        .duration_ms
+                        .map_or(time::Duration::ZERO, |ms| time::Duration::saturating_seconds_f64(ms / 1000.0));
+                    state.last_customer_end = Some(at.checked_add(spoke).unwrap_or(at));
                 }
                 Speaker::System => {}
             }
@@ -451,13 +454,15 @@ impl Conversation {
         };
         let metrics = &c.obs.metrics;
         let meta = &interaction.metadata;
-        if let Some(s) = meta.sentiment {
+        // Scores and latencies that are not finite numbers are kept in the event but not in
+        // metrics, where one NaN would poison a series' sum for good.
+        if let Some(s) = meta.sentiment.filter(|v| v.is_finite()) {
             c.sentiment.set(s);
         }
-        if let Some(a) = meta.assertiveness {
+        if let Some(a) = meta.assertiveness.filter(|v| v.is_finite()) {
             c.assertiveness.set(a);
         }
-        for (policy, score) in &meta.compliance {
+        for (policy, score) in meta.compliance.iter().filter(|(_, v)| v.is_finite()) {
             metrics.compliance.with_label_values(&[&c.tenant_label, &metrics.policy_label(policy)]).set(*score);
         }
         if let Some(latency) = &interaction.latency {
@@ -469,7 +474,7 @@ impl Conversation {
                 ("response", latency.response_ms),
             ];
             for (part, ms) in parts {
-                if let Some(ms) = ms {
+                if let Some(ms) = ms.filter(|v| v.is_finite() && *v >= 0.0) {
                     metrics.voice_latency.with_label_values(&[&c.tenant_label, part]).observe(ms / 1000.0);
                 }
             }
@@ -481,7 +486,7 @@ impl Conversation {
                     .and_then(|l| l.response_ms)
                     .map(|ms| ms / 1000.0)
                     .or_else(|| previous_customer_end.map(|end| (at - end).as_seconds_f64()))
-                    .filter(|s| *s >= 0.0);
+                    .filter(|s| s.is_finite() && *s >= 0.0);
                 if let Some(seconds) = response {
                     c.response_time.observe(seconds);
                 }

@@ -394,3 +394,22 @@ fn live_subscribers_see_every_event_in_order() {
     assert_eq!(seen[11], EventType::ConversationEnded);
     obs.shutdown(Duration::from_secs(10)).unwrap();
 }
+
+#[test]
+fn hostile_numbers_and_huge_content_lose_nothing_else() {
+    let (obs, events, _) = with_sink(quiet_config(1024, WhenFull::DropNewest), false);
+    let conv = obs.start_conversation(ConversationStart::new("t", "a", "c", Channel::Voice));
+    conv.track_interaction(Interaction::customer("nan").duration_ms(f64::NAN).sentiment(f64::NAN));
+    conv.track_interaction(Interaction::customer("huge").duration_ms(1e300).compliance("p", f64::INFINITY));
+    conv.track_interaction(
+        Interaction::agent("x".repeat(5 << 20)).latency(TurnLatency { response_ms: Some(f64::NAN), stt_ms: Some(-1.0), ..Default::default() }),
+    );
+    conv.track_interaction(Interaction::agent("after").sentiment(0.25));
+    conv.end(ConversationEnd::new(Resolution::Resolved));
+    obs.shutdown(Duration::from_secs(10)).unwrap();
+    assert_eq!(events.lock().unwrap().len(), 6);
+    assert_eq!(events.lock().unwrap()[3].content.len(), 5 << 20);
+    let m = obs.metrics();
+    assert_eq!(m.sentiment.with_label_values(&["t", "a"]).get(), 0.25);
+    assert!(m.encode().lines().filter(|l| !l.starts_with('#')).all(|l| !l.contains("NaN")));
+}
