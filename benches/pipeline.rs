@@ -129,7 +129,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("dispatcher/event_to_json_line", |b| {
         b.iter(|| {
             buf.clear();
-            event.write_json_line(&mut buf);
+            event.write_json_line(&mut buf).unwrap();
         })
     });
 }

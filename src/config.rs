@@ -503,13 +503,18 @@ impl Config {
         Ok(())
     }
 
-    /// The config as YAML with secrets masked (what `config show` prints).
-    pub fn to_masked_yaml(&self) -> String {
+    /// A copy with secrets masked (what `config show` prints).
+    pub fn masked(&self) -> Config {
         let mut shown = self.clone();
         if !shown.clickhouse.password.is_empty() {
             shown.clickhouse.password = "********".into();
         }
-        serde_norway::to_string(&shown).expect("config serializes")
+        shown
+    }
+
+    /// [`masked`](Self::masked) as YAML.
+    pub fn to_masked_yaml(&self) -> String {
+        serde_norway::to_string(&self.masked()).expect("config serializes")
     }
 
     /// The environment variable names of every key, with the dotted field they set.

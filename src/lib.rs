@@ -86,17 +86,35 @@ fn with_global() -> Result<&'static Observability, Error> {
     GLOBAL.get().ok_or(Error::NotInitialized)
 }
 
+fn active_map() -> std::sync::MutexGuard<'static, HashMap<String, Conversation>> {
+    active().lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Runs `f` on an open conversation, outside the registry's lock (so a call that waits for
+/// room in the queue, or panics, does not hold up every other conversation).
 fn with_active<T>(conversation_id: &str, f: impl FnOnce(&Conversation) -> T) -> Result<T, Error> {
-    let map = active().lock().expect("active conversations lock");
-    map.get(conversation_id).map(f).ok_or_else(|| Error::UnknownConversation(conversation_id.to_string()))
+    let conv = active_map()
+        .get(conversation_id)
+        .cloned()
+        .ok_or_else(|| Error::UnknownConversation(conversation_id.to_string()))?;
+    Ok(f(&conv))
 }
 
 /// Starts a conversation on the global instance and returns its id. The conversation stays
-/// open until [`end_conversation`] (or [`shutdown`], which ends it as `abandoned`).
+/// open until [`end_conversation`] (or [`shutdown`], which ends it as `abandoned`). An
+/// explicit id that is already open is an error ([`Error::DuplicateConversation`]).
 pub fn start_conversation(start: types::ConversationStart) -> Result<String, Error> {
-    let conv = with_global()?.start_conversation(start);
+    let obs = with_global()?;
+    if let Some(id) = &start.conversation_id {
+        if active_map().contains_key(id) {
+            return Err(Error::DuplicateConversation(id.clone()));
+        }
+    }
+    let conv = obs.start_conversation(start);
     let id = conv.id().to_string();
-    active().lock().expect("active conversations lock").insert(id.clone(), conv);
+    let previous = active_map().insert(id.clone(), conv);
+    // Two threads raced to start the same explicit id: the earlier one ends (outside the lock).
+    drop(previous);
     Ok(id)
 }
 
@@ -122,9 +140,7 @@ pub fn track_compliance_violation(conversation_id: &str, policy: &str, severity:
 
 /// Ends an open conversation.
 pub fn end_conversation(conversation_id: &str, end: types::ConversationEnd) -> Result<(), Error> {
-    let conv = active()
-        .lock()
-        .expect("active conversations lock")
+    let conv = active_map()
         .remove(conversation_id)
         .ok_or_else(|| Error::UnknownConversation(conversation_id.to_string()))?;
     conv.end(end);
@@ -135,7 +151,7 @@ pub fn end_conversation(conversation_id: &str, end: types::ConversationEnd) -> R
 /// (see [`Observability::shutdown`]).
 pub fn shutdown(timeout: Duration) -> Result<(), Error> {
     let obs = with_global()?;
-    let open: Vec<Conversation> = active().lock().expect("active conversations lock").drain().map(|(_, c)| c).collect();
+    let open: Vec<Conversation> = active_map().drain().map(|(_, c)| c).collect();
     drop(open);
     obs.shutdown(timeout)
 }

@@ -12,8 +12,9 @@ use crate::config::Config;
 use crate::logging::EventLogSink;
 use crate::metrics::server::MetricsServer;
 use crate::metrics::{Metrics, MetricsError};
-use crate::pipeline::live::{LIVE_CAPACITY, LiveSink};
+use crate::pipeline::live::{LIVE_CAPACITY, LiveReceiver, LiveSink};
 use crate::pipeline::{DropReason, Pipeline, PipelineError, Processor, Sink, SinkError};
+use crate::types::event::normalize_timestamp;
 use crate::types::*;
 
 /// What can go wrong setting up or using the library.
@@ -38,6 +39,9 @@ pub enum Error {
     /// [`init`](crate::init) was called twice.
     #[error("serphona-obs is already initialized")]
     AlreadyInitialized,
+    /// A conversation with this explicit id is already in progress.
+    #[error("conversation {0:?} is already in progress")]
+    DuplicateConversation(String),
     /// No conversation with this id is in progress in this process.
     #[error("no conversation {0:?} is in progress (never started here, or already ended)")]
     UnknownConversation(String),
@@ -85,6 +89,11 @@ impl ObservabilityBuilder {
                  (or unset SERPHONA_OBS_CLICKHOUSE_ENABLED)"
                     .into(),
             ));
+        }
+        if let Some(loki) = &config.logging.loki_endpoint.0 {
+            tracing::warn!(
+                "logging.loki_endpoint is set ({loki}), but this version has no Loki sink yet: events go to the local event log only"
+            );
         }
         let metrics = Arc::new(Metrics::new(config.metrics.max_label_values)?);
         let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
@@ -137,6 +146,23 @@ impl Inner {
     fn emit(&self, event: Event) -> Result<(), DropReason> {
         self.pipeline.send(event)
     }
+
+    fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
+        let deadline = std::time::Instant::now() + timeout;
+        let result = self.pipeline.shutdown(timeout);
+        let server = self.server.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(server) = server {
+            server.stop(deadline);
+        }
+        Ok(result?)
+    }
+}
+
+impl Drop for Inner {
+    /// The last handle went away without `shutdown`: deliver what is queued, briefly.
+    fn drop(&mut self) {
+        let _ = self.shutdown(Duration::from_secs(2));
+    }
 }
 
 /// The library: metrics, the event pipeline and its sinks. Cheap to clone.
@@ -172,13 +198,29 @@ impl Observability {
 
     /// Where `/metrics` listens, when it is served.
     pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
-        self.inner.server.lock().expect("server lock").as_ref().map(MetricsServer::addr)
+        self.inner.server.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map(MetricsServer::addr)
     }
 
     /// Subscribes to every event after this call (what `tail` and `demo` watch). A subscriber
     /// that falls more than a few thousand events behind skips the oldest ones.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
-        self.inner.live.subscribe()
+    pub fn subscribe(&self) -> LiveReceiver {
+        LiveReceiver::new(self.inner.live.subscribe(), self.inner.metrics.pipeline.live_lagged.clone())
+    }
+
+    /// Records one HTTP (or gRPC) request in `http_request_duration_seconds{method,path,status}`
+    /// and, for a 5xx status, in `error_rate{service,error_type="http_5xx"}`. `route` must be
+    /// the route template (`/conversations/{id}`), never the raw path, or ids in URLs explode
+    /// the number of series. The middleware calls this; call it for handlers it does not cover.
+    pub fn record_http_request(&self, method: &str, route: &str, status: u16, duration: Duration) {
+        let metrics = &self.inner.metrics;
+        let code = status.to_string();
+        metrics
+            .http_request_duration
+            .with_label_values(&[method, route, code.as_str()])
+            .observe(duration.as_secs_f64());
+        if status >= 500 {
+            metrics.error_rate.with_label_values(&[&self.inner.service, "http_5xx"]).inc();
+        }
     }
 
     /// Starts a conversation. The returned handle records its turns, decisions and end;
@@ -189,7 +231,7 @@ impl Observability {
     pub fn start_conversation(&self, start: ConversationStart) -> Conversation {
         let inner = &self.inner;
         let metrics = &inner.metrics;
-        let at = start.at.unwrap_or_else(OffsetDateTime::now_utc);
+        let at = normalize_timestamp(start.at.unwrap_or_else(OffsetDateTime::now_utc));
         let id: Arc<str> = Arc::from(start.conversation_id.unwrap_or_else(new_conversation_id));
         let tenant: Arc<str> = Arc::from(start.tenant_id);
         let agent: Arc<str> = Arc::from(start.agent_id);
@@ -255,9 +297,7 @@ impl Observability {
     /// and stops the `/metrics` endpoint. Later calls record metrics but drop events
     /// (counted with `reason="shutdown"`).
     pub fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
-        let result = self.inner.pipeline.shutdown(timeout);
-        self.inner.server.lock().expect("server lock").take();
-        Ok(result?)
+        self.inner.shutdown(timeout)
     }
 }
 
@@ -290,6 +330,21 @@ struct ConvInner {
 }
 
 impl ConvInner {
+    /// The state; a panic elsewhere while it was held does not make it unusable.
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, ConvState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn is_ended(&self) -> bool {
+        self.lock_state().ended
+    }
+
+    /// A call on an ended conversation: recorded nowhere, counted.
+    fn after_end(&self) {
+        self.obs.metrics.pipeline.events_dropped.with_label_values(&["after_end"]).inc();
+        tracing::debug!(conversation_id = %self.id, "ignoring a call on an ended conversation");
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn event(
         &self,
@@ -297,14 +352,15 @@ impl ConvInner {
         level: Level,
         speaker: Speaker,
         content: String,
-        metadata: Metadata,
+        mut metadata: Metadata,
         span_id: SpanId,
         parent_span_id: Option<SpanId>,
         kind: EventKind,
     ) -> Event {
+        metadata.sanitize();
         Event {
             event_id: uuid::Uuid::now_v7(),
-            timestamp: at,
+            timestamp: normalize_timestamp(at),
             level,
             service: self.obs.service.clone(),
             tenant_id: self.tenant.clone(),
@@ -324,28 +380,29 @@ impl ConvInner {
 
     fn end(&self, end: ConversationEnd) {
         let (agent_turns, customer_turns) = {
-            let mut state = self.state.lock().expect("conversation lock");
+            let mut state = self.lock_state();
             if state.ended {
                 return;
             }
             state.ended = true;
             (state.agent_turns, state.customer_turns)
         };
-        let at = end.at.unwrap_or_else(OffsetDateTime::now_utc);
+        let at = normalize_timestamp(end.at.unwrap_or_else(OffsetDateTime::now_utc));
         let duration = (at - self.started_at).as_seconds_f64().max(0.0);
         let metrics = &self.obs.metrics;
         let (t, a) = (&*self.tenant_label, &*self.agent_label);
         metrics.conversation_duration.with_label_values(&[t, a, end.resolution.as_str()]).observe(duration);
         metrics.conversation_interactions.with_label_values(&[t, "agent"]).observe(agent_turns as f64);
         metrics.conversation_interactions.with_label_values(&[t, "customer"]).observe(customer_turns as f64);
-        if let Some(rating) = end.rating {
+        let rating = end.rating.map(|r| r.clamp(1, 5));
+        if let Some(rating) = rating {
             metrics.customer_rating.with_label_values(&[t, a]).observe(rating as f64);
         }
         metrics.record_resolution(&self.tenant_label, &self.agent_label, end.resolution);
         metrics.active_conversations.with_label_values(&[t]).dec();
 
         let interaction_count = agent_turns + customer_turns;
-        let content = match end.rating {
+        let content = match rating {
             Some(r) => format!(
                 "conversation ended: {}, rating {r}, {interaction_count} turns in {duration:.1}s",
                 end.resolution
@@ -362,7 +419,7 @@ impl ConvInner {
             self.parent,
             EventKind::ConversationEnded {
                 resolution: end.resolution,
-                rating: end.rating,
+                rating,
                 tags: end.tags,
                 channel: self.channel,
                 duration_seconds: duration,
@@ -433,23 +490,32 @@ impl Conversation {
     /// the previous customer turn); scores in the metadata feed the quality gauges.
     pub fn track_interaction(&self, interaction: Interaction) {
         let c = &*self.inner;
-        let at = interaction.at.unwrap_or_else(OffsetDateTime::now_utc);
+        let at = normalize_timestamp(interaction.at.unwrap_or_else(OffsetDateTime::now_utc));
         let (turn, previous_customer_end) = {
-            let mut state = c.state.lock().expect("conversation lock");
+            let mut state = c.lock_state();
+            if state.ended {
+                drop(state);
+                c.after_end();
+                return;
+            }
             state.turns += 1;
-            let previous = state.last_customer_end;
-            match interaction.speaker {
-                Speaker::Agent => state.agent_turns += 1,
-                Speaker::Customer => {
+            let previous = match interaction.speaker {
+                TurnSpeaker::Agent => {
+                    state.agent_turns += 1;
+                    // One response per customer turn: a second agent turn in a row is not a
+                    // response to it again.
+                    state.last_customer_end.take()
+                }
+                TurnSpeaker::Customer => {
                     state.customer_turns += 1;
                     // Saturating: a NaN or absurd duration from the caller must not panic.
                     let spoke = interaction
                         .duration_ms
                         .map_or(time::Duration::ZERO, |ms| time::Duration::saturating_seconds_f64(ms / 1000.0));
                     state.last_customer_end = Some(at.checked_add(spoke).unwrap_or(at));
+                    None
                 }
-                Speaker::System => {}
-            }
+            };
             (state.turns, previous)
         };
         let metrics = &c.obs.metrics;
@@ -479,8 +545,8 @@ impl Conversation {
                 }
             }
         }
-        let (level, kind) = match interaction.speaker {
-            Speaker::Agent => {
+        let kind = match interaction.speaker {
+            TurnSpeaker::Agent => {
                 let response = interaction
                     .latency
                     .and_then(|l| l.response_ms)
@@ -490,28 +556,29 @@ impl Conversation {
                 if let Some(seconds) = response {
                     c.response_time.observe(seconds);
                 }
-                (
-                    Level::Info,
-                    EventKind::AgentTurn {
-                        turn,
-                        latency: interaction.latency,
-                        response_time_seconds: response,
-                        duration_ms: interaction.duration_ms,
-                    },
-                )
+                EventKind::AgentTurn {
+                    turn,
+                    latency: interaction.latency,
+                    response_time_seconds: response,
+                    duration_ms: interaction.duration_ms,
+                }
             }
-            _ => (
-                Level::Info,
-                EventKind::CustomerTurn { turn, latency: interaction.latency, duration_ms: interaction.duration_ms },
-            ),
+            TurnSpeaker::Customer => {
+                EventKind::CustomerTurn { turn, latency: interaction.latency, duration_ms: interaction.duration_ms }
+            }
         };
-        let event = c.child_event(at, level, interaction.speaker, interaction.content, interaction.metadata, kind);
+        let event = c.child_event(at, Level::Info, interaction.speaker.into(), interaction.content, interaction.metadata, kind);
         let _ = c.obs.emit(event);
     }
 
     /// Records a decision (`decision.made`); a transfer also records `transfer.initiated`.
+    /// Like every `track_*` call, it records nothing once the conversation has ended (counted
+    /// in `serphona_obs_events_dropped_total{reason="after_end"}`).
     pub fn track_decision(&self, decision: Decision) {
         let c = &*self.inner;
+        if c.is_ended() {
+            return c.after_end();
+        }
         let at = decision.at.unwrap_or_else(OffsetDateTime::now_utc);
         let mut metadata = Metadata { confidence: decision.confidence, ..Metadata::default() };
         if decision.decision_type == DecisionType::IntentDetection {
@@ -559,6 +626,9 @@ impl Conversation {
     /// [`track_error`](Self::track_error) at a given time.
     pub fn track_error_at(&self, error_type: &str, message: impl Into<String>, at: Option<OffsetDateTime>) {
         let c = &*self.inner;
+        if c.is_ended() {
+            return c.after_end();
+        }
         let metrics = &c.obs.metrics;
         metrics.error_rate.with_label_values(&[&c.obs.service, &metrics.error_type_label(error_type)]).inc();
         let event = c.event(
@@ -588,6 +658,9 @@ impl Conversation {
         at: Option<OffsetDateTime>,
     ) {
         let c = &*self.inner;
+        if c.is_ended() {
+            return c.after_end();
+        }
         let event = c.event(
             at.unwrap_or_else(OffsetDateTime::now_utc),
             Level::Warn,
@@ -609,7 +682,7 @@ impl Conversation {
 
     /// True once the conversation has ended.
     pub fn is_ended(&self) -> bool {
-        self.inner.state.lock().expect("conversation lock").ended
+        self.inner.is_ended()
     }
 }
 

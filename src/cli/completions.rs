@@ -12,6 +12,7 @@ pub struct Args {
     pub shell: Shell,
 }
 
+/// Runs `completions`.
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let mut cmd = super::Cli::command();
     clap_complete::generate(args.shell, &mut cmd, "serphona-obs", &mut std::io::stdout());

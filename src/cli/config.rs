@@ -23,19 +23,19 @@ pub struct ShowArgs {
     pub output: Format,
 }
 
+/// Runs `config init`.
 pub fn init() -> anyhow::Result<ExitCode> {
     std::io::stdout().write_all(serphona_obs::config::DEFAULT_CONFIG_YAML.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }
 
+/// Runs `config show`.
 pub fn show(ctx: &Context, args: &ShowArgs) -> anyhow::Result<ExitCode> {
-    let yaml = ctx.config.to_masked_yaml();
     let mut out = std::io::stdout().lock();
     match args.output {
-        Format::Table => out.write_all(yaml.as_bytes())?,
+        Format::Table => out.write_all(ctx.config.to_masked_yaml().as_bytes())?,
         Format::Json => {
-            let value: serde_json::Value = serde_norway::from_str(&yaml)?;
-            serde_json::to_writer_pretty(&mut out, &value)?;
+            serde_json::to_writer_pretty(&mut out, &ctx.config.masked())?;
             writeln!(out)?;
         }
     }

@@ -47,7 +47,17 @@ pub struct Args {
     pub output: Format,
 }
 
+/// Runs `demo`.
 pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
+    let sim = SimConfig {
+        conversations: args.conversations,
+        seed: args.seed,
+        rate: args.rate,
+        concurrency: args.concurrency,
+        pace: Pace::Fast,
+        run_id: None,
+    };
+    sim.validate().map_err(|e| super::UsageError(format!("--{e}")))?;
     let mut config = ctx.config;
     // The demo always writes the local event log: its summary is read back from it.
     config.logging.enabled = true;
@@ -78,16 +88,15 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
         serphona_obs::logging::event_log_dir(&data_dir).display(),
         metrics_url
     );
-    let sim = SimConfig {
-        conversations: args.conversations,
-        seed: args.seed,
-        rate: args.rate,
-        concurrency: args.concurrency,
-        pace: Pace::Fast,
-        run_id: None,
-    };
-    let report = super::simulate::drive(&obs, &sim, ctx.interactive);
+    let report = super::simulate::drive(&obs, &sim, ctx.interactive)?;
     obs.flush(Duration::from_secs(30))?;
+    let dropped: u64 = ["queue_full", "shutdown"]
+        .iter()
+        .map(|r| obs.metrics().pipeline.events_dropped.with_label_values(&[r]).get())
+        .sum();
+    if dropped > 0 {
+        tracing::warn!("{dropped} events were dropped before the event log (queue full); the summary undercounts");
+    }
 
     let store = LocalStore::open(&data_dir);
     let filter = ConversationFilter {
@@ -132,7 +141,11 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
 
     if args.keep_serving > 0 {
         eprintln!("serving {metrics_url} for {}s (Ctrl-C to stop)", args.keep_serving);
-        std::thread::sleep(Duration::from_secs(args.keep_serving));
+        let until = std::time::Instant::now() + Duration::from_secs(args.keep_serving);
+        let stop = super::stop_flag();
+        while std::time::Instant::now() < until && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
     obs.shutdown(Duration::from_secs(30))?;
     Ok(ExitCode::SUCCESS)

@@ -87,6 +87,25 @@ pub struct Context {
     pub interactive: bool,
 }
 
+/// Set by Ctrl-C; long-running commands poll it and stop cleanly. The handler is installed
+/// once, on first use.
+pub fn stop_flag() -> &'static std::sync::atomic::AtomicBool {
+    static STOP: std::sync::OnceLock<std::sync::atomic::AtomicBool> = std::sync::OnceLock::new();
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    let flag = STOP.get_or_init(|| std::sync::atomic::AtomicBool::new(false));
+    INSTALL.call_once(|| {
+        if let Err(e) = ctrlc::set_handler(|| {
+            if let Some(flag) = STOP.get() {
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }) {
+            tracing::debug!("cannot install the Ctrl-C handler: {e}");
+        }
+    });
+    flag
+}
+
+/// Parses the command line, runs the command and returns its exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -101,6 +120,7 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// 2 for usage and config errors, 1 for everything else.
 fn exit_code(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
         if cause.is::<UsageError>() || cause.is::<serphona_obs::config::ConfigError>() {

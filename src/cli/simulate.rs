@@ -3,8 +3,6 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -59,11 +57,8 @@ impl Args {
 
 /// Runs a simulation with a progress bar on a terminal; Ctrl-C stops it early (what is open
 /// ends as abandoned) and the run is still delivered.
-pub fn drive(obs: &Observability, config: &SimConfig, interactive: bool) -> SimReport {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    // Only the first handler installs; a second run in the same process reuses it.
-    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
+pub fn drive(obs: &Observability, config: &SimConfig, interactive: bool) -> anyhow::Result<SimReport> {
+    let stop = super::stop_flag();
     let bar = ProgressBar::with_draw_target(
         Some(config.conversations as u64),
         if interactive { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() },
@@ -72,21 +67,18 @@ pub fn drive(obs: &Observability, config: &SimConfig, interactive: bool) -> SimR
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} conversations ended · {msg}")
             .expect("valid template"),
     );
-    let report = simulation::run(obs, config, &stop, |p| {
+    let report = simulation::run(obs, config, stop, |p| {
         bar.set_position(p.ended as u64);
         bar.set_message(format!("{} started, {} in progress, {} events", p.started, p.started - p.ended, p.events));
     });
     bar.finish_and_clear();
-    report
+    Ok(report?)
 }
 
+/// Runs `simulate`.
 pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
-    if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
-        return Err(super::UsageError(format!("--rate must be a positive number of conversations per second, not {}", args.rate.unwrap_or_default())).into());
-    }
-    if !(args.speed > 0.0 && args.speed.is_finite()) {
-        return Err(super::UsageError(format!("--speed must be a positive number, not {}", args.speed)).into());
-    }
+    let sim = args.sim_config();
+    sim.validate().map_err(|e| super::UsageError(format!("--{e}")))?;
     let mut config = ctx.config;
     if let Some(addr) = args.metrics_addr {
         config.metrics.listen = addr;
@@ -95,7 +87,7 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
     if let Some(addr) = obs.metrics_addr() {
         tracing::info!("metrics at http://{addr}/metrics");
     }
-    let report = drive(&obs, &args.sim_config(), ctx.interactive);
+    let report = drive(&obs, &sim, ctx.interactive)?;
     obs.shutdown(Duration::from_secs(30))?;
     let dropped: u64 = obs.metrics().pipeline.events_dropped.with_label_values(&["queue_full"]).get();
     let mut out = std::io::stdout().lock();

@@ -7,7 +7,6 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use crate::pipeline::{Sink, SinkError};
 use crate::types::Event;
@@ -58,22 +57,32 @@ pub struct EventLogSink {
 
 impl EventLogSink {
     /// Opens (creating the folder if needed) the newest file under `data_dir/events`.
+    ///
+    /// A file that ends in a partial line (a crash mid-write, a full disk) gets a newline
+    /// first, so the fragment stays one unreadable line (skipped and counted by readers)
+    /// instead of corrupting the next event.
     pub fn open(data_dir: &Path, max_bytes: u64, max_files: usize) -> Result<EventLogSink, SinkError> {
         let dir = event_log_dir(data_dir);
-        let io = |context: &'static str, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| SinkError::Io { sink: "event_log".into(), context, path, source }
-        };
-        std::fs::create_dir_all(&dir).map_err(io("cannot create the event log folder", &dir))?;
-        let seq = list_segments(&dir).map_err(io("cannot list", &dir))?.last().map_or(1, |(seq, _)| *seq);
+        std::fs::create_dir_all(&dir).map_err(io_error("cannot create the event log folder", &dir))?;
+        let seq = list_segments(&dir).map_err(io_error("cannot list", &dir))?.last().map_or(1, |(seq, _)| *seq);
         let path = segment_path(&dir, seq);
-        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io("cannot open", &path))?;
-        let size = file.metadata().map_err(io("cannot stat", &path))?.len();
+        let file = OpenOptions::new().create(true).append(true).read(true).open(&path).map_err(io_error("cannot open", &path))?;
+        let size = file.metadata().map_err(io_error("cannot stat", &path))?.len();
         let mut sink = EventLogSink { dir, file, path, seq, size, max_bytes, max_files, buf: Vec::with_capacity(1 << 16) };
+        if sink.size > 0 && !sink.ends_with_newline()? {
+            sink.append(b"\n")?;
+        }
         if sink.size >= sink.max_bytes {
             sink.rotate()?;
         }
         Ok(sink)
+    }
+
+    fn ends_with_newline(&self) -> Result<bool, SinkError> {
+        use std::os::unix::fs::FileExt;
+        let mut last = [0u8; 1];
+        self.file.read_exact_at(&mut last, self.size - 1).map_err(io_error("cannot read", &self.path))?;
+        Ok(last[0] == b'\n')
     }
 
     /// The file being written.
@@ -85,12 +94,11 @@ impl EventLogSink {
         if bytes.is_empty() {
             return Ok(());
         }
-        self.file.write_all(bytes).map_err(|source| SinkError::Io {
-            sink: "event_log".into(),
-            context: "cannot write",
-            path: self.path.clone(),
-            source,
-        })?;
+        if let Err(e) = self.file.write_all(bytes) {
+            // Cut a partial write back off, so the next batch starts on a line of its own.
+            let _ = self.file.set_len(self.size);
+            return Err(io_error("cannot write", &self.path)(e));
+        }
         self.size += bytes.len() as u64;
         Ok(())
     }
@@ -98,12 +106,7 @@ impl EventLogSink {
     fn rotate(&mut self) -> Result<(), SinkError> {
         self.seq += 1;
         let path = segment_path(&self.dir, self.seq);
-        self.file = OpenOptions::new().create(true).append(true).open(&path).map_err(|source| SinkError::Io {
-            sink: "event_log".into(),
-            context: "cannot open",
-            path: path.clone(),
-            source,
-        })?;
+        self.file = OpenOptions::new().create(true).append(true).read(true).open(&path).map_err(io_error("cannot open", &path))?;
         self.path = path;
         self.size = 0;
         if self.max_files > 0 {
@@ -130,9 +133,14 @@ impl Sink for EventLogSink {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         let mut result = Ok(());
+        let mut unserializable = None;
         for event in events {
             let line_start = buf.len();
-            event.write_json_line(&mut buf);
+            if let Err(e) = event.write_json_line(&mut buf) {
+                // Only a hand-built event can get here (see Event::to_json); the rest go on.
+                unserializable = Some(format!("event {} cannot be written as JSON: {e}", event.event_id));
+                continue;
+            }
             let buffered = line_start as u64;
             if self.size + buf.len() as u64 > self.max_bytes && self.size + buffered > 0 {
                 result = self.append(&buf[..line_start]).and_then(|()| self.rotate());
@@ -146,22 +154,22 @@ impl Sink for EventLogSink {
             result = self.append(&buf);
         }
         self.buf = buf;
-        result
+        match (result, unserializable) {
+            (Ok(()), Some(message)) => Err(SinkError::Other { sink: "event_log".into(), message }),
+            (result, _) => result,
+        }
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
         // Lines are written straight to the file; flushing makes them durable.
-        self.file.sync_data().map_err(|source| SinkError::Io {
-            sink: "event_log".into(),
-            context: "cannot sync",
-            path: self.path.clone(),
-            source,
-        })
+        self.file.sync_data().map_err(io_error("cannot sync", &self.path))
     }
+}
 
-    fn shutdown(&mut self, _deadline: Instant) -> Result<(), SinkError> {
-        self.flush()
-    }
+/// The error of a file operation of this sink.
+fn io_error(context: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SinkError {
+    let path = path.to_path_buf();
+    move |source| SinkError::Io { sink: "event_log".into(), context, path, source }
 }
 
 #[cfg(test)]
@@ -228,9 +236,32 @@ mod tests {
             let text = std::fs::read_to_string(path).unwrap();
             assert!(text.len() <= 4096, "{} bytes in {}", text.len(), path.display());
             assert!(text.ends_with('\n'));
-            lines += text.lines().map(|l| Event::from_json(l).unwrap()).count();
+            for line in text.lines() {
+                Event::from_json(line).unwrap();
+                lines += 1;
+            }
         }
         assert_eq!(lines, 40);
+    }
+
+    #[test]
+    fn a_torn_last_line_does_not_swallow_the_next_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = EventLogSink::open(dir.path(), 1 << 20, 0).unwrap();
+        sink.write(&[event(10)]).unwrap();
+        drop(sink);
+        let path = event_log_dir(dir.path()).join("events-000001.jsonl");
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"event_id\":\"01").unwrap(); // a crash mid-line
+        drop(f);
+        let mut sink = EventLogSink::open(dir.path(), 1 << 20, 0).unwrap();
+        sink.write(&[event(20)]).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(Event::from_json(lines[0]).is_ok());
+        assert!(Event::from_json(lines[1]).is_err());
+        assert_eq!(Event::from_json(lines[2]).unwrap().content.len(), 20);
     }
 
     #[test]

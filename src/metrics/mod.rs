@@ -130,6 +130,7 @@ impl SelfMetrics {
         registry.register(Box::new(m.live_lagged.clone()))?;
         m.events_dropped.with_label_values(&["queue_full"]);
         m.events_dropped.with_label_values(&["shutdown"]);
+        m.events_dropped.with_label_values(&["after_end"]);
         Ok(m)
     }
 }

@@ -25,7 +25,6 @@ impl MetricsServer {
     /// Binds `addr` (port 0 picks a free port) and serves `/metrics`, `/healthz` and `/`.
     ///
     /// The bind happens before this returns, so a taken port is an error here, not later.
-    /// Requests to `/metrics` are themselves recorded in `http_request_duration_seconds`.
     pub fn start(metrics: Arc<Metrics>, addr: SocketAddr) -> Result<MetricsServer, MetricsError> {
         let listener = std::net::TcpListener::bind(addr).map_err(|source| MetricsError::Bind { addr, source })?;
         listener.set_nonblocking(true).map_err(|source| MetricsError::Bind { addr, source })?;
@@ -62,23 +61,36 @@ impl MetricsServer {
     }
 }
 
+/// Scrapes are not recorded in `http_request_duration_seconds`: the library records no
+/// telemetry about its own export paths, and scrape traffic would skew the service's latency.
 async fn scrape(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    let started = Instant::now();
-    let body = metrics.encode();
-    metrics
-        .http_request_duration
-        .with_label_values(&["GET", "/metrics", "200"])
-        .observe(started.elapsed().as_secs_f64());
-    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], metrics.encode())
 }
 
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
+impl MetricsServer {
+    /// Stops serving; waits for the server thread until `deadline`, then leaves it to finish
+    /// on its own (an open scrape connection cannot hold up the caller's shutdown).
+    pub fn stop(mut self, deadline: Instant) {
+        self.stop_until(deadline);
+    }
+
+    fn stop_until(&mut self, deadline: Instant) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            }
         }
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.stop_until(Instant::now() + std::time::Duration::from_secs(2));
     }
 }

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
+use prometheus::IntCounter;
 use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::{Sink, SinkError};
 use crate::types::Event;
@@ -39,5 +41,66 @@ impl Sink for LiveSink {
             let _ = self.tx.send(Arc::new(event.clone()));
         }
         Ok(())
+    }
+}
+
+/// A subscription to the live broadcast ([`crate::Observability::subscribe`]).
+///
+/// A subscriber that falls more than [`LIVE_CAPACITY`] events behind skips the oldest ones;
+/// what it skips is counted in [`skipped`](Self::skipped) and in
+/// `serphona_obs_live_lagged_events_total`.
+pub struct LiveReceiver {
+    rx: broadcast::Receiver<Arc<Event>>,
+    lagged: IntCounter,
+    skipped: u64,
+}
+
+impl LiveReceiver {
+    pub(crate) fn new(rx: broadcast::Receiver<Arc<Event>>, lagged: IntCounter) -> Self {
+        LiveReceiver { rx, lagged, skipped: 0 }
+    }
+
+    fn skip(&mut self, n: u64) {
+        self.skipped += n;
+        self.lagged.inc_by(n);
+    }
+
+    /// The next event; `None` once the library has shut down.
+    pub async fn recv(&mut self) -> Option<Arc<Event>> {
+        loop {
+            match self.rx.recv().await {
+                Ok(event) => return Some(event),
+                Err(RecvError::Lagged(n)) => self.skip(n),
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Arc<Event>> {
+        loop {
+            match self.rx.try_recv() {
+                Ok(event) => return Some(event),
+                Err(TryRecvError::Lagged(n)) => self.skip(n),
+                Err(TryRecvError::Empty | TryRecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// Waits for the next event from sync code; `None` once the library has shut down.
+    /// Do not call from inside an async runtime (use [`recv`](Self::recv)).
+    pub fn blocking_recv(&mut self) -> Option<Arc<Event>> {
+        loop {
+            match self.rx.blocking_recv() {
+                Ok(event) => return Some(event),
+                Err(RecvError::Lagged(n)) => self.skip(n),
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// Events this subscriber skipped because it fell behind.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
     }
 }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, select, unbounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded, select, unbounded};
 
 use crate::config::WhenFull;
 use crate::metrics::SelfMetrics;
@@ -92,7 +92,7 @@ pub enum PipelineError {
         /// Events left in the queue when it passed.
         pending: usize,
     },
-    /// The pipeline was already shut down.
+    /// The pipeline was already shut down (or its dispatcher stopped).
     #[error("the pipeline is shut down")]
     Closed,
 }
@@ -124,7 +124,6 @@ enum Control {
 /// The bounded queue and its dispatcher thread.
 pub struct Pipeline {
     tx: Sender<Event>,
-    rx_len: Receiver<Event>,
     ctl: Sender<Control>,
     when_full: WhenFull,
     metrics: Arc<SelfMetrics>,
@@ -145,14 +144,14 @@ impl Pipeline {
         let (tx, rx) = bounded(capacity.max(1));
         let (ctl, ctl_rx) = unbounded();
         metrics.queue_capacity.set(capacity as i64);
-        let dispatcher = Dispatcher { rx: rx.clone(), ctl: ctl_rx, processors, sinks, metrics: metrics.clone() };
+        let last_warned = vec![None; sinks.len()];
+        let dispatcher = Dispatcher { rx, ctl: ctl_rx, processors, sinks, metrics: metrics.clone(), last_warned };
         let thread = std::thread::Builder::new()
             .name("serphona-obs-dispatch".into())
             .spawn(move || dispatcher.run())
             .expect("spawn the dispatcher thread");
         Pipeline {
             tx,
-            rx_len: rx,
             ctl,
             when_full,
             metrics,
@@ -200,7 +199,7 @@ impl Pipeline {
 
     /// Events waiting in the queue.
     pub fn queue_len(&self) -> usize {
-        self.rx_len.len()
+        self.tx.len()
     }
 
     /// Delivers everything enqueued before this call to the sinks and flushes them.
@@ -210,10 +209,9 @@ impl Pipeline {
         }
         let (ack, done) = bounded(1);
         self.ctl.send(Control::Flush(ack)).map_err(|_| PipelineError::Closed)?;
-        done.recv_timeout(timeout).map_err(|_| PipelineError::Timeout {
-            op: "flush",
-            timeout,
-            pending: self.queue_len(),
+        done.recv_timeout(timeout).map_err(|e| match e {
+            RecvTimeoutError::Timeout => PipelineError::Timeout { op: "flush", timeout, pending: self.queue_len() },
+            RecvTimeoutError::Disconnected => PipelineError::Closed,
         })
     }
 
@@ -233,15 +231,16 @@ impl Pipeline {
                 }
                 Ok(())
             }
-            Err(_) => Err(PipelineError::Timeout { op: "shutdown", timeout, pending: self.queue_len() }),
+            Err(RecvTimeoutError::Timeout) => {
+                Err(PipelineError::Timeout { op: "shutdown", timeout, pending: self.queue_len() })
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(PipelineError::Closed),
         }
     }
-
-    /// True once [`shutdown`](Self::shutdown) was called.
-    pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
 }
+
+/// How often a failing sink is warned about (it is counted every time).
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 struct Dispatcher {
     rx: Receiver<Event>,
@@ -249,6 +248,8 @@ struct Dispatcher {
     processors: Vec<Box<dyn Processor>>,
     sinks: Vec<Box<dyn Sink>>,
     metrics: Arc<SelfMetrics>,
+    /// When each sink's failure was last logged.
+    last_warned: Vec<Option<Instant>>,
 }
 
 impl Dispatcher {
@@ -269,18 +270,31 @@ impl Dispatcher {
                 },
                 recv(self.ctl) -> msg => match msg {
                     Ok(Control::Flush(ack)) => {
-                        self.drain(&mut batch);
-                        for sink in &mut self.sinks {
-                            if let Err(e) = sink.flush() {
-                                self.metrics.batches_failed.with_label_values(&[sink.name()]).inc();
-                                tracing::warn!(error = %e, "serphona-obs sink flush failed");
+                        // What was queued when the flush arrived; later events may keep coming.
+                        let queued = self.rx.len();
+                        self.drain(&mut batch, queued);
+                        for i in 0..self.sinks.len() {
+                            let sink = &mut self.sinks[i];
+                            let name = sink.name().to_string();
+                            let result = guard(&name, "flush", || sink.flush());
+                            if let Err(e) = result {
+                                self.failed(i, &e, 0);
                             }
                         }
                         let _ = ack.send(());
                     }
                     Ok(Control::Shutdown(deadline, ack)) => {
-                        self.drain(&mut batch);
+                        let queued = self.rx.len();
+                        self.drain(&mut batch, queued);
+                        // Senders that passed the closed check just before shutdown.
+                        let late = self.rx.len();
+                        self.drain(&mut batch, late);
                         self.shutdown_sinks(deadline);
+                        // Anything that slipped in after that is counted, not silently lost.
+                        let lost = self.rx.try_iter().count() as u64;
+                        if lost > 0 {
+                            self.metrics.events_dropped.with_label_values(&["shutdown"]).inc_by(lost);
+                        }
                         let _ = ack.send(());
                         return;
                     }
@@ -301,13 +315,34 @@ impl Dispatcher {
         self.dispatch(batch);
     }
 
-    /// Dispatches everything in the queue.
-    fn drain(&mut self, batch: &mut Vec<Event>) {
-        loop {
-            self.fill_and_dispatch(batch);
-            if self.rx.is_empty() {
+    /// Dispatches `count` events from the queue (those there when a flush arrived), so a
+    /// steady stream of new events cannot keep a flush from finishing.
+    fn drain(&mut self, batch: &mut Vec<Event>, mut count: usize) {
+        while count > 0 {
+            let take = count.min(MAX_DISPATCH_BATCH);
+            batch.extend(self.rx.try_iter().take(take));
+            if batch.is_empty() {
                 return;
             }
+            count = count.saturating_sub(batch.len());
+            self.dispatch(batch);
+        }
+    }
+
+    /// Counts a sink failure; logs it the first time and then at most once a minute.
+    fn failed(&mut self, sink: usize, error: &SinkError, events: usize) {
+        let name = self.sinks[sink].name().to_string();
+        self.metrics.batches_failed.with_label_values(&[&name]).inc();
+        self.metrics.events_failed.with_label_values(&[&name]).inc_by(events as u64);
+        let now = Instant::now();
+        if self.last_warned[sink].is_none_or(|t| now.duration_since(t) >= WARN_EVERY) {
+            self.last_warned[sink] = Some(now);
+            tracing::warn!(
+                sink = %name,
+                error = %error,
+                events,
+                "serphona-obs sink failed (counted in serphona_obs_batches_failed_total; logged at most once a minute)"
+            );
         }
     }
 
@@ -316,23 +351,29 @@ impl Dispatcher {
             let processors = &mut self.processors;
             let processed: Vec<Event> = batch
                 .drain(..)
-                .filter_map(|event| processors.iter_mut().try_fold(event, |event, p| p.process(event)))
+                .filter_map(|event| {
+                    // A panicking processor loses the event it was given, nothing else.
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        processors.iter_mut().try_fold(event, |event, p| p.process(event))
+                    }))
+                    .unwrap_or_else(|_| {
+                        tracing::error!("a serphona-obs processor panicked; its event is dropped");
+                        None
+                    })
+                })
                 .collect();
             *batch = processed;
         }
         if !batch.is_empty() {
-            for sink in &mut self.sinks {
+            for i in 0..self.sinks.len() {
+                let sink = &mut self.sinks[i];
                 let name = sink.name().to_string();
-                match sink.write(batch) {
+                match guard(&name, "write", || sink.write(batch)) {
                     Ok(()) => {
                         self.metrics.batches_exported.with_label_values(&[&name]).inc();
                         self.metrics.events_exported.with_label_values(&[&name]).inc_by(batch.len() as u64);
                     }
-                    Err(e) => {
-                        self.metrics.batches_failed.with_label_values(&[&name]).inc();
-                        self.metrics.events_failed.with_label_values(&[&name]).inc_by(batch.len() as u64);
-                        tracing::warn!(error = %e, events = batch.len(), "serphona-obs sink write failed");
-                    }
+                    Err(e) => self.failed(i, &e, batch.len()),
                 }
             }
         }
@@ -341,12 +382,26 @@ impl Dispatcher {
     }
 
     fn shutdown_sinks(&mut self, deadline: Instant) {
-        for sink in &mut self.sinks {
-            if let Err(e) = sink.shutdown(deadline) {
-                self.metrics.batches_failed.with_label_values(&[sink.name()]).inc();
-                tracing::warn!(error = %e, "serphona-obs sink shutdown failed");
+        for i in 0..self.sinks.len() {
+            let sink = &mut self.sinks[i];
+            let name = sink.name().to_string();
+            let result = guard(&name, "shutdown", || sink.shutdown(deadline));
+            if let Err(e) = result {
+                self.failed(i, &e, 0);
             }
         }
         self.metrics.queue_depth.set(self.rx.len() as i64);
     }
+}
+
+/// Runs a sink call; a panic becomes an error, so one bad sink cannot stop the dispatcher.
+fn guard(sink: &str, call: &str, f: impl FnOnce() -> Result<(), SinkError>) -> Result<(), SinkError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(SinkError::Other { sink: sink.to_string(), message: format!("{call} panicked: {message}") })
+    })
 }

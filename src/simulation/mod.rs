@@ -58,6 +58,38 @@ pub struct SimConfig {
     pub run_id: Option<String>,
 }
 
+/// A simulation that cannot run; names the setting.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{setting}: {message}")]
+pub struct SimConfigError {
+    /// `rate`, `concurrency`, `speed`, …
+    pub setting: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl SimConfig {
+    /// Checks the settings (the engine's time arithmetic relies on these bounds).
+    pub fn validate(&self) -> Result<(), SimConfigError> {
+        let err = |setting, message: String| Err(SimConfigError { setting, message });
+        if !(self.rate.is_finite() && (0.001..=1_000_000.0).contains(&self.rate)) {
+            return err("rate", format!("{} is not between 0.001 and 1000000 conversations per second", self.rate));
+        }
+        if self.conversations as f64 / self.rate > 10.0 * 365.0 * 86400.0 {
+            return err("rate", format!("{} conversations at {} per second would span more than 10 years", self.conversations, self.rate));
+        }
+        if self.concurrency == 0 {
+            return err("concurrency", "must be at least 1".into());
+        }
+        if let Pace::Realtime { speed } = self.pace {
+            if !(speed.is_finite() && speed > 0.0) {
+                return err("speed", format!("{speed} is not a positive number"));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for SimConfig {
     fn default() -> Self {
         SimConfig { conversations: 200, seed: 7, rate: 2.0, concurrency: 50, pace: Pace::Fast, run_id: None }
@@ -102,15 +134,28 @@ struct Active {
     conv: Option<Conversation>,
     steps: VecDeque<Step>,
     start_ms: u64,
+    /// An error happened; the next turn's HTTP request fails.
+    failing: bool,
 }
 
 /// Runs a simulation through `obs`. `progress` is called after every step (cheap to ignore);
 /// setting `stop` ends the run early (conversations in progress end as abandoned).
-pub fn run(obs: &Observability, config: &SimConfig, stop: &AtomicBool, mut progress: impl FnMut(Progress)) -> SimReport {
+///
+/// Besides the conversations, it records the HTTP requests of the simulated orchestrator's
+/// API through [`Observability::record_http_request`]: `POST /v1/conversations` for a start,
+/// `POST /v1/conversations/{id}/turns` for each turn (503 when the turn hit an error),
+/// `POST /v1/conversations/{id}/end` for an end.
+pub fn run(
+    obs: &Observability,
+    config: &SimConfig,
+    stop: &AtomicBool,
+    mut progress: impl FnMut(Progress),
+) -> Result<SimReport, SimConfigError> {
+    config.validate()?;
     let started = Instant::now();
     let run_id = config.run_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let rate = if config.rate > 0.0 { config.rate } else { 1.0 };
-    let concurrency = config.concurrency.max(1);
+    let rate = config.rate;
+    let concurrency = config.concurrency;
     let base = match config.pace {
         Pace::Fast => OffsetDateTime::now_utc() - time::Duration::seconds_f64(config.conversations as f64 / rate + 120.0),
         Pace::Realtime { .. } => OffsetDateTime::now_utc(),
@@ -165,13 +210,14 @@ pub fn run(obs: &Observability, config: &SimConfig, stop: &AtomicBool, mut progr
             launched += 1;
             // Exponential inter-arrival times.
             let u: f64 = arrivals.random_range(f64::EPSILON..1.0);
-            next_arrival_ms = due + (-u.ln() / rate * 1000.0) as u64;
+            // Float-to-int casts saturate; the sum cannot overflow within validated bounds.
+            next_arrival_ms = due.saturating_add((-u.ln() / rate * 1000.0) as u64);
             let steps = script::generate(config.seed, index as u64, &run_id);
             let slot = free_slots.pop().unwrap_or_else(|| {
                 slots.push(None);
                 slots.len() - 1
             });
-            slots[slot] = Some(Active { conv: None, steps: steps.into(), start_ms: due });
+            slots[slot] = Some(Active { conv: None, steps: steps.into(), start_ms: due, failing: false });
             active += 1;
             queue.push(Reverse((due, seq, slot)));
             seq += 1;
@@ -180,7 +226,7 @@ pub fn run(obs: &Observability, config: &SimConfig, stop: &AtomicBool, mut progr
         let Reverse((_, _, slot)) = queue.pop().expect("peeked");
         let entry = slots[slot].as_mut().expect("scheduled slot is active");
         let step = entry.steps.pop_front().expect("scheduled conversation has a step");
-        let at = base + time::Duration::milliseconds(due as i64);
+        let at = base.saturating_add(time::Duration::milliseconds(i64::try_from(due).unwrap_or(i64::MAX)));
         let ended = perform(obs, entry, step.action, at, &mut report);
         if ended {
             slots[slot] = None;
@@ -202,7 +248,7 @@ pub fn run(obs: &Observability, config: &SimConfig, stop: &AtomicBool, mut progr
         }
     }
     report.elapsed = started.elapsed();
-    report
+    Ok(report)
 }
 
 fn count(report: &mut SimReport, event_type: &'static str) {
@@ -214,14 +260,21 @@ fn count(report: &mut SimReport, event_type: &'static str) {
 fn perform(obs: &Observability, entry: &mut Active, action: Action, at: OffsetDateTime, report: &mut SimReport) -> bool {
     match action {
         Action::Start(start) => {
+            obs.record_http_request("POST", "/v1/conversations", 201, Duration::from_millis(35));
             entry.conv = Some(obs.start_conversation(start.at(at)));
             report.conversations += 1;
             count(report, "conversation.started");
         }
         Action::Turn(interaction) => {
             let speaker = interaction.speaker;
+            let took = interaction.latency.and_then(|l| l.response_ms).unwrap_or(120.0);
+            let status = if std::mem::take(&mut entry.failing) { 503 } else { 200 };
+            obs.record_http_request("POST", "/v1/conversations/{id}/turns", status, Duration::from_secs_f64(took / 1000.0));
             entry.conv.as_ref().expect("started").track_interaction(interaction.at(at));
-            count(report, if speaker == crate::types::Speaker::Agent { "interaction.agent" } else { "interaction.customer" });
+            count(report, match speaker {
+                crate::types::TurnSpeaker::Agent => "interaction.agent",
+                crate::types::TurnSpeaker::Customer => "interaction.customer",
+            });
         }
         Action::Decide(decision) => {
             let transfer = decision.decision_type == DecisionType::Transfer;
@@ -232,6 +285,7 @@ fn perform(obs: &Observability, entry: &mut Active, action: Action, at: OffsetDa
             }
         }
         Action::Error { error_type, message } => {
+            entry.failing = true; // the next turn's request fails
             entry.conv.as_ref().expect("started").track_error_at(error_type, message, Some(at));
             count(report, "error.occurred");
         }
@@ -240,6 +294,7 @@ fn perform(obs: &Observability, entry: &mut Active, action: Action, at: OffsetDa
             count(report, "compliance.violation");
         }
         Action::End(end) => {
+            obs.record_http_request("POST", "/v1/conversations/{id}/end", 200, Duration::from_millis(20));
             let resolution = end.resolution;
             entry.conv.take().expect("started").end(end.at(at));
             count(report, "conversation.ended");

@@ -4,7 +4,7 @@
 //! not parse (e.g. a line cut short by a crash) are skipped and counted ([`LocalStore::skipped_lines`]).
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -98,7 +98,12 @@ impl LocalStore {
             Some(c) => parse_cursor(&c.0).ok_or_else(|| StoreError::BadCursor(c.0.clone()))?,
         };
         let mut events = Vec::new();
-        for (s, path) in list_segments(&self.dir).map_err(self.io(&self.dir))? {
+        let segments = list_segments(&self.dir).map_err(self.io(&self.dir))?;
+        // A cursor from before the log was wiped points past its end: start over.
+        if segments.last().is_none_or(|(last, _)| *last < seq) {
+            (seq, offset) = (0, 0);
+        }
+        for (s, path) in segments {
             if s < seq {
                 continue;
             }
@@ -111,8 +116,12 @@ impl LocalStore {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(self.io(&path)(e)),
             };
+            let len = file.metadata().map_err(self.io(&path))?.len();
+            if offset > len {
+                offset = 0; // the file was replaced by a shorter one
+            }
             file.seek(SeekFrom::Start(offset)).map_err(self.io(&path))?;
-            let mut reader = BufReader::with_capacity(1 << 16, file.take(u64::MAX));
+            let mut reader = BufReader::with_capacity(1 << 16, file);
             let mut line = String::new();
             while events.len() < limit {
                 line.clear();

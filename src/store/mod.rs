@@ -28,7 +28,7 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// A cursor from another store or a corrupted one.
-    #[error("invalid cursor {0:?}")]
+    #[error("invalid cursor {0:?} (this store's cursors look like SEQ:OFFSET, e.g. 3:1024)")]
     BadCursor(String),
 }
 

@@ -304,15 +304,26 @@ impl Event {
         self.kind.event_type()
     }
 
-    /// One JSON line (without the newline).
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("an Event always serializes")
+    /// One JSON line (without the newline). Events built by the library always serialize;
+    /// one assembled by hand with a timestamp RFC 3339 cannot express (year outside
+    /// 0000–9999) does not.
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string(self)
     }
 
-    /// Appends this event as one JSON line, newline included.
-    pub fn write_json_line(&self, buf: &mut Vec<u8>) {
-        serde_json::to_writer(&mut *buf, self).expect("an Event always serializes");
-        buf.push(b'\n');
+    /// Appends this event as one JSON line, newline included; on error `buf` is unchanged.
+    pub fn write_json_line(&self, buf: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        let start = buf.len();
+        match serde_json::to_writer(&mut *buf, self) {
+            Ok(()) => {
+                buf.push(b'\n');
+                Ok(())
+            }
+            Err(e) => {
+                buf.truncate(start);
+                Err(e)
+            }
+        }
     }
 
     /// Parses one JSON line.
@@ -362,6 +373,19 @@ mod hex_opt_span_id {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SpanId>, D::Error> {
         super::hex_span_id::deserialize(d).map(Some)
+    }
+}
+
+/// A timestamp every sink can represent: in UTC, with the year clamped to 0000–9999 (what
+/// RFC 3339 and ClickHouse's DateTime64 can hold).
+pub(crate) fn normalize_timestamp(at: OffsetDateTime) -> OffsetDateTime {
+    use time::macros::datetime;
+    const MIN: OffsetDateTime = datetime!(0000-01-01 00:00:00 UTC);
+    const MAX: OffsetDateTime = datetime!(9999-12-31 23:59:59.999_999_999 UTC);
+    match at.checked_to_offset(time::UtcOffset::UTC) {
+        Some(utc) => utc.clamp(MIN, MAX),
+        None if at < MIN => MIN,
+        None => MAX,
     }
 }
 

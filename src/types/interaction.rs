@@ -5,10 +5,31 @@ use time::OffsetDateTime;
 
 use super::Speaker;
 
+/// Who takes a turn: the agent or the customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TurnSpeaker {
+    /// The AI agent (`interaction.agent`).
+    Agent,
+    /// The customer (`interaction.customer`).
+    Customer,
+}
+
+impl From<TurnSpeaker> for Speaker {
+    fn from(s: TurnSpeaker) -> Speaker {
+        match s {
+            TurnSpeaker::Agent => Speaker::Agent,
+            TurnSpeaker::Customer => Speaker::Customer,
+        }
+    }
+}
+
 /// Scores and labels attached to an event; serialized as the log line's `metadata` object.
 ///
-/// The known keys are typed; anything else goes in `extra` and is flattened beside them.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// The known keys are typed; anything else goes in `extra` and is written beside them. The
+/// typed names ([`Metadata::RESERVED`]) are reserved: an `extra` entry with one of them is not
+/// written (it would collide with the typed field); set the typed field instead.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct Metadata {
     /// Sentiment from -1 (negative) to 1 (positive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -30,7 +51,48 @@ pub struct Metadata {
     pub extra: BTreeMap<String, serde_json::Value>,
 }
 
+impl Serialize for Metadata {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        if let Some(v) = self.sentiment {
+            map.serialize_entry("sentiment", &v)?;
+        }
+        if let Some(v) = &self.intent {
+            map.serialize_entry("intent", v)?;
+        }
+        if let Some(v) = self.confidence {
+            map.serialize_entry("confidence", &v)?;
+        }
+        if let Some(v) = self.assertiveness {
+            map.serialize_entry("assertiveness", &v)?;
+        }
+        if !self.compliance.is_empty() {
+            map.serialize_entry("compliance", &self.compliance)?;
+        }
+        for (k, v) in &self.extra {
+            if !Metadata::RESERVED.contains(&k.as_str()) {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        map.end()
+    }
+}
+
 impl Metadata {
+    /// The names of the typed fields, which `extra` cannot use.
+    pub const RESERVED: [&'static str; 5] = ["sentiment", "intent", "confidence", "assertiveness", "compliance"];
+
+    /// Drops scores that are not finite numbers (JSON cannot carry them).
+    pub(crate) fn sanitize(&mut self) {
+        for score in [&mut self.sentiment, &mut self.confidence, &mut self.assertiveness] {
+            if score.is_some_and(|v| !v.is_finite()) {
+                *score = None;
+            }
+        }
+        self.compliance.retain(|_, v| v.is_finite());
+    }
+
     /// True when nothing is set.
     pub fn is_empty(&self) -> bool {
         self.sentiment.is_none()
@@ -72,8 +134,8 @@ pub struct TurnLatency {
 /// One turn of a conversation (the seed's `Interaction`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Interaction {
-    /// Who spoke: [`Speaker::Agent`] or [`Speaker::Customer`].
-    pub speaker: Speaker,
+    /// Who spoke.
+    pub speaker: TurnSpeaker,
     /// What was said (transcript text).
     pub content: String,
     /// Sentiment, intent, confidence, quality scores, anything else.
@@ -89,15 +151,15 @@ pub struct Interaction {
 impl Interaction {
     /// An agent turn.
     pub fn agent(content: impl Into<String>) -> Self {
-        Self::new(Speaker::Agent, content)
+        Self::new(TurnSpeaker::Agent, content)
     }
 
     /// A customer turn.
     pub fn customer(content: impl Into<String>) -> Self {
-        Self::new(Speaker::Customer, content)
+        Self::new(TurnSpeaker::Customer, content)
     }
 
-    fn new(speaker: Speaker, content: impl Into<String>) -> Self {
+    fn new(speaker: TurnSpeaker, content: impl Into<String>) -> Self {
         Interaction {
             speaker,
             content: content.into(),
@@ -133,7 +195,8 @@ impl Interaction {
         self
     }
 
-    /// Adds a free-form metadata entry.
+    /// Adds a free-form metadata entry (not one of [`Metadata::RESERVED`]: use the typed
+    /// setters for those).
     pub fn meta(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
         self.metadata.extra.insert(key.into(), value.into());
         self

@@ -6,13 +6,13 @@
 
 mod conversation;
 mod decision;
-mod event;
+pub(crate) mod event;
 mod interaction;
 
 pub use conversation::{Channel, ConversationEnd, ConversationStart, Resolution};
 pub use decision::{Decision, DecisionType};
 pub use event::{Event, EventKind, EventType, Level, Speaker, TraceIds};
-pub use interaction::{Interaction, Metadata, TurnLatency};
+pub use interaction::{Interaction, Metadata, TurnLatency, TurnSpeaker};
 
 /// Returns a new conversation id: a UUIDv7 string (time-ordered, so ids sort by start time).
 pub fn new_conversation_id() -> String {

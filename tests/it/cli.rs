@@ -193,4 +193,9 @@ fn every_command_is_in_help_and_later_ones_exit_2() {
     assert!(stdout(&out).contains("serphona-obs"));
     let out = run(&["demo", "--seed", "not-a-number"]);
     assert_eq!(out.status.code(), Some(2));
+    for args in [&["demo", "--rate", "1e-11"][..], &["demo", "--rate", "0"], &["simulate", "--rate=-1"], &["demo", "--concurrency", "0"]] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(if args.contains(&"--concurrency") { "--concurrency" } else { "--rate" }), "{}", stderr(&out));
+    }
 }

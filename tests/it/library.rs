@@ -386,7 +386,7 @@ fn live_subscribers_see_every_event_in_order() {
     conv.end(ConversationEnd::new(Resolution::Resolved));
     obs.flush(Duration::from_secs(10)).unwrap();
     let mut seen = Vec::new();
-    while let Ok(event) = live.try_recv() {
+    while let Some(event) = live.try_recv() {
         seen.push(event.event_type());
     }
     assert_eq!(seen.len(), 12);
@@ -396,20 +396,134 @@ fn live_subscribers_see_every_event_in_order() {
 }
 
 #[test]
-fn hostile_numbers_and_huge_content_lose_nothing_else() {
-    let (obs, events, _) = with_sink(quiet_config(1024, WhenFull::DropNewest), false);
+fn hostile_numbers_reserved_keys_and_huge_content_lose_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = quiet_config(1024, WhenFull::DropNewest);
+    config.logging.enabled = true;
+    config.data_dir = dir.path().to_path_buf();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let obs = Observability::builder(config).sink(TestSink { events: events.clone(), gate: None }).build().unwrap();
     let conv = obs.start_conversation(ConversationStart::new("t", "a", "c", Channel::Voice));
     conv.track_interaction(Interaction::customer("nan").duration_ms(f64::NAN).sentiment(f64::NAN));
-    conv.track_interaction(Interaction::customer("huge").duration_ms(1e300).compliance("p", f64::INFINITY));
+    conv.track_interaction(Interaction::customer("huge").duration_ms(1e300).compliance("p", f64::INFINITY).meta("sentiment", "very bad"));
     conv.track_interaction(
         Interaction::agent("x".repeat(5 << 20)).latency(TurnLatency { response_ms: Some(f64::NAN), stt_ms: Some(-1.0), ..Default::default() }),
+    );
+    conv.track_decision(
+        Decision::new(DecisionType::IntentDetection, "billing", "keywords").meta("intent", "other").meta("source", "rules"),
     );
     conv.track_interaction(Interaction::agent("after").sentiment(0.25));
     conv.end(ConversationEnd::new(Resolution::Resolved));
     obs.shutdown(Duration::from_secs(10)).unwrap();
-    assert_eq!(events.lock().unwrap().len(), 6);
-    assert_eq!(events.lock().unwrap()[3].content.len(), 5 << 20);
+    assert_eq!(events.lock().unwrap().len(), 7);
+    // Every line of the event log reads back (no duplicate keys, no non-numbers in scores).
+    let text = std::fs::read_to_string(dir.path().join("events/events-000001.jsonl")).unwrap();
+    let logged: Vec<Event> = text.lines().map(|l| Event::from_json(l).unwrap_or_else(|e| panic!("{e}: {l:.200}"))).collect();
+    assert_eq!(logged.len(), 7);
+    assert_eq!(logged[3].content.len(), 5 << 20);
+    assert_eq!(logged[4].metadata.intent.as_deref(), Some("billing"));
+    assert_eq!(logged[4].metadata.extra["source"], "rules");
+    assert!(logged[2].metadata.compliance.is_empty());
     let m = obs.metrics();
     assert_eq!(m.sentiment.with_label_values(&["t", "a"]).get(), 0.25);
     assert!(m.encode().lines().filter(|l| !l.starts_with('#')).all(|l| !l.contains("NaN")));
+}
+
+#[test]
+fn a_live_subscriber_that_falls_behind_skips_and_counts() {
+    let (obs, _events, _) = with_sink(quiet_config(1 << 16, WhenFull::Block), false);
+    let mut live = obs.subscribe();
+    let conv = obs.start_conversation(ConversationStart::new("t", "a", "c", Channel::Chat));
+    let total = serphona_obs::pipeline::live::LIVE_CAPACITY + 500;
+    for i in 0..total - 1 {
+        conv.track_interaction(Interaction::customer(format!("{i}")));
+    }
+    obs.flush(Duration::from_secs(30)).unwrap();
+    let mut seen = 0;
+    while live.try_recv().is_some() {
+        seen += 1;
+    }
+    assert!(live.skipped() > 0);
+    assert_eq!(seen + live.skipped() as usize, total);
+    assert_eq!(obs.metrics().pipeline.live_lagged.get(), live.skipped());
+    drop(conv);
+    obs.shutdown(Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn calls_after_the_end_are_counted_not_recorded() {
+    let (obs, events, _) = with_sink(quiet_config(1024, WhenFull::DropNewest), false);
+    let conv = obs.start_conversation(ConversationStart::new("t", "a", "c", Channel::Chat));
+    let late = conv.clone();
+    let mut end = ConversationEnd::new(Resolution::Resolved);
+    end.rating = Some(9); // past the builder's clamp
+    conv.end(end);
+    late.track_interaction(Interaction::agent("too late"));
+    late.track_decision(Decision::transfer("x", "y"));
+    late.track_error("e", "m");
+    obs.shutdown(Duration::from_secs(10)).unwrap();
+    assert_eq!(events.lock().unwrap().len(), 2);
+    assert_eq!(obs.metrics().pipeline.events_dropped.with_label_values(&["after_end"]).get(), 3);
+    assert!(matches!(events.lock().unwrap()[1].kind, EventKind::ConversationEnded { rating: Some(5), .. }));
+}
+
+#[test]
+fn a_panicking_sink_or_processor_does_not_stop_the_other_sinks() {
+    struct Panics;
+    impl Sink for Panics {
+        fn name(&self) -> &str {
+            "panics"
+        }
+        fn write(&mut self, _: &[Event]) -> Result<(), SinkError> {
+            panic!("sink bug")
+        }
+    }
+    struct PanicsOnAgent;
+    impl serphona_obs::pipeline::Processor for PanicsOnAgent {
+        fn process(&mut self, event: Event) -> Option<Event> {
+            assert!(event.speaker != Speaker::Agent, "processor bug");
+            Some(event)
+        }
+    }
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let obs = Observability::builder(quiet_config(1024, WhenFull::Block))
+        .processor(PanicsOnAgent)
+        .sink(Panics)
+        .sink(TestSink { events: events.clone(), gate: None })
+        .build()
+        .unwrap();
+    let conv = obs.start_conversation(ConversationStart::new("t", "a", "c", Channel::Chat));
+    conv.track_interaction(Interaction::agent("dropped by the panicking processor"));
+    conv.track_interaction(Interaction::customer("kept"));
+    conv.end(ConversationEnd::new(Resolution::Resolved));
+    obs.shutdown(Duration::from_secs(10)).unwrap();
+    assert_eq!(events.lock().unwrap().len(), 3);
+    assert!(obs.metrics().pipeline.batches_failed.with_label_values(&["panics"]).get() >= 1);
+}
+
+#[test]
+fn timestamps_outside_rfc3339_are_clamped_and_the_log_keeps_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = quiet_config(1024, WhenFull::DropNewest);
+    config.logging.enabled = true;
+    config.data_dir = dir.path().to_path_buf();
+    let obs = Observability::init(config).unwrap();
+    let far = time::OffsetDateTime::now_utc().replace_year(-5000).unwrap();
+    let conv = obs.start_conversation(ConversationStart::new("t", "a", "c", Channel::Chat).at(far));
+    // 9999-12-31 23:00 at UTC-05:00 is in the year 10000 in UTC.
+    let past_the_end = time::macros::datetime!(9999-12-31 23:00 -05:00);
+    conv.track_interaction(Interaction::customer("hi").at(past_the_end));
+    // An offset with seconds, which RFC 3339 cannot write.
+    let odd_offset = time::OffsetDateTime::now_utc().to_offset(time::UtcOffset::from_hms(1, 0, 30).unwrap());
+    conv.track_interaction(Interaction::agent("hello").at(odd_offset));
+    conv.end(ConversationEnd::new(Resolution::Resolved));
+    let next = obs.start_conversation(ConversationStart::new("t", "a", "c", Channel::Chat));
+    next.end(ConversationEnd::new(Resolution::Resolved));
+    obs.shutdown(Duration::from_secs(10)).unwrap();
+    let text = std::fs::read_to_string(dir.path().join("events/events-000001.jsonl")).unwrap();
+    let events: Vec<Event> = text.lines().map(|l| Event::from_json(l).unwrap()).collect();
+    assert_eq!(events.len(), 6);
+    assert_eq!(events[0].timestamp.year(), 0);
+    assert_eq!(events[1].timestamp.year(), 9999);
+    assert_eq!(events[2].timestamp.offset(), time::UtcOffset::UTC);
 }

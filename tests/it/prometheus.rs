@@ -295,15 +295,18 @@ fn prometheus_scrapes_the_seed_metrics_with_their_labels_and_values() {
     conv.track_decision(Decision::transfer("humans", "asked for a human"));
     conv.track_error("llm_timeout", "LLM timed out");
     conv.end(ConversationEnd::new(Resolution::Transferred).rating(4));
+    // HTTP requests as the middleware records them: route templates, never raw paths.
+    obs.record_http_request("GET", "/conversations/{id}", 200, Duration::from_millis(12));
+    obs.record_http_request("GET", "/conversations/{id}", 200, Duration::from_millis(30));
+    obs.record_http_request("POST", "/conversations", 500, Duration::from_millis(80));
 
     let exp = run_conversations(&obs, N);
 
     let prom = Prometheus::start(&[addr]);
-    // http_request_duration_seconds{path="/metrics"} appears from the second scrape on.
-    prom.wait_for("the library's metrics and a scrape of /metrics recorded in Prometheus", WAIT, |p| {
+    prom.wait_for("the library's metrics in Prometheus", WAIT, |p| {
         p.value(&format!("sum(conversation_total{{job=\"{JOB}\"}})")).is_some()
-            && p.value(r#"sum(http_request_duration_seconds_count{path="/metrics"})"#).is_some()
     });
+    prom.wait_for_scrapes(2, WAIT);
 
     assert_seed_contract(&prom);
 
@@ -374,6 +377,7 @@ fn prometheus_scrapes_the_seed_metrics_with_their_labels_and_values() {
     // error_rate has no tenant: the example's llm_timeout is counted with the rest.
     let mut errors = exp.errors.clone();
     add(&mut errors, key(&[SERVICE, "llm_timeout"]), 1.0);
+    add(&mut errors, key(&[SERVICE, "http_5xx"]), 1.0); // the POST that answered 500
     assert_series(&prom, &format!("error_rate{{job=\"{JOB}\"}}"), &["service", "error_type"], &errors);
 
     // A resolution rate worked out by hand: acme-telco/billing-bot has conversations 0, 12, 24
@@ -392,12 +396,17 @@ fn prometheus_scrapes_the_seed_metrics_with_their_labels_and_values() {
         assert!(close(s.value, 1.0), "resolution rates of {:?} add up to {}", s.labels, s.value);
     }
 
-    // The /metrics endpoint records its own requests, with the route template as path.
+    // The recorded requests, one series per route template; scrapes of /metrics are not
+    // recorded (no telemetry about the library's own export paths).
     let http = prom.series(&format!("http_request_duration_seconds_count{{job=\"{JOB}\"}}"));
-    let http: Vec<(&str, &str, &str)> =
+    let http: BTreeSet<(&str, &str, &str)> =
         http.iter().map(|s| (s["method"].as_str(), s["path"].as_str(), s["status"].as_str())).collect();
-    assert_eq!(http, [("GET", "/metrics", "200")], "http_request_duration_seconds series");
-    assert!(prom.value(r#"http_request_duration_seconds_count{method="GET",path="/metrics",status="200"}"#).unwrap() >= 1.0);
+    assert_eq!(
+        http,
+        BTreeSet::from([("GET", "/conversations/{id}", "200"), ("POST", "/conversations", "500")]),
+        "http_request_duration_seconds series"
+    );
+    assert_eq!(prom.value(r#"http_request_duration_seconds_count{method="GET",path="/conversations/{id}",status="200"}"#), Some(2.0));
 
     // No label hit the cap.
     let overflow = prom.value(&format!("sum(serphona_obs_label_overflow_total{{job=\"{JOB}\"}})")).unwrap_or(0.0);

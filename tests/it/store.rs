@@ -29,10 +29,13 @@ struct Known {
     ids: Vec<String>,
 }
 
+/// (tenant, agent, channel, start offset s, duration s, resolution or None, rating)
+type Planned = (&'static str, &'static str, Channel, i64, i64, Option<Resolution>, Option<u8>);
+
 fn record(obs: &Observability) -> Known {
     let base = OffsetDateTime::now_utc() - time::Duration::hours(3);
     let s = |secs: i64| base + time::Duration::seconds(secs);
-    let plan: [(&str, &str, Channel, i64, i64, Option<Resolution>, Option<u8>); 6] = [
+    let plan: [Planned; 6] = [
         ("acme", "bot-a", Channel::Voice, 0, 60, Some(Resolution::Resolved), Some(5)),
         ("acme", "bot-a", Channel::Chat, 600, 120, Some(Resolution::Transferred), Some(3)),
         ("acme", "bot-b", Channel::Voice, 1200, 30, Some(Resolution::Resolved), Some(4)),
@@ -190,7 +193,7 @@ fn events_since_pages_without_duplicates_or_gaps_across_files_and_appends() {
 
     // A line still being written is not consumed until it is whole.
     let (_, newest) = serphona_obs::logging::list_segments(&dir.path().join("events")).unwrap().pop().unwrap();
-    let line = page[0].to_json().replace(&page[0].event_id.to_string(), &uuid::Uuid::now_v7().to_string());
+    let line = page[0].to_json().unwrap().replace(&page[0].event_id.to_string(), &uuid::Uuid::now_v7().to_string());
     let (head, tail) = line.split_at(line.len() / 2);
     let mut file = std::fs::OpenOptions::new().append(true).open(&newest).unwrap();
     file.write_all(head.as_bytes()).unwrap();
