@@ -103,12 +103,30 @@ impl EventLogSink {
         Ok(())
     }
 
-    fn rotate(&mut self) -> Result<(), SinkError> {
-        self.seq += 1;
-        let path = segment_path(&self.dir, self.seq);
+    /// Another process on the same data dir may have started a newer file: write there too,
+    /// so readers following the files in order see every line (one `stat` per batch).
+    fn follow_newest(&mut self) -> Result<(), SinkError> {
+        let mut newest = self.seq;
+        while segment_path(&self.dir, newest + 1).exists() {
+            newest += 1;
+        }
+        if newest != self.seq {
+            self.switch_to(newest)?;
+        }
+        Ok(())
+    }
+
+    fn switch_to(&mut self, seq: u64) -> Result<(), SinkError> {
+        let path = segment_path(&self.dir, seq);
         self.file = OpenOptions::new().create(true).append(true).read(true).open(&path).map_err(io_error("cannot open", &path))?;
+        self.size = self.file.metadata().map_err(io_error("cannot stat", &path))?.len();
+        self.seq = seq;
         self.path = path;
-        self.size = 0;
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> Result<(), SinkError> {
+        self.switch_to(self.seq + 1)?;
         if self.max_files > 0 {
             if let Ok(segments) = list_segments(&self.dir) {
                 let excess = segments.len().saturating_sub(self.max_files);
@@ -130,6 +148,7 @@ impl Sink for EventLogSink {
         // Lines go out in as few writes as possible, splitting the batch at a line boundary
         // wherever the current file would pass max_bytes (a single line larger than that
         // gets a file of its own).
+        self.follow_newest()?;
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         let mut result = Ok(());
@@ -211,7 +230,7 @@ mod tests {
         let mut lines = 0;
         for (_, path) in &segments {
             let text = std::fs::read_to_string(path).unwrap();
-            assert!(text.len() as u64 <= 4096 + 1500);
+            assert!(text.len() <= 4096, "{} bytes", text.len());
             for line in text.lines() {
                 Event::from_json(line).unwrap();
                 lines += 1;
@@ -262,6 +281,25 @@ mod tests {
         assert!(Event::from_json(lines[0]).is_ok());
         assert!(Event::from_json(lines[1]).is_err());
         assert_eq!(Event::from_json(lines[2]).unwrap().content.len(), 20);
+    }
+
+    #[test]
+    fn two_writers_on_one_data_dir_follow_the_newest_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = EventLogSink::open(dir.path(), 4096, 0).unwrap();
+        let mut b = EventLogSink::open(dir.path(), 4096, 0).unwrap();
+        for _ in 0..10 {
+            a.write(&[event(1000)]).unwrap(); // a rotates a few times
+        }
+        assert!(a.seq > 1);
+        b.write(&[event(10)]).unwrap();
+        assert_eq!(b.current_path(), a.current_path(), "b must append to the file a moved on to");
+        let total: usize = list_segments(&event_log_dir(dir.path()))
+            .unwrap()
+            .iter()
+            .map(|(_, p)| std::fs::read_to_string(p).unwrap().lines().count())
+            .sum();
+        assert_eq!(total, 11);
     }
 
     #[test]
