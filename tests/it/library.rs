@@ -527,3 +527,15 @@ fn timestamps_outside_rfc3339_are_clamped_and_the_log_keeps_working() {
     assert_eq!(events[1].timestamp.year(), 9999);
     assert_eq!(events[2].timestamp.offset(), time::UtcOffset::UTC);
 }
+
+#[test]
+fn dropping_the_library_without_shutdown_still_delivers() {
+    let (obs, events, _) = with_sink(quiet_config(1024, WhenFull::DropNewest), false);
+    let conv = obs.start_conversation(ConversationStart::new("t", "a", "c", Channel::Chat));
+    for i in 0..100 {
+        conv.track_interaction(Interaction::customer(format!("{i}")));
+    }
+    conv.end(ConversationEnd::new(Resolution::Resolved));
+    drop(obs); // the last handle: no shutdown call
+    assert_eq!(events.lock().unwrap().len(), 102);
+}
