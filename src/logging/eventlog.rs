@@ -66,8 +66,7 @@ impl EventLogSink {
         std::fs::create_dir_all(&dir).map_err(io_error("cannot create the event log folder", &dir))?;
         let seq = list_segments(&dir).map_err(io_error("cannot list", &dir))?.last().map_or(1, |(seq, _)| *seq);
         let path = segment_path(&dir, seq);
-        let file = OpenOptions::new().create(true).append(true).read(true).open(&path).map_err(io_error("cannot open", &path))?;
-        let size = file.metadata().map_err(io_error("cannot stat", &path))?.len();
+        let (file, size) = open_segment(&path)?;
         let mut sink = EventLogSink { dir, file, path, seq, size, max_bytes, max_files, buf: Vec::with_capacity(1 << 16) };
         if sink.size > 0 && !sink.ends_with_newline()? {
             sink.append(b"\n")?;
@@ -118,8 +117,7 @@ impl EventLogSink {
 
     fn switch_to(&mut self, seq: u64) -> Result<(), SinkError> {
         let path = segment_path(&self.dir, seq);
-        self.file = OpenOptions::new().create(true).append(true).read(true).open(&path).map_err(io_error("cannot open", &path))?;
-        self.size = self.file.metadata().map_err(io_error("cannot stat", &path))?.len();
+        (self.file, self.size) = open_segment(&path)?;
         self.seq = seq;
         self.path = path;
         Ok(())
@@ -183,6 +181,13 @@ impl Sink for EventLogSink {
         // Lines are written straight to the file; flushing makes them durable.
         self.file.sync_data().map_err(io_error("cannot sync", &self.path))
     }
+}
+
+/// Opens (creating) a file of the log for appending, with its current size.
+fn open_segment(path: &Path) -> Result<(File, u64), SinkError> {
+    let file = OpenOptions::new().create(true).append(true).read(true).open(path).map_err(io_error("cannot open", path))?;
+    let size = file.metadata().map_err(io_error("cannot stat", path))?.len();
+    Ok((file, size))
 }
 
 /// The error of a file operation of this sink.

@@ -306,12 +306,8 @@ impl Dispatcher {
 
     /// Takes what else is waiting (up to a batch) and dispatches it.
     fn fill_and_dispatch(&mut self, batch: &mut Vec<Event>) {
-        while batch.len() < MAX_DISPATCH_BATCH {
-            match self.rx.try_recv() {
-                Ok(event) => batch.push(event),
-                Err(_) => break,
-            }
-        }
+        let room = MAX_DISPATCH_BATCH.saturating_sub(batch.len());
+        batch.extend(self.rx.try_iter().take(room));
         self.dispatch(batch);
     }
 

@@ -42,6 +42,14 @@ fn quiet_config(capacity: usize, when_full: WhenFull) -> Config {
 
 type Collected = Arc<Mutex<Vec<Event>>>;
 
+/// [`quiet_config`] with the local event log on, in `dir`.
+fn logged_config(dir: &std::path::Path) -> Config {
+    let mut config = quiet_config(1024, WhenFull::DropNewest);
+    config.logging.enabled = true;
+    config.data_dir = dir.to_path_buf();
+    config
+}
+
 fn with_sink(config: Config, gated: bool) -> (Observability, Collected, Option<Sender<()>>) {
     let events = Arc::new(Mutex::new(Vec::new()));
     let (gate_tx, gate_rx) = bounded::<()>(0);
@@ -350,9 +358,7 @@ impl serphona_obs::pipeline::Processor for RedactDigitsDropTenant {
 #[test]
 fn processors_run_once_before_every_sink() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = quiet_config(1024, WhenFull::DropNewest);
-    config.logging.enabled = true;
-    config.data_dir = dir.path().to_path_buf();
+    let config = logged_config(dir.path());
     let events = Arc::new(Mutex::new(Vec::new()));
     let obs = Observability::builder(config)
         .processor(RedactDigitsDropTenant)
@@ -398,9 +404,7 @@ fn live_subscribers_see_every_event_in_order() {
 #[test]
 fn hostile_numbers_reserved_keys_and_huge_content_lose_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = quiet_config(1024, WhenFull::DropNewest);
-    config.logging.enabled = true;
-    config.data_dir = dir.path().to_path_buf();
+    let config = logged_config(dir.path());
     let events = Arc::new(Mutex::new(Vec::new()));
     let obs = Observability::builder(config).sink(TestSink { events: events.clone(), gate: None }).build().unwrap();
     let conv = obs.start_conversation(ConversationStart::new("t", "a", "c", Channel::Voice));
@@ -504,9 +508,7 @@ fn a_panicking_sink_or_processor_does_not_stop_the_other_sinks() {
 #[test]
 fn timestamps_outside_rfc3339_are_clamped_and_the_log_keeps_working() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = quiet_config(1024, WhenFull::DropNewest);
-    config.logging.enabled = true;
-    config.data_dir = dir.path().to_path_buf();
+    let config = logged_config(dir.path());
     let obs = Observability::init(config).unwrap();
     let far = time::OffsetDateTime::now_utc().replace_year(-5000).unwrap();
     let conv = obs.start_conversation(ConversationStart::new("t", "a", "c", Channel::Chat).at(far));

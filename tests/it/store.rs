@@ -69,13 +69,19 @@ fn record(obs: &Observability) -> Known {
     Known { base, ids }
 }
 
-#[test]
-fn conversations_filters_and_order() {
+/// The known conversations, recorded into a fresh event log, and the store over it.
+fn recorded() -> (tempfile::TempDir, LocalStore, Known) {
     let dir = tempfile::tempdir().unwrap();
     let o = obs(dir.path(), 64 << 20);
     let known = record(&o);
     o.shutdown(Duration::from_secs(10)).unwrap();
     let store = LocalStore::open(dir.path());
+    (dir, store, known)
+}
+
+#[test]
+fn conversations_filters_and_order() {
+    let (_dir, store, known) = recorded();
     let list = |f: ConversationFilter| block_on(store.conversations(&f)).unwrap();
 
     let all = list(ConversationFilter::default());
@@ -111,11 +117,7 @@ fn conversations_filters_and_order() {
 
 #[test]
 fn one_conversation_and_unknown_ids() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = obs(dir.path(), 64 << 20);
-    let known = record(&o);
-    o.shutdown(Duration::from_secs(10)).unwrap();
-    let store = LocalStore::open(dir.path());
+    let (_dir, store, known) = recorded();
     let detail = block_on(store.conversation(&known.ids[1])).unwrap().unwrap();
     let types: Vec<&str> = detail.events.iter().map(|e| e.event_type().as_str()).collect();
     assert_eq!(
@@ -128,11 +130,7 @@ fn one_conversation_and_unknown_ids() {
 
 #[test]
 fn stats_per_group_with_exact_percentiles() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = obs(dir.path(), 64 << 20);
-    record(&o);
-    o.shutdown(Duration::from_secs(10)).unwrap();
-    let store = LocalStore::open(dir.path());
+    let (_dir, store, _) = recorded();
     let all = block_on(store.stats(&ConversationFilter::default(), None)).unwrap();
     assert_eq!(all.len(), 1);
     let all = &all[0];
