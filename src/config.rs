@@ -211,6 +211,19 @@ pub struct ClickHouseConfig {
     pub flush_interval: Duration,
     /// `lz4` or `none`.
     pub compression: Compression,
+    /// Most bytes of encoded rows per insert; a batch is sent when it reaches either limit.
+    #[serde(deserialize_with = "checked::at_least_one")]
+    pub batch_bytes: usize,
+    /// Days rows are kept (the tables' TTL, set when `schema apply` creates them).
+    #[serde(deserialize_with = "checked::at_least_one")]
+    pub retention_days: usize,
+    /// Longest one insert may take before it counts as failed and is retried.
+    #[serde(serialize_with = "humantime_serde::serialize", deserialize_with = "checked::positive_duration")]
+    pub request_timeout: Duration,
+    /// Most bytes the disk spool of undeliverable batches (under `data_dir/spool/clickhouse`)
+    /// may hold; beyond it the oldest batches are dropped and counted.
+    #[serde(deserialize_with = "checked::at_least_one")]
+    pub spool_max_bytes: usize,
 }
 
 impl Default for ClickHouseConfig {
@@ -224,6 +237,10 @@ impl Default for ClickHouseConfig {
             batch_size: 1000,
             flush_interval: Duration::from_secs(10),
             compression: Compression::Lz4,
+            batch_bytes: 8 * 1024 * 1024,
+            retention_days: 365,
+            request_timeout: Duration::from_secs(30),
+            spool_max_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -486,7 +503,7 @@ impl Config {
 
     /// Checks ranges and consistency that parsing alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let checks: [(&str, Result<(), String>); 9] = [
+        let checks: [(&str, Result<(), String>); 13] = [
             ("service_name", check_non_empty(&self.service_name)),
             ("data_dir", check_non_empty(&self.data_dir.to_string_lossy())),
             ("tracing.sample_ratio", check_ratio(self.tracing.sample_ratio)),
@@ -495,6 +512,10 @@ impl Config {
             ("clickhouse.database", check_identifier(&self.clickhouse.database)),
             ("clickhouse.batch_size", check_at_least(self.clickhouse.batch_size as u64, 1)),
             ("clickhouse.flush_interval", check_positive_duration(self.clickhouse.flush_interval)),
+            ("clickhouse.batch_bytes", check_at_least(self.clickhouse.batch_bytes as u64, 1)),
+            ("clickhouse.retention_days", check_at_least(self.clickhouse.retention_days as u64, 1)),
+            ("clickhouse.request_timeout", check_positive_duration(self.clickhouse.request_timeout)),
+            ("clickhouse.spool_max_bytes", check_at_least(self.clickhouse.spool_max_bytes as u64, 1)),
             ("pipeline.queue_capacity", check_at_least(self.pipeline.queue_capacity as u64, 1)),
         ];
         for (field, check) in checks {
@@ -785,6 +806,10 @@ clickhouse:
   batch_size: 1000                    # rows per insert
   flush_interval: 10s                 # longest a row waits for its batch
   compression: lz4                    # lz4 | none
+  batch_bytes: 8388608                # or at most this many bytes of rows per insert (8 MiB)
+  retention_days: 365                 # TTL of the rows (applied by `schema apply`)
+  request_timeout: 30s                # an insert slower than this is retried
+  spool_max_bytes: 268435456          # disk spool of undeliverable batches (256 MiB)
 
 pipeline:
   queue_capacity: 65536               # events between the callers and the sinks

@@ -48,6 +48,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod exporter;
 pub mod logging;
 pub mod metrics;
 mod observability;

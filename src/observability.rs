@@ -45,6 +45,9 @@ pub enum Error {
     /// No conversation with this id is in progress in this process.
     #[error("no conversation {0:?} is in progress (never started here, or already ended)")]
     UnknownConversation(String),
+    /// A direct ClickHouse export failed.
+    #[error(transparent)]
+    ClickHouse(#[from] crate::exporter::ClickHouseError),
     /// The config enables something this version cannot do yet.
     #[error("{0}")]
     Unsupported(String),
@@ -83,13 +86,6 @@ impl ObservabilityBuilder {
     pub fn build(self) -> Result<Observability, Error> {
         let config = self.config;
         config.validate()?;
-        if config.clickhouse.enabled {
-            return Err(Error::Unsupported(
-                "clickhouse.enabled is true, but this version has no ClickHouse sink yet; set it to false \
-                 (or unset SERPHONA_OBS_CLICKHOUSE_ENABLED)"
-                    .into(),
-            ));
-        }
         if let Some(loki) = &config.logging.loki_endpoint.0 {
             tracing::warn!(
                 "logging.loki_endpoint is set ({loki}), but this version has no Loki sink yet: events go to the local event log only"
@@ -102,6 +98,13 @@ impl ObservabilityBuilder {
                 &config.data_dir,
                 config.logging.max_file_bytes,
                 config.logging.max_files,
+            )?));
+        }
+        if config.clickhouse.enabled {
+            sinks.push(Box::new(crate::exporter::clickhouse::ClickHouseSink::start(
+                &config.clickhouse,
+                &config.data_dir,
+                metrics.pipeline.clone(),
             )?));
         }
         let (live_sink, live) = LiveSink::new(LIVE_CAPACITY);
@@ -265,6 +268,9 @@ impl Observability {
             root,
             parent,
             started_at: at,
+            customer_id: start.customer_id.clone(),
+            language: start.language.clone(),
+            start_metadata: start.metadata.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect(),
             state: Mutex::new(ConvState::default()),
         };
         let content = format!(
@@ -285,6 +291,21 @@ impl Observability {
         );
         let _ = inner.emit(event);
         Conversation { inner: Arc::new(conv) }
+    }
+
+    /// Writes a snapshot of every metric series to ClickHouse's `metrics_snapshots` table now
+    /// (the seed's `ExportMetrics`), to the server of the `clickhouse:` config section.
+    /// Returns the rows written.
+    pub async fn export_metrics(&self) -> Result<usize, Error> {
+        let exporter = crate::exporter::clickhouse::Exporter::new(&self.inner.config.clickhouse);
+        Ok(exporter.export_metrics(self.inner.metrics.registry(), &self.inner.service).await?)
+    }
+
+    /// Writes the rows of one conversation's events to ClickHouse now, bypassing the batches
+    /// (the seed's `ExportConversation`); idempotent for the same events.
+    pub async fn export_conversation(&self, events: &[crate::types::Event]) -> Result<(), Error> {
+        let exporter = crate::exporter::clickhouse::Exporter::new(&self.inner.config.clickhouse);
+        Ok(exporter.export_conversation(events).await?)
     }
 
     /// Delivers everything recorded so far to the sinks and flushes them, waiting at most
@@ -326,6 +347,10 @@ struct ConvInner {
     root: SpanId,
     parent: Option<SpanId>,
     started_at: OffsetDateTime,
+    customer_id: String,
+    language: String,
+    /// The start's metadata, repeated on the end event so the end stands alone.
+    start_metadata: std::collections::BTreeMap<String, serde_json::Value>,
     state: Mutex<ConvState>,
 }
 
@@ -414,7 +439,7 @@ impl ConvInner {
             Level::Info,
             Speaker::System,
             content,
-            Metadata::default(),
+            Metadata { extra: self.start_metadata.clone(), ..Metadata::default() },
             self.root,
             self.parent,
             EventKind::ConversationEnded {
@@ -426,6 +451,9 @@ impl ConvInner {
                 interaction_count,
                 agent_turns,
                 customer_turns,
+                customer_id: self.customer_id.clone(),
+                language: self.language.clone(),
+                started_at: Some(self.started_at),
             },
         );
         let _ = self.obs.emit(event);

@@ -60,22 +60,6 @@ pub struct StatusArgs {
     pub output: Format,
 }
 
-/// `schema` (not yet available).
-#[derive(Debug, Subcommand)]
-pub enum SchemaCommand {
-    /// Apply pending ClickHouse migrations.
-    Apply {
-        /// Print the DDL instead of running it.
-        #[arg(long)]
-        dry_run: bool,
-        /// Render ON CLUSTER / Replicated / Distributed DDL for this cluster.
-        #[arg(long, value_name = "NAME")]
-        cluster: Option<String>,
-    },
-    /// Applied, pending and drifted migrations.
-    Status,
-}
-
 /// `dashboards` (not yet available).
 #[derive(Debug, Subcommand)]
 pub enum DashboardsCommand {

@@ -6,6 +6,7 @@ mod config;
 mod demo;
 mod later;
 mod output;
+mod schema;
 mod simulate;
 
 use std::io::IsTerminal;
@@ -56,7 +57,7 @@ enum Command {
     Status(later::StatusArgs),
     /// ClickHouse migrations.
     #[command(subcommand)]
-    Schema(later::SchemaCommand),
+    Schema(schema::Command),
     /// Grafana dashboards.
     #[command(subcommand)]
     Dashboards(later::DashboardsCommand),
@@ -166,7 +167,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Up(_) => later::unavailable("up", "the stack (compose/ and the native backend)"),
         Command::Down(_) => later::unavailable("down", "the stack (compose/ and the native backend)"),
         Command::Status(_) => later::unavailable("status", "the stack (compose/ and the native backend)"),
-        Command::Schema(_) => later::unavailable("schema", "the ClickHouse schemas and sink"),
+        Command::Schema(command) => schema::run(ctx, command),
         Command::Dashboards(_) => later::unavailable("dashboards", "the Grafana dashboards"),
         Command::Tail(_) => later::unavailable("tail", "the live view and query"),
         Command::Query(_) => later::unavailable("query", "the live view and query"),

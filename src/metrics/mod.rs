@@ -74,6 +74,18 @@ pub struct SelfMetrics {
     pub label_overflow: IntCounterVec,
     /// Subscribers of the live broadcast that fell behind, in events skipped.
     pub live_lagged: IntCounter,
+    /// Events whose rows a server acknowledged, by sink.
+    pub events_delivered: IntCounterVec,
+    /// Insert attempts that failed and will be retried (or spooled), by sink.
+    pub export_retries: IntCounterVec,
+    /// Rows a server rejected for good (bad data, type mismatch), by sink, table and error code.
+    pub rows_rejected: IntCounterVec,
+    /// Bytes waiting in the disk spool, by sink.
+    pub spool_bytes: IntGaugeVec,
+    /// Events written to the disk spool, by sink.
+    pub events_spooled: IntCounterVec,
+    /// Events dropped from the full disk spool (or unreadable there), by sink.
+    pub spool_dropped: IntCounterVec,
 }
 
 impl SelfMetrics {
@@ -117,8 +129,44 @@ impl SelfMetrics {
                 "serphona_obs_live_lagged_events_total",
                 "Events live subscribers (tail, demo) skipped because they fell behind.",
             )?,
+            events_delivered: IntCounterVec::new(
+                Opts::new("serphona_obs_events_delivered_total", "Events whose rows the server acknowledged, by sink."),
+                &["sink"],
+            )?,
+            export_retries: IntCounterVec::new(
+                Opts::new("serphona_obs_export_retries_total", "Failed insert attempts that are retried or spooled, by sink."),
+                &["sink"],
+            )?,
+            rows_rejected: IntCounterVec::new(
+                Opts::new(
+                    "serphona_obs_rows_rejected_total",
+                    "Rows the server rejected for good (not retried; kept in the spool's rejected.jsonl), by sink, table and error code.",
+                ),
+                &["sink", "table", "code"],
+            )?,
+            spool_bytes: IntGaugeVec::new(
+                Opts::new("serphona_obs_spool_bytes", "Bytes of undelivered batches in the disk spool, by sink."),
+                &["sink"],
+            )?,
+            events_spooled: IntCounterVec::new(
+                Opts::new("serphona_obs_events_spooled_total", "Events written to the disk spool, by sink."),
+                &["sink"],
+            )?,
+            spool_dropped: IntCounterVec::new(
+                Opts::new(
+                    "serphona_obs_spool_dropped_events_total",
+                    "Events dropped because the disk spool was full or a spooled file was unreadable, by sink.",
+                ),
+                &["sink"],
+            )?,
         };
         registry.register(Box::new(m.events_accepted.clone()))?;
+        registry.register(Box::new(m.events_delivered.clone()))?;
+        registry.register(Box::new(m.export_retries.clone()))?;
+        registry.register(Box::new(m.rows_rejected.clone()))?;
+        registry.register(Box::new(m.spool_bytes.clone()))?;
+        registry.register(Box::new(m.events_spooled.clone()))?;
+        registry.register(Box::new(m.spool_dropped.clone()))?;
         registry.register(Box::new(m.events_dropped.clone()))?;
         registry.register(Box::new(m.queue_depth.clone()))?;
         registry.register(Box::new(m.queue_capacity.clone()))?;

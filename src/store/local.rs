@@ -156,17 +156,17 @@ fn matches(s: &ConversationSummary, f: &ConversationFilter) -> bool {
 }
 
 /// A conversation folded from its events.
-struct Acc {
-    summary: ConversationSummary,
+pub(super) struct Acc {
+    pub(super) summary: ConversationSummary,
     sentiment_sum: f64,
     sentiment_n: u32,
     response_times: Vec<f64>,
     saw_start: bool,
-    events: Vec<Event>,
+    pub(super) events: Vec<Event>,
 }
 
 impl Acc {
-    fn new(first: &Event) -> Acc {
+    pub(super) fn new(first: &Event) -> Acc {
         Acc {
             summary: ConversationSummary {
                 conversation_id: first.conversation_id.to_string(),
@@ -199,7 +199,7 @@ impl Acc {
         }
     }
 
-    fn add(&mut self, e: &Event, keep: bool) {
+    pub(super) fn add(&mut self, e: &Event, keep: bool) {
         let s = &mut self.summary;
         if !self.saw_start && e.timestamp < s.started_at {
             s.started_at = e.timestamp;

@@ -4,6 +4,7 @@
 //! Percentiles are nearest-rank: the smallest value with at least `q` of the values at or
 //! below it, so both stores give the same number for the same data.
 
+pub mod clickhouse;
 pub mod local;
 
 use std::collections::BTreeMap;
@@ -27,8 +28,19 @@ pub enum StoreError {
         /// Why.
         source: std::io::Error,
     },
+    /// A ClickHouse query failed.
+    #[error("ClickHouse store: {0}")]
+    ClickHouse(#[from] crate::exporter::ClickHouseError),
+    /// A stored event could not be read back.
+    #[error("ClickHouse store: event {event_id} does not parse: {message}")]
+    BadPayload {
+        /// The event.
+        event_id: String,
+        /// Why.
+        message: String,
+    },
     /// A cursor from another store or a corrupted one.
-    #[error("invalid cursor {0:?} (this store's cursors look like SEQ:OFFSET, e.g. 3:1024)")]
+    #[error("invalid cursor {0:?} (a cursor only works with the store that gave it: SEQ:OFFSET for the local event log, MICROS:EVENT_ID for ClickHouse)")]
     BadCursor(String),
 }
 

@@ -227,6 +227,16 @@ pub enum EventKind {
         agent_turns: u32,
         /// Number of customer turns.
         customer_turns: u32,
+        /// The end customer (repeated from the start).
+        #[serde(default)]
+        customer_id: String,
+        /// The language tag (repeated from the start).
+        #[serde(default)]
+        language: String,
+        /// When the conversation started (repeated from the start, so that ClickHouse's
+        /// conversation row written at the end is complete and lands in the start's partition).
+        #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+        started_at: Option<OffsetDateTime>,
     },
     /// Something failed during the conversation.
     #[serde(rename = "error.occurred")]

@@ -18,3 +18,23 @@ pub use interaction::{Interaction, Metadata, TurnLatency, TurnSpeaker};
 pub fn new_conversation_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
+
+/// An agent turn for unit tests.
+#[cfg(test)]
+pub(crate) fn test_event(content: &str) -> Event {
+    use opentelemetry::trace::{SpanId, TraceId};
+    Event {
+        event_id: uuid::Uuid::now_v7(),
+        timestamp: time::OffsetDateTime::now_utc(),
+        level: Level::Info,
+        service: "svc".into(),
+        tenant_id: "t1".into(),
+        conversation_id: "c1".into(),
+        agent_id: "a1".into(),
+        speaker: Speaker::Agent,
+        content: content.to_string(),
+        metadata: Metadata::default(),
+        trace: TraceIds { trace_id: TraceId::from(7u128), span_id: SpanId::from(9u64), parent_span_id: None },
+        kind: EventKind::AgentTurn { turn: 1, latency: None, response_time_seconds: None, duration_ms: None },
+    }
+}

@@ -1,0 +1,545 @@
+//! The ClickHouse sink: batches events into rows of `events`, `conversations`,
+//! `interactions`, `decisions` and `spans`, inserts them, retries, spools.
+//!
+//! The dispatcher hands batches to a worker thread (the sink never blocks on the network there,
+//! only when the worker is 256 batches behind). The worker:
+//! - seals a batch at `batch_size` rows, `batch_bytes` bytes or `flush_interval` after its
+//!   first event; the batch id is the insert deduplication token (see [`super`]);
+//! - inserts each table's rows; a transient failure (network, timeout, overload, a table not
+//!   created yet) is retried with exponential backoff and jitter, up to [`ATTEMPTS`] times,
+//!   and then the batch goes to the disk spool and the sink is *down*;
+//! - while down, new batches go straight to the spool, and the oldest spooled batch is retried
+//!   as a probe (backoff up to [`MAX_BACKOFF`]); when one goes through, the spool is replayed
+//!   oldest first. A new start replays what a previous process left in the spool;
+//! - a permanent failure (bad data, type mismatch: [`ClickHouseError::is_permanent`]) is not
+//!   retried: the rows are split in halves until the rejected rows are found; those are counted
+//!   in `serphona_obs_rows_rejected_total{table,code}`, logged with ClickHouse's code, and kept
+//!   in the spool's `rejected.jsonl`; the other rows are delivered.
+//!
+//! The sink records no telemetry about its own export calls beyond its self-metrics.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use backon::BackoffBuilder;
+use clickhouse::{Client, RowWrite};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+
+use super::batch::{Batcher, SealedBatch};
+use super::rows::{self, TABLES};
+use super::spool::{Spool, spool_dir};
+use super::{ClickHouseError, client};
+use crate::config::ClickHouseConfig;
+use crate::metrics::SelfMetrics;
+use crate::pipeline::{Sink, SinkError};
+use crate::types::{Event, EventKind};
+
+/// The sink's name (the `sink` label of the self-metrics).
+pub const SINK_NAME: &str = "clickhouse";
+/// Insert attempts of a batch before it is spooled.
+pub const ATTEMPTS: usize = 3;
+/// The first retry delay.
+pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest wait between probes of a server that is down.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Batches the worker may be behind before the dispatcher waits.
+const CHANNEL_BATCHES: usize = 256;
+/// How often the same failure is logged.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+enum Msg {
+    Events(Vec<Event>),
+    Flush(Sender<()>),
+    Shutdown(Instant, Sender<()>),
+}
+
+/// The ClickHouse sink (see the module docs).
+pub struct ClickHouseSink {
+    tx: Option<Sender<Msg>>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl ClickHouseSink {
+    /// Opens the spool under `data_dir` and starts the worker, which first replays anything a
+    /// previous process spooled. Does not contact the server (a server that is down is not an
+    /// error: rows wait in the spool).
+    pub fn start(config: &ClickHouseConfig, data_dir: &std::path::Path, metrics: Arc<SelfMetrics>) -> Result<ClickHouseSink, SinkError> {
+        let spool = Spool::open(spool_dir(data_dir), config.spool_max_bytes as u64).map_err(|e| SinkError::Other {
+            sink: SINK_NAME.into(),
+            message: e.to_string(),
+        })?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| SinkError::Other {
+            sink: SINK_NAME.into(),
+            message: format!("cannot start the export runtime: {e}"),
+        })?;
+        let worker = Worker {
+            exporter: Exporter::new(config),
+            rt,
+            batcher: Batcher::new(config.batch_size, config.batch_bytes, config.flush_interval),
+            spool,
+            metrics,
+            down: None,
+            backoff: new_backoff(),
+            last_warned: None,
+        };
+        let (tx, rx) = bounded(CHANNEL_BATCHES);
+        let worker = std::thread::Builder::new()
+            .name("serphona-obs-clickhouse".into())
+            .spawn(move || worker.run(rx))
+            .map_err(|e| SinkError::Other { sink: SINK_NAME.into(), message: format!("cannot start the worker: {e}") })?;
+        Ok(ClickHouseSink { tx: Some(tx), worker: Some(worker) })
+    }
+
+    fn send(&self, msg: Msg) -> Result<(), SinkError> {
+        let tx = self.tx.as_ref().ok_or_else(|| stopped("the sink is shut down"))?;
+        tx.send(msg).map_err(|_| stopped("the export worker stopped"))
+    }
+}
+
+fn stopped(why: &str) -> SinkError {
+    SinkError::Other { sink: SINK_NAME.into(), message: why.into() }
+}
+
+impl Sink for ClickHouseSink {
+    fn name(&self) -> &str {
+        SINK_NAME
+    }
+
+    fn write(&mut self, events: &[Event]) -> Result<(), SinkError> {
+        self.send(Msg::Events(events.to_vec()))
+    }
+
+    /// Seals the pending batch and tries it once; what does not go through is spooled, so
+    /// after a flush every event is in ClickHouse or on disk.
+    fn flush(&mut self) -> Result<(), SinkError> {
+        let (ack, done) = bounded(1);
+        self.send(Msg::Flush(ack))?;
+        done.recv().map_err(|_| stopped("the export worker stopped during flush"))
+    }
+
+    /// Delivers the pending batch and replays the spool until `deadline`; the rest stays in
+    /// the spool for the next start.
+    fn shutdown(&mut self, deadline: Instant) -> Result<(), SinkError> {
+        let (ack, done) = bounded(1);
+        self.send(Msg::Shutdown(deadline, ack))?;
+        self.tx = None;
+        // The worker spools what it could not deliver by the deadline; give it a moment more.
+        let result = done.recv_deadline(deadline + Duration::from_secs(1));
+        if result.is_ok() {
+            if let Some(worker) = self.worker.take() {
+                let _ = worker.join();
+            }
+        }
+        result.map_err(|_| stopped("the export worker did not finish by the shutdown deadline"))
+    }
+}
+
+impl Drop for ClickHouseSink {
+    fn drop(&mut self) {
+        // Closing the channel makes the worker spool what it holds and stop.
+        self.tx = None;
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+fn new_backoff() -> Box<dyn Iterator<Item = Duration> + Send> {
+    Box::new(
+        backon::ExponentialBuilder::default()
+            .with_min_delay(MIN_BACKOFF)
+            .with_max_delay(MAX_BACKOFF)
+            .with_jitter()
+            .without_max_times()
+            .build(),
+    )
+}
+
+struct Worker {
+    exporter: Exporter,
+    rt: tokio::runtime::Runtime,
+    batcher: Batcher,
+    spool: Spool,
+    metrics: Arc<SelfMetrics>,
+    /// When the server is down: when to probe it next.
+    down: Option<Instant>,
+    backoff: Box<dyn Iterator<Item = Duration> + Send>,
+    last_warned: Option<Instant>,
+}
+
+/// How hard to try one batch.
+#[derive(Clone, Copy)]
+enum Effort {
+    /// Up to [`ATTEMPTS`] attempts with backoff.
+    Retry,
+    /// One attempt (flush: it must not wait on a slow server for long).
+    Once,
+    /// Attempts until the deadline.
+    Until(Instant),
+}
+
+impl Worker {
+    fn run(mut self, rx: Receiver<Msg>) {
+        self.refresh_spool_gauge();
+        // Replay what a previous process left, as soon as we start.
+        if !self.spool_entries().is_empty() {
+            self.down = Some(Instant::now());
+        }
+        loop {
+            let wake = [self.batcher.deadline(), self.down].into_iter().flatten().min();
+            let msg = match wake {
+                Some(at) => rx.recv_deadline(at),
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match msg {
+                Ok(Msg::Events(events)) => {
+                    let now = Instant::now();
+                    for event in events {
+                        if let Some(batch) = self.batcher.push(event, now) {
+                            self.send(batch, Effort::Retry);
+                        }
+                    }
+                }
+                Ok(Msg::Flush(ack)) => {
+                    if let Some(batch) = self.batcher.seal() {
+                        self.send(batch, Effort::Once);
+                    }
+                    let _ = ack.send(());
+                }
+                Ok(Msg::Shutdown(deadline, ack)) => {
+                    if let Some(batch) = self.batcher.seal() {
+                        self.send(batch, Effort::Until(deadline));
+                    }
+                    if self.down.is_some() {
+                        self.down = Some(Instant::now());
+                    }
+                    self.replay(Some(deadline));
+                    let _ = ack.send(());
+                    return;
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    let now = Instant::now();
+                    if self.batcher.deadline().is_some_and(|d| d <= now) {
+                        if let Some(batch) = self.batcher.seal() {
+                            self.send(batch, Effort::Retry);
+                        }
+                    }
+                    if self.down.is_some_and(|d| d <= now) {
+                        self.replay(None);
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    // Dropped without shutdown: keep what we hold on disk.
+                    if let Some(batch) = self.batcher.seal() {
+                        self.to_spool(&batch);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Delivers a sealed batch, or spools it when the server is down or does not take it.
+    fn send(&mut self, batch: SealedBatch, effort: Effort) {
+        if self.down.is_some() {
+            self.to_spool(&batch);
+            return;
+        }
+        match self.deliver(&batch, effort) {
+            Ok(()) => {}
+            Err(e) => {
+                self.warn(&e, "ClickHouse is not taking rows; batches go to the disk spool and are replayed when it is back");
+                self.to_spool(&batch);
+                self.mark_down();
+            }
+        }
+    }
+
+    fn mark_down(&mut self) {
+        let delay = self.backoff.next().unwrap_or(MAX_BACKOFF);
+        self.down = Some(Instant::now() + delay);
+    }
+
+    fn spool_entries(&self) -> Vec<super::spool::SpoolEntry> {
+        self.spool.entries().unwrap_or_default()
+    }
+
+    /// Replays the spool oldest first while the server takes it (until `deadline`, if given).
+    fn replay(&mut self, deadline: Option<Instant>) {
+        for entry in self.spool_entries() {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            let batch = match self.spool.read(&entry.path) {
+                Ok(b) => b,
+                Err(e) => {
+                    // Another process replayed it meanwhile, or it is damaged.
+                    if entry.path.exists() {
+                        tracing::error!(error = %e, "serphona-obs: an unreadable spool file was moved aside as *.bad");
+                        let _ = self.spool.quarantine(&entry.path);
+                        self.metrics.spool_dropped.with_label_values(&[SINK_NAME]).inc();
+                    }
+                    continue;
+                }
+            };
+            let effort = match deadline {
+                Some(d) => Effort::Until(d),
+                None => Effort::Once,
+            };
+            match self.deliver(&batch, effort) {
+                Ok(()) => {
+                    let _ = self.spool.remove(&entry.path);
+                    self.refresh_spool_gauge();
+                }
+                Err(e) => {
+                    self.warn(&e, "ClickHouse is still not taking rows; the spool is kept");
+                    self.mark_down();
+                    return;
+                }
+            }
+        }
+        // Everything replayed: the server is up.
+        if self.spool_entries().is_empty() {
+            if self.down.take().is_some() {
+                tracing::info!("serphona-obs: ClickHouse takes rows again; the spool is replayed");
+            }
+            self.backoff = new_backoff();
+        }
+    }
+
+    fn to_spool(&mut self, batch: &SealedBatch) {
+        match self.spool.push(batch) {
+            Ok(evicted) => {
+                self.metrics.events_spooled.with_label_values(&[SINK_NAME]).inc_by(batch.events.len() as u64);
+                if evicted.events > 0 {
+                    self.metrics.spool_dropped.with_label_values(&[SINK_NAME]).inc_by(evicted.events as u64);
+                    tracing::error!(
+                        batches = evicted.batches,
+                        events = evicted.events,
+                        "serphona-obs: the ClickHouse spool is full (clickhouse.spool_max_bytes); the oldest batches were dropped"
+                    );
+                }
+            }
+            Err(e) => {
+                self.metrics.spool_dropped.with_label_values(&[SINK_NAME]).inc_by(batch.events.len() as u64);
+                tracing::error!(error = %e, events = batch.events.len(), "serphona-obs: cannot spool a ClickHouse batch; it is lost");
+            }
+        }
+        self.refresh_spool_gauge();
+    }
+
+    fn refresh_spool_gauge(&self) {
+        self.metrics.spool_bytes.with_label_values(&[SINK_NAME]).set(self.spool.bytes() as i64);
+    }
+
+    fn warn(&mut self, error: &ClickHouseError, what: &str) {
+        let now = Instant::now();
+        if self.last_warned.is_none_or(|t| now.duration_since(t) >= WARN_EVERY) {
+            self.last_warned = Some(now);
+            tracing::warn!(error = %error, "serphona-obs: {what} (logged at most once a minute)");
+        }
+    }
+
+    /// Inserts every table's rows of a batch, retrying transient failures per `effort`.
+    fn deliver(&mut self, batch: &SealedBatch, effort: Effort) -> Result<(), ClickHouseError> {
+        let mut delays = new_backoff();
+        let mut attempt = 1;
+        loop {
+            match self.try_batch(batch) {
+                Ok(()) => {
+                    self.metrics.events_delivered.with_label_values(&[SINK_NAME]).inc_by(batch.events.len() as u64);
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.metrics.export_retries.with_label_values(&[SINK_NAME]).inc();
+                    let delay = delays.next().unwrap_or(MAX_BACKOFF);
+                    let more = match effort {
+                        Effort::Retry => attempt < ATTEMPTS,
+                        Effort::Once => false,
+                        Effort::Until(d) => Instant::now() + delay < d,
+                    };
+                    if !more {
+                        return Err(e);
+                    }
+                    std::thread::sleep(delay);
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    fn try_batch(&mut self, batch: &SealedBatch) -> Result<(), ClickHouseError> {
+        for table in TABLES {
+            let events: Vec<&Event> = batch.events.iter().filter(|e| belongs(table, e)).collect();
+            if !events.is_empty() {
+                self.insert_slice(batch, table, &events, None)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Inserts rows; on a permanent error, splits them until the rejected rows are found.
+    fn insert_slice(
+        &mut self,
+        batch: &SealedBatch,
+        table: &'static str,
+        events: &[&Event],
+        range: Option<(usize, usize)>,
+    ) -> Result<(), ClickHouseError> {
+        let token = batch.token(table, range);
+        match self.insert(table, events, &token) {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_permanent() => {
+                if events.len() == 1 {
+                    self.rejected(table, events[0], &e);
+                    return Ok(());
+                }
+                let (lo, hi) = range.unwrap_or((0, events.len()));
+                let mid = events.len() / 2;
+                self.insert_slice(batch, table, &events[..mid], Some((lo, lo + mid)))?;
+                self.insert_slice(batch, table, &events[mid..], Some((lo + mid, hi)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn rejected(&mut self, table: &str, event: &Event, error: &ClickHouseError) {
+        let code = error.code().map_or_else(|| "client".to_string(), |c| c.to_string());
+        self.metrics.rows_rejected.with_label_values(&[SINK_NAME, table, &code]).inc();
+        tracing::error!(
+            table,
+            code = %code,
+            event_id = %event.event_id,
+            error = %error,
+            "serphona-obs: ClickHouse rejected a row for good; it is not retried (kept in the spool's rejected.jsonl)"
+        );
+        if let Err(e) = self.spool.reject(event) {
+            tracing::error!(error = %e, "serphona-obs: cannot keep a rejected row");
+        }
+    }
+
+    fn insert(&self, table: &'static str, events: &[&Event], token: &str) -> Result<(), ClickHouseError> {
+        self.rt.block_on(self.exporter.insert_table(table, events, token))
+    }
+}
+
+/// Direct, unbatched writes: the seed's `ExportConversation` and `ExportMetrics`, and what the
+/// sink's worker inserts with.
+#[derive(Clone)]
+pub struct Exporter {
+    client: Client,
+    timeout: Duration,
+}
+
+impl Exporter {
+    /// An exporter to the configured server.
+    pub fn new(config: &ClickHouseConfig) -> Exporter {
+        Exporter { client: client(config), timeout: config.request_timeout }
+    }
+
+    /// Writes every row of a conversation's events (all tables) and returns once ClickHouse has
+    /// them. Idempotent: the deduplication token is derived from the event ids, so exporting
+    /// the same events again adds nothing.
+    pub async fn export_conversation(&self, events: &[Event]) -> Result<(), ClickHouseError> {
+        let mut ids: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
+        ids.sort();
+        let digest = format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(ids.join(",").as_bytes()));
+        for table in TABLES {
+            let rows: Vec<&Event> = events.iter().filter(|e| belongs(table, e)).collect();
+            if !rows.is_empty() {
+                self.insert_table(table, &rows, &format!("export:{digest}:{table}")).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a snapshot of a Prometheus registry to `metrics_snapshots` (one row per series;
+    /// histograms as their `_bucket`, `_sum` and `_count` series). Returns the rows written.
+    pub async fn export_metrics(&self, registry: &prometheus::Registry, service: &str) -> Result<usize, ClickHouseError> {
+        let rows = rows::metric_rows(&registry.gather(), service, time::OffsetDateTime::now_utc(), uuid::Uuid::now_v7());
+        let token = format!("metrics:{}", rows.first().map(|r| r.snapshot_id.to_string()).unwrap_or_default());
+        self.timed(insert_rows::<rows::MetricRow<'static>>(&self.client, "metrics_snapshots", &rows, &token, self.timeout))
+            .await?;
+        Ok(rows.len())
+    }
+
+    async fn timed(&self, work: impl Future<Output = Result<(), ClickHouseError>>) -> Result<(), ClickHouseError> {
+        // The schema lookup before the first insert has no timeout of its own.
+        tokio::time::timeout(self.timeout * 2, work).await.unwrap_or(Err(ClickHouseError::Timeout))
+    }
+
+    /// Inserts the rows `table` has for these events, with a deduplication token.
+    pub async fn insert_table(&self, table: &'static str, events: &[&Event], token: &str) -> Result<(), ClickHouseError> {
+        let (client, timeout) = (&self.client, self.timeout);
+        self.timed(async move {
+            match table {
+                "events" => {
+                    let rows: Vec<_> = events.iter().filter_map(|e| rows::event_row(e)).collect();
+                    insert_rows::<rows::EventRow<'static>>(client, table, &rows, token, timeout).await
+                }
+                "conversations" => {
+                    let rows: Vec<_> = events.iter().filter_map(|e| rows::conversation_row(e)).collect();
+                    insert_rows::<rows::ConversationRow<'static>>(client, table, &rows, token, timeout).await
+                }
+                "interactions" => {
+                    let rows: Vec<_> = events.iter().filter_map(|e| rows::interaction_row(e)).collect();
+                    insert_rows::<rows::InteractionRow<'static>>(client, table, &rows, token, timeout).await
+                }
+                "decisions" => {
+                    let rows: Vec<_> = events.iter().filter_map(|e| rows::decision_row(e)).collect();
+                    insert_rows::<rows::DecisionRow<'static>>(client, table, &rows, token, timeout).await
+                }
+                "spans" => {
+                    let rows: Vec<_> = events.iter().filter_map(|e| rows::span_row(e)).collect();
+                    insert_rows::<rows::SpanRow<'static>>(client, table, &rows, token, timeout).await
+                }
+                other => Err(ClickHouseError::Client(format!("unknown table {other}"))),
+            }
+        })
+        .await
+    }
+}
+
+/// Whether an event has a row in `table`.
+pub fn belongs(table: &str, e: &Event) -> bool {
+    match table {
+        "events" => true,
+        "conversations" => matches!(e.kind, EventKind::ConversationStarted { .. } | EventKind::ConversationEnded { .. }),
+        "interactions" => matches!(e.kind, EventKind::AgentTurn { .. } | EventKind::CustomerTurn { .. }),
+        "decisions" => matches!(e.kind, EventKind::DecisionMade { .. }),
+        "spans" => matches!(
+            e.kind,
+            EventKind::ConversationEnded { .. }
+                | EventKind::AgentTurn { .. }
+                | EventKind::CustomerTurn { .. }
+                | EventKind::DecisionMade { .. }
+                | EventKind::TransferInitiated { .. }
+        ),
+        _ => false,
+    }
+}
+
+/// One INSERT of rows with a deduplication token.
+pub async fn insert_rows<T: RowWrite>(
+    client: &Client,
+    table: &str,
+    rows: &[T::Value<'_>],
+    token: &str,
+    timeout: Duration,
+) -> Result<(), ClickHouseError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut insert = client
+        .insert::<T>(table)
+        .await?
+        .with_setting("insert_deduplication_token", token)
+        .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1")
+        .with_timeouts(Some(timeout), Some(timeout));
+    for row in rows {
+        insert.write(row).await?;
+    }
+    insert.end().await?;
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! The disk spool: batches that could not be delivered wait here, one file each, until the
+//! server is back or the next start replays them.
+//!
+//! A file is `batch-<batch id>.jsonl`: a header line `{"batch_id": …, "events": N}` and then the
+//! N events as event-log lines. It is written to a temporary name and renamed, so a crash never
+//! leaves half a batch under a batch name. Batch ids are UUIDv7, so names sort oldest first. The
+//! spool is bounded: when a new batch would pass `max_bytes`, the oldest batches are dropped and
+//! counted. A file that cannot be read back is renamed `*.bad` and counted, never deleted.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::batch::SealedBatch;
+use crate::types::Event;
+
+/// The spool's folder under the data dir.
+pub fn spool_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("spool").join("clickhouse")
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    batch_id: Uuid,
+    events: usize,
+}
+
+/// A spool operation failed.
+#[derive(Debug, thiserror::Error)]
+#[error("spool {}: {context}: {source}", path.display())]
+pub struct SpoolError {
+    /// The file or folder.
+    pub path: PathBuf,
+    /// What was being done.
+    pub context: &'static str,
+    /// Why.
+    pub source: std::io::Error,
+}
+
+/// What [`Spool::push`] had to drop to stay within its bound.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Evicted {
+    /// Batches dropped.
+    pub batches: usize,
+    /// Their events.
+    pub events: usize,
+}
+
+/// One spooled batch on disk.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SpoolEntry {
+    /// The file.
+    pub path: PathBuf,
+    /// Its size.
+    pub bytes: u64,
+}
+
+/// The spool folder.
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    max_bytes: u64,
+}
+
+impl Spool {
+    /// Opens (creating) the spool folder.
+    pub fn open(dir: PathBuf, max_bytes: u64) -> Result<Spool, SpoolError> {
+        std::fs::create_dir_all(&dir).map_err(|source| SpoolError { path: dir.clone(), context: "create", source })?;
+        Ok(Spool { dir, max_bytes })
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The spooled batches, oldest first.
+    pub fn entries(&self) -> Result<Vec<SpoolEntry>, SpoolError> {
+        let err = |source| SpoolError { path: self.dir.clone(), context: "list", source };
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(err)? {
+            let entry = entry.map_err(err)?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("batch-") && name.ends_with(".jsonl") {
+                // Gone between listing and stat (replayed by another process): skip.
+                if let Ok(meta) = entry.metadata() {
+                    out.push(SpoolEntry { path: entry.path(), bytes: meta.len() });
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Bytes spooled.
+    pub fn bytes(&self) -> u64 {
+        self.entries().map(|e| e.iter().map(|e| e.bytes).sum()).unwrap_or(0)
+    }
+
+    /// Writes a batch; drops the oldest batches first when it would not fit.
+    pub fn push(&self, batch: &SealedBatch) -> Result<Evicted, SpoolError> {
+        let mut buf = Vec::with_capacity(batch.events.len() * 512);
+        serde_json::to_writer(&mut buf, &Header { batch_id: batch.id, events: batch.events.len() })
+            .expect("header serializes");
+        buf.push(b'\n');
+        let mut written = 0;
+        for e in &batch.events {
+            // An event JSON cannot express was never deliverable either.
+            if e.write_json_line(&mut buf).is_ok() {
+                written += 1;
+            }
+        }
+        if written != batch.events.len() {
+            // Rewrite the header with the count actually written.
+            let body_start = buf.iter().position(|b| *b == b'\n').expect("header line") + 1;
+            let mut fixed = serde_json::to_vec(&Header { batch_id: batch.id, events: written }).expect("header");
+            fixed.push(b'\n');
+            fixed.extend_from_slice(&buf[body_start..]);
+            buf = fixed;
+        }
+        let mut evicted = Evicted::default();
+        let mut entries = self.entries()?;
+        let mut total: u64 = entries.iter().map(|e| e.bytes).sum();
+        while total + buf.len() as u64 > self.max_bytes && !entries.is_empty() {
+            let oldest = entries.remove(0);
+            let events = self.read(&oldest.path).map(|b| b.events.len()).unwrap_or(0);
+            if std::fs::remove_file(&oldest.path).is_ok() {
+                evicted.batches += 1;
+                evicted.events += events;
+            }
+            total = total.saturating_sub(oldest.bytes);
+        }
+        let path = self.dir.join(format!("batch-{}.jsonl", batch.id));
+        let tmp = self.dir.join(format!(".tmp-{}", batch.id));
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&buf)?;
+            f.sync_data()?;
+            std::fs::rename(&tmp, &path)
+        };
+        write().map_err(|source| {
+            let _ = std::fs::remove_file(&tmp);
+            SpoolError { path: path.clone(), context: "write", source }
+        })?;
+        Ok(evicted)
+    }
+
+    /// Reads a spooled batch back.
+    pub fn read(&self, path: &Path) -> Result<SealedBatch, SpoolError> {
+        let bad = |message: String| SpoolError {
+            path: path.to_path_buf(),
+            context: "read",
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, message),
+        };
+        let text =
+            std::fs::read_to_string(path).map_err(|source| SpoolError { path: path.to_path_buf(), context: "read", source })?;
+        let mut lines = text.lines();
+        let header: Header = serde_json::from_str(lines.next().unwrap_or_default())
+            .map_err(|e| bad(format!("bad header: {e}")))?;
+        let events = lines
+            .enumerate()
+            .map(|(i, l)| Event::from_json(l).map_err(|e| bad(format!("line {}: {e}", i + 2))))
+            .collect::<Result<Vec<_>, _>>()?;
+        if events.len() != header.events {
+            return Err(bad(format!("header says {} events, the file has {}", header.events, events.len())));
+        }
+        Ok(SealedBatch { id: header.batch_id, events })
+    }
+
+    /// Removes a delivered batch (already gone is fine: another process replayed it).
+    pub fn remove(&self, path: &Path) -> Result<(), SpoolError> {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(SpoolError { path: path.to_path_buf(), context: "remove", source: e })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Moves an unreadable file aside as `*.bad`.
+    pub fn quarantine(&self, path: &Path) -> Result<PathBuf, SpoolError> {
+        let to = path.with_extension("jsonl.bad");
+        std::fs::rename(path, &to).map_err(|source| SpoolError { path: path.to_path_buf(), context: "quarantine", source })?;
+        Ok(to)
+    }
+
+    /// Appends events ClickHouse rejected for good to `rejected.jsonl` (nothing is lost).
+    pub fn reject(&self, event: &Event) -> Result<(), SpoolError> {
+        let path = self.dir.join("rejected.jsonl");
+        let mut line = Vec::new();
+        if event.write_json_line(&mut line).is_err() {
+            return Ok(());
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|source| SpoolError { path: path.clone(), context: "open", source })?;
+        f.write_all(&line).map_err(|source| SpoolError { path, context: "append", source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::test_event;
+
+    fn batch(n: usize) -> SealedBatch {
+        SealedBatch { id: Uuid::now_v7(), events: (0..n).map(|i| test_event(&format!("turn {i}"))).collect() }
+    }
+
+    #[test]
+    fn round_trips_in_order_and_stays_within_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path().join("s"), 1 << 20).unwrap();
+        let (a, b) = (batch(3), batch(5));
+        spool.push(&a).unwrap();
+        spool.push(&b).unwrap();
+        let entries = spool.entries().unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(spool.read(&entries[0].path).unwrap(), a);
+        assert_eq!(spool.read(&entries[1].path).unwrap(), b);
+        assert_eq!(spool.bytes(), entries.iter().map(|e| e.bytes).sum::<u64>());
+
+        // A bound that holds about one batch evicts the oldest.
+        let small = Spool::open(dir.path().join("small"), entries[1].bytes + 10).unwrap();
+        small.push(&a).unwrap();
+        let evicted = small.push(&b).unwrap();
+        assert_eq!(evicted, Evicted { batches: 1, events: 3 });
+        let left = small.entries().unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(small.read(&left[0].path).unwrap().id, b.id);
+
+        spool.remove(&entries[0].path).unwrap();
+        spool.remove(&entries[0].path).unwrap();
+        assert_eq!(spool.entries().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_truncated_file_is_an_error_and_can_be_quarantined() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path().to_path_buf(), 1 << 20).unwrap();
+        spool.push(&batch(4)).unwrap();
+        let path = spool.entries().unwrap()[0].path.clone();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, &text[..text.len() / 2]).unwrap();
+        assert!(spool.read(&path).is_err());
+        let moved = spool.quarantine(&path).unwrap();
+        assert!(moved.exists());
+        assert!(spool.entries().unwrap().is_empty());
+    }
+}
