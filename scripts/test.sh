@@ -85,6 +85,24 @@ for cmd in prometheus tmux; do
 done
 prometheus --version 2>&1 | sed -n 1p
 
+# The real ClickHouse engine for the ClickHouse tests: chDB (PyPI chdb-core, ClickHouse 26.x
+# inside) in a venv under target/, behind tests/it/support/chdb_front.py. Skipped when a real
+# server is given (SERPHONA_OBS_TEST_CLICKHOUSE_URL).
+CHDB_VERSION="26.9.0"
+CHDB_VENV="${CARGO_TARGET_DIR:-target}/chdb-venv"
+if [[ -n "${SERPHONA_OBS_TEST_CLICKHOUSE_URL:-}" ]]; then
+    echo "clickhouse: $SERPHONA_OBS_TEST_CLICKHOUSE_URL (SERPHONA_OBS_TEST_CLICKHOUSE_URL)"
+elif "$CHDB_VENV/bin/python" -c 'import chdb' >/dev/null 2>&1; then
+    echo "chdb: $CHDB_VENV ($("$CHDB_VENV/bin/python" -c 'import chdb; print(chdb.__version__)' 2>/dev/null || echo '?'))"
+else
+    command -v python3 >/dev/null 2>&1 || die "python3 is needed for the ClickHouse test peer (chDB); install python3 and re-run"
+    echo "chdb: missing, installing chdb-core==$CHDB_VERSION into $CHDB_VENV (about 180 MB)"
+    python3 -m venv "$CHDB_VENV" || die "python3 -m venv $CHDB_VENV failed (Debian: apt-get install python3-venv)"
+    "$CHDB_VENV/bin/pip" install -q --disable-pip-version-check "chdb-core==$CHDB_VERSION" ||
+        die "pip install chdb-core==$CHDB_VERSION failed (network? PyPI?)"
+    "$CHDB_VENV/bin/python" -c 'import chdb' || die "chdb-core installed but 'import chdb' fails"
+fi
+
 # --- build and test -----------------------------------------------------------------------
 
 step "cargo build --all-targets"

@@ -536,6 +536,8 @@ pub async fn insert_rows<T: RowWrite>(
         .await?
         .with_setting("insert_deduplication_token", token)
         .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1")
+        // Token deduplication applies to synchronous inserts; newer servers default to async.
+        .with_setting("async_insert", "0")
         .with_timeouts(Some(timeout), Some(timeout));
     for row in rows {
         insert.write(row).await?;

@@ -399,15 +399,25 @@ impl Migrator {
             })
     }
 
-    /// Where every migration stands (creating the database and migrations table if needed).
+    /// Where every migration stands. Changes nothing (no database or migrations table yet:
+    /// everything is pending).
     pub async fn status(&self) -> Result<Vec<MigrationStatus>, SchemaError> {
-        self.ensure_bootstrap().await?;
-        let records = self.records().await?;
+        let exists = self
+            .root
+            .query("SELECT count() FROM system.tables WHERE database = {db:String} AND name = {t:String}")
+            .param("db", &self.opts.database)
+            .param("t", MIGRATIONS_TABLE)
+            .fetch_one::<u64>()
+            .await
+            .map_err(|e| SchemaError::Server { what: "reading system.tables".into(), source: ClickHouseError::from(e) })?;
+        let records = if exists > 0 { self.records().await? } else { Vec::new() };
         Ok(compare(&self.migrations, &records))
     }
 
-    /// Applies what is pending, in order; refuses when any applied migration drifted.
+    /// Applies what is pending, in order (creating the database and the migrations table
+    /// first); refuses when any applied migration drifted.
     pub async fn apply(&self) -> Result<ApplyReport, SchemaError> {
+        self.ensure_bootstrap().await?;
         let status = self.status().await?;
         let drifted: Vec<Drifted> = status
             .iter()
@@ -477,7 +487,7 @@ impl Migrator {
             Err(e) => (self.migrations.iter().collect(), Some(e)),
         };
         let mut out = Vec::new();
-        if error.is_some() {
+        if error.is_some() || pending.len() == self.migrations.len() {
             let (db, table) = bootstrap(&self.opts);
             out.push(("(bootstrap)".to_string(), vec![db, table]));
         }

@@ -211,19 +211,19 @@ struct StatsSqlRow {
 /// Nearest rank of a sorted array column in SQL: the same arithmetic as [`nearest_rank`].
 fn rank_sql(array: &str, q: &str) -> String {
     format!(
-        "if(length({array}) = 0, NULL, toNullable(arrayElement({array}, toUInt64(least(length({array}), greatest(1, ceil({q} * length({array}))))))))"
+        "if(length({array}) = 0, NULL, toNullable(arrayElement({array}, least(length({array}), toUInt64(greatest(1, ceil({q} * length({array}))))))))"
     )
 }
 
 #[derive(Debug, Row, Deserialize)]
 struct PayloadRow {
-    event_id: String,
+    id_s: String,
     payload: String,
 }
 
 #[derive(Debug, Row, Deserialize)]
 struct CursorRow {
-    event_id: String,
+    id_s: String,
     payload: String,
     at: i64,
 }
@@ -265,7 +265,7 @@ impl Store for ClickHouseStore {
         let rows = self
             .client
             .query(
-                "SELECT toString(event_id) AS event_id, payload FROM events FINAL
+                "SELECT toString(event_id) AS id_s, payload FROM events FINAL
                  WHERE conversation_id = {id:String} ORDER BY timestamp, event_id",
             )
             .param("id", id)
@@ -274,7 +274,7 @@ impl Store for ClickHouseStore {
             .map_err(ClickHouseError::from)?;
         let mut acc: Option<Acc> = None;
         for row in rows {
-            let event = Self::parse(&row.event_id, &row.payload)?;
+            let event = Self::parse(&row.id_s, &row.payload)?;
             acc.get_or_insert_with(|| Acc::new(&event)).add(&event, true);
         }
         Ok(acc.map(|a| ConversationDetail { summary: a.summary, events: a.events }))
@@ -371,7 +371,7 @@ impl Store for ClickHouseStore {
         let rows = self
             .client
             .query(
-                "SELECT toString(event_id) AS event_id, payload, toUnixTimestamp64Micro(inserted_at) AS at
+                "SELECT toString(event_id) AS id_s, payload, toUnixTimestamp64Micro(inserted_at) AS at
                  FROM events
                  WHERE (toUnixTimestamp64Micro(inserted_at), event_id) > ({at:Int64}, toUUID({id:String}))
                  ORDER BY inserted_at, event_id
@@ -384,10 +384,10 @@ impl Store for ClickHouseStore {
             .await
             .map_err(ClickHouseError::from)?;
         let next = match rows.last() {
-            Some(last) => Cursor(format!("{}:{}", last.at, last.event_id)),
+            Some(last) => Cursor(format!("{}:{}", last.at, last.id_s)),
             None => cursor.cloned().unwrap_or_else(|| Cursor(format!("{}:{}", i64::MIN, uuid::Uuid::nil()))),
         };
-        let events = rows.iter().map(|r| Self::parse(&r.event_id, &r.payload)).collect::<Result<Vec<_>, _>>()?;
+        let events = rows.iter().map(|r| Self::parse(&r.id_s, &r.payload)).collect::<Result<Vec<_>, _>>()?;
         Ok((events, next))
     }
 }

@@ -386,17 +386,20 @@ mod hex_opt_span_id {
     }
 }
 
-/// A timestamp every sink can represent: in UTC, with the year clamped to 0000–9999 (what
-/// RFC 3339 and ClickHouse's DateTime64 can hold).
+/// A timestamp every sink can represent the same: in UTC, with the year clamped to 0000–9999
+/// (what RFC 3339 and ClickHouse's DateTime64 can hold), to whole microseconds (ClickHouse's
+/// DateTime64(6)), so the event log and ClickHouse rows carry the very same instant.
 pub(crate) fn normalize_timestamp(at: OffsetDateTime) -> OffsetDateTime {
     use time::macros::datetime;
     const MIN: OffsetDateTime = datetime!(0000-01-01 00:00:00 UTC);
-    const MAX: OffsetDateTime = datetime!(9999-12-31 23:59:59.999_999_999 UTC);
-    match at.checked_to_offset(time::UtcOffset::UTC) {
+    const MAX: OffsetDateTime = datetime!(9999-12-31 23:59:59.999_999 UTC);
+    let clamped = match at.checked_to_offset(time::UtcOffset::UTC) {
         Some(utc) => utc.clamp(MIN, MAX),
         None if at < MIN => MIN,
         None => MAX,
-    }
+    };
+    let micros = clamped.nanosecond() / 1000 * 1000;
+    clamped.replace_nanosecond(micros).unwrap_or(clamped)
 }
 
 /// Parses a 32-digit hex trace id; `None` when malformed or all zero.

@@ -182,11 +182,16 @@ fn every_command_is_in_help_and_later_ones_exit_2() {
     for command in ["demo", "up", "down", "status", "schema", "dashboards", "simulate", "tail", "query", "config", "completions"] {
         assert!(help.contains(command), "{command} missing from --help:\n{help}");
     }
-    for args in [&["up"][..], &["status"], &["schema", "status"], &["query", "stats"], &["tail"]] {
+    for args in [&["up"][..], &["status"], &["query", "stats"], &["tail"]] {
         let out = run(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(stderr(&out).contains("not available in this version"), "{}", stderr(&out));
     }
+    // A ClickHouse that is down: a clear error naming the server, exit 1.
+    let down = format!("http://{}", crate::support::free_addr());
+    let out = bin().env("SERPHONA_OBS_CLICKHOUSE_ENDPOINT", &down).args(["schema", "status"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&down) && stderr(&out).contains("cannot reach ClickHouse"), "{}", stderr(&out));
     let out = run(&["completions", "bash"]);
     assert!(out.status.success());
     assert!(stdout(&out).contains("serphona-obs"));

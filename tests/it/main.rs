@@ -4,6 +4,7 @@
 mod support;
 
 mod cli;
+mod clickhouse;
 mod library;
 mod prometheus;
 mod store;

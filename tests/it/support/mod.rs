@@ -6,6 +6,7 @@
 // Not every test module uses every helper.
 #![allow(dead_code)]
 
+pub mod clickhouse;
 pub mod prometheus;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
