@@ -64,22 +64,22 @@ pub enum SchemaError {
         message: String,
     },
     /// ClickHouse refused a statement of a migration.
-    #[error("{file}: statement {index} failed: {source}")]
+    #[error("{file}: statement {index} failed: {error}")]
     Statement {
         /// The migration file.
         file: String,
         /// 1-based statement number in the file.
         index: usize,
         /// ClickHouse's code and message.
-        source: ClickHouseError,
+        error: ClickHouseError,
     },
     /// Reading or writing the migrations table failed.
-    #[error("{what}: {source}")]
+    #[error("{what}: {error}")]
     Server {
         /// What was being done.
         what: String,
         /// ClickHouse's code and message, or the connection error.
-        source: ClickHouseError,
+        error: ClickHouseError,
     },
     /// Applied migrations whose files changed since.
     #[error(
@@ -378,7 +378,7 @@ impl Migrator {
             .query(sql)
             .execute()
             .await
-            .map_err(|e| SchemaError::Server { what: what.to_string(), source: ClickHouseError::from(e) })
+            .map_err(|e| SchemaError::Server { what: what.to_string(), error: ClickHouseError::from(e) })
     }
 
     /// Creates the database and the migrations table when missing.
@@ -395,7 +395,7 @@ impl Migrator {
             .await
             .map_err(|e| SchemaError::Server {
                 what: format!("reading {}.{MIGRATIONS_TABLE}", self.opts.database),
-                source: ClickHouseError::from(e),
+                error: ClickHouseError::from(e),
             })
     }
 
@@ -409,7 +409,7 @@ impl Migrator {
             .param("t", MIGRATIONS_TABLE)
             .fetch_one::<u64>()
             .await
-            .map_err(|e| SchemaError::Server { what: "reading system.tables".into(), source: ClickHouseError::from(e) })?;
+            .map_err(|e| SchemaError::Server { what: "reading system.tables".into(), error: ClickHouseError::from(e) })?;
         let records = if exists > 0 { self.records().await? } else { Vec::new() };
         Ok(compare(&self.migrations, &records))
     }
@@ -449,7 +449,7 @@ impl Migrator {
                 self.client.query(sql).execute().await.map_err(|e| SchemaError::Statement {
                     file: m.file.clone(),
                     index: i + 1,
-                    source: ClickHouseError::from(e),
+                    error: ClickHouseError::from(e),
                 })?;
             }
             let record = Record {
@@ -465,7 +465,7 @@ impl Migrator {
             };
             recorded.await.map_err(|e| SchemaError::Server {
                 what: format!("recording {} in {MIGRATIONS_TABLE}", m.file),
-                source: ClickHouseError::from(e),
+                error: ClickHouseError::from(e),
             })?;
             report.statements += stmts.len();
             report.applied.push(m.file.clone());
