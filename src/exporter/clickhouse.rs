@@ -473,27 +473,19 @@ impl Exporter {
     pub async fn insert_table(&self, table: &'static str, events: &[&Event], token: &str) -> Result<(), ClickHouseError> {
         let (client, timeout) = (&self.client, self.timeout);
         self.timed(async move {
+            // One insert per table, each with its own row type.
+            macro_rules! insert_as {
+                ($row:ident, $build:path) => {{
+                    let rows: Vec<_> = events.iter().filter_map(|e| $build(e)).collect();
+                    insert_rows::<rows::$row<'static>>(client, table, &rows, token, timeout).await
+                }};
+            }
             match table {
-                "events" => {
-                    let rows: Vec<_> = events.iter().filter_map(|e| rows::event_row(e)).collect();
-                    insert_rows::<rows::EventRow<'static>>(client, table, &rows, token, timeout).await
-                }
-                "conversations" => {
-                    let rows: Vec<_> = events.iter().filter_map(|e| rows::conversation_row(e)).collect();
-                    insert_rows::<rows::ConversationRow<'static>>(client, table, &rows, token, timeout).await
-                }
-                "interactions" => {
-                    let rows: Vec<_> = events.iter().filter_map(|e| rows::interaction_row(e)).collect();
-                    insert_rows::<rows::InteractionRow<'static>>(client, table, &rows, token, timeout).await
-                }
-                "decisions" => {
-                    let rows: Vec<_> = events.iter().filter_map(|e| rows::decision_row(e)).collect();
-                    insert_rows::<rows::DecisionRow<'static>>(client, table, &rows, token, timeout).await
-                }
-                "spans" => {
-                    let rows: Vec<_> = events.iter().filter_map(|e| rows::span_row(e)).collect();
-                    insert_rows::<rows::SpanRow<'static>>(client, table, &rows, token, timeout).await
-                }
+                "events" => insert_as!(EventRow, rows::event_row),
+                "conversations" => insert_as!(ConversationRow, rows::conversation_row),
+                "interactions" => insert_as!(InteractionRow, rows::interaction_row),
+                "decisions" => insert_as!(DecisionRow, rows::decision_row),
+                "spans" => insert_as!(SpanRow, rows::span_row),
                 other => Err(ClickHouseError::Client(format!("unknown table {other}"))),
             }
         })

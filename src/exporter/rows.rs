@@ -250,9 +250,7 @@ pub fn conversation_row(e: &Event) -> Option<ConversationRow<'_>> {
             language,
             status: "ended",
             // Events from before the end repeated the start time: derive it.
-            started_at: started_at.unwrap_or_else(|| {
-                e.timestamp - time::Duration::seconds_f64(duration_seconds.clamp(0.0, 1e12))
-            }),
+            started_at: started_at.unwrap_or_else(|| minus(e.timestamp, *duration_seconds)),
             ended_at: Some(e.timestamp),
             duration_seconds: Some(*duration_seconds),
             resolution: Some(resolution.as_str()),
@@ -335,9 +333,7 @@ pub fn decision_row(e: &Event) -> Option<DecisionRow<'_>> {
 pub fn span_row(e: &Event) -> Option<SpanRow<'_>> {
     let (name, start, status, mut attributes): (&'static str, OffsetDateTime, &'static str, StrMap<'_>) = match &e.kind {
         EventKind::ConversationEnded { started_at, duration_seconds, resolution, channel, interaction_count, .. } => {
-            let start = started_at.unwrap_or_else(|| {
-                e.timestamp - time::Duration::seconds_f64(duration_seconds.clamp(0.0, 1e12))
-            });
+            let start = started_at.unwrap_or_else(|| minus(e.timestamp, *duration_seconds));
             let attrs = vec![
                 (Cow::Borrowed("resolution"), Cow::Borrowed(resolution.as_str())),
                 (Cow::Borrowed("channel"), Cow::Borrowed(channel.as_str())),
@@ -380,10 +376,16 @@ pub fn span_row(e: &Event) -> Option<SpanRow<'_>> {
 }
 
 fn start_of(end: OffsetDateTime, duration_ms: Option<f64>) -> OffsetDateTime {
-    match duration_ms {
-        Some(ms) if ms.is_finite() && ms > 0.0 => end - time::Duration::seconds_f64((ms / 1000.0).min(1e9)),
-        _ => end,
+    minus(end, duration_ms.unwrap_or(0.0) / 1000.0)
+}
+
+/// `t` minus `seconds` (nothing for a negative or non-finite duration, `t` when it would
+/// leave the representable range).
+fn minus(t: OffsetDateTime, seconds: f64) -> OffsetDateTime {
+    if !seconds.is_finite() || seconds <= 0.0 {
+        return t;
     }
+    t.checked_sub(time::Duration::seconds_f64(seconds.min(1e12))).unwrap_or(t)
 }
 
 /// A row of `metrics_snapshots`.
