@@ -270,15 +270,14 @@ impl Observability {
             started_at: at,
             customer_id: start.customer_id.clone(),
             language: start.language.clone(),
-            start_metadata: start.metadata.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect(),
+            start_metadata: start.metadata.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect(),
             state: Mutex::new(ConvState::default()),
         };
         let content = format!(
             "conversation started on {} ({}) with agent {}",
             start.channel, start.language, conv.agent
         );
-        let mut metadata = Metadata::default();
-        metadata.extra = start.metadata.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+        let metadata = Metadata { extra: conv.start_metadata.clone(), ..Metadata::default() };
         let event = conv.event(
             at,
             Level::Info,

@@ -163,18 +163,16 @@ fn print_status(status: &[MigrationStatus]) {
     let lines: Vec<Line> = status
         .iter()
         .map(|s| {
+            let checksum = schema::short(&s.checksum).to_string();
             let (state, at, checksum) = match &s.state {
-                State::Applied { applied_at } => ("applied".to_string(), fmt(applied_at), s.checksum[..12].to_string()),
-                State::Pending => ("pending".to_string(), "-".to_string(), s.checksum[..12].to_string()),
-                State::Drift { applied_checksum, applied_at } => (
-                    "DRIFT".to_string(),
-                    fmt(applied_at),
-                    format!("{} (applied {})", &s.checksum[..12], &applied_checksum[..applied_checksum.len().min(12)]),
-                ),
-                State::Unknown { applied_at } => {
-                    ("unknown".to_string(), fmt(applied_at), s.checksum.chars().take(12).collect())
+                State::Applied { applied_at } => ("applied", fmt(applied_at), checksum),
+                State::Pending => ("pending", "-".to_string(), checksum),
+                State::Drift { applied_checksum, applied_at } => {
+                    ("DRIFT", fmt(applied_at), format!("{checksum} (applied {})", schema::short(applied_checksum)))
                 }
+                State::Unknown { applied_at } => ("unknown", fmt(applied_at), checksum),
             };
+            let state = state.to_string();
             Line { version: s.version, file: s.file.clone(), state, applied_at: at, checksum }
         })
         .collect();

@@ -28,7 +28,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 
 use super::batch::{Batcher, SealedBatch};
 use super::rows::{self, TABLES};
-use super::spool::{Spool, spool_dir};
+use super::spool::{Pushed, Spool, spool_dir};
 use super::{ClickHouseError, client};
 use crate::config::ClickHouseConfig;
 use crate::metrics::SelfMetrics;
@@ -211,9 +211,6 @@ impl Worker {
                     if let Some(batch) = self.batcher.seal() {
                         self.send(batch, Effort::Until(deadline));
                     }
-                    if self.down.is_some() {
-                        self.down = Some(Instant::now());
-                    }
                     self.replay(Some(deadline));
                     let _ = ack.send(());
                     return;
@@ -290,15 +287,16 @@ impl Worker {
             match self.deliver(&batch, effort) {
                 Ok(()) => {
                     let _ = self.spool.remove(&entry.path);
-                    self.refresh_spool_gauge();
                 }
                 Err(e) => {
                     self.warn(&e, "ClickHouse is still not taking rows; the spool is kept");
                     self.mark_down();
+                    self.refresh_spool_gauge();
                     return;
                 }
             }
         }
+        self.refresh_spool_gauge();
         // Everything replayed: the server is up.
         if self.spool_entries().is_empty() {
             if self.down.take().is_some() {
@@ -310,7 +308,8 @@ impl Worker {
 
     fn to_spool(&mut self, batch: &SealedBatch) {
         match self.spool.push(batch) {
-            Ok(evicted) => {
+            Ok(Pushed { evicted, bytes }) => {
+                self.metrics.spool_bytes.with_label_values(&[SINK_NAME]).set(bytes as i64);
                 self.metrics.events_spooled.with_label_values(&[SINK_NAME]).inc_by(batch.events.len() as u64);
                 if evicted.events > 0 {
                     self.metrics.spool_dropped.with_label_values(&[SINK_NAME]).inc_by(evicted.events as u64);
@@ -324,9 +323,9 @@ impl Worker {
             Err(e) => {
                 self.metrics.spool_dropped.with_label_values(&[SINK_NAME]).inc_by(batch.events.len() as u64);
                 tracing::error!(error = %e, events = batch.events.len(), "serphona-obs: cannot spool a ClickHouse batch; it is lost");
+                self.refresh_spool_gauge();
             }
         }
-        self.refresh_spool_gauge();
     }
 
     fn refresh_spool_gauge(&self) {

@@ -91,8 +91,9 @@ pub enum SchemaError {
     Drift(Vec<Drifted>),
 }
 
-fn short(checksum: &str) -> &str {
-    &checksum[..checksum.len().min(12)]
+/// The first 12 hex digits of a checksum, as messages and `schema status` show it.
+pub fn short(checksum: &str) -> &str {
+    checksum.get(..12).unwrap_or(checksum)
 }
 
 /// A migration whose file no longer matches what was applied.

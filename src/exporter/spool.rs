@@ -48,6 +48,15 @@ pub struct Evicted {
     pub events: usize,
 }
 
+/// What [`Spool::push`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pushed {
+    /// What it had to drop to stay within its bound.
+    pub evicted: Evicted,
+    /// Bytes in the spool after the push.
+    pub bytes: u64,
+}
+
 /// One spooled batch on disk.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SpoolEntry {
@@ -101,26 +110,13 @@ impl Spool {
     }
 
     /// Writes a batch; drops the oldest batches first when it would not fit.
-    pub fn push(&self, batch: &SealedBatch) -> Result<Evicted, SpoolError> {
-        let mut buf = Vec::with_capacity(batch.events.len() * 512);
-        serde_json::to_writer(&mut buf, &Header { batch_id: batch.id, events: batch.events.len() })
-            .expect("header serializes");
+    pub fn push(&self, batch: &SealedBatch) -> Result<Pushed, SpoolError> {
+        // An event JSON cannot express was never deliverable either: it is left out.
+        let mut body = Vec::with_capacity(batch.events.len() * 512);
+        let written = batch.events.iter().filter(|e| e.write_json_line(&mut body).is_ok()).count();
+        let mut buf = serde_json::to_vec(&Header { batch_id: batch.id, events: written }).expect("header serializes");
         buf.push(b'\n');
-        let mut written = 0;
-        for e in &batch.events {
-            // An event JSON cannot express was never deliverable either.
-            if e.write_json_line(&mut buf).is_ok() {
-                written += 1;
-            }
-        }
-        if written != batch.events.len() {
-            // Rewrite the header with the count actually written.
-            let body_start = buf.iter().position(|b| *b == b'\n').expect("header line") + 1;
-            let mut fixed = serde_json::to_vec(&Header { batch_id: batch.id, events: written }).expect("header");
-            fixed.push(b'\n');
-            fixed.extend_from_slice(&buf[body_start..]);
-            buf = fixed;
-        }
+        buf.extend_from_slice(&body);
         let mut evicted = Evicted::default();
         let mut entries = self.entries()?;
         let mut total: u64 = entries.iter().map(|e| e.bytes).sum();
@@ -145,7 +141,7 @@ impl Spool {
             let _ = std::fs::remove_file(&tmp);
             SpoolError { path: path.clone(), context: "write", source }
         })?;
-        Ok(evicted)
+        Ok(Pushed { evicted, bytes: total + buf.len() as u64 })
     }
 
     /// Reads a spooled batch back.
@@ -228,8 +224,9 @@ mod tests {
         // A bound that holds about one batch evicts the oldest.
         let small = Spool::open(dir.path().join("small"), entries[1].bytes + 10).unwrap();
         small.push(&a).unwrap();
-        let evicted = small.push(&b).unwrap();
-        assert_eq!(evicted, Evicted { batches: 1, events: 3 });
+        let pushed = small.push(&b).unwrap();
+        assert_eq!(pushed.evicted, Evicted { batches: 1, events: 3 });
+        assert_eq!(pushed.bytes, small.bytes());
         let left = small.entries().unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(small.read(&left[0].path).unwrap().id, b.id);

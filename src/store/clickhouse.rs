@@ -149,8 +149,6 @@ struct SummaryRow {
     sentiment_sum: f64,
     sentiment_n: u64,
     last_speaker: String,
-    #[allow(dead_code)]
-    responses: Vec<f64>,
     trace_id: String,
     metadata: Vec<(String, String)>,
 }
@@ -246,8 +244,12 @@ impl ClickHouseStore {
 
     async fn summaries(&self, filter: &ConversationFilter) -> Result<Vec<ConversationSummary>, StoreError> {
         let mut p = Params::default();
-        let mut sql = per_conversation_sql(&where_clause(filter, &mut p));
-        sql.push_str("\nORDER BY started_at DESC, conversation_id DESC");
+        // `?fields`: the client selects the row's columns only (not the response times,
+        // which only stats need).
+        let mut sql = format!(
+            "SELECT ?fields FROM ({})\nORDER BY started_at DESC, conversation_id DESC",
+            per_conversation_sql(&where_clause(filter, &mut p))
+        );
         if let Some(limit) = filter.limit {
             sql.push_str(&format!("\nLIMIT {{{}:UInt64}}", p.add(limit.to_string())));
         }

@@ -28,9 +28,10 @@ pub enum StoreError {
         /// Why.
         source: std::io::Error,
     },
-    /// A ClickHouse query failed.
+    /// A ClickHouse query failed. (Not a `#[source]`: the message already says it, and
+    /// `{:#}` would print it twice.)
     #[error("ClickHouse store: {0}")]
-    ClickHouse(#[from] crate::exporter::ClickHouseError),
+    ClickHouse(crate::exporter::ClickHouseError),
     /// A stored event could not be read back.
     #[error("ClickHouse store: event {event_id} does not parse: {message}")]
     BadPayload {
@@ -42,6 +43,12 @@ pub enum StoreError {
     /// A cursor from another store or a corrupted one.
     #[error("invalid cursor {0:?} (a cursor only works with the store that gave it: SEQ:OFFSET for the local event log, MICROS:EVENT_ID for ClickHouse)")]
     BadCursor(String),
+}
+
+impl From<crate::exporter::ClickHouseError> for StoreError {
+    fn from(e: crate::exporter::ClickHouseError) -> Self {
+        StoreError::ClickHouse(e)
+    }
 }
 
 /// Which conversations to read. Every filter is optional; they combine with AND.

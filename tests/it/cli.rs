@@ -2,19 +2,9 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_serphona-obs"));
-    // Isolate from the developer's environment.
-    for (key, _) in std::env::vars() {
-        if key.starts_with("SERPHONA_OBS_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env_remove("RUST_LOG");
-    cmd
-}
+use crate::support::bin;
 
 fn run(args: &[&str]) -> Output {
     bin().args(args).output().expect("run serphona-obs")

@@ -52,14 +52,8 @@ fn apply_schema(config: &Config) {
 }
 
 fn bin(ch: &ClickHouse, db: &str, data_dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_serphona-obs"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("SERPHONA_OBS_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env_remove("RUST_LOG")
-        .env("SERPHONA_OBS_DATA_DIR", data_dir)
+    let mut cmd = crate::support::bin();
+    cmd.env("SERPHONA_OBS_DATA_DIR", data_dir)
         .env("SERPHONA_OBS_CLICKHOUSE_ENDPOINT", ch.url())
         .env("SERPHONA_OBS_CLICKHOUSE_DATABASE", db)
         .env("SERPHONA_OBS_CLICKHOUSE_COMPRESSION", "none")

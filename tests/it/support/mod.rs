@@ -11,6 +11,19 @@ pub mod prometheus;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 
+/// The real `serphona-obs` binary, isolated from the developer's environment (no
+/// `SERPHONA_OBS_*` variables, no `RUST_LOG`).
+pub fn bin() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_serphona-obs"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("SERPHONA_OBS_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
 /// A loopback port that was free a moment ago (bound to port 0, then released).
 ///
 /// Another process may take it before the caller binds it; callers that hand it to a child
