@@ -60,6 +60,29 @@ impl Default for Config {
     }
 }
 
+fn check_otlp_endpoint(t: &TracingConfig) -> Result<(), String> {
+    if t.protocol == Protocol::Http && t.endpoint.url().scheme() == "https" {
+        return Err(format!(
+            "{}: OTLP/HTTP over https is not supported by this build; use protocol: grpc for an https \
+             endpoint, or an http endpoint (a local collector)",
+            t.endpoint
+        ));
+    }
+    Ok(())
+}
+
+/// A header name usable in HTTP/1, HTTP/2 and gRPC metadata: lowercase token characters.
+fn check_header_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
+        && !name.ends_with("-bin");
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a usable header name: use lowercase letters, digits, '-', '_' or '.' (e.g. x-conversation-id)"))
+    }
+}
+
 /// OTLP protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -83,6 +106,9 @@ pub struct TracingConfig {
     /// Fraction of conversations traced, 0–1.
     #[serde(deserialize_with = "checked::ratio")]
     pub sample_ratio: f64,
+    /// The HTTP header (gRPC metadata key) a conversation id travels in between services: the
+    /// middleware reads it from requests, the client helpers set it.
+    pub conversation_header: String,
 }
 
 impl Default for TracingConfig {
@@ -92,6 +118,7 @@ impl Default for TracingConfig {
             endpoint: Endpoint::parse("http://localhost:4317").expect("valid default"),
             protocol: Protocol::Grpc,
             sample_ratio: 1.0,
+            conversation_header: "x-conversation-id".into(),
         }
     }
 }
@@ -503,10 +530,12 @@ impl Config {
 
     /// Checks ranges and consistency that parsing alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let checks: [(&str, Result<(), String>); 13] = [
+        let checks: [(&str, Result<(), String>); 15] = [
             ("service_name", check_non_empty(&self.service_name)),
             ("data_dir", check_non_empty(&self.data_dir.to_string_lossy())),
             ("tracing.sample_ratio", check_ratio(self.tracing.sample_ratio)),
+            ("tracing.endpoint", check_otlp_endpoint(&self.tracing)),
+            ("tracing.conversation_header", check_header_name(&self.tracing.conversation_header)),
             ("metrics.max_label_values", check_at_least(self.metrics.max_label_values as u64, 1)),
             ("logging.max_file_bytes", check_at_least(self.logging.max_file_bytes, MIN_FILE_BYTES)),
             ("clickhouse.database", check_identifier(&self.clickhouse.database)),
@@ -783,6 +812,7 @@ tracing:
   endpoint: "http://localhost:4317"   # OTLP; nothing listening there slows nothing down
   protocol: grpc                      # grpc (4317) | http (4318, protobuf)
   sample_ratio: 1.0                   # fraction of conversations traced, 0–1
+  conversation_header: x-conversation-id   # carries the conversation id between services
 
 metrics:
   enabled: true

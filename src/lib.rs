@@ -51,10 +51,12 @@ pub mod config;
 pub mod exporter;
 pub mod logging;
 pub mod metrics;
+pub mod middleware;
 mod observability;
 pub mod pipeline;
 pub mod simulation;
 pub mod store;
+pub mod trace;
 pub mod types;
 
 use std::collections::HashMap;

@@ -1,9 +1,11 @@
 //! [`Observability`] and the [`Conversation`] handle: the calls services make.
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
+use opentelemetry::Context;
 use prometheus::{Gauge, Histogram};
 use time::OffsetDateTime;
 use tokio::sync::broadcast;
@@ -14,6 +16,8 @@ use crate::metrics::server::MetricsServer;
 use crate::metrics::{Metrics, MetricsError};
 use crate::pipeline::live::{LIVE_CAPACITY, LiveReceiver, LiveSink};
 use crate::pipeline::{DropReason, Pipeline, PipelineError, Processor, Sink, SinkError};
+use crate::trace::tree;
+use crate::trace::{ConversationRef, TraceError, Tracing, new_span_id};
 use crate::types::event::normalize_timestamp;
 use crate::types::*;
 
@@ -48,6 +52,9 @@ pub enum Error {
     /// A direct ClickHouse export failed.
     #[error(transparent)]
     ClickHouse(#[from] crate::exporter::ClickHouseError),
+    /// Tracing could not be set up, or its export could not be flushed.
+    #[error(transparent)]
+    Trace(#[from] TraceError),
     /// The config enables something this version cannot do yet.
     #[error("{0}")]
     Unsupported(String),
@@ -107,6 +114,7 @@ impl ObservabilityBuilder {
                 metrics.pipeline.clone(),
             )?));
         }
+        let tracing = Tracing::new(&config, metrics.pipeline.clone())?;
         let (live_sink, live) = LiveSink::new(LIVE_CAPACITY);
         sinks.push(Box::new(live_sink));
         sinks.extend(self.sinks);
@@ -129,6 +137,8 @@ impl ObservabilityBuilder {
             pipeline,
             live,
             server: Mutex::new(server),
+            tracing,
+            conversations: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&inner);
         inner.metrics.set_queue_len(move || weak.upgrade().map_or(0, |i| i.pipeline.queue_len()));
@@ -143,6 +153,10 @@ pub(crate) struct Inner {
     pipeline: Pipeline,
     live: broadcast::Sender<Arc<Event>>,
     server: Mutex<Option<MetricsServer>>,
+    tracing: Tracing,
+    /// The conversations started here and not ended, by id (weak: they end when their last
+    /// handle goes).
+    conversations: Mutex<HashMap<Arc<str>, Weak<ConvInner>>>,
 }
 
 impl Inner {
@@ -153,11 +167,21 @@ impl Inner {
     fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
         let deadline = std::time::Instant::now() + timeout;
         let result = self.pipeline.shutdown(timeout);
+        let traced = self.tracing.shutdown(deadline.saturating_duration_since(std::time::Instant::now()));
         let server = self.server.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         if let Some(server) = server {
             server.stop(deadline);
         }
-        Ok(result?)
+        result?;
+        Ok(traced?)
+    }
+
+    fn conversation_header(&self) -> Arc<str> {
+        Arc::from(self.config.tracing.conversation_header.as_str())
+    }
+
+    fn live_conversations(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Weak<ConvInner>>> {
+        self.conversations.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -215,15 +239,26 @@ impl Observability {
     /// the route template (`/conversations/{id}`), never the raw path, or ids in URLs explode
     /// the number of series. The middleware calls this; call it for handlers it does not cover.
     pub fn record_http_request(&self, method: &str, route: &str, status: u16, duration: Duration) {
+        self.record_request(method, route, &status.to_string(), duration, (status >= 500).then_some("http_5xx"));
+    }
+
+    /// Records a request in `http_request_duration_seconds` and, when `error_type` is set, in
+    /// `error_rate{service,error_type}`.
+    pub(crate) fn record_request(&self, method: &str, route: &str, status: &str, duration: Duration, error_type: Option<&str>) {
         let metrics = &self.inner.metrics;
-        let code = status.to_string();
-        metrics
-            .http_request_duration
-            .with_label_values(&[method, route, code.as_str()])
-            .observe(duration.as_secs_f64());
-        if status >= 500 {
-            metrics.error_rate.with_label_values(&[&self.inner.service, "http_5xx"]).inc();
+        metrics.http_request_duration.with_label_values(&[method, route, status]).observe(duration.as_secs_f64());
+        if let Some(error_type) = error_type {
+            metrics.error_rate.with_label_values(&[&self.inner.service, &metrics.error_type_label(error_type)]).inc();
         }
+    }
+
+    pub(crate) fn tracing(&self) -> &Tracing {
+        &self.inner.tracing
+    }
+
+    /// The service name (`service_name`).
+    pub fn service(&self) -> &str {
+        &self.inner.service
     }
 
     /// Starts a conversation. The returned handle records its turns, decisions and end;
@@ -235,20 +270,27 @@ impl Observability {
         let inner = &self.inner;
         let metrics = &inner.metrics;
         let at = normalize_timestamp(start.at.unwrap_or_else(OffsetDateTime::now_utc));
-        let id: Arc<str> = Arc::from(start.conversation_id.unwrap_or_else(new_conversation_id));
+        let id: Arc<str> = Arc::from(start.conversation_id.clone().unwrap_or_else(new_conversation_id));
+        let root_builder = tree::root_builder(&id, &start, at);
         let tenant: Arc<str> = Arc::from(start.tenant_id);
         let agent: Arc<str> = Arc::from(start.agent_id);
         let tenant_label = metrics.tenant_label(&tenant);
         let agent_label = metrics.agent_label(&agent);
 
-        let current = opentelemetry::Context::current();
+        let current = Context::current();
         let upstream = current.span().span_context().clone();
-        let (trace_id, parent) = if upstream.is_valid() {
-            (upstream.trace_id(), Some(upstream.span_id()))
-        } else {
-            (new_trace_id(), None)
+        let parent = upstream.is_valid().then(|| upstream.span_id());
+        let cx = inner.tracing.start_span(root_builder, &current);
+        let (trace_id, root) = {
+            let span = cx.span();
+            (span.span_context().trace_id(), span.span_context().span_id())
         };
-        let root = new_span_id();
+        let cx = cx.with_value(ConversationRef {
+            conversation_id: id.clone(),
+            tenant_id: tenant.clone(),
+            agent_id: agent.clone(),
+            header: inner.conversation_header(),
+        });
 
         metrics.conversation_total.with_label_values(&[&tenant_label, &agent_label, start.channel.as_str()]).inc();
         metrics.active_conversations.with_label_values(&[&tenant_label]).inc();
@@ -267,6 +309,8 @@ impl Observability {
             trace_id,
             root,
             parent,
+            cx,
+            joined: false,
             started_at: at,
             customer_id: start.customer_id.clone(),
             language: start.language.clone(),
@@ -289,7 +333,97 @@ impl Observability {
             EventKind::ConversationStarted { customer_id: start.customer_id, channel: start.channel, language: start.language },
         );
         let _ = inner.emit(event);
-        Conversation { inner: Arc::new(conv) }
+        let conv = Arc::new(conv);
+        let mut live = inner.live_conversations();
+        live.retain(|_, c| c.strong_count() > 0);
+        live.insert(conv.id.clone(), Arc::downgrade(&conv));
+        drop(live);
+        Conversation { inner: conv }
+    }
+
+    /// The conversation with this id, when it was started by this instance and has not ended.
+    pub fn conversation(&self, conversation_id: &str) -> Option<Conversation> {
+        let weak = self.inner.live_conversations().get(conversation_id).cloned()?;
+        weak.upgrade().filter(|c| !c.is_ended()).map(|inner| Conversation { inner })
+    }
+
+    /// The conversation `cx` belongs to: the conversation itself when it runs in this
+    /// instance, otherwise a *joined* handle on a conversation another service started (its
+    /// id, tenant and agent came with the request, see [`middleware`](crate::middleware)).
+    /// A joined handle records turns, decisions, errors and violations in the same trace,
+    /// under the request's span, with the same conversation id; it does not start or end the
+    /// conversation (its [`end`](Conversation::end) records nothing). `None` when `cx` carries
+    /// no conversation.
+    pub fn join_conversation(&self, cx: &Context) -> Option<Conversation> {
+        let conv = cx.get::<ConversationRef>()?;
+        if let Some(local) = self.conversation(&conv.conversation_id) {
+            return Some(local);
+        }
+        let inner = &self.inner;
+        let metrics = &inner.metrics;
+        let span = cx.span();
+        let sc = span.span_context();
+        let (trace_id, root) = if sc.is_valid() {
+            (sc.trace_id(), sc.span_id())
+        } else {
+            (crate::trace::new_trace_id(), new_span_id())
+        };
+        let tenant_label = metrics.tenant_label(&conv.tenant_id);
+        let agent_label = metrics.agent_label(&conv.agent_id);
+        let joined = ConvInner {
+            obs: inner.clone(),
+            id: conv.conversation_id.clone(),
+            tenant: conv.tenant_id.clone(),
+            agent: conv.agent_id.clone(),
+            channel: Channel::Chat,
+            response_time: metrics.agent_response_time.with_label_values(&[&agent_label, &tenant_label]),
+            sentiment: metrics.sentiment.with_label_values(&[&tenant_label, &agent_label]),
+            assertiveness: metrics.assertiveness.with_label_values(&[&agent_label]),
+            tenant_label,
+            agent_label,
+            trace_id,
+            root,
+            parent: None,
+            cx: cx.clone(),
+            joined: true,
+            started_at: OffsetDateTime::now_utc(),
+            customer_id: String::new(),
+            language: String::new(),
+            start_metadata: Default::default(),
+            state: Mutex::new(ConvState::default()),
+        };
+        Some(Conversation { inner: Arc::new(joined) })
+    }
+
+    /// [`join_conversation`](Self::join_conversation) of the current OpenTelemetry context:
+    /// inside a request handled by the [`middleware`](crate::middleware) that carried a
+    /// conversation id, or inside [`Conversation::in_span`].
+    pub fn current_conversation(&self) -> Option<Conversation> {
+        self.join_conversation(&Context::current())
+    }
+
+    /// The OpenTelemetry tracer spans are made with (`None` with `tracing.enabled: false`):
+    /// start your own spans with it, or hand it to `tracing-opentelemetry` (see
+    /// [`tracing_layer`](Self::tracing_layer)).
+    pub fn tracer(&self) -> Option<&opentelemetry_sdk::trace::SdkTracer> {
+        self.inner.tracing.tracer()
+    }
+
+    /// A `tracing` layer that turns the service's `tracing` spans into OpenTelemetry spans of
+    /// this instance's tracer, so `#[instrument]`ed code inside [`Conversation::in_span`] or a
+    /// request lands in the conversation's trace. `None` with `tracing.enabled: false`.
+    ///
+    /// ```no_run
+    /// # fn f(obs: &serphona_obs::Observability) {
+    /// use tracing_subscriber::prelude::*;
+    /// tracing_subscriber::registry().with(obs.tracing_layer()).init();
+    /// # }
+    /// ```
+    pub fn tracing_layer<S>(&self) -> Option<tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::SdkTracer>>
+    where
+        S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+    {
+        self.tracer().map(|t| tracing_opentelemetry::layer().with_tracer(t.clone()))
     }
 
     /// Writes a snapshot of every metric series to ClickHouse's `metrics_snapshots` table now
@@ -308,13 +442,14 @@ impl Observability {
     }
 
     /// Delivers everything recorded so far to the sinks and flushes them, waiting at most
-    /// `timeout`.
+    /// `timeout`, then exports the spans ended so far.
     pub fn flush(&self, timeout: Duration) -> Result<(), Error> {
-        Ok(self.inner.pipeline.flush(timeout)?)
+        self.inner.pipeline.flush(timeout)?;
+        Ok(self.inner.tracing.flush()?)
     }
 
-    /// Stops accepting events, delivers everything accepted to the sinks within `timeout`,
-    /// and stops the `/metrics` endpoint. Later calls record metrics but drop events
+    /// Stops accepting events, delivers everything accepted to the sinks and the spans ended
+    /// so far to the OTLP endpoint within `timeout`, and stops the `/metrics` endpoint. Later calls record metrics but drop events
     /// (counted with `reason="shutdown"`).
     pub fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
         self.inner.shutdown(timeout)
@@ -345,6 +480,11 @@ struct ConvInner {
     trace_id: TraceId,
     root: SpanId,
     parent: Option<SpanId>,
+    /// The conversation span (or, joined, the request's span) as the active span, with the
+    /// [`ConversationRef`].
+    cx: Context,
+    /// A handle on a conversation another service started (see `join_conversation`).
+    joined: bool,
     started_at: OffsetDateTime,
     customer_id: String,
     language: String,
@@ -398,8 +538,29 @@ impl ConvInner {
         }
     }
 
+    /// An event with a child span of its own (a turn, decision or transfer): the span is
+    /// recorded now, with its real start and end, and its id goes into the event.
     fn child_event(&self, at: OffsetDateTime, level: Level, speaker: Speaker, content: String, metadata: Metadata, kind: EventKind) -> Event {
-        self.event(at, level, speaker, content, metadata, new_span_id(), Some(self.root), kind)
+        let mut event = self.event(at, level, speaker, content, metadata, SpanId::INVALID, Some(self.root), kind);
+        let tracing = &self.obs.tracing;
+        // Unsampled conversations have unsampled children: ids only, no attributes built.
+        let sampled = tracing.tracer().is_some() && self.cx.span().span_context().is_sampled();
+        event.trace.span_id = match tree::child_builder(&event).filter(|_| sampled) {
+            Some((builder, end)) => tracing.record(builder, &self.cx, end).span_id(),
+            None => new_span_id(),
+        };
+        event
+    }
+
+    /// Adds an error or compliance violation to the conversation span.
+    fn note_on_root(&self, event: &Event) {
+        if let Some((span_event, status)) = tree::root_event(event) {
+            let span = self.cx.span();
+            span.add_event_with_timestamp(span_event.name, span_event.timestamp, span_event.attributes);
+            if let Some(status) = status {
+                span.set_status(status);
+            }
+        }
     }
 
     fn end(&self, end: ConversationEnd) {
@@ -411,6 +572,16 @@ impl ConvInner {
             state.ended = true;
             (state.agent_turns, state.customer_turns)
         };
+        if self.joined {
+            // The service that started the conversation ends it.
+            return;
+        }
+        {
+            let mut live = self.obs.live_conversations();
+            if live.get(&self.id).is_some_and(|w| std::ptr::eq(w.as_ptr(), self)) {
+                live.remove(&self.id);
+            }
+        }
         let at = normalize_timestamp(end.at.unwrap_or_else(OffsetDateTime::now_utc));
         let duration = (at - self.started_at).as_seconds_f64().max(0.0);
         let metrics = &self.obs.metrics;
@@ -455,6 +626,12 @@ impl ConvInner {
                 started_at: Some(self.started_at),
             },
         );
+        if let Some((attributes, span_event)) = tree::root_end(&event) {
+            let span = self.cx.span();
+            span.set_attributes(attributes);
+            span.add_event_with_timestamp(span_event.name, span_event.timestamp, span_event.attributes);
+            span.end_with_timestamp(at.into());
+        }
         let _ = self.obs.emit(event);
     }
 }
@@ -462,7 +639,7 @@ impl ConvInner {
 impl Drop for ConvInner {
     fn drop(&mut self) {
         let ended = self.state.get_mut().map(|s| s.ended).unwrap_or(true);
-        if !ended {
+        if !ended && !self.joined {
             self.end(ConversationEnd::new(Resolution::Abandoned));
         }
     }
@@ -507,9 +684,59 @@ impl Conversation {
         self.inner.trace_id
     }
 
-    /// The conversation (root) span id.
+    /// The conversation (root) span id (for a joined handle, the span of the request it was
+    /// joined in).
     pub fn span_id(&self) -> SpanId {
         self.inner.root
+    }
+
+    /// True for a handle on a conversation another service started (see
+    /// [`Observability::join_conversation`]).
+    pub fn is_joined(&self) -> bool {
+        self.inner.joined
+    }
+
+    /// The OpenTelemetry context of the conversation: its span as the active span, and the
+    /// conversation (id, tenant, agent) that the client helpers of
+    /// [`middleware`](crate::middleware) pass on. Parent your own spans on it, or attach it.
+    pub fn context(&self) -> Context {
+        self.inner.cx.clone()
+    }
+
+    /// Runs `f` in a child span of the conversation named `name` (an LLM call, a tool call,
+    /// a retrieval), with the span's context attached, so spans started inside (by the
+    /// [`tracer`](Observability::tracer), `tracing` with
+    /// [`tracing_layer`](Observability::tracing_layer), or outgoing requests through the
+    /// client helpers) are its children. `f` gets the context to add attributes:
+    /// `cx.span().set_attribute(KeyValue::new("llm.model", "gpt-4o"))`.
+    pub fn in_span<T>(&self, name: impl Into<std::borrow::Cow<'static, str>>, f: impl FnOnce(&Context) -> T) -> T {
+        let cx = self.child_context(name.into());
+        let result = {
+            let _attached = cx.clone().attach();
+            f(&cx)
+        };
+        cx.span().end();
+        result
+    }
+
+    /// [`in_span`](Self::in_span) for async work: the span covers `future` until it completes
+    /// (or is dropped), with its context attached at every poll.
+    pub async fn in_span_async<F: std::future::Future>(&self, name: impl Into<std::borrow::Cow<'static, str>>, future: F) -> F::Output {
+        use opentelemetry::context::FutureExt as _;
+        let cx = self.child_context(name.into());
+        let result = future.with_context(cx.clone()).await;
+        cx.span().end();
+        result
+    }
+
+    fn child_context(&self, name: std::borrow::Cow<'static, str>) -> Context {
+        let c = &*self.inner;
+        let builder = opentelemetry::trace::SpanBuilder::from_name(name).with_attributes([
+            opentelemetry::KeyValue::new("conversation_id", c.id.to_string()),
+            opentelemetry::KeyValue::new(tree::GEN_AI_CONVERSATION_ID, c.id.to_string()),
+            opentelemetry::KeyValue::new("tenant_id", c.tenant.to_string()),
+        ]);
+        c.obs.tracing.start_span(builder, &c.cx)
     }
 
     /// Records a turn (`interaction.agent` or `interaction.customer`). Agent turns feed
@@ -668,6 +895,7 @@ impl Conversation {
             c.parent,
             EventKind::ErrorOccurred { error_type: error_type.to_string() },
         );
+        c.note_on_root(&event);
         let _ = c.obs.emit(event);
     }
 
@@ -698,6 +926,7 @@ impl Conversation {
             c.parent,
             EventKind::ComplianceViolation { policy: policy.to_string(), severity: severity.to_string() },
         );
+        c.note_on_root(&event);
         let _ = c.obs.emit(event);
     }
 
@@ -710,23 +939,5 @@ impl Conversation {
     /// True once the conversation has ended.
     pub fn is_ended(&self) -> bool {
         self.inner.is_ended()
-    }
-}
-
-fn new_trace_id() -> TraceId {
-    loop {
-        let id: u128 = rand::random();
-        if id != 0 {
-            return TraceId::from_bytes(id.to_be_bytes());
-        }
-    }
-}
-
-fn new_span_id() -> SpanId {
-    loop {
-        let id: u64 = rand::random();
-        if id != 0 {
-            return SpanId::from_bytes(id.to_be_bytes());
-        }
     }
 }

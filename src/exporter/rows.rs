@@ -12,6 +12,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::trace::tree;
 use crate::types::{Event, EventKind, Metadata, TurnLatency};
 
 /// The tables the sink writes, in the order a batch is inserted.
@@ -132,7 +133,7 @@ pub struct SpanRow<'a> {
     pub span_id: String,
     pub parent_span_id: String,
     pub conversation_id: &'a str,
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     pub service: &'a str,
     #[serde(with = "clickhouse::serde::time::datetime64::micros")]
     pub start_time: OffsetDateTime,
@@ -250,7 +251,7 @@ pub fn conversation_row(e: &Event) -> Option<ConversationRow<'_>> {
             language,
             status: "ended",
             // Events from before the end repeated the start time: derive it.
-            started_at: started_at.unwrap_or_else(|| minus(e.timestamp, *duration_seconds)),
+            started_at: started_at.unwrap_or_else(|| tree::span_times(e).0),
             ended_at: Some(e.timestamp),
             duration_seconds: Some(*duration_seconds),
             resolution: Some(resolution.as_str()),
@@ -328,35 +329,31 @@ pub fn decision_row(e: &Event) -> Option<DecisionRow<'_>> {
     })
 }
 
-/// The span an event closes: the conversation's root span at its end, and the child span of
-/// each turn, decision and transfer (start = end − its duration, when known).
+/// The span an event closes (see [`crate::trace::tree`] for names and times): the
+/// conversation's root span at its end, and the child span of each turn, decision and
+/// transfer. The same ids, names and times as the OTLP spans.
 pub fn span_row(e: &Event) -> Option<SpanRow<'_>> {
-    let (name, start, status, mut attributes): (&'static str, OffsetDateTime, &'static str, StrMap<'_>) = match &e.kind {
-        EventKind::ConversationEnded { started_at, duration_seconds, resolution, channel, interaction_count, .. } => {
-            let start = started_at.unwrap_or_else(|| minus(e.timestamp, *duration_seconds));
-            let attrs = vec![
-                (Cow::Borrowed("resolution"), Cow::Borrowed(resolution.as_str())),
-                (Cow::Borrowed("channel"), Cow::Borrowed(channel.as_str())),
-                (Cow::Borrowed("interaction_count"), Cow::Owned(interaction_count.to_string())),
-            ];
-            ("conversation", start, "ok", attrs)
+    let mut attributes: StrMap<'_> = match &e.kind {
+        EventKind::ConversationEnded { resolution, channel, interaction_count, .. } => vec![
+            (Cow::Borrowed("resolution"), Cow::Borrowed(resolution.as_str())),
+            (Cow::Borrowed("channel"), Cow::Borrowed(channel.as_str())),
+            (Cow::Borrowed("interaction_count"), Cow::Owned(interaction_count.to_string())),
+        ],
+        EventKind::AgentTurn { turn, .. } | EventKind::CustomerTurn { turn, .. } => {
+            vec![(Cow::Borrowed("turn"), Cow::Owned(turn.to_string()))]
         }
-        EventKind::AgentTurn { duration_ms, turn, .. } | EventKind::CustomerTurn { duration_ms, turn, .. } => {
-            let attrs = vec![(Cow::Borrowed("turn"), Cow::Owned(turn.to_string()))];
-            (e.event_type().as_str(), start_of(e.timestamp, *duration_ms), "ok", attrs)
-        }
-        EventKind::DecisionMade { duration_ms, decision_type, option, .. } => {
-            let attrs = vec![
-                (Cow::Borrowed("decision_type"), Cow::Borrowed(decision_type.as_str())),
-                (Cow::Borrowed("option"), Cow::Borrowed(option.as_str())),
-            ];
-            ("decision.made", start_of(e.timestamp, *duration_ms), "ok", attrs)
-        }
-        EventKind::TransferInitiated { target, .. } => {
-            ("transfer.initiated", e.timestamp, "ok", vec![(Cow::Borrowed("target"), Cow::Borrowed(target.as_str()))])
-        }
+        EventKind::DecisionMade { decision_type, option, .. } => vec![
+            (Cow::Borrowed("decision_type"), Cow::Borrowed(decision_type.as_str())),
+            (Cow::Borrowed("option"), Cow::Borrowed(option.as_str())),
+        ],
+        EventKind::TransferInitiated { target, .. } => vec![(Cow::Borrowed("target"), Cow::Borrowed(target.as_str()))],
         _ => return None,
     };
+    let name = match &e.kind {
+        EventKind::ConversationEnded { .. } => Cow::Borrowed(tree::CONVERSATION_SPAN),
+        kind => tree::span_name(kind)?,
+    };
+    let (start, end) = tree::span_times(e);
     attributes.push((Cow::Borrowed("agent_id"), Cow::Borrowed(&e.agent_id)));
     Some(SpanRow {
         tenant_id: &e.tenant_id,
@@ -367,25 +364,12 @@ pub fn span_row(e: &Event) -> Option<SpanRow<'_>> {
         name,
         service: &e.service,
         start_time: start,
-        end_time: e.timestamp,
-        duration_ms: (e.timestamp - start).as_seconds_f64() * 1000.0,
-        status,
+        end_time: end,
+        duration_ms: (end - start).as_seconds_f64() * 1000.0,
+        status: "ok",
         attributes,
         event_id: e.event_id,
     })
-}
-
-fn start_of(end: OffsetDateTime, duration_ms: Option<f64>) -> OffsetDateTime {
-    minus(end, duration_ms.unwrap_or(0.0) / 1000.0)
-}
-
-/// `t` minus `seconds` (nothing for a negative or non-finite duration, `t` when it would
-/// leave the representable range).
-fn minus(t: OffsetDateTime, seconds: f64) -> OffsetDateTime {
-    if !seconds.is_finite() || seconds <= 0.0 {
-        return t;
-    }
-    t.checked_sub(time::Duration::seconds_f64(seconds.min(1e12))).unwrap_or(t)
 }
 
 /// A row of `metrics_snapshots`.

@@ -256,6 +256,7 @@ pub struct Metrics {
     agents: LabelCap,
     policies: LabelCap,
     error_types: LabelCap,
+    paths: LabelCap,
     resolutions: Mutex<HashMap<TenantAgent, ResolutionCounts>>,
     queue_len: std::sync::OnceLock<Box<dyn Fn() -> usize + Send + Sync>>,
 }
@@ -342,6 +343,7 @@ impl Metrics {
             agents: LabelCap::new("agent_id", max_label_values),
             policies: LabelCap::new("policy", max_label_values),
             error_types: LabelCap::new("error_type", max_label_values),
+            paths: LabelCap::new("path", max_label_values),
             resolutions: Mutex::new(HashMap::new()),
             queue_len: std::sync::OnceLock::new(),
             registry,
@@ -385,6 +387,12 @@ impl Metrics {
     /// The error_type label value after the cap.
     pub fn error_type_label(&self, error_type: &str) -> Arc<str> {
         self.error_types.get(error_type, &self.pipeline.label_overflow)
+    }
+
+    /// The path label value after the cap (route templates and gRPC methods are few; the cap
+    /// guards against a client calling made-up gRPC methods).
+    pub fn path_label(&self, path: &str) -> Arc<str> {
+        self.paths.get(path, &self.pipeline.label_overflow)
     }
 
     /// Records an ended conversation's resolution and refreshes the tenant/agent's rates.
