@@ -69,10 +69,10 @@ impl OtlpExporter {
         if h.failing_since.is_none() {
             h.failing_since = Some(Instant::now());
             tracing::warn!(
-                endpoint = %self.endpoint,
-                "OTLP span export failed ({why}); spans are dropped while it fails and counted in \
+                "OTLP span export to {} failed ({why}); while it fails, spans are dropped and counted in \
                  serphona_obs_sink_events_failed_total{{sink=\"otlp\"}} (start a collector, e.g. \
-                 `serphona-obs up`, or set tracing.enabled: false)"
+                 `serphona-obs up`, or set tracing.enabled: false)",
+                self.endpoint
             );
         }
     }

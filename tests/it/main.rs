@@ -8,3 +8,4 @@ mod clickhouse;
 mod library;
 mod prometheus;
 mod store;
+mod trace;

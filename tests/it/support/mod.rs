@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod clickhouse;
+pub mod otlp;
 pub mod prometheus;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
