@@ -704,7 +704,8 @@ impl Conversation {
     }
 
     /// Runs `f` in a child span of the conversation named `name` (an LLM call, a tool call,
-    /// a retrieval), with the span's context attached, so spans started inside (by the
+    /// a retrieval) — nested under the current span when that belongs to the conversation (a
+    /// request of it, another helper span) — with the span's context attached, so spans started inside (by the
     /// [`tracer`](Observability::tracer), `tracing` with
     /// [`tracing_layer`](Observability::tracing_layer), or outgoing requests through the
     /// client helpers) are its children. `f` gets the context to add attributes:
@@ -736,7 +737,15 @@ impl Conversation {
             opentelemetry::KeyValue::new(tree::GEN_AI_CONVERSATION_ID, c.id.to_string()),
             opentelemetry::KeyValue::new("tenant_id", c.tenant.to_string()),
         ]);
-        c.obs.tracing.start_span(builder, &c.cx)
+        // Inside a request or helper span of this conversation, nest under it; else under the
+        // conversation span.
+        let current = Context::current();
+        let nested = {
+            let span = current.span();
+            let sc = span.span_context();
+            sc.is_valid() && sc.trace_id() == c.trace_id && current.get::<ConversationRef>().is_some()
+        };
+        c.obs.tracing.start_span(builder, if nested { &current } else { &c.cx })
     }
 
     /// Records a turn (`interaction.agent` or `interaction.customer`). Agent turns feed

@@ -6,6 +6,7 @@ mod support;
 mod cli;
 mod clickhouse;
 mod library;
+mod middleware;
 mod prometheus;
 mod store;
 mod trace;
