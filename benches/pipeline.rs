@@ -27,6 +27,8 @@ fn observability(dir: &std::path::Path, when_full: WhenFull, capacity: usize) ->
     config.data_dir = dir.to_path_buf();
     config.metrics.enabled = false; // the registry is still updated; nothing is served
     config.pipeline.when_full = when_full;
+    // Spans cost the caller too; benches/tracing.rs measures that. This bench is the event path.
+    config.tracing.enabled = false;
     Observability::init(config).unwrap()
 }
 

@@ -267,9 +267,13 @@ fn resource(config: &Config) -> Resource {
 }
 
 /// The URL spans are sent to: the endpoint as configured for gRPC; for OTLP/HTTP, with
-/// `/v1/traces` added when the endpoint has no path.
+/// `/v1/traces` added when the endpoint has no path (and port 4318 for the default endpoint).
 pub fn export_url(config: &TracingConfig) -> String {
     let url = config.endpoint.url();
+    if config.protocol == Protocol::Http && config.endpoint == TracingConfig::default().endpoint {
+        // The default endpoint is gRPC's port; OTLP/HTTP's is 4318.
+        return "http://localhost:4318/v1/traces".into();
+    }
     match config.protocol {
         Protocol::Grpc => config.endpoint.as_str().to_string(),
         Protocol::Http if url.path() == "/" || url.path().is_empty() => {
@@ -300,4 +304,22 @@ fn build_exporter(config: &TracingConfig, url: &str) -> Result<opentelemetry_otl
             .build(),
     };
     built.map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Endpoint;
+
+    #[test]
+    fn the_export_url_follows_the_protocol() {
+        let mut t = TracingConfig::default();
+        assert_eq!(export_url(&t), "http://localhost:4317");
+        t.protocol = Protocol::Http;
+        assert_eq!(export_url(&t), "http://localhost:4318/v1/traces");
+        t.endpoint = Endpoint::parse("http://collector:4318/").unwrap();
+        assert_eq!(export_url(&t), "http://collector:4318/v1/traces");
+        t.endpoint = Endpoint::parse("http://gw/otlp/v1/traces").unwrap();
+        assert_eq!(export_url(&t), "http://gw/otlp/v1/traces");
+    }
 }
