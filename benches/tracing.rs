@@ -31,6 +31,7 @@ fn receiver(rt: &tokio::runtime::Runtime) -> String {
     format!("http://{addr}")
 }
 
+#[allow(clippy::field_reassign_with_default)] // the way the crate docs show it
 fn observability(dir: &std::path::Path, tracing: Option<(&str, f64)>) -> Observability {
     let mut config = Config::default();
     config.data_dir = dir.to_path_buf();

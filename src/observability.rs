@@ -301,11 +301,7 @@ impl Observability {
             tenant,
             agent,
             channel: start.channel,
-            response_time: metrics.agent_response_time.with_label_values(&[&agent_label, &tenant_label]),
-            sentiment: metrics.sentiment.with_label_values(&[&tenant_label, &agent_label]),
-            assertiveness: metrics.assertiveness.with_label_values(&[&agent_label]),
-            tenant_label,
-            agent_label,
+            series: ConvSeries::new(metrics, tenant_label, agent_label),
             trace_id,
             root,
             parent,
@@ -376,11 +372,7 @@ impl Observability {
             tenant: conv.tenant_id.clone(),
             agent: conv.agent_id.clone(),
             channel: Channel::Chat,
-            response_time: metrics.agent_response_time.with_label_values(&[&agent_label, &tenant_label]),
-            sentiment: metrics.sentiment.with_label_values(&[&tenant_label, &agent_label]),
-            assertiveness: metrics.assertiveness.with_label_values(&[&agent_label]),
-            tenant_label,
-            agent_label,
+            series: ConvSeries::new(metrics, tenant_label, agent_label),
             trace_id,
             root,
             parent: None,
@@ -466,17 +458,34 @@ struct ConvState {
     ended: bool,
 }
 
+/// A conversation's label values (after the cap) and the series it updates on every turn.
+struct ConvSeries {
+    tenant_label: Arc<str>,
+    agent_label: Arc<str>,
+    response_time: Histogram,
+    sentiment: Gauge,
+    assertiveness: Gauge,
+}
+
+impl ConvSeries {
+    fn new(metrics: &Metrics, tenant_label: Arc<str>, agent_label: Arc<str>) -> Self {
+        ConvSeries {
+            response_time: metrics.agent_response_time.with_label_values(&[&agent_label, &tenant_label]),
+            sentiment: metrics.sentiment.with_label_values(&[&tenant_label, &agent_label]),
+            assertiveness: metrics.assertiveness.with_label_values(&[&agent_label]),
+            tenant_label,
+            agent_label,
+        }
+    }
+}
+
 struct ConvInner {
     obs: Arc<Inner>,
     id: Arc<str>,
     tenant: Arc<str>,
     agent: Arc<str>,
     channel: Channel,
-    tenant_label: Arc<str>,
-    agent_label: Arc<str>,
-    response_time: Histogram,
-    sentiment: Gauge,
-    assertiveness: Gauge,
+    series: ConvSeries,
     trace_id: TraceId,
     root: SpanId,
     parent: Option<SpanId>,
@@ -585,7 +594,7 @@ impl ConvInner {
         let at = normalize_timestamp(end.at.unwrap_or_else(OffsetDateTime::now_utc));
         let duration = (at - self.started_at).as_seconds_f64().max(0.0);
         let metrics = &self.obs.metrics;
-        let (t, a) = (&*self.tenant_label, &*self.agent_label);
+        let (t, a) = (&*self.series.tenant_label, &*self.series.agent_label);
         metrics.conversation_duration.with_label_values(&[t, a, end.resolution.as_str()]).observe(duration);
         metrics.conversation_interactions.with_label_values(&[t, "agent"]).observe(agent_turns as f64);
         metrics.conversation_interactions.with_label_values(&[t, "customer"]).observe(customer_turns as f64);
@@ -593,7 +602,7 @@ impl ConvInner {
         if let Some(rating) = rating {
             metrics.customer_rating.with_label_values(&[t, a]).observe(rating as f64);
         }
-        metrics.record_resolution(&self.tenant_label, &self.agent_label, end.resolution);
+        metrics.record_resolution(&self.series.tenant_label, &self.series.agent_label, end.resolution);
         metrics.active_conversations.with_label_values(&[t]).dec();
 
         let interaction_count = agent_turns + customer_turns;
@@ -786,13 +795,13 @@ impl Conversation {
         // Scores and latencies that are not finite numbers are kept in the event but not in
         // metrics, where one NaN would poison a series' sum for good.
         if let Some(s) = meta.sentiment.filter(|v| v.is_finite()) {
-            c.sentiment.set(s);
+            c.series.sentiment.set(s);
         }
         if let Some(a) = meta.assertiveness.filter(|v| v.is_finite()) {
-            c.assertiveness.set(a);
+            c.series.assertiveness.set(a);
         }
         for (policy, score) in meta.compliance.iter().filter(|(_, v)| v.is_finite()) {
-            metrics.compliance.with_label_values(&[&c.tenant_label, &metrics.policy_label(policy)]).set(*score);
+            metrics.compliance.with_label_values(&[&c.series.tenant_label, &metrics.policy_label(policy)]).set(*score);
         }
         if let Some(latency) = &interaction.latency {
             let parts = [
@@ -804,7 +813,7 @@ impl Conversation {
             ];
             for (part, ms) in parts {
                 if let Some(ms) = ms.filter(|v| v.is_finite() && *v >= 0.0) {
-                    metrics.voice_latency.with_label_values(&[&c.tenant_label, part]).observe(ms / 1000.0);
+                    metrics.voice_latency.with_label_values(&[&c.series.tenant_label, part]).observe(ms / 1000.0);
                 }
             }
         }
@@ -817,7 +826,7 @@ impl Conversation {
                     .or_else(|| previous_customer_end.map(|end| (at - end).as_seconds_f64()))
                     .filter(|s| s.is_finite() && *s >= 0.0);
                 if let Some(seconds) = response {
-                    c.response_time.observe(seconds);
+                    c.series.response_time.observe(seconds);
                 }
                 EventKind::AgentTurn {
                     turn,

@@ -18,6 +18,7 @@ use crate::support::prometheus::Prometheus;
 
 const WAIT: Duration = Duration::from_secs(30);
 
+#[allow(clippy::field_reassign_with_default)] // the way the crate docs show it
 fn service_config(name: &str, dir: &std::path::Path, receiver: Option<&Receiver>) -> Config {
     let mut config = Config::default();
     config.service_name = name.into();

@@ -15,6 +15,7 @@ use crate::support::otlp::{Receiver, Received, Transport};
 
 const WAIT: Duration = Duration::from_secs(30);
 
+#[allow(clippy::field_reassign_with_default)] // the way the crate docs show it
 fn traced_config(dir: &std::path::Path, endpoint: String, protocol: serphona_obs::config::Protocol) -> Config {
     let mut config = Config::default();
     config.service_name = "trace-it".into();
