@@ -330,10 +330,8 @@ impl Observability {
         );
         let _ = inner.emit(event);
         let conv = Arc::new(conv);
-        let mut live = inner.live_conversations();
-        live.retain(|_, c| c.strong_count() > 0);
-        live.insert(conv.id.clone(), Arc::downgrade(&conv));
-        drop(live);
+        // Removed again by `end` (also when the last handle is dropped without one).
+        inner.live_conversations().insert(conv.id.clone(), Arc::downgrade(&conv));
         Conversation { inner: conv }
     }
 

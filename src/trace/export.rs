@@ -24,6 +24,8 @@ pub(crate) struct OtlpExporter {
     runtime: tokio::runtime::Handle,
     metrics: Arc<SelfMetrics>,
     endpoint: String,
+    /// The built-in default endpoint (nobody asked for a collector there).
+    default_endpoint: bool,
     state: Mutex<Health>,
 }
 
@@ -48,11 +50,12 @@ impl OtlpExporter {
         runtime: tokio::runtime::Handle,
         metrics: Arc<SelfMetrics>,
         endpoint: String,
+        default_endpoint: bool,
     ) -> Self {
         for vec in [&metrics.events_exported, &metrics.events_failed, &metrics.batches_exported, &metrics.batches_failed] {
             vec.with_label_values(&[SINK_NAME]);
         }
-        OtlpExporter { inner: Arc::new(inner), runtime, metrics, endpoint, state: Mutex::new(Health::default()) }
+        OtlpExporter { inner: Arc::new(inner), runtime, metrics, endpoint, default_endpoint, state: Mutex::new(Health::default()) }
     }
 
     fn health(&self) -> std::sync::MutexGuard<'_, Health> {
@@ -68,6 +71,16 @@ impl OtlpExporter {
         h.paused_until = Some(Instant::now() + h.pause);
         if h.failing_since.is_none() {
             h.failing_since = Some(Instant::now());
+            if self.default_endpoint {
+                // The embedded default (demo, simulate on a fresh machine): no collector is
+                // expected, so this is news, not a warning.
+                tracing::info!(
+                    "no OTLP collector at {} (the default tracing.endpoint): spans are dropped until one runs \
+                     (`serphona-obs up`); set tracing.enabled: false to stop trying",
+                    self.endpoint
+                );
+                return;
+            }
             tracing::warn!(
                 "OTLP span export to {} failed ({why}); while it fails, spans are dropped and counted in \
                  serphona_obs_sink_events_failed_total{{sink=\"otlp\"}} (start a collector, e.g. \

@@ -114,7 +114,8 @@ impl Tracing {
             build_exporter(&config.tracing, &endpoint)
                 .map_err(|message| TraceError::Exporter { endpoint: endpoint.clone(), message })?
         };
-        let exporter = export::OtlpExporter::new(exporter, runtime.handle().clone(), metrics, endpoint);
+        let default_endpoint = config.tracing.endpoint == TracingConfig::default().endpoint;
+        let exporter = export::OtlpExporter::new(exporter, runtime.handle().clone(), metrics, endpoint, default_endpoint);
         let processor = BatchSpanProcessor::builder(exporter)
             .with_batch_config(
                 BatchConfigBuilder::default()

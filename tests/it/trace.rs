@@ -244,3 +244,29 @@ fn simulate_with_a_dead_endpoint_warns_once() {
     let warnings = stderr.lines().filter(|l| l.contains("OTLP span export to")).count();
     assert_eq!(warnings, 1, "one warning for the whole run, not one per span:\n{stderr}");
 }
+
+#[test]
+fn conversation_lookup_by_id_forgets_ended_and_dropped_conversations() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = traced_config(dir.path(), "http://127.0.0.1:9".into(), serphona_obs::config::Protocol::Grpc);
+    config.tracing.enabled = false;
+    let obs = Observability::init(config).unwrap();
+    let ended = obs.start_conversation(ConversationStart::new("t", "a", "c", Channel::Chat));
+    let dropped = obs.start_conversation(ConversationStart::new("t", "a", "c", Channel::Chat));
+    let (ended_id, dropped_id) = (ended.id().to_string(), dropped.id().to_string());
+    let found = obs.conversation(&ended_id).expect("a live conversation is found by id");
+    assert_eq!(found.trace_id(), ended.trace_id());
+    assert!(!found.is_joined());
+    drop(found);
+    ended.end(ConversationEnd::new(Resolution::Resolved));
+    drop(dropped);
+    assert!(obs.conversation(&ended_id).is_none(), "ended");
+    assert!(obs.conversation(&dropped_id).is_none(), "dropped (ended as abandoned)");
+    // Ids still flow with tracing off: events of one conversation share a valid trace id.
+    obs.shutdown(WAIT).unwrap();
+    let events = LocalStore::open(dir.path()).read_all().unwrap();
+    assert_eq!(events.len(), 4);
+    let of_ended: Vec<_> = events.iter().filter(|e| *e.conversation_id == *ended_id).collect();
+    assert!(of_ended.iter().all(|e| e.trace.trace_id == of_ended[0].trace.trace_id));
+    assert_ne!(of_ended[0].trace.trace_id, opentelemetry::trace::TraceId::INVALID);
+}
