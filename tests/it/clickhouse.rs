@@ -237,9 +237,24 @@ fn the_peer_stopped_mid_run_loses_and_doubles_nothing() {
     let events = logged(data.path());
     assert_eq!(events.len(), 6000);
     let q = |sql: &str| ch.query_u64(&sql.replace("DB", &db));
-    assert_eq!(q("SELECT count() FROM DB.events"), 6000, "{}", ch.log_tail());
-    assert_eq!(q("SELECT uniqExact(event_id) FROM DB.events"), 6000);
-    assert_eq!(q("SELECT count() FROM DB.interactions"), 4800);
+    // On failure, say where the rows went: rejected as permanent, spooled, dropped from the spool.
+    let m = &obs.metrics().pipeline;
+    let gather = |vec: &prometheus::IntCounterVec| -> u64 {
+        use prometheus::core::Collector;
+        vec.collect().iter().flat_map(|f| f.get_metric().iter().map(|m| m.get_counter().get_value() as u64).collect::<Vec<_>>()).sum()
+    };
+    let rejected_file = serphona_obs::exporter::spool::spool_dir(data.path()).join("rejected.jsonl");
+    let whereabouts = format!(
+        "rows_rejected {} events_spooled {} spool_dropped {} rejected.jsonl lines {} spool bytes now {}",
+        gather(&m.rows_rejected),
+        gather(&m.events_spooled),
+        gather(&m.spool_dropped),
+        std::fs::read_to_string(&rejected_file).map(|t| t.lines().count()).unwrap_or(0),
+        m.spool_bytes.with_label_values(&["clickhouse"]).get(),
+    );
+    assert_eq!(q("SELECT count() FROM DB.events"), 6000, "{whereabouts}\n{}", ch.log_tail());
+    assert_eq!(q("SELECT uniqExact(event_id) FROM DB.events"), 6000, "{whereabouts}");
+    assert_eq!(q("SELECT count() FROM DB.interactions"), 4800, "{whereabouts}");
     assert_eq!(q("SELECT count() FROM DB.conversations FINAL"), 600);
     let ids: HashSet<String> = ch.query(&format!("SELECT toString(event_id) FROM {db}.events")).lines().map(str::to_string).collect();
     let logged_ids: HashSet<String> = events.iter().map(|e| e.event_id.to_string()).collect();
