@@ -5,7 +5,9 @@
 //!
 //! `cargo bench --bench tracing`. See BENCHMARKS.md for figures.
 
-use std::time::{Duration, Instant};
+mod support;
+
+use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use serphona_obs::types::*;
@@ -64,21 +66,11 @@ fn bench(c: &mut Criterion) {
         let conv = obs.start_conversation(ConversationStart::new("acme-telco", "acme-billing-bot", "cust-1", Channel::Voice));
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                let mut left = iters;
-                while left > 0 {
-                    let n = left.min(BATCH);
-                    let started = Instant::now();
-                    for _ in 0..n {
-                        conv.track_interaction(
-                            Interaction::customer(CONTENT).sentiment(-0.5).intent("billing_dispute", 0.93).duration_ms(1800.0),
-                        );
-                    }
-                    total += started.elapsed();
-                    obs.flush(Duration::from_secs(60)).unwrap();
-                    left -= n;
-                }
-                total
+                support::timed_in_batches(&obs, iters, BATCH, || {
+                    conv.track_interaction(
+                        Interaction::customer(CONTENT).sentiment(-0.5).intent("billing_dispute", 0.93).duration_ms(1800.0),
+                    )
+                })
             })
         });
         drop(conv);

@@ -130,6 +130,7 @@ impl ObservabilityBuilder {
             sinks,
             metrics.pipeline.clone(),
         );
+        let conversation_header = Arc::from(config.tracing.conversation_header.as_str());
         let inner = Arc::new(Inner {
             service: Arc::from(config.service_name.as_str()),
             config,
@@ -138,6 +139,7 @@ impl ObservabilityBuilder {
             live,
             server: Mutex::new(server),
             tracing,
+            conversation_header,
             conversations: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&inner);
@@ -154,6 +156,8 @@ pub(crate) struct Inner {
     live: broadcast::Sender<Arc<Event>>,
     server: Mutex<Option<MetricsServer>>,
     tracing: Tracing,
+    /// `tracing.conversation_header`, shared by every conversation and request.
+    conversation_header: Arc<str>,
     /// The conversations started here and not ended, by id (weak: they end when their last
     /// handle goes).
     conversations: Mutex<HashMap<Arc<str>, Weak<ConvInner>>>,
@@ -174,10 +178,6 @@ impl Inner {
         }
         result?;
         Ok(traced?)
-    }
-
-    fn conversation_header(&self) -> Arc<str> {
-        Arc::from(self.config.tracing.conversation_header.as_str())
     }
 
     fn live_conversations(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Weak<ConvInner>>> {
@@ -256,6 +256,10 @@ impl Observability {
         &self.inner.tracing
     }
 
+    pub(crate) fn conversation_header(&self) -> &Arc<str> {
+        &self.inner.conversation_header
+    }
+
     /// The service name (`service_name`).
     pub fn service(&self) -> &str {
         &self.inner.service
@@ -289,7 +293,7 @@ impl Observability {
             conversation_id: id.clone(),
             tenant_id: tenant.clone(),
             agent_id: agent.clone(),
-            header: inner.conversation_header(),
+            header: inner.conversation_header.clone(),
         });
 
         metrics.conversation_total.with_label_values(&[&tenant_label, &agent_label, start.channel.as_str()]).inc();
@@ -552,7 +556,7 @@ impl ConvInner {
         let tracing = &self.obs.tracing;
         // Unsampled conversations have unsampled children: ids only, no attributes built.
         let sampled = tracing.tracer().is_some() && self.cx.span().span_context().is_sampled();
-        event.trace.span_id = match tree::child_builder(&event).filter(|_| sampled) {
+        event.trace.span_id = match sampled.then(|| tree::child_builder(&event)).flatten() {
             Some((builder, end)) => tracing.record(builder, &self.cx, end).span_id(),
             None => new_span_id(),
         };
@@ -561,8 +565,11 @@ impl ConvInner {
 
     /// Adds an error or compliance violation to the conversation span.
     fn note_on_root(&self, event: &Event) {
+        let span = self.cx.span();
+        if !span.is_recording() {
+            return;
+        }
         if let Some((span_event, status)) = tree::root_event(event) {
-            let span = self.cx.span();
             span.add_event_with_timestamp(span_event.name, span_event.timestamp, span_event.attributes);
             if let Some(status) = status {
                 span.set_status(status);
@@ -633,12 +640,12 @@ impl ConvInner {
                 started_at: Some(self.started_at),
             },
         );
-        if let Some((attributes, span_event)) = tree::root_end(&event) {
-            let span = self.cx.span();
+        let span = self.cx.span();
+        if let Some((attributes, span_event)) = span.is_recording().then(|| tree::root_end(&event)).flatten() {
             span.set_attributes(attributes);
             span.add_event_with_timestamp(span_event.name, span_event.timestamp, span_event.attributes);
-            span.end_with_timestamp(at.into());
         }
+        span.end_with_timestamp(at.into());
         let _ = self.obs.emit(event);
     }
 }

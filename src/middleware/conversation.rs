@@ -22,7 +22,7 @@ pub const MAX_ID_LEN: usize = 256;
 
 /// The upstream context of a request: the remote parent span from `traceparent` (if any) and
 /// the conversation it names (if any).
-pub(crate) fn extract(headers: &impl Extractor, conversation_header: &str) -> (Context, Option<ConversationRef>) {
+pub(crate) fn extract(headers: &impl Extractor, conversation_header: &Arc<str>) -> (Context, Option<ConversationRef>) {
     let cx = TraceContextPropagator::new().extract(headers);
     let cx = BaggagePropagator::new().extract_with_context(&cx, headers);
     let conversation = headers.get(conversation_header).and_then(valid_id).map(|id| {
@@ -34,7 +34,7 @@ pub(crate) fn extract(headers: &impl Extractor, conversation_header: &str) -> (C
             conversation_id: Arc::from(id),
             tenant_id: value(TENANT_BAGGAGE),
             agent_id: value(AGENT_BAGGAGE),
-            header: Arc::from(conversation_header),
+            header: conversation_header.clone(),
         }
     });
     (cx, conversation)
@@ -107,6 +107,10 @@ mod tests {
     use super::*;
     use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
 
+    fn header() -> Arc<str> {
+        Arc::from("x-conversation-id")
+    }
+
     fn conversation_cx() -> Context {
         let sc = SpanContext::new(
             TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
@@ -129,7 +133,7 @@ mod tests {
         inject_headers(&conversation_cx(), &mut headers);
         assert_eq!(headers["traceparent"], "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
         assert_eq!(headers["x-conversation-id"], "conv-1");
-        let (cx, conv) = extract(&HeaderExtractor(&headers), "x-conversation-id");
+        let (cx, conv) = extract(&HeaderExtractor(&headers), &header());
         let conv = conv.expect("the conversation header came through");
         assert_eq!(&*conv.conversation_id, "conv-1");
         assert_eq!(&*conv.tenant_id, "acme, inc", "baggage values are percent-encoded and back");
@@ -145,12 +149,12 @@ mod tests {
             if let Ok(v) = http::HeaderValue::from_str(bad) {
                 headers.insert("x-conversation-id", v);
             }
-            let (_, conv) = extract(&HeaderExtractor(&headers), "x-conversation-id");
+            let (_, conv) = extract(&HeaderExtractor(&headers), &header());
             assert!(conv.is_none(), "{bad:?} was taken");
         }
         let mut headers = HeaderMap::new();
         headers.insert("traceparent", http::HeaderValue::from_static("00-zz-yy-01"));
-        let (cx, _) = extract(&HeaderExtractor(&headers), "x-conversation-id");
+        let (cx, _) = extract(&HeaderExtractor(&headers), &header());
         assert!(!cx.span().span_context().is_valid(), "a malformed traceparent starts nothing");
     }
 }

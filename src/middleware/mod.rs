@@ -96,13 +96,12 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let finish = Finish::begin(&self.obs, self.protocol, &req);
-        let cx = finish.cx.clone();
-        req.extensions_mut().insert(cx.clone());
+        req.extensions_mut().insert(finish.cx.clone());
         let inner = {
-            let _attached = cx.clone().attach();
+            let _attached = finish.cx.clone().attach();
             self.inner.call(req)
         };
-        ResponseFuture { inner, cx, finish: Some(finish) }
+        ResponseFuture { inner, finish: Some(finish) }
     }
 }
 
@@ -112,7 +111,7 @@ pin_project_lite::pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        cx: Context,
+        // Holds the request's context (attached at every poll) until the response is there.
         finish: Option<Finish>,
     }
 }
@@ -127,7 +126,7 @@ where
     fn poll(self: Pin<&mut Self>, task: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = {
-            let _attached = this.cx.clone().attach();
+            let _attached = this.finish.as_ref().expect("ResponseFuture polled after completion").cx.clone().attach();
             ready!(this.inner.poll(task))
         };
         let mut finish = this.finish.take().expect("ResponseFuture polled after completion");
@@ -220,8 +219,7 @@ impl Finish {
                 .map_or_else(|| Arc::from(UNMATCHED_ROUTE), |p| Arc::from(p.as_str())),
             Protocol::Grpc => obs.metrics().path_label(&path),
         };
-        let header = &obs.config().tracing.conversation_header;
-        let (upstream, named) = conversation::extract(&conversation::HeaderExtractor(req.headers()), header);
+        let (upstream, named) = conversation::extract(&conversation::HeaderExtractor(req.headers()), obs.conversation_header());
         let upstream_sc = upstream.span().span_context().clone();
         let mut links = Vec::new();
         let parent = match named.as_ref().and_then(|c| obs.conversation(&c.conversation_id)) {

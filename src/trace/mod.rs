@@ -150,17 +150,14 @@ impl Tracing {
     /// tracing off, the span is not recorded but has fresh ids in the parent's trace (or a new
     /// trace), so ids in events and `traceparent` headers stay right.
     pub fn start_span(&self, builder: SpanBuilder, parent: &Context) -> Context {
-        match &self.sdk {
-            Some(sdk) => {
-                let span = sdk.tracer.build_with_context(builder, parent);
-                if span.span_context().is_valid() {
-                    return parent.with_span(span);
-                }
-                // The provider is shut down: ids only, like tracing off.
-                parent.with_remote_span_context(unrecorded(parent))
+        if let Some(sdk) = &self.sdk {
+            let span = sdk.tracer.build_with_context(builder, parent);
+            if span.span_context().is_valid() {
+                return parent.with_span(span);
             }
-            None => parent.with_remote_span_context(unrecorded(parent)),
+            // The provider is shut down: ids only, like tracing off.
         }
+        parent.with_remote_span_context(unrecorded(parent))
     }
 
     /// Records a span that is already over (start and end known) and returns its ids.

@@ -1,0 +1,24 @@
+//! What the benchmarks share.
+
+use std::time::{Duration, Instant};
+
+use serphona_obs::Observability;
+
+/// Times `iters` calls of `call` on this thread in batches of at most `batch` (small enough to
+/// fit the queues), with an untimed `flush` after each batch so the background threads write
+/// them out and nothing is dropped: the caller-thread cost alone.
+pub fn timed_in_batches(obs: &Observability, iters: u64, batch: u64, mut call: impl FnMut()) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(batch);
+        let started = Instant::now();
+        for _ in 0..n {
+            call();
+        }
+        total += started.elapsed();
+        obs.flush(Duration::from_secs(60)).unwrap();
+        left -= n;
+    }
+    total
+}
