@@ -17,7 +17,7 @@ use crate::metrics::{Metrics, MetricsError};
 use crate::pipeline::live::{LIVE_CAPACITY, LiveReceiver, LiveSink};
 use crate::pipeline::{DropReason, Pipeline, PipelineError, Processor, Sink, SinkError};
 use crate::trace::tree;
-use crate::trace::{ConversationRef, TraceError, Tracing, new_span_id};
+use crate::trace::{ConversationRef, TraceError, Tracing, new_span_id, unrecorded};
 use crate::types::event::normalize_timestamp;
 use crate::types::*;
 
@@ -359,12 +359,12 @@ impl Observability {
         }
         let inner = &self.inner;
         let metrics = &inner.metrics;
-        let span = cx.span();
-        let sc = span.span_context();
-        let (trace_id, root) = if sc.is_valid() {
-            (sc.trace_id(), sc.span_id())
-        } else {
-            (crate::trace::new_trace_id(), new_span_id())
+        // A context without a span (built by hand, not by the middleware) gets ids of its own,
+        // kept in the context so the handle's child spans share its trace.
+        let cx = if cx.span().span_context().is_valid() { cx.clone() } else { cx.with_remote_span_context(unrecorded(cx)) };
+        let (trace_id, root) = {
+            let span = cx.span();
+            (span.span_context().trace_id(), span.span_context().span_id())
         };
         let tenant_label = metrics.tenant_label(&conv.tenant_id);
         let agent_label = metrics.agent_label(&conv.agent_id);
@@ -378,7 +378,7 @@ impl Observability {
             trace_id,
             root,
             parent: None,
-            cx: cx.clone(),
+            cx,
             joined: true,
             started_at: OffsetDateTime::now_utc(),
             customer_id: String::new(),

@@ -220,7 +220,7 @@ impl Drop for Sdk {
 
 /// A span context that nothing records: a child of `parent` (same trace, flags and state) or
 /// the root of a new trace.
-fn unrecorded(parent: &Context) -> SpanContext {
+pub(crate) fn unrecorded(parent: &Context) -> SpanContext {
     let span = parent.span();
     let p = span.span_context();
     if p.is_valid() {
@@ -231,7 +231,7 @@ fn unrecorded(parent: &Context) -> SpanContext {
 }
 
 /// A random, valid trace id.
-pub(crate) fn new_trace_id() -> TraceId {
+fn new_trace_id() -> TraceId {
     loop {
         let id: u128 = rand::random();
         if id != 0 {

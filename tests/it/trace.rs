@@ -270,3 +270,32 @@ fn conversation_lookup_by_id_forgets_ended_and_dropped_conversations() {
     assert!(of_ended.iter().all(|e| e.trace.trace_id == of_ended[0].trace.trace_id));
     assert_ne!(of_ended[0].trace.trace_id, opentelemetry::trace::TraceId::INVALID);
 }
+
+#[test]
+fn a_joined_handle_on_a_context_without_a_span_keeps_its_spans_in_one_trace() {
+    let receiver = Receiver::start(Transport::Grpc);
+    let dir = tempfile::tempdir().unwrap();
+    let obs = Observability::init(traced_config(dir.path(), receiver.endpoint(), receiver.protocol())).unwrap();
+    // A context that names a conversation of another service but carries no span.
+    let cx = opentelemetry::Context::new().with_value(serphona_obs::trace::ConversationRef {
+        conversation_id: "remote-1".into(),
+        tenant_id: "acme".into(),
+        agent_id: "bot".into(),
+        header: "x-conversation-id".into(),
+    });
+    let joined = obs.join_conversation(&cx).expect("the context names a conversation");
+    assert!(joined.is_joined());
+    joined.track_interaction(Interaction::customer("one"));
+    joined.track_interaction(Interaction::agent("two"));
+    let trace = joined.trace_id().to_string();
+    drop(joined);
+    obs.shutdown(WAIT).unwrap();
+    let spans = receiver.wait_for(WAIT, "2 spans", |s| s.len() >= 2);
+    assert_eq!(spans.len(), 2);
+    for s in &spans {
+        assert_eq!(s.trace_id(), trace, "{} is in the handle's trace", s.name());
+    }
+    let events = LocalStore::open(dir.path()).read_all().unwrap();
+    assert_eq!(events.len(), 2, "a joined handle neither starts nor ends the conversation");
+    assert!(events.iter().all(|e| e.trace.trace_id.to_string() == trace));
+}
