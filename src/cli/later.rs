@@ -79,39 +79,3 @@ pub enum DashboardsCommand {
         clickhouse_url: Option<String>,
     },
 }
-
-/// `tail` (not yet available).
-#[derive(Debug, Args)]
-pub struct TailArgs {
-    /// local or clickhouse.
-    #[arg(long)]
-    pub source: Option<String>,
-    /// Only this tenant.
-    #[arg(long)]
-    pub tenant: Option<String>,
-    /// Only this agent.
-    #[arg(long)]
-    pub agent: Option<String>,
-    /// Only this channel.
-    #[arg(long)]
-    pub channel: Option<String>,
-}
-
-/// `query` (not yet available).
-#[derive(Debug, Subcommand)]
-pub enum QueryCommand {
-    /// List conversations.
-    Conversations,
-    /// One conversation: attributes, transcript, decisions, trace tree.
-    Conversation {
-        /// Conversation id.
-        id: String,
-    },
-    /// One trace as a tree.
-    Trace {
-        /// Trace id.
-        trace_id: String,
-    },
-    /// Counts, resolution rate, percentiles.
-    Stats,
-}

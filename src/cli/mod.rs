@@ -6,8 +6,10 @@ mod config;
 mod demo;
 mod later;
 mod output;
+mod query;
 mod schema;
 mod simulate;
+mod tail;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -64,10 +66,10 @@ enum Command {
     /// Synthetic conversations through the configured sinks.
     Simulate(simulate::Args),
     /// Live conversation view in the terminal.
-    Tail(later::TailArgs),
+    Tail(tail::Args),
     /// Read conversations, transcripts, traces and stats.
     #[command(subcommand)]
-    Query(later::QueryCommand),
+    Query(query::Command),
     /// Print a commented default config, or the effective one.
     #[command(subcommand)]
     Config(config::Command),
@@ -169,8 +171,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(_) => later::unavailable("status", "the stack (compose/ and the native backend)"),
         Command::Schema(command) => schema::run(ctx, command),
         Command::Dashboards(_) => later::unavailable("dashboards", "the Grafana dashboards"),
-        Command::Tail(_) => later::unavailable("tail", "the live view and query"),
-        Command::Query(_) => later::unavailable("query", "the live view and query"),
+        Command::Tail(args) => tail::run(ctx, args),
+        Command::Query(command) => query::run(ctx, command),
     }
 }
 

@@ -8,5 +8,6 @@ mod clickhouse;
 mod library;
 mod middleware;
 mod prometheus;
+mod query;
 mod store;
 mod trace;

@@ -1,0 +1,3 @@
+//! The tail view: state update rate and frame render (issue 5).
+
+fn main() {}

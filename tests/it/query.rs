@@ -1,0 +1,1 @@
+//! `query` over the local store and the ClickHouse store (issue 5).
