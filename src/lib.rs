@@ -57,6 +57,8 @@ pub mod pipeline;
 pub mod simulation;
 pub mod store;
 pub mod trace;
+#[cfg(feature = "tui")]
+pub mod tui;
 pub mod types;
 
 use std::collections::HashMap;

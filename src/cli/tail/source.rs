@@ -1,0 +1,355 @@
+//! Where `tail` reads events: the local event log, ClickHouse, a file or stdin of JSON event
+//! lines, or the in-process live broadcast (`demo`). Each runs on its own thread and sends
+//! batches over a bounded channel. Sources that can wait (files, stores) block when the
+//! channel is full and lose nothing; the live broadcast cannot wait, so what it cannot hand
+//! over is counted as dropped and shown in the header.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use serphona_obs::config::ClickHouseConfig;
+use serphona_obs::pipeline::live::LiveReceiver;
+use serphona_obs::store::clickhouse::ClickHouseStore;
+use serphona_obs::store::local::LocalStore;
+use serphona_obs::store::{Cursor, Store, StoreError};
+use serphona_obs::types::Event;
+use time::OffsetDateTime;
+
+/// Batches in flight between a source and the view.
+pub const CHANNEL_BATCHES: usize = 256;
+/// Events per batch read from a store.
+const PAGE: usize = 5_000;
+/// How often a source that reached the end looks for more.
+const POLL: Duration = Duration::from_millis(250);
+/// How far back each ClickHouse poll looks again for rows that committed late.
+const OVERLAP_MICROS: i64 = 5_000_000;
+
+/// What a source sends.
+#[derive(Debug)]
+pub enum Feed {
+    /// Events, in the source's order.
+    Events(Vec<Event>),
+    /// A line for the header (`None` clears it).
+    Status(Option<String>),
+    /// A failure the source cannot get past (e.g. the first ClickHouse poll failed).
+    Failed(String),
+    /// The source has nothing more and never will (stdin closed, `--no-follow` at the end).
+    Done,
+}
+
+/// Counters a source updates and the view reads.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Events lost before the view.
+    pub dropped: AtomicU64,
+    /// Input lines that were not events.
+    pub skipped: AtomicU64,
+}
+
+/// Which source.
+pub enum Kind {
+    /// The local event log under a data dir.
+    Local(PathBuf),
+    /// The ClickHouse `events` table, from rows inserted since this time.
+    ClickHouse(ClickHouseConfig, OffsetDateTime),
+    /// A file of JSON event lines (followed as it grows unless `--no-follow`).
+    File(PathBuf),
+    /// JSON event lines on stdin, until it closes.
+    Stdin,
+    /// The in-process live broadcast.
+    Live(LiveReceiver),
+}
+
+impl Kind {
+    /// What the header shows.
+    pub fn label(&self) -> String {
+        match self {
+            Kind::Local(dir) => format!("local {}", serphona_obs::logging::event_log_dir(dir).display()),
+            Kind::ClickHouse(c, _) => format!("clickhouse {}/{}", c.endpoint, c.database),
+            Kind::File(p) => format!("file {}", p.display()),
+            Kind::Stdin => "stdin".into(),
+            Kind::Live(_) => "live (this process)".into(),
+        }
+    }
+}
+
+/// A running source.
+pub struct Source {
+    /// Batches from the source.
+    pub rx: Receiver<Feed>,
+    /// Its counters.
+    pub counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Source {
+    /// Starts reading on a thread of its own. `follow`: keep waiting for more at the end.
+    pub fn start(kind: Kind, follow: bool) -> Source {
+        let (tx, rx) = crossbeam_channel::bounded(CHANNEL_BATCHES);
+        let counters = Arc::new(Counters::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let ctx = Ctx { tx, counters: counters.clone(), stop: stop.clone(), follow };
+        let thread = std::thread::Builder::new()
+            .name("serphona-obs-tail-source".into())
+            .spawn(move || match kind {
+                Kind::Local(dir) => local(ctx, dir),
+                Kind::ClickHouse(config, since) => clickhouse(ctx, config, since),
+                Kind::File(path) => file(ctx, path),
+                Kind::Stdin => lines(ctx, std::io::stdin().lock(), None),
+                Kind::Live(rx) => live(ctx, rx),
+            })
+            .expect("spawn the tail source thread");
+        Source { rx, counters, stop, thread: Some(thread) }
+    }
+
+    /// Asks the source to stop. A thread blocked reading stdin stays until the process ends;
+    /// the others end within a poll.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Unblock a sender waiting on a full channel.
+        while self.rx.try_recv().is_ok() {}
+        if let Some(thread) = self.thread.take() {
+            if !thread.is_finished() {
+                // Detached: stdin reads cannot be interrupted.
+                return;
+            }
+            let _ = thread.join();
+        }
+    }
+}
+
+struct Ctx {
+    tx: Sender<Feed>,
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+    follow: bool,
+}
+
+impl Ctx {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Sends, waiting while the channel is full (but not past a stop). False once the view
+    /// is gone or stopped.
+    fn send(&self, feed: Feed) -> bool {
+        let mut feed = feed;
+        loop {
+            match self.tx.send_timeout(feed, POLL) {
+                Ok(()) => return true,
+                Err(crossbeam_channel::SendTimeoutError::Timeout(f)) if !self.stopped() => feed = f,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    fn sleep(&self) -> bool {
+        std::thread::sleep(POLL);
+        !self.stopped()
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a current-thread runtime")
+}
+
+fn local(ctx: Ctx, data_dir: PathBuf) {
+    let store = LocalStore::open(&data_dir);
+    let rt = runtime();
+    let mut cursor: Option<Cursor> = None;
+    let mut failing = false;
+    while !ctx.stopped() {
+        match rt.block_on(store.events_since(cursor.as_ref(), PAGE)) {
+            Ok((events, next)) => {
+                if failing {
+                    failing = false;
+                    ctx.send(Feed::Status(None));
+                }
+                ctx.counters.skipped.store(store.skipped_lines(), Ordering::Relaxed);
+                cursor = Some(next);
+                let full = events.len() == PAGE;
+                if !events.is_empty() && !ctx.send(Feed::Events(events)) {
+                    return;
+                }
+                if full {
+                    continue;
+                }
+                if !ctx.follow {
+                    ctx.send(Feed::Done);
+                    return;
+                }
+            }
+            Err(e) => {
+                failing = true;
+                if !ctx.send(Feed::Status(Some(format!("{e}; retrying")))) {
+                    return;
+                }
+            }
+        }
+        if !ctx.sleep() {
+            return;
+        }
+    }
+}
+
+/// Polls ClickHouse's `events` by insertion time. Each poll starts [`OVERLAP_MICROS`] before
+/// the newest row seen, so rows of an insert that committed after a later one was already
+/// read are not missed; rows seen in that window are remembered and not sent twice.
+fn clickhouse(ctx: Ctx, config: ClickHouseConfig, since: OffsetDateTime) {
+    let server = config.endpoint.to_string();
+    let store = ClickHouseStore::new(&config);
+    let rt = runtime();
+    let since_micros = (since.unix_timestamp_nanos() / 1000) as i64;
+    let mut newest = since_micros; // newest insertion time seen (micros)
+    // event id -> insertion time bound (micros) of rows inside the overlap window
+    let mut seen: HashMap<uuid::Uuid, i64> = HashMap::new();
+    let mut first = true;
+    let mut failing = false;
+    while !ctx.stopped() {
+        let from = (newest - OVERLAP_MICROS).max(since_micros);
+        let mut cursor = Cursor(format!("{from}:{}", uuid::Uuid::nil()));
+        let mut sent_any = false;
+        loop {
+            let result: Result<(Vec<Event>, Cursor), StoreError> = rt.block_on(store.events_since(Some(&cursor), PAGE));
+            let (events, next) = match result {
+                Ok(page) => page,
+                Err(e) => {
+                    if first {
+                        ctx.send(Feed::Failed(format!("{e} (tail --source clickhouse reads {server})")));
+                        return;
+                    }
+                    failing = true;
+                    if !ctx.send(Feed::Status(Some(format!("{e}; retrying")))) {
+                        return;
+                    }
+                    break;
+                }
+            };
+            first = false;
+            if failing {
+                failing = false;
+                ctx.send(Feed::Status(None));
+            }
+            let page_at = next.0.split_once(':').and_then(|(a, _)| a.parse::<i64>().ok()).unwrap_or(newest);
+            let full = events.len() == PAGE;
+            let fresh: Vec<Event> = events.into_iter().filter(|e| seen.insert(e.event_id, page_at).is_none()).collect();
+            newest = newest.max(page_at);
+            if !fresh.is_empty() {
+                sent_any = true;
+                if !ctx.send(Feed::Events(fresh)) {
+                    return;
+                }
+            }
+            cursor = next;
+            if !full {
+                break;
+            }
+        }
+        let horizon = newest - OVERLAP_MICROS;
+        seen.retain(|_, at| *at >= horizon);
+        if !ctx.follow && !sent_any && !failing {
+            ctx.send(Feed::Done);
+            return;
+        }
+        if !ctx.sleep() {
+            return;
+        }
+    }
+}
+
+fn file(ctx: Ctx, path: PathBuf) {
+    match std::fs::File::open(&path) {
+        Ok(f) => lines(ctx, f, Some(path)),
+        Err(e) => {
+            ctx.send(Feed::Failed(format!("cannot read {}: {e}", path.display())));
+        }
+    }
+}
+
+/// JSON event lines. Lines that are not events (other log lines of a service) are counted as
+/// skipped. A file is followed as it grows; a partial last line waits for its newline.
+fn lines(ctx: Ctx, input: impl Read, followed: Option<PathBuf>) {
+    let name = followed.as_ref().map_or_else(|| "stdin".to_string(), |p| p.display().to_string());
+    let follow = followed.is_some() && ctx.follow;
+    let mut reader = BufReader::with_capacity(1 << 16, input);
+    let mut line = String::new();
+    let mut batch = Vec::with_capacity(1024);
+    let take = |line: &str, batch: &mut Vec<Event>| match Event::from_json(line.trim_end()) {
+        Ok(event) => batch.push(event),
+        Err(_) if line.trim().is_empty() => {}
+        Err(_) => {
+            ctx.counters.skipped.fetch_add(1, Ordering::Relaxed);
+        }
+    };
+    while !ctx.stopped() {
+        let n = match reader.read_line(&mut line) {
+            Ok(n) => n,
+            Err(e) => {
+                ctx.send(Feed::Failed(format!("cannot read {name}: {e}")));
+                return;
+            }
+        };
+        if n > 0 && line.ends_with('\n') {
+            take(&line, &mut batch);
+            line.clear();
+            if batch.len() >= 1024 && !ctx.send(Feed::Events(std::mem::take(&mut batch))) {
+                return;
+            }
+            continue;
+        }
+        // The end for now. A partial last line stays in `line`; a followed file appends the
+        // rest to it on a later read.
+        if !batch.is_empty() && !ctx.send(Feed::Events(std::mem::take(&mut batch))) {
+            return;
+        }
+        if follow {
+            if !ctx.sleep() {
+                return;
+            }
+            continue;
+        }
+        if !line.is_empty() {
+            take(&line, &mut batch);
+            if !batch.is_empty() {
+                ctx.send(Feed::Events(batch));
+            }
+        }
+        ctx.send(Feed::Done);
+        return;
+    }
+}
+
+fn live(ctx: Ctx, mut rx: LiveReceiver) {
+    let mut reported_skips = 0;
+    while !ctx.stopped() {
+        let Some(first) = rx.blocking_recv() else {
+            ctx.send(Feed::Done);
+            return;
+        };
+        let mut batch = vec![Event::clone(&first)];
+        while batch.len() < 1024 {
+            match rx.try_recv() {
+                Some(e) => batch.push(Event::clone(&e)),
+                None => break,
+            }
+        }
+        let lagged = rx.skipped() - reported_skips;
+        reported_skips = rx.skipped();
+        ctx.counters.dropped.fetch_add(lagged, Ordering::Relaxed);
+        let n = batch.len() as u64;
+        match ctx.tx.try_send(Feed::Events(batch)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                ctx.counters.dropped.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => return,
+        }
+    }
+}

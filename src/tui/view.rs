@@ -1,0 +1,627 @@
+//! Renders the live view from [`State`]: a header (source, events/s, active, ended in the
+//! last minute, resolution mix, agent response p95 sparkline, dropped events), the
+//! conversation list, the selected conversation's transcript and a footer with the keys.
+//!
+//! Only the rows on screen are built, so a frame costs the same with 100 or 100,000
+//! conversations (apart from re-sorting the list when it changed).
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, BorderType, Borders, Cell, Clear, Paragraph, Row, Sparkline, Table, TableState};
+use time::OffsetDateTime;
+use unicode_width::UnicodeWidthStr;
+
+use super::state::{Conv, Entry, EntryKind, Focus, State};
+use crate::types::{Resolution, Speaker};
+
+/// Terminals at least this wide show the list and the transcript side by side.
+pub const WIDE: u16 = 120;
+
+const AGENT: Color = Color::Cyan;
+const CUSTOMER: Color = Color::Green;
+const DIM: Style = Style::new().fg(Color::DarkGray);
+
+/// Draws one frame.
+pub fn render(frame: &mut Frame, state: &mut State) {
+    let [header, body, footer] =
+        Layout::vertical([Constraint::Length(3), Constraint::Min(4), Constraint::Length(1)]).areas(frame.area());
+    render_header(frame, header, state);
+    let (list_area, transcript_area) = if body.width >= WIDE {
+        let [l, t] = Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(body);
+        (l, t)
+    } else {
+        let [l, t] = Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(body);
+        (l, t)
+    };
+    render_list(frame, list_area, state);
+    render_transcript(frame, transcript_area, state);
+    render_footer(frame, footer, state);
+    if state.help_open() {
+        render_help(frame, frame.area());
+    }
+}
+
+fn sep() -> Span<'static> {
+    Span::styled(" │ ", DIM)
+}
+
+fn render_header(frame: &mut Frame, area: Rect, state: &mut State) {
+    let [line1, line2, line3] =
+        Layout::vertical([Constraint::Length(1), Constraint::Length(1), Constraint::Length(1)]).areas(area);
+    let mut spans = vec![
+        Span::raw(" "),
+        Span::styled(format!("{:.0}", state.events_per_second()), Style::new().bold()),
+        Span::raw(" events/s"),
+        sep(),
+        Span::styled(state.active().to_string(), Style::new().bold().fg(Color::Green)),
+        Span::raw(" active"),
+        sep(),
+        Span::styled(state.ended_last_minute().to_string(), Style::new().bold()),
+        Span::raw(" ended/min"),
+        sep(),
+        Span::raw(format!("{} events", thousands(state.events_total()))),
+    ];
+    if state.dropped() > 0 {
+        spans.push(sep());
+        spans.push(Span::styled(format!("{} dropped", thousands(state.dropped())), Style::new().bold().fg(Color::Red)));
+    }
+    if let Some(held) = state.paused() {
+        spans.push(sep());
+        spans.push(Span::styled(format!("PAUSED ({held} held)"), Style::new().bold().fg(Color::Yellow)));
+    }
+    spans.push(sep());
+    spans.push(Span::styled(state.options().source.clone(), DIM));
+    frame.render_widget(Line::from(spans), line1);
+
+    let mix = state.resolution_mix();
+    let ended: u64 = mix.iter().map(|(_, n)| n).sum();
+    let mut spans = vec![Span::raw(" ")];
+    if ended == 0 {
+        spans.push(Span::styled("none ended yet", DIM));
+    }
+    for (r, n) in mix {
+        if n == 0 {
+            continue;
+        }
+        spans.push(Span::styled(r.as_str(), Style::new().fg(resolution_colour(r))));
+        spans.push(Span::raw(format!(" {:.0}% ", 100.0 * n as f64 / ended as f64)));
+    }
+    if state.skipped() > 0 {
+        spans.push(sep());
+        spans.push(Span::styled(format!("{} lines not events", thousands(state.skipped())), DIM));
+    }
+    if state.evicted() > 0 {
+        spans.push(sep());
+        spans.push(Span::styled(format!("{} old evicted", thousands(state.evicted())), DIM));
+    }
+    if let Some(status) = state.status() {
+        spans.push(sep());
+        spans.push(Span::styled(status.to_string(), Style::new().fg(Color::Yellow)));
+    }
+    frame.render_widget(Line::from(spans), line2);
+
+    let history = state.p95_history();
+    let last = history.iter().rev().find_map(|p| *p);
+    let label = format!(" agent response p95 {:>6} ", last.map_or("-".into(), |ms| millis(ms as f64)));
+    let label_width = label.width() as u16;
+    let [label_area, spark_area] =
+        Layout::horizontal([Constraint::Length(label_width), Constraint::Min(0)]).areas(line3);
+    frame.render_widget(Span::styled(label, DIM), label_area);
+    let shown = spark_area.width as usize;
+    let data: Vec<u64> = history.iter().skip(history.len().saturating_sub(shown)).map(|p| p.unwrap_or(0)).collect();
+    frame.render_widget(Sparkline::default().data(&data).style(Style::new().fg(Color::Magenta)), spark_area);
+}
+
+fn render_list(frame: &mut Frame, area: Rect, state: &mut State) {
+    let focused = state.focus() == Focus::List;
+    let now = state.data_now().unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let total = state.rows().len();
+    let selected = state.selected_index();
+    let live = state.active();
+    let mut title = vec![Span::styled(" Conversations ", Style::new().bold()), Span::raw(format!("{total} shown · {live} live "))];
+    if !state.showing_ended() {
+        title.push(Span::styled("· ended hidden ", DIM));
+    }
+    if !state.filter_text().is_empty() {
+        title.push(Span::styled(format!("· filter: {} ", state.filter_text()), Style::new().fg(Color::Yellow)));
+    }
+    if state.following() {
+        title.push(Span::styled("· following newest ", Style::new().fg(Color::Cyan)));
+    }
+    let block = pane(Line::from(title), focused);
+    let inner_height = block.inner(area).height.saturating_sub(1) as usize; // minus the header row
+
+    // Keep the selected row on screen; build only the rows that are.
+    let mut offset = state.list_offset.min(total.saturating_sub(1));
+    if let Some(sel) = selected {
+        if sel < offset {
+            offset = sel;
+        } else if inner_height > 0 && sel >= offset + inner_height {
+            offset = sel + 1 - inner_height;
+        }
+    }
+    state.list_offset = offset;
+    let end = (offset + inner_height).min(total);
+    let ids: Vec<_> = state.rows()[offset..end].to_vec();
+    let rows: Vec<Row> = ids.iter().filter_map(|id| state.conversation(id)).map(|c| list_row(c, now)).collect();
+
+    let header = Row::new(["", "conversation", "tenant", "agent", "channel", "duration", "turns", "last", "sentiment"])
+        .style(Style::new().bold().fg(Color::Gray));
+    let widths = [
+        Constraint::Length(1),
+        Constraint::Length(12),
+        Constraint::Fill(2),
+        Constraint::Fill(2),
+        Constraint::Length(7),
+        Constraint::Length(8),
+        Constraint::Length(5),
+        Constraint::Length(8),
+        Constraint::Length(9),
+    ];
+    let table = Table::new(rows, widths)
+        .header(header)
+        .block(block)
+        .column_spacing(1)
+        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
+        .highlight_symbol("▶");
+    let mut table_state = TableState::default().with_selected(selected.map(|s| s - offset));
+    if total == 0 {
+        let text = if state.filter_text().is_empty() {
+            "waiting for conversations…"
+        } else {
+            "no conversation matches the filter (/ to change, Esc in the filter to clear)"
+        };
+        frame.render_widget(Paragraph::new(Line::styled(text, DIM)).block(pane(Line::from(" Conversations "), focused)), area);
+        return;
+    }
+    frame.render_stateful_widget(table, area, &mut table_state);
+}
+
+fn list_row(c: &Conv, now: OffsetDateTime) -> Row<'static> {
+    let (mark, mark_style) = match c.resolution {
+        None => ("●", Style::new().fg(Color::Green)),
+        Some(r) => ("■", Style::new().fg(resolution_colour(r))),
+    };
+    let last = match c.last_speaker {
+        Some(Speaker::Agent) => Span::styled("agent", Style::new().fg(AGENT)),
+        Some(Speaker::Customer) => Span::styled("customer", Style::new().fg(CUSTOMER)),
+        _ => Span::styled("-", DIM),
+    };
+    let id = short_id(&c.id);
+    let style = if c.is_ended() { DIM } else { Style::new() };
+    Row::new(vec![
+        Cell::from(Span::styled(mark, mark_style)),
+        Cell::from(id),
+        Cell::from(c.tenant.to_string()),
+        Cell::from(c.agent.to_string()),
+        Cell::from(c.channel.map_or("-", |ch| ch.as_str())),
+        Cell::from(Line::from(duration(c.duration(now))).right_aligned()),
+        Cell::from(Line::from(c.turns.to_string()).right_aligned()),
+        Cell::from(last),
+        Cell::from(sentiment(c.sentiment)),
+    ])
+    .style(style)
+}
+
+fn render_transcript(frame: &mut Frame, area: Rect, state: &mut State) {
+    let focused = state.focus() == Focus::Transcript;
+    let Some(conv) = state.selected() else {
+        frame.render_widget(
+            Paragraph::new(Line::styled("select a conversation (↑/↓, j/k)", DIM)).block(pane(Line::from(" Transcript "), focused)),
+            area,
+        );
+        return;
+    };
+    let mut title = vec![
+        Span::styled(" Transcript ", Style::new().bold()),
+        Span::raw(format!("{} ", conv.id)),
+        Span::styled(format!("· {} · {} ", conv.tenant, conv.agent), DIM),
+    ];
+    if let Some(ch) = conv.channel {
+        title.push(Span::styled(format!("· {ch} "), DIM));
+    }
+    let block = pane(Line::from(title), focused);
+    let inner = block.inner(area);
+    let width = inner.width as usize;
+    let mut lines: Vec<Line> = Vec::new();
+    if conv.entries_dropped > 0 {
+        lines.push(Line::styled(format!("… {} earlier entries not kept", conv.entries_dropped), DIM));
+    }
+    for entry in &conv.entries {
+        entry_lines(entry, width, &mut lines);
+    }
+    let height = inner.height as usize;
+    let max_scroll = lines.len().saturating_sub(height);
+    let scroll = state.transcript_scroll.min(max_scroll);
+    state.transcript_scroll = scroll;
+    let start = lines.len().saturating_sub(height + scroll);
+    let shown: Vec<Line> = lines.into_iter().skip(start).take(height).collect();
+    frame.render_widget(Paragraph::new(shown).block(block), area);
+}
+
+/// Time, speaker or marker, then the text wrapped under itself.
+fn entry_lines(entry: &Entry, width: usize, out: &mut Vec<Line<'static>>) {
+    let time = clock(entry.at);
+    let (marker, marker_style, text, notes): (String, Style, String, Vec<Span<'static>>) = match &entry.kind {
+        EntryKind::Started { customer, channel, language } => (
+            "start".into(),
+            DIM,
+            format!("{channel} conversation with {customer} ({language})"),
+            vec![],
+        ),
+        EntryKind::Turn { speaker, text, intent, sentiment: s, response, interrupted } => {
+            let colour = if *speaker == Speaker::Agent { AGENT } else { CUSTOMER };
+            let mut notes = Vec::new();
+            if let Some((intent, confidence)) = intent {
+                let c = confidence.map_or(String::new(), |c| format!(" {c:.2}"));
+                notes.push(Span::styled(format!("intent {intent}{c}"), Style::new().fg(Color::Blue)));
+            }
+            if let Some(s) = s {
+                let value = sentiment(Some(*s));
+                notes.push(Span::styled(format!("sentiment {}", value.content), value.style));
+            }
+            if let Some(r) = response {
+                notes.push(Span::styled(format!("replied in {}", millis(r * 1000.0)), DIM));
+            }
+            if *interrupted {
+                notes.push(Span::styled("interrupted", Style::new().fg(Color::Yellow)));
+            }
+            (speaker.to_string(), Style::new().fg(colour).bold(), text.clone(), notes)
+        }
+        EntryKind::Decision { decision_type, option, reason, confidence } => {
+            let c = confidence.map_or(String::new(), |c| format!(" ({c:.2})"));
+            (
+                "decision".into(),
+                Style::new().fg(Color::Yellow).bold(),
+                format!("{} → {option}{c}: {reason}", decision_type.as_str()),
+                vec![],
+            )
+        }
+        EntryKind::Transfer { target, reason } => (
+            "transfer".into(),
+            Style::new().fg(Color::Magenta).bold(),
+            format!("⇢ {target}: {reason}"),
+            vec![],
+        ),
+        EntryKind::Error { error_type, message } => {
+            ("error".into(), Style::new().fg(Color::Red).bold(), format!("{error_type}: {message}"), vec![])
+        }
+        EntryKind::Violation { policy, severity } => (
+            "violation".into(),
+            Style::new().fg(Color::Red).bold(),
+            format!("{policy} ({severity})"),
+            vec![],
+        ),
+        EntryKind::Ended { resolution, rating, duration_seconds } => {
+            let rating = rating.map_or(String::new(), |r| format!(" · rating {}", "★".repeat(r as usize)));
+            (
+                "end".into(),
+                Style::new().fg(resolution_colour(*resolution)).bold(),
+                format!("{resolution} after {}{rating}", duration(*duration_seconds)),
+                vec![],
+            )
+        }
+    };
+    const MARKER: usize = 9;
+    let prefix = 8 + 1 + MARKER + 1;
+    let text_width = width.saturating_sub(prefix).max(10);
+    let mut chunks = wrap(&text, text_width).into_iter();
+    let first = chunks.next().unwrap_or_default();
+    let mut line = vec![
+        Span::styled(time, DIM),
+        Span::raw(" "),
+        Span::styled(format!("{marker:<MARKER$}"), marker_style),
+        Span::raw(" "),
+        Span::raw(first),
+    ];
+    let text_style = match entry.kind {
+        EntryKind::Decision { .. } | EntryKind::Transfer { .. } => Some(Style::new().fg(Color::Yellow)),
+        EntryKind::Error { .. } | EntryKind::Violation { .. } => Some(Style::new().fg(Color::Red)),
+        _ => None,
+    };
+    if let Some(style) = text_style {
+        line[4] = line[4].clone().style(style);
+    }
+    out.push(Line::from(line));
+    for chunk in chunks {
+        let mut span = Span::raw(chunk);
+        if let Some(style) = text_style {
+            span = span.style(style);
+        }
+        out.push(Line::from(vec![Span::raw(" ".repeat(prefix)), span]));
+    }
+    if !notes.is_empty() {
+        let mut spans = vec![Span::raw(" ".repeat(prefix))];
+        for (i, note) in notes.into_iter().enumerate() {
+            if i > 0 {
+                spans.push(Span::styled(" · ", DIM));
+            }
+            spans.push(note);
+        }
+        out.push(Line::from(spans));
+    }
+}
+
+/// Word wrap by display width; words longer than the width are cut.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut current = String::new();
+    let mut current_width = 0;
+    for word in text.split_whitespace() {
+        let mut word = word.to_string();
+        loop {
+            let w = word.width();
+            let needed = if current.is_empty() { w } else { current_width + 1 + w };
+            if needed <= width {
+                if !current.is_empty() {
+                    current.push(' ');
+                    current_width += 1;
+                }
+                current.push_str(&word);
+                current_width += w;
+                break;
+            }
+            if !current.is_empty() {
+                lines.push(std::mem::take(&mut current));
+                current_width = 0;
+                continue;
+            }
+            // A word wider than a line: cut it.
+            let mut cut = String::new();
+            let mut cut_width = 0;
+            let mut rest = word.chars();
+            for ch in rest.by_ref() {
+                let cw = unicode_width::UnicodeWidthChar::width(ch).unwrap_or(0);
+                if cut_width + cw > width {
+                    let tail: String = std::iter::once(ch).chain(rest.by_ref()).collect();
+                    lines.push(std::mem::take(&mut cut));
+                    word = tail;
+                    break;
+                }
+                cut.push(ch);
+                cut_width += cw;
+            }
+            if !cut.is_empty() {
+                current = cut;
+                current_width = cut_width;
+                break;
+            }
+        }
+    }
+    if !current.is_empty() || lines.is_empty() {
+        lines.push(current);
+    }
+    lines
+}
+
+fn render_footer(frame: &mut Frame, area: Rect, state: &mut State) {
+    let key = |k: &'static str| Span::styled(k, Style::new().bold().fg(Color::Cyan));
+    let line = if let Some(input) = state.filter_input() {
+        Line::from(vec![
+            key(" / filter: "),
+            Span::raw(input.to_string()),
+            Span::styled("█", Style::new().fg(Color::Gray)),
+            Span::styled("  tenant: agent: channel: words · ⏎ keep · Esc clear", DIM),
+        ])
+    } else {
+        let mut spans = Vec::new();
+        let keys: [(&str, &str); 8] = [
+            ("↑↓/jk", "select"),
+            ("⏎", "transcript"),
+            ("/", "filter"),
+            ("p", if state.paused().is_some() { "resume" } else { "pause" }),
+            ("f", if state.following() { "unfollow" } else { "follow" }),
+            ("e", "ended"),
+            ("?", "help"),
+            ("q", "quit"),
+        ];
+        for (k, what) in keys {
+            spans.push(Span::raw(" "));
+            spans.push(key(k));
+            spans.push(Span::raw(format!(" {what} ")));
+        }
+        Line::from(spans)
+    };
+    frame.render_widget(line, area);
+}
+
+fn render_help(frame: &mut Frame, area: Rect) {
+    let rows = [
+        ("↑ ↓  j k", "select a conversation (or scroll the transcript when it has focus)"),
+        ("PgUp PgDn", "move ten rows"),
+        ("g G  Home End", "first / last"),
+        ("Enter  →  l", "focus the transcript"),
+        ("Esc  ←  h", "back to the list"),
+        ("/", "filter: tenant:ID agent:ID channel:voice and words of the text"),
+        ("p  Space", "pause / resume (events are held, not lost)"),
+        ("f", "follow the newest conversation"),
+        ("e", "show / hide ended conversations"),
+        ("q  Ctrl-C", "quit"),
+    ];
+    let mut lines = vec![Line::from("")];
+    for (k, what) in rows {
+        lines.push(Line::from(vec![
+            Span::styled(format!("  {k:<15}"), Style::new().bold().fg(Color::Cyan)),
+            Span::raw(what),
+        ]));
+    }
+    lines.push(Line::from(""));
+    lines.push(Line::styled("  any key closes this help", DIM));
+    let w = 86.min(area.width);
+    let h = (lines.len() as u16 + 2).min(area.height);
+    let popup = Rect { x: area.x + (area.width - w) / 2, y: area.y + (area.height - h) / 2, width: w, height: h };
+    frame.render_widget(Clear, popup);
+    frame.render_widget(Paragraph::new(lines).block(pane(Line::from(" Keys "), true)), popup);
+}
+
+fn pane(title: Line<'static>, focused: bool) -> Block<'static> {
+    Block::new()
+        .borders(Borders::ALL)
+        .border_type(if focused { BorderType::Thick } else { BorderType::Rounded })
+        .border_style(if focused { Style::new().fg(Color::Cyan) } else { DIM })
+        .title(title)
+}
+
+fn resolution_colour(r: Resolution) -> Color {
+    match r {
+        Resolution::Resolved => Color::Green,
+        Resolution::Transferred => Color::Magenta,
+        Resolution::Escalated => Color::Yellow,
+        Resolution::Unresolved => Color::Red,
+        Resolution::Abandoned => Color::DarkGray,
+    }
+}
+
+fn sentiment(s: Option<f64>) -> Span<'static> {
+    match s {
+        None => Span::styled("-", DIM),
+        Some(s) => {
+            let colour = if s >= 0.25 {
+                Color::Green
+            } else if s <= -0.25 {
+                Color::Red
+            } else {
+                Color::Gray
+            };
+            Span::styled(format!("{s:+.2}"), Style::new().fg(colour))
+        }
+    }
+}
+
+/// The last 12 characters of an id (UUIDv7s share their time prefix).
+fn short_id(id: &str) -> String {
+    let n = id.chars().count();
+    if n <= 12 { id.to_string() } else { id.chars().skip(n - 12).collect() }
+}
+
+fn clock(t: OffsetDateTime) -> String {
+    format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second())
+}
+
+fn duration(s: f64) -> String {
+    let s = s.max(0.0);
+    if s < 60.0 {
+        format!("{s:.0}s")
+    } else if s < 3600.0 {
+        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
+    } else {
+        format!("{}h{:02}m", (s / 3600.0) as u64, ((s % 3600.0) / 60.0) as u64)
+    }
+}
+
+fn millis(ms: f64) -> String {
+    if ms < 1000.0 { format!("{ms:.0}ms") } else { format!("{:.2}s", ms / 1000.0) }
+}
+
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrap_keeps_words_and_cuts_long_ones() {
+        assert_eq!(wrap("a bb ccc", 4), ["a bb", "ccc"]);
+        assert_eq!(wrap("abcdefghij", 4), ["abcd", "efgh", "ij"]);
+        assert_eq!(wrap("", 4), [""]);
+        assert_eq!(wrap("日本語です", 4), ["日本", "語で", "す"]);
+    }
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(thousands(1234567), "1,234,567");
+        assert_eq!(thousands(12), "12");
+        assert_eq!(duration(75.0), "1m15s");
+        assert_eq!(millis(1234.0), "1.23s");
+        assert_eq!(short_id("0195f3a2-7c1e-7b3d-9a1f-42c8e5d7a901"), "42c8e5d7a901");
+    }
+}
+
+#[cfg(test)]
+mod snapshots {
+    use std::time::{Duration, Instant};
+
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    use super::*;
+    use crate::tui::state::{Key, Options};
+    use crate::tui::testdata::contact_center;
+
+    /// 12 conversations, a closed one-second bucket, conv-0009 (transferred) selected.
+    fn scene() -> State {
+        let mut s = State::new(Options { source: "local .serphona-obs/events".into(), ..Options::default() });
+        let t = Instant::now();
+        s.tick(t);
+        for e in contact_center(12) {
+            s.push(e);
+        }
+        s.tick(t + Duration::from_secs(1));
+        s.key(Key::Down);
+        s.key(Key::Down);
+        s
+    }
+
+    fn draw(state: &mut State, width: u16, height: u16) -> Terminal<TestBackend> {
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+        terminal.draw(|f| render(f, state)).unwrap();
+        terminal
+    }
+
+    #[test]
+    fn wide_160x48() {
+        insta::assert_snapshot!(draw(&mut scene(), 160, 48).backend());
+    }
+
+    #[test]
+    fn narrow_80x24() {
+        insta::assert_snapshot!(draw(&mut scene(), 80, 24).backend());
+    }
+
+    #[test]
+    fn transcript_focused_with_filter_open_80x24() {
+        let mut s = scene();
+        s.key(Key::Enter);
+        s.key(Key::Char('/'));
+        for c in "tenant:acme-telco".chars() {
+            s.key(Key::Char(c));
+        }
+        insta::assert_snapshot!(draw(&mut s, 80, 24).backend());
+    }
+
+    #[test]
+    fn paused_with_drops_and_ended_hidden_160x48() {
+        let mut s = scene();
+        s.key(Key::Char('e'));
+        s.key(Key::Char('p'));
+        s.add_dropped(1234);
+        s.set_skipped(3);
+        s.set_status(Some("stdin closed".into()));
+        insta::assert_snapshot!(draw(&mut s, 160, 48).backend());
+    }
+
+    #[test]
+    fn help_overlay_160x48() {
+        let mut s = scene();
+        s.key(Key::Char('?'));
+        insta::assert_snapshot!(draw(&mut s, 160, 48).backend());
+    }
+
+    #[test]
+    fn waiting_for_conversations_80x24() {
+        let mut s = State::new(Options { source: "clickhouse http://localhost:8123/analytics".into(), ..Options::default() });
+        insta::assert_snapshot!(draw(&mut s, 80, 24).backend());
+    }
+}
