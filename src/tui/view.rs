@@ -403,13 +403,13 @@ fn render_footer(frame: &mut Frame, area: Rect, state: &mut State) {
             key(" / filter: "),
             Span::raw(input.to_string()),
             Span::styled("█", Style::new().fg(Color::Gray)),
-            Span::styled("  tenant: agent: channel: words · ⏎ keep · Esc clear", DIM),
+            Span::styled("  tenant: agent: channel: text · ⏎ keep · Esc clear", DIM),
         ])
     } else {
         let mut spans = Vec::new();
         let keys: [(&str, &str); 8] = [
             ("↑↓/jk", "select"),
-            ("⏎", "transcript"),
+            ("⏎", "open"),
             ("/", "filter"),
             ("p", if state.paused().is_some() { "resume" } else { "pause" }),
             ("f", if state.following() { "unfollow" } else { "follow" }),
@@ -418,9 +418,9 @@ fn render_footer(frame: &mut Frame, area: Rect, state: &mut State) {
             ("q", "quit"),
         ];
         for (k, what) in keys {
-            spans.push(Span::raw(" "));
+            spans.push(Span::raw(if spans.is_empty() { " " } else { "  " }));
             spans.push(key(k));
-            spans.push(Span::raw(format!(" {what} ")));
+            spans.push(Span::raw(format!(" {what}")));
         }
         Line::from(spans)
     };
