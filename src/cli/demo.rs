@@ -1,13 +1,15 @@
 //! `demo`: a small contact center simulated through the real library into the embedded
 //! default, then a summary read back through the store.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use serphona_obs::config::DEFAULT_METRICS_LISTEN;
-use serphona_obs::simulation::{Pace, RUN_METADATA_KEY, SimConfig};
+use serphona_obs::simulation::{Pace, RUN_METADATA_KEY, SimConfig, SimReport};
 use serphona_obs::store::local::LocalStore;
 use serphona_obs::store::{ConversationFilter, GroupBy, StatsRow, Store};
 use serphona_obs::types::Resolution;
@@ -16,14 +18,23 @@ use tabled::settings::object::Columns;
 use tabled::settings::{Alignment, Style};
 
 use super::Context;
+use super::tail::source::Kind;
+
+/// Virtual seconds per real second of the live view's run.
+const DEFAULT_LIVE_SPEED: f64 = 10.0;
 use super::output::{Format, seconds};
 
 /// `demo` flags.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Print progress and a summary table instead of the live view.
+    /// Print progress and a summary table instead of the live view (also what happens
+    /// without a terminal).
     #[arg(long)]
     pub no_tui: bool,
+    /// Virtual seconds per real second. The live view paces the run at 10 by default so
+    /// conversations unfold as you watch; without it the run goes as fast as it can.
+    #[arg(long, value_name = "X")]
+    pub speed: Option<f64>,
     /// Conversations to simulate.
     #[arg(long, short = 'n', default_value_t = 200)]
     pub conversations: usize,
@@ -49,12 +60,18 @@ pub struct Args {
 
 /// Runs `demo`.
 pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
+    let live_view = !args.no_tui && std::io::stdout().is_terminal();
+    let pace = match (args.speed, live_view) {
+        (Some(speed), _) => Pace::Realtime { speed },
+        (None, true) => Pace::Realtime { speed: DEFAULT_LIVE_SPEED },
+        (None, false) => Pace::Fast,
+    };
     let sim = SimConfig {
         conversations: args.conversations,
         seed: args.seed,
         rate: args.rate,
         concurrency: args.concurrency,
-        pace: Pace::Fast,
+        pace,
         run_id: None,
     };
     sim.validate().map_err(|e| super::UsageError(format!("--{e}")))?;
@@ -77,9 +94,6 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
         }
         other => other?,
     };
-    if !args.no_tui {
-        tracing::info!("the live view arrives in a later release; printing progress and a summary");
-    }
     let metrics_url = obs.metrics_addr().map(|a| format!("http://{a}/metrics")).unwrap_or_default();
     eprintln!(
         "serphona-obs demo: {} conversations (seed {}) → event log in {}, metrics at {}",
@@ -88,7 +102,7 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
         serphona_obs::logging::event_log_dir(&data_dir).display(),
         metrics_url
     );
-    let report = super::simulate::drive(&obs, &sim, ctx.interactive)?;
+    let report = if live_view { watch(&obs, &sim, &data_dir)? } else { super::simulate::drive(&obs, &sim, ctx.interactive)? };
     obs.flush(Duration::from_secs(30))?;
     let dropped: u64 = ["queue_full", "shutdown"]
         .iter()
@@ -149,6 +163,31 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
     }
     obs.shutdown(Duration::from_secs(30))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the simulation on a thread while the live view shows it; `q` ends both (open
+/// conversations end as abandoned) and the summary follows.
+fn watch(obs: &Observability, sim: &SimConfig, data_dir: &std::path::Path) -> anyhow::Result<SimReport> {
+    let receiver = obs.subscribe();
+    let stop = super::stop_flag();
+    let finished = Arc::new(AtomicBool::new(false));
+    let simulation = {
+        let (obs, sim, finished) = (obs.clone(), sim.clone(), finished.clone());
+        std::thread::Builder::new().name("serphona-obs-demo".into()).spawn(move || {
+            let report = super::simulate::drive(&obs, &sim, false);
+            finished.store(true, Ordering::Relaxed);
+            report
+        })?
+    };
+    let label = format!("demo: {} conversations → {}", sim.conversations, serphona_obs::logging::event_log_dir(data_dir).display());
+    let options = super::tail::view_options(label);
+    let status = || finished.load(Ordering::Relaxed).then(|| "simulation finished · q shows the summary".to_string());
+    let exit = super::tail::watch(options, Kind::Live(receiver), &status);
+    // Whatever ended the view ends the simulation too.
+    stop.store(true, Ordering::Relaxed);
+    let report = simulation.join().map_err(|_| anyhow::anyhow!("the simulation thread panicked"))?;
+    exit?;
+    report
 }
 
 /// Conversations by channel and resolution, turns, and duration percentiles.

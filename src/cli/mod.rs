@@ -190,8 +190,55 @@ fn init_diagnostics(config: &Config, verbose: u8, quiet: bool) {
         .unwrap_or_else(|| EnvFilter::new(format!("warn,serphona_obs={level}")));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| Diagnostics)
         .with_target(false)
         .without_time()
         .try_init();
+}
+
+/// Where diagnostics go: stderr, or, while the live view owns the terminal, a buffer that is
+/// printed when the view ends (a log line written under the view would garble it).
+struct Diagnostics;
+
+/// Diagnostics held while the live view runs (at most [`HELD_MAX`] bytes; the rest are counted).
+static HELD: std::sync::Mutex<Option<(Vec<u8>, u64)>> = std::sync::Mutex::new(None);
+const HELD_MAX: usize = 1 << 20;
+
+impl std::io::Write for Diagnostics {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut held = HELD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match held.as_mut() {
+            Some((bytes, lost)) => {
+                if bytes.len() + buf.len() <= HELD_MAX {
+                    bytes.extend_from_slice(buf);
+                } else {
+                    *lost += buf.len() as u64;
+                }
+                Ok(buf.len())
+            }
+            None => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// From now on, diagnostics are held instead of written to the terminal.
+pub fn hold_diagnostics() {
+    HELD.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert_with(|| (Vec::new(), 0));
+}
+
+/// Writes the held diagnostics to stderr and goes back to writing them directly.
+pub fn release_diagnostics() {
+    use std::io::Write;
+    let held = HELD.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    if let Some((bytes, lost)) = held {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(&bytes);
+        if lost > 0 {
+            let _ = writeln!(err, "({lost} more bytes of diagnostics were not kept while the live view ran)");
+        }
+    }
 }

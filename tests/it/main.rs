@@ -11,3 +11,4 @@ mod prometheus;
 mod query;
 mod store;
 mod trace;
+mod tui;

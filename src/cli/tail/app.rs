@@ -23,6 +23,7 @@ struct Restore;
 impl Drop for Restore {
     fn drop(&mut self) {
         ratatui::restore();
+        crate::cli::release_diagnostics();
     }
 }
 
@@ -61,10 +62,18 @@ pub enum Exit {
 }
 
 /// Runs the view until `q`, Ctrl-C or `stop` (SIGINT/SIGTERM from outside).
-/// `on_done` is the header line once the source has nothing more.
-pub fn run(mut state: State, source: &mut Source, stop: &AtomicBool, on_done: &str) -> anyhow::Result<Exit> {
-    let mut terminal = ratatui::try_init().map_err(|e| anyhow::anyhow!("cannot set up the terminal: {e}"))?;
+/// `on_done` is the header line once the source has nothing more; `status`, when it returns
+/// a line, replaces the header's status line.
+pub fn run(
+    mut state: State,
+    source: &mut Source,
+    stop: &AtomicBool,
+    on_done: &str,
+    status: &dyn Fn() -> Option<String>,
+) -> anyhow::Result<Exit> {
+    crate::cli::hold_diagnostics();
     let _restore = Restore;
+    let mut terminal = ratatui::try_init().map_err(|e| anyhow::anyhow!("cannot set up the terminal: {e}"))?;
     let mut last_draw: Option<Instant> = None;
     let mut dirty = true;
     let mut source_open = true;
@@ -104,6 +113,12 @@ pub fn run(mut state: State, source: &mut Source, stop: &AtomicBool, on_done: &s
             dirty = true;
         }
         state.set_skipped(source.counters.skipped.load(Ordering::Relaxed));
+        if let Some(line) = status() {
+            if state.status() != Some(line.as_str()) {
+                state.set_status(Some(line));
+                dirty = true;
+            }
+        }
         state.tick(Instant::now());
 
         if dirty && last_draw.is_none_or(|t| t.elapsed() >= FRAME) {

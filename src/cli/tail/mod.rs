@@ -95,6 +95,23 @@ impl Args {
     }
 }
 
+/// The view's options with the defaults of `tail`'s flags.
+pub fn view_options(source: String) -> Options {
+    Options { source, ..Options::default() }
+}
+
+/// Runs the live view over a source until the user quits; `status` is polled for a header
+/// line (e.g. "simulation finished"). Used by `demo`.
+pub fn watch(options: Options, kind: Kind, status: &dyn Fn() -> Option<String>) -> anyhow::Result<()> {
+    let mut source = Source::start(kind, true);
+    let exit = app::run(State::new(options), &mut source, super::stop_flag(), "the source closed", status);
+    source.stop();
+    match exit? {
+        Exit::Quit => Ok(()),
+        Exit::Failed(message) => Err(anyhow::anyhow!(message)),
+    }
+}
+
 /// Runs `tail`.
 pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
     let kind = if let Some(s) = &args.stdin {
@@ -133,7 +150,7 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
             let mut prefilter = Prefilter::new(args.tenant.clone(), args.agent.clone(), args.channel);
             app::stream_json(&mut source, |e| prefilter.admits(e), stop)?
         }
-        None => match app::run(State::new(args.options(label)), &mut source, stop, on_done)? {
+        None => match app::run(State::new(args.options(label)), &mut source, stop, on_done, &|| None)? {
             Exit::Quit => None,
             Exit::Failed(message) => Some(message),
         },

@@ -1,0 +1,217 @@
+//! The real binary's live view on a real terminal: `serphona-obs demo` in tmux at 160×48
+//! (issue 5), and `tail` without a terminal.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use crate::support::{bin, which};
+
+/// A tmux server of its own (its own socket), killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(width: u16, height: u16, dir: &Path) -> Tmux {
+        which("tmux").expect("tmux is not installed: scripts/test.sh installs it (apt-get install tmux)");
+        let socket = format!("serphona-obs-test-{}-{}", std::process::id(), dir.file_name().unwrap().to_string_lossy());
+        let tmux = Tmux { socket };
+        let out = tmux.cmd(&[
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            &width.to_string(),
+            "-y",
+            &height.to_string(),
+            "env",
+            "PS1=serphona-test$ ",
+            "TERM=xterm-256color",
+            "bash",
+            "--norc",
+            "--noprofile",
+        ]);
+        assert!(out.status.success(), "tmux new-session: {}", String::from_utf8_lossy(&out.stderr));
+        tmux
+    }
+
+    fn cmd(&self, args: &[&str]) -> Output {
+        Command::new("tmux").arg("-L").arg(&self.socket).args(args).output().expect("run tmux")
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        for key in keys {
+            let out = self.cmd(&["send-keys", "-t", "t", key]);
+            assert!(out.status.success(), "send-keys {key}: {}", String::from_utf8_lossy(&out.stderr));
+            // Separate key presses (an Esc followed at once by a key reads as Alt+key).
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    }
+
+    fn type_line(&self, line: &str) {
+        let out = self.cmd(&["send-keys", "-t", "t", "-l", line]);
+        assert!(out.status.success());
+        self.keys(&["Enter"]);
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.cmd(&["capture-pane", "-p", "-t", "t"]).stdout).into_owned()
+    }
+
+    /// Waits until `check` holds for the screen; panics with the last screen after `secs`.
+    fn wait_for(&self, what: &str, secs: u64, check: impl Fn(&str) -> bool) -> String {
+        let until = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let screen = self.screen();
+            if check(&screen) {
+                return screen;
+            }
+            if Instant::now() > until {
+                panic!("timed out after {secs}s waiting for {what}; the screen:\n{screen}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["kill-server"]);
+    }
+}
+
+/// Rows of the conversation list (the left pane at 160 columns): lines with a live or ended
+/// marker.
+fn list_rows(screen: &str) -> Vec<String> {
+    screen
+        .lines()
+        .map(|l| l.chars().take(88).collect::<String>())
+        .filter(|l| l.contains('●') || l.contains('■'))
+        .collect()
+}
+
+/// The conversation id cell of the selected row (the one with ▶).
+fn selected_id(screen: &str) -> Option<String> {
+    list_rows(screen).into_iter().find(|l| l.contains('▶')).and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+}
+
+/// Speakers shown in the transcript (the right pane).
+fn transcript_speakers(screen: &str) -> (bool, bool) {
+    let right: Vec<String> = screen.lines().map(|l| l.chars().skip(88).collect()).collect();
+    let is = |who: &str| {
+        right.iter().any(|l| {
+            let words: Vec<&str> = l.trim_start_matches(['│', '┃']).split_whitespace().collect();
+            words.len() >= 2 && words[0].len() == 8 && words[0].chars().nth(2) == Some(':') && words[1] == who
+        })
+    };
+    (is("agent"), is("customer"))
+}
+
+#[test]
+fn demo_live_view_in_tmux_shows_conversations_and_transcripts_and_restores_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmux = Tmux::start(160, 48, dir.path());
+    tmux.wait_for("the shell prompt", 10, |s| s.contains("serphona-test$"));
+    let command = format!(
+        "{} demo --data-dir {} --metrics-addr 127.0.0.1:0 --conversations 200; echo SERPHONA_EXIT=$?",
+        env!("CARGO_BIN_EXE_serphona-obs"),
+        dir.path().display()
+    );
+    tmux.type_line(&command);
+
+    // The header, at least 5 conversations, and a transcript with both speakers (moving down
+    // the list while the selected one has only one speaker so far).
+    let screen = tmux.wait_for("the header and 5 conversations", 30, |s| {
+        s.contains("events/s") && s.contains("active") && s.contains("Conversations") && list_rows(s).len() >= 5
+    });
+    assert!(screen.contains("Transcript"), "{screen}");
+    let until = Instant::now() + Duration::from_secs(40);
+    let mut last_move = Instant::now();
+    while transcript_speakers(&tmux.screen()) != (true, true) {
+        assert!(Instant::now() < until, "no transcript with both speakers; the screen:\n{}", tmux.screen());
+        if last_move.elapsed() > Duration::from_secs(4) {
+            tmux.keys(&["j"]);
+            last_move = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // j moves the selection to another conversation (from the top of the list: g).
+    tmux.keys(&["g"]);
+    // (New conversations keep arriving above it, so it is near the top, not always first.)
+    let top = tmux.wait_for("g to select a row near the top", 5, |s| list_rows(s).iter().take(10).any(|r| r.contains('▶')));
+    let before = selected_id(&top).expect("a selected row");
+    tmux.keys(&["j"]);
+    tmux.wait_for("j to select another conversation", 5, |s| selected_id(s).is_some_and(|id| id != before));
+
+    // Enter focuses the transcript (its border turns heavy); Esc goes back.
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the focused transcript", 5, |s| s.contains("┏ Transcript"));
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("the focused list", 5, |s| s.contains("┏ Conversations"));
+
+    // / opens the filter; typing filters the list by tenant.
+    tmux.keys(&["/"]);
+    tmux.wait_for("the filter prompt", 5, |s| s.contains("/ filter:"));
+    for key in ["t", "e", "n", "a", "n", "t", ":", "a", "c", "m", "e", "-", "t", "e", "l", "c", "o"] {
+        tmux.keys(&[key]);
+    }
+    let filtered = tmux.wait_for("the filtered list", 5, |s| s.contains("filter: tenant:acme-telco"));
+    let rows = list_rows(&filtered);
+    assert!(!rows.is_empty() && rows.iter().all(|r| r.contains("acme-telco")), "{filtered}");
+    tmux.keys(&["Enter"]);
+
+    // q quits with 0, the summary follows and the shell prompt is back on a normal screen.
+    tmux.keys(&["q"]);
+    let screen = tmux.wait_for("exit code and prompt", 30, |s| s.contains("SERPHONA_EXIT=") && s.trim_end().ends_with("serphona-test$"));
+    assert!(screen.contains("SERPHONA_EXIT=0"), "{screen}");
+    assert!(screen.contains("p95 duration") && screen.contains("total"), "the summary table follows the view:\n{screen}");
+    assert!(!screen.contains("events/s"), "the live view is gone from the screen:\n{screen}");
+}
+
+#[test]
+fn tail_without_a_terminal_says_so_and_streams_json_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = bin().args(["demo", "--no-tui", "-n", "20", "--data-dir", d, "--metrics-addr", "127.0.0.1:0"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let out = bin().args(["tail", "--data-dir", d]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--output json"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let all = serphona_obs::store::local::LocalStore::open(dir.path()).read_all().unwrap();
+    let out = bin().args(["tail", "--data-dir", d, "--source", "local", "--output", "json", "--no-follow"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serphona_obs::types::Event> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serphona_obs::types::Event::from_json(l).unwrap()).collect();
+    assert_eq!(lines, all, "every event of the log, once, in order");
+
+    // Pre-filters: one tenant; one channel keeps whole conversations of that channel.
+    let tenant = all[0].tenant_id.to_string();
+    let out = bin().args(["tail", "--data-dir", d, "--output", "json", "--no-follow", "--tenant", &tenant]).output().unwrap();
+    let got: Vec<serphona_obs::types::Event> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serphona_obs::types::Event::from_json(l).unwrap()).collect();
+    assert_eq!(got.len(), all.iter().filter(|e| *e.tenant_id == *tenant).count());
+    assert!(!got.is_empty() && got.len() < all.len());
+
+    // stdin: a service's logs with other lines among the events.
+    let mut input = String::from("not json\n{\"msg\":\"a log line of the service\"}\n");
+    for e in &all[..10] {
+        input.push_str(&e.to_json().unwrap());
+        input.push('\n');
+    }
+    let mut child = bin()
+        .args(["tail", "-", "--output", "json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 10);
+}
