@@ -215,3 +215,78 @@ fn tail_without_a_terminal_says_so_and_streams_json_when_asked() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 10);
 }
+
+#[test]
+fn tail_follows_clickhouse_across_polls_without_duplicates_or_gaps() {
+    use std::io::BufRead;
+    use std::sync::{Arc, Mutex};
+
+    let ch = crate::support::clickhouse::ClickHouse::start();
+    let db = ch.fresh_database();
+    let dir = tempfile::tempdir().unwrap();
+    let with_ch = |cmd: &mut Command| {
+        cmd.env("SERPHONA_OBS_DATA_DIR", dir.path())
+            .env("SERPHONA_OBS_CLICKHOUSE_ENDPOINT", ch.url())
+            .env("SERPHONA_OBS_CLICKHOUSE_DATABASE", &db)
+            .env("SERPHONA_OBS_CLICKHOUSE_COMPRESSION", "none")
+            .env("SERPHONA_OBS_METRICS_ENABLED", "false")
+            .env("SERPHONA_OBS_TRACING_ENABLED", "false");
+    };
+    let mut apply = bin();
+    with_ch(&mut apply);
+    let out = apply.args(["schema", "apply"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let mut tail = bin();
+    with_ch(&mut tail);
+    let mut child = tail
+        .args(["tail", "--source", "clickhouse", "--output", "json", "--since", "1h"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let lines = lines.clone();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                lines.lock().unwrap().push(line.unwrap());
+            }
+        })
+    };
+
+    // Three runs, a second apart, while tail polls.
+    for seed in 1..=3 {
+        let mut sim = bin();
+        with_ch(&mut sim);
+        let out = sim
+            .env("SERPHONA_OBS_CLICKHOUSE_ENABLED", "true")
+            .args(["simulate", "-n", "40", "--seed", &seed.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let logged = serphona_obs::store::local::LocalStore::open(dir.path()).read_all().unwrap();
+    let in_ch = ch.query_u64(&format!("SELECT count(DISTINCT event_id) FROM {db}.events"));
+    assert_eq!(in_ch, logged.len() as u64, "every logged event is in ClickHouse");
+    let until = Instant::now() + Duration::from_secs(60);
+    while lines.lock().unwrap().len() < logged.len() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Two more polls: nothing may arrive twice.
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let got = lines.lock().unwrap().clone();
+    let mut ids: Vec<uuid::Uuid> = got.iter().map(|l| serphona_obs::types::Event::from_json(l).unwrap().event_id).collect();
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    let mut want: Vec<uuid::Uuid> = logged.iter().map(|e| e.event_id).collect();
+    want.sort();
+    assert_eq!(n, ids.len(), "duplicates: {} lines, {} distinct (tail {status:?})", n, ids.len());
+    assert_eq!(ids, want, "tail saw every event once: {} of {}", ids.len(), want.len());
+}
