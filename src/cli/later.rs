@@ -13,7 +13,7 @@ use super::output::Format;
 pub fn unavailable(command: &str, arrives_with: &str) -> anyhow::Result<ExitCode> {
     Err(UsageError(format!(
         "`serphona-obs {command}` is not available in this version yet; it arrives with {arrives_with}. \
-         Available now: demo, simulate, config, completions"
+         Available now: demo, simulate, tail, query, schema, config, completions"
     ))
     .into())
 }

@@ -377,6 +377,8 @@ pub struct State {
     opts: Options,
     prefilter: Prefilter,
     convs: HashMap<Arc<str>, Conv>,
+    /// Conversations in `convs` not ended.
+    active: usize,
     seq: u64,
     // The list as shown: filtered and sorted ids, rebuilt lazily.
     list: Vec<Arc<str>>,
@@ -419,6 +421,7 @@ impl State {
             prefilter: Prefilter::new(opts.tenant.clone(), opts.agent.clone(), opts.channel),
             opts,
             convs: HashMap::new(),
+            active: 0,
             seq: 0,
             list: Vec::new(),
             list_dirty: false,
@@ -661,7 +664,7 @@ impl State {
 
     /// Live (not ended) conversations held.
     pub fn active(&self) -> usize {
-        self.convs.values().filter(|c| !c.is_ended()).count()
+        self.active
     }
 
     /// Conversations held in all.
@@ -714,6 +717,7 @@ impl State {
             Some(c) => c,
             None => {
                 self.seq += 1;
+                self.active += 1;
                 self.list_dirty = true;
                 self.convs.entry(e.conversation_id.clone()).or_insert_with(|| Conv::new(e, seq))
             }
@@ -753,6 +757,7 @@ impl State {
             }
             EventKind::ConversationEnded { resolution, rating, channel, duration_seconds, .. } => {
                 if conv.ended_at.is_none() {
+                    self.active -= 1;
                     let i = Resolution::ALL.iter().position(|r| r == resolution).unwrap_or(0);
                     self.resolutions[i] += 1;
                     self.recent_ends.push_back(e.timestamp);
@@ -856,11 +861,17 @@ impl State {
             }
             self.list.push(conv.id.clone());
         }
-        let convs = &self.convs;
-        self.list.sort_unstable_by(|a, b| {
-            let (a, b) = (&convs[a], &convs[b]);
-            b.started_at.cmp(&a.started_at).then(b.seq.cmp(&a.seq))
-        });
+        // Sort keys taken out once: comparisons then touch no map.
+        let mut keyed: Vec<(OffsetDateTime, u64, Arc<str>)> = self
+            .list
+            .drain(..)
+            .map(|id| {
+                let c = &self.convs[&id];
+                (c.started_at, c.seq, id)
+            })
+            .collect();
+        keyed.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
+        self.list.extend(keyed.into_iter().map(|(_, _, id)| id));
         if self.follow {
             self.selected = self.list.first().cloned();
             self.selected_index = 0;
@@ -912,6 +923,7 @@ impl State {
         }
         let gone = before - self.convs.len();
         if gone > 0 {
+            self.active = self.convs.values().filter(|c| !c.is_ended()).count();
             self.evicted += gone as u64;
             self.list_dirty = true;
         }
