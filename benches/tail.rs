@@ -93,7 +93,7 @@ fn main() {
         .filter(|e| !matches!(e.kind, EventKind::ConversationEnded { .. }))
         .collect();
     let mut group = c.benchmark_group("frame_160x48");
-    let mut conversations_of = |events: &[Event]| {
+    let conversations_of = |events: &[Event]| {
         let mut state = fed(events);
         let n = state.rows().len();
         (state, n)

@@ -5,7 +5,11 @@
 //! are read from `conversations FINAL` (one row each, see `schemas/0001_conversations.sql`),
 //! their turn counts, sentiment and response times from `interactions FINAL`, the other counts
 //! from `events FINAL`. Percentiles are nearest-rank, computed in SQL the same way as
-//! [`nearest_rank`](super::nearest_rank).
+//! [`nearest_rank`](super::nearest_rank). A trace's spans are the rows of `spans FINAL`
+//! (the root span's row is written when the conversation ends), with the span events derived
+//! from the trace's rows of `events FINAL` exactly as the local store derives them. (`spans`
+//! is ordered by tenant first, so finding a trace by its id alone reads the whole table's
+//! `trace_id` column; the events are then read by tenant and conversation, in key order.)
 
 use std::collections::BTreeMap;
 
@@ -14,7 +18,10 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::local::Acc;
-use super::{ConversationDetail, ConversationFilter, ConversationSummary, Cursor, GroupBy, Percentiles, StatsRow, Store, StoreError};
+use super::{
+    ConversationDetail, ConversationFilter, ConversationSummary, Cursor, GroupBy, Percentiles, SpanRecord, StatsRow, Store,
+    StoreError, assemble_trace, normalize_trace_id, to_micros,
+};
 use crate::config::ClickHouseConfig;
 use crate::exporter::{ClickHouseError, client};
 use crate::types::{Event, Speaker};
@@ -220,6 +227,40 @@ struct PayloadRow {
 }
 
 #[derive(Debug, Row, Deserialize)]
+struct SpanSqlRow {
+    tenant_id: String,
+    trace_id: String,
+    span_id: String,
+    parent_span_id: String,
+    conversation_id: String,
+    name: String,
+    service: String,
+    #[serde(with = "clickhouse::serde::time::datetime64::micros")]
+    start_time: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::time::datetime64::micros")]
+    end_time: OffsetDateTime,
+    attributes: Vec<(String, String)>,
+}
+
+impl SpanSqlRow {
+    fn into_span(self) -> SpanRecord {
+        SpanRecord {
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            parent_span_id: Some(self.parent_span_id).filter(|p| !p.is_empty()),
+            name: self.name,
+            service: self.service,
+            conversation_id: self.conversation_id,
+            tenant_id: self.tenant_id,
+            start: to_micros(self.start_time),
+            end: to_micros(self.end_time),
+            attributes: self.attributes.into_iter().collect(),
+            events: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Row, Deserialize)]
 struct CursorRow {
     id_s: String,
     payload: String,
@@ -357,6 +398,50 @@ impl Store for ClickHouseStore {
             });
         }
         Ok(out)
+    }
+
+    async fn trace(&self, trace_id: &str) -> Result<Vec<SpanRecord>, StoreError> {
+        let id = normalize_trace_id(trace_id)?;
+        let spans = self
+            .client
+            .query(
+                "SELECT toString(tenant_id) AS tenant_id, trace_id, span_id, parent_span_id, conversation_id,
+                        toString(name) AS name, toString(service) AS service, start_time, end_time, attributes
+                 FROM spans FINAL WHERE trace_id = {id:String}",
+            )
+            .param("id", id.as_str())
+            .fetch_all::<SpanSqlRow>()
+            .await
+            .map_err(ClickHouseError::from)?;
+        if spans.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The events of the spans' conversations: their tenants and ids narrow the read to
+        // the primary key's ranges (`events` is ordered by tenant, then conversation).
+        let mut tenants: Vec<&str> = spans.iter().map(|s| s.tenant_id.as_str()).collect();
+        let mut conversations: Vec<&str> = spans.iter().map(|s| s.conversation_id.as_str()).collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        conversations.sort_unstable();
+        conversations.dedup();
+        let rows = self
+            .client
+            .query(
+                "SELECT toString(event_id) AS id_s, payload FROM events FINAL
+                 WHERE tenant_id IN {tenants:Array(String)} AND conversation_id IN {conversations:Array(String)}
+                   AND trace_id = {id:String}
+                 ORDER BY timestamp, event_id",
+            )
+            .param("tenants", &tenants)
+            .param("conversations", &conversations)
+            .param("id", id.as_str())
+            .fetch_all::<PayloadRow>()
+            .await
+            .map_err(ClickHouseError::from)?;
+        let mut events = rows.iter().map(|r| Self::parse(&r.id_s, &r.payload)).collect::<Result<Vec<_>, _>>()?;
+        // The local store's order (ClickHouse orders UUIDs differently from their bytes).
+        events.sort_by_key(|e| (e.timestamp, e.event_id));
+        Ok(assemble_trace(spans.into_iter().map(SpanSqlRow::into_span).collect(), &events))
     }
 
     /// Ordered by the time ClickHouse received the rows (`inserted_at`), then `event_id`.

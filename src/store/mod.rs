@@ -1,8 +1,15 @@
 //! The read side: the [`Store`] trait that `query`, `tail` and `demo`'s summary read through,
-//! and its implementations ([`local::LocalStore`] over the event log; ClickHouse later).
+//! and its implementations ([`local::LocalStore`] over the event log,
+//! [`clickhouse::ClickHouseStore`] over ClickHouse).
 //!
 //! Percentiles are nearest-rank: the smallest value with at least `q` of the values at or
 //! below it, so both stores give the same number for the same data.
+//!
+//! Spans ([`Store::trace`]) are the ones [`crate::trace::tree`] defines: the conversation's root
+//! span (recorded when the conversation ends) and one child span per turn, decision and
+//! transfer, with their span events. Both stores build them with the same functions
+//! ([`crate::exporter::rows::span_row`] for the span, [`span_events`] for its events), so they
+//! give identical spans for the same data.
 
 pub mod clickhouse;
 pub mod local;
@@ -14,7 +21,7 @@ use std::str::FromStr;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::types::{Channel, Event, Resolution};
+use crate::types::{Channel, Event, EventKind, Resolution};
 
 /// A read failed.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +50,9 @@ pub enum StoreError {
     /// A cursor from another store or a corrupted one.
     #[error("invalid cursor {0:?} (a cursor only works with the store that gave it: SEQ:OFFSET for the local event log, MICROS:EVENT_ID for ClickHouse)")]
     BadCursor(String),
+    /// A trace id that is not 32 hexadecimal digits (or is all zeros).
+    #[error("invalid trace id {0:?}: expected 32 hexadecimal digits, e.g. 4bf92f3577b34da6a3ce929d0e0e4736")]
+    BadTraceId(String),
 }
 
 impl From<crate::exporter::ClickHouseError> for StoreError {
@@ -228,6 +238,157 @@ pub struct StatsRow {
     pub mean_sentiment: Option<f64>,
 }
 
+/// One span of a trace, as [`Store::trace`] returns it: the conversation's root span or the
+/// child span of a turn, decision or transfer (see [`crate::trace::tree`] for names and times).
+///
+/// Serialized (e.g. by `query trace --output json`) with these field names; times are RFC 3339.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpanRecord {
+    /// The trace (32 hex digits).
+    pub trace_id: String,
+    /// The span (16 hex digits).
+    pub span_id: String,
+    /// The parent span; `None` for a root (the conversation span of a conversation that did
+    /// not join a trace started elsewhere).
+    pub parent_span_id: Option<String>,
+    /// `conversation`, `interaction.agent`, `interaction.customer`, `decision.<type>` or
+    /// `transfer.initiated`.
+    pub name: String,
+    /// The service that recorded it.
+    pub service: String,
+    /// The conversation it belongs to.
+    pub conversation_id: String,
+    /// The tenant.
+    pub tenant_id: String,
+    /// Start, to the microsecond.
+    #[serde(with = "time::serde::rfc3339")]
+    pub start: OffsetDateTime,
+    /// End, to the microsecond.
+    #[serde(with = "time::serde::rfc3339")]
+    pub end: OffsetDateTime,
+    /// The attributes the `spans` table keeps: `agent_id`, and `turn` (turns),
+    /// `decision_type` and `option` (decisions), `target` (transfers), or `resolution`,
+    /// `channel` and `interaction_count` (the conversation).
+    pub attributes: BTreeMap<String, String>,
+    /// Its span events, in time order (see [`span_events`]).
+    pub events: Vec<SpanEvent>,
+}
+
+impl SpanRecord {
+    /// End minus start, in seconds.
+    pub fn duration_seconds(&self) -> f64 {
+        (self.end - self.start).as_seconds_f64()
+    }
+}
+
+/// A span event: something that happened at a moment of a span, e.g. `customer_message` or
+/// `intent_classified` on a turn, `error_occurred` on the conversation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpanEvent {
+    /// The event's name, e.g. `intent_classified`.
+    pub name: String,
+    /// When, to the microsecond.
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    /// Its attributes as text, e.g. `intent` and `confidence`.
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// A trace id in the form the stores keep it (32 lowercase hex digits), from user input in
+/// either case; [`StoreError::BadTraceId`] when it is not 32 hex digits or is all zeros.
+pub fn normalize_trace_id(trace_id: &str) -> Result<String, StoreError> {
+    let lower = trace_id.trim().to_ascii_lowercase();
+    if lower.len() == 32 && lower.bytes().all(|b| b.is_ascii_hexdigit()) && lower.bytes().any(|b| b != b'0') {
+        Ok(lower)
+    } else {
+        Err(StoreError::BadTraceId(trace_id.to_string()))
+    }
+}
+
+/// `t` cut to whole microseconds, as ClickHouse's `DateTime64(6)` keeps it.
+pub(crate) fn to_micros(t: OffsetDateTime) -> OffsetDateTime {
+    t.replace_nanosecond(t.nanosecond() / 1000 * 1000).unwrap_or(t)
+}
+
+fn otel_event(e: opentelemetry::trace::Event) -> SpanEvent {
+    SpanEvent {
+        name: e.name.into_owned(),
+        time: to_micros(OffsetDateTime::from(e.timestamp)),
+        attributes: e.attributes.into_iter().map(|kv| (kv.key.as_str().to_string(), kv.value.as_str().into_owned())).collect(),
+    }
+}
+
+/// The span events an event adds to its span (the span `event.trace.span_id` names), the
+/// same names and attributes as the OTLP export (see [`crate::trace::tree`]):
+/// `conversation_started`, `error_occurred`, `compliance_violation` and `conversation_ended`
+/// on the conversation span; `agent_message` / `customer_message` (and `intent_classified`)
+/// on a turn; `intent_classified` or `decision_made` on a decision; `transfer_initiated` on a
+/// transfer.
+pub fn span_events(e: &Event) -> Vec<SpanEvent> {
+    use crate::trace::tree;
+    match &e.kind {
+        EventKind::ConversationStarted { channel, language, .. } => vec![SpanEvent {
+            name: "conversation_started".into(),
+            time: to_micros(e.timestamp),
+            attributes: BTreeMap::from([
+                ("channel".to_string(), channel.as_str().to_string()),
+                ("language".to_string(), language.clone()),
+            ]),
+        }],
+        EventKind::ConversationEnded { .. } => tree::root_end(e).map(|(_, ev)| otel_event(ev)).into_iter().collect(),
+        EventKind::ErrorOccurred { .. } | EventKind::ComplianceViolation { .. } => {
+            tree::root_event(e).map(|(ev, _)| otel_event(ev)).into_iter().collect()
+        }
+        _ => tree::child_builder(e)
+            .and_then(|(builder, _)| builder.events)
+            .map(|events| events.into_iter().map(otel_event).collect())
+            .unwrap_or_default(),
+    }
+}
+
+/// The span an event closes (see [`crate::exporter::rows::span_row`]), without its span events.
+pub(crate) fn span_of(e: &Event) -> Option<SpanRecord> {
+    let row = crate::exporter::rows::span_row(e)?;
+    Some(SpanRecord {
+        trace_id: row.trace_id,
+        span_id: row.span_id,
+        parent_span_id: Some(row.parent_span_id).filter(|p| !p.is_empty()),
+        name: row.name.into_owned(),
+        service: row.service.to_string(),
+        conversation_id: row.conversation_id.to_string(),
+        tenant_id: row.tenant_id.to_string(),
+        start: to_micros(row.start_time),
+        end: to_micros(row.end_time),
+        attributes: row.attributes.into_iter().map(|(k, v)| (k.into_owned(), v.into_owned())).collect(),
+        events: Vec::new(),
+    })
+}
+
+/// A trace as both stores return it: one span per span id (the first kept), each with the span
+/// events of `events` (which must be in `(timestamp, event_id)` order) on it, sorted by start,
+/// then end, name and span id. Span events of spans not in the list (the root of a conversation
+/// that has not ended) are dropped.
+pub(crate) fn assemble_trace(spans: Vec<SpanRecord>, events: &[Event]) -> Vec<SpanRecord> {
+    let mut by_id: BTreeMap<String, SpanRecord> = BTreeMap::new();
+    for span in spans {
+        by_id.entry(span.span_id.clone()).or_insert(span);
+    }
+    for e in events {
+        let span_id = e.trace.span_id.to_string();
+        if let Some(span) = by_id.get_mut(&span_id) {
+            span.events.extend(span_events(e));
+        }
+    }
+    let mut out: Vec<SpanRecord> = by_id.into_values().collect();
+    for span in &mut out {
+        span.events.sort_by_key(|ev| ev.time);
+    }
+    out.sort_by(|a, b| {
+        (a.start, a.end, &a.name, &a.span_id).cmp(&(b.start, b.end, &b.name, &b.span_id))
+    });
+    out
+}
+
 /// A position in the event stream, for [`Store::events_since`]. Opaque; only the store that
 /// gave it understands it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -251,6 +412,10 @@ pub trait Store: Send + Sync {
         by: Option<GroupBy>,
     ) -> impl Future<Output = Result<Vec<StatsRow>, StoreError>> + Send;
 
+    /// The spans of a trace (see [`SpanRecord`]), sorted by start; empty when the store has
+    /// none. `trace_id` is 32 hex digits in either case ([`StoreError::BadTraceId`] otherwise).
+    fn trace(&self, trace_id: &str) -> impl Future<Output = Result<Vec<SpanRecord>, StoreError>> + Send;
+
     /// Events after `cursor` (from the beginning when `None`), at most `limit`, and the cursor
     /// to continue from. No event is returned twice and none is skipped across calls.
     fn events_since(
@@ -258,4 +423,80 @@ pub trait Store: Send + Sync {
         cursor: Option<&Cursor>,
         limit: usize,
     ) -> impl Future<Output = Result<(Vec<Event>, Cursor), StoreError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::SpanId;
+
+    use super::*;
+    use crate::types::{DecisionType, test_event};
+
+    #[test]
+    fn trace_ids_are_32_hex_digits_in_either_case() {
+        assert_eq!(normalize_trace_id(" 4BF92F3577B34DA6A3CE929D0E0E4736 ").unwrap(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        for bad in ["", "4bf92f", "4bf92f3577b34da6a3ce929d0e0e473g", &"0".repeat(32), &"a".repeat(33), "'; DROP TABLE spans --"] {
+            assert!(matches!(normalize_trace_id(bad), Err(StoreError::BadTraceId(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_trace_is_one_span_per_id_with_its_span_events_in_time_order() {
+        let root = SpanId::from(1u64);
+        let mut start = test_event("start");
+        start.trace.span_id = root;
+        start.kind = EventKind::ConversationStarted { customer_id: "c".into(), channel: Channel::Voice, language: "en".into() };
+        let mut turn = test_event("hello");
+        turn.trace.span_id = SpanId::from(2u64);
+        turn.trace.parent_span_id = Some(root);
+        turn.timestamp = start.timestamp + time::Duration::seconds(1);
+        turn.metadata.intent = Some("billing".into());
+        turn.kind = EventKind::CustomerTurn { turn: 1, latency: None, duration_ms: Some(1500.5) };
+        let mut decision = test_event("decided");
+        decision.trace.span_id = SpanId::from(3u64);
+        decision.trace.parent_span_id = Some(root);
+        decision.timestamp = start.timestamp + time::Duration::seconds(3);
+        decision.kind = EventKind::DecisionMade {
+            decision_type: DecisionType::ToolCall,
+            option: "lookup".into(),
+            reason: "r".into(),
+            confidence: None,
+            duration_ms: Some(250.0),
+        };
+        let mut end = test_event("end");
+        end.trace.span_id = root;
+        end.timestamp = start.timestamp + time::Duration::seconds(5);
+        end.kind = EventKind::ConversationEnded {
+            resolution: Resolution::Resolved,
+            rating: Some(5),
+            tags: vec![],
+            channel: Channel::Voice,
+            duration_seconds: 5.0,
+            interaction_count: 1,
+            agent_turns: 0,
+            customer_turns: 1,
+            customer_id: "c".into(),
+            language: "en".into(),
+            started_at: Some(start.timestamp),
+        };
+        let events = [start.clone(), turn.clone(), decision.clone(), end.clone()];
+        // A span given twice is kept once.
+        let spans: Vec<SpanRecord> = events.iter().chain([&turn]).filter_map(span_of).collect();
+        let trace = assemble_trace(spans, &events);
+        let names: Vec<&str> = trace.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["conversation", "interaction.customer", "decision.tool_call"]);
+        let event_names = |i: usize| trace[i].events.iter().map(|e| e.name.as_str()).collect::<Vec<_>>();
+        assert_eq!(event_names(0), ["conversation_started", "conversation_ended"]);
+        assert_eq!(event_names(1), ["customer_message", "intent_classified"]);
+        assert_eq!(event_names(2), ["decision_made"]);
+        assert_eq!(trace[0].parent_span_id, None);
+        assert_eq!(trace[1].parent_span_id.as_deref(), Some(root.to_string().as_str()));
+        // Times are whole microseconds, as ClickHouse keeps them.
+        assert_eq!(trace[1].end.nanosecond() % 1000, 0);
+        assert_eq!(trace[1].events[1].attributes["intent"], "billing");
+        assert_eq!(trace[0].events[1].attributes["rating"], "5");
+        // The root's span events are dropped when the root span is not there (not ended).
+        let open = assemble_trace(events[..3].iter().filter_map(span_of).collect(), &events[..3]);
+        assert_eq!(open.len(), 2);
+    }
 }

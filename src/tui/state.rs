@@ -561,11 +561,7 @@ impl State {
                 self.show_ended = !self.show_ended;
                 self.list_dirty = true;
             }
-            Key::Enter | Key::Right | Key::Char('l') => {
-                if self.selected.is_some() {
-                    self.focus = Focus::Transcript;
-                }
-            }
+            Key::Enter | Key::Right | Key::Char('l') if self.selected.is_some() => self.focus = Focus::Transcript,
             Key::Esc | Key::Left | Key::Char('h') => {
                 self.focus = Focus::List;
                 self.transcript_scroll = 0;

@@ -128,7 +128,7 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
         let name = args.source.unwrap_or(if ctx.config.clickhouse.enabled { SourceName::Clickhouse } else { SourceName::Local });
         match name {
             SourceName::Local => Kind::Local(ctx.config.data_dir.clone()),
-            SourceName::Clickhouse => Kind::ClickHouse(ctx.config.clickhouse.clone(), OffsetDateTime::now_utc() - args.since),
+            SourceName::Clickhouse => Kind::ClickHouse(Box::new(ctx.config.clickhouse.clone()), OffsetDateTime::now_utc() - args.since),
         }
     };
     let on_done = match &kind {

@@ -57,7 +57,7 @@ pub enum Kind {
     /// The local event log under a data dir.
     Local(PathBuf),
     /// The ClickHouse `events` table, from rows inserted since this time.
-    ClickHouse(ClickHouseConfig, OffsetDateTime),
+    ClickHouse(Box<ClickHouseConfig>, OffsetDateTime),
     /// A file of JSON event lines (followed as it grows unless `--no-follow`).
     File(PathBuf),
     /// JSON event lines on stdin, until it closes.
@@ -202,7 +202,7 @@ fn local(ctx: Ctx, data_dir: PathBuf) {
 /// Polls ClickHouse's `events` by insertion time. Each poll starts [`OVERLAP_MICROS`] before
 /// the newest row seen, so rows of an insert that committed after a later one was already
 /// read are not missed; rows seen in that window are remembered and not sent twice.
-fn clickhouse(ctx: Ctx, config: ClickHouseConfig, since: OffsetDateTime) {
+fn clickhouse(ctx: Ctx, config: Box<ClickHouseConfig>, since: OffsetDateTime) {
     let server = config.endpoint.to_string();
     let store = ClickHouseStore::new(&config);
     let rt = runtime();

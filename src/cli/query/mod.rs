@@ -1,0 +1,322 @@
+//! `query`: conversations, one conversation with its transcript and trace tree, a trace, and
+//! stats, read through the [`Store`] trait from the local event log or ClickHouse.
+//!
+//! Usage errors (a bad `--since`, an unknown `--by`, `--channel` or `--resolution`, a malformed
+//! trace id) are clap errors: exit 2 with the accepted values. An unknown conversation or trace,
+//! or a store that cannot be read (a ClickHouse that is down), is exit 1 naming the source.
+
+mod render;
+mod tree;
+mod when;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::builder::{NonEmptyStringValueParser, PossibleValuesParser, TypedValueParser};
+use clap::{Subcommand, ValueEnum};
+use serphona_obs::store::clickhouse::ClickHouseStore;
+use serphona_obs::store::local::LocalStore;
+use serphona_obs::store::{ConversationFilter, GroupBy, Store, StoreError, normalize_trace_id};
+use serphona_obs::types::{Channel, Resolution};
+use time::OffsetDateTime;
+
+use super::Context;
+use super::output::DataFormat;
+
+/// `query` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List conversations, newest first.
+    ///
+    /// Filters combine with AND; `--since` and `--until` apply to the start time.
+    ///
+    /// JSON (`--output json`): an array of objects, one per conversation, with these fields
+    /// (stable; new fields may be added): conversation_id, tenant_id, agent_id, customer_id,
+    /// channel, language, started_at, ended_at (RFC 3339; null while active), duration_seconds,
+    /// resolution (null while active), rating, agent_turns, customer_turns, decisions,
+    /// transfers, errors, violations, mean_sentiment, last_speaker, trace_id, metadata (an
+    /// object). CSV: the same columns, metadata as a JSON object.
+    Conversations(ConversationsArgs),
+    /// One conversation: its attributes, transcript, decisions and trace tree.
+    ///
+    /// JSON: an object {"conversation": {the fields of `query conversations`}, "events": [every
+    /// event, as the event log line has it], "spans": [the conversation's spans, as
+    /// `query trace` gives them]}. CSV: one row per event (timestamp, offset_seconds,
+    /// event_type, speaker, content, sentiment, intent, confidence, detail, span_id).
+    Conversation(ConversationArgs),
+    /// One trace as a tree of spans, with offsets, durations and span events.
+    ///
+    /// The spans are the conversation's root span (recorded when the conversation ends) and
+    /// one span per turn, decision and transfer, read from the `spans` table in ClickHouse or
+    /// derived from the event log.
+    ///
+    /// JSON: an array of spans ordered by start: trace_id, span_id, parent_span_id (null for a
+    /// root), name, service, conversation_id, tenant_id, start, end (RFC 3339), attributes (an
+    /// object), events (an array of {name, time, attributes}). CSV: one row per span
+    /// (trace_id, span_id, parent_span_id, name, service, conversation_id, tenant_id, start,
+    /// end, offset_ms, duration_ms, events, attributes).
+    Trace(TraceArgs),
+    /// Counts, resolution and transfer rates, p50/p95/p99 of duration and agent response
+    /// time, mean rating and sentiment; in one row or one per group.
+    ///
+    /// JSON: an array of objects: group ("all" without --by; "active" for conversations not
+    /// ended when grouping by resolution), conversations, ended, by_resolution (an object of
+    /// counts), resolution_rate (resolved / ended), transfer_rate (with a transfer /
+    /// conversations), interactions, duration_seconds and response_seconds ({p50, p95, p99},
+    /// nearest-rank), mean_rating, mean_sentiment. Rates and means are null when there is
+    /// nothing to divide. CSV: the same, flattened (duration_p50, …, and one column per
+    /// resolution).
+    Stats(StatsArgs),
+}
+
+/// Where to read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Source {
+    /// The local event log under the data dir.
+    Local,
+    /// ClickHouse (the `clickhouse` section of the config).
+    Clickhouse,
+}
+
+/// The flags every `query` command has.
+#[derive(Debug, clap::Args)]
+pub struct Common {
+    /// Where to read: the local event log or ClickHouse. Default: clickhouse when the config
+    /// has clickhouse.enabled: true, else local.
+    #[arg(long, value_enum)]
+    pub source: Option<Source>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    pub output: DataFormat,
+}
+
+/// Which conversations (all filters optional, combined with AND).
+#[derive(Debug, clap::Args)]
+pub struct Filters {
+    /// Only this tenant.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Only this agent.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Only this channel.
+    #[arg(long, value_parser = channel_parser())]
+    pub channel: Option<Channel>,
+    /// Only conversations that ended this way.
+    #[arg(long, value_parser = resolution_parser())]
+    pub resolution: Option<Resolution>,
+    /// Started at or after: a duration before now (15m, 2h, 7d, 1h30m) or an RFC 3339 time
+    /// (2025-01-31T09:00:00Z, or a date).
+    #[arg(long, value_name = "WHEN", value_parser = when::parse_when_now)]
+    pub since: Option<OffsetDateTime>,
+    /// Started before: like --since.
+    #[arg(long, value_name = "WHEN", value_parser = when::parse_when_now)]
+    pub until: Option<OffsetDateTime>,
+    /// Start metadata that must match (repeatable), e.g. --meta queue=billing.
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
+    pub metadata: Vec<(String, String)>,
+}
+
+/// `query conversations` flags.
+#[derive(Debug, clap::Args)]
+pub struct ConversationsArgs {
+    #[command(flatten)]
+    filters: Filters,
+    /// At most this many (the newest); 0 for all.
+    #[arg(long, short = 'n', default_value_t = 100)]
+    limit: usize,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// `query conversation` flags.
+#[derive(Debug, clap::Args)]
+pub struct ConversationArgs {
+    /// The conversation id.
+    #[arg(value_name = "ID", value_parser = NonEmptyStringValueParser::new())]
+    id: String,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// `query trace` flags.
+#[derive(Debug, clap::Args)]
+pub struct TraceArgs {
+    /// The trace id: 32 hex digits, as in the event log's trace_id.
+    #[arg(value_name = "TRACE_ID", value_parser = parse_trace_id)]
+    trace_id: String,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// `query stats` flags.
+#[derive(Debug, clap::Args)]
+pub struct StatsArgs {
+    /// One row per tenant, agent, channel or resolution.
+    #[arg(long, value_parser = group_parser())]
+    by: Option<GroupBy>,
+    #[command(flatten)]
+    filters: Filters,
+    #[command(flatten)]
+    common: Common,
+}
+
+fn channel_parser() -> impl TypedValueParser<Value = Channel> {
+    PossibleValuesParser::new(Channel::ALL.map(Channel::as_str)).map(|s| s.parse::<Channel>().expect("a listed channel"))
+}
+
+fn resolution_parser() -> impl TypedValueParser<Value = Resolution> {
+    PossibleValuesParser::new(Resolution::ALL.map(Resolution::as_str))
+        .map(|s| s.parse::<Resolution>().expect("a listed resolution"))
+}
+
+fn group_parser() -> impl TypedValueParser<Value = GroupBy> {
+    PossibleValuesParser::new(["tenant", "agent", "channel", "resolution"]).map(|s| s.parse::<GroupBy>().expect("a listed group"))
+}
+
+fn parse_trace_id(s: &str) -> Result<String, String> {
+    normalize_trace_id(s).map_err(|_| "expected 32 hexadecimal digits (not all zero), e.g. 4bf92f3577b34da6a3ce929d0e0e4736".to_string())
+}
+
+fn parse_meta(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err("expected KEY=VALUE, e.g. queue=billing".into()),
+    }
+}
+
+impl Filters {
+    fn to_filter(&self, limit: Option<usize>) -> Result<ConversationFilter, super::UsageError> {
+        if let (Some(since), Some(until)) = (self.since, self.until) {
+            if since >= until {
+                return Err(super::UsageError(format!(
+                    "--since ({}) is not before --until ({})",
+                    super::output::rfc3339(since),
+                    super::output::rfc3339(until)
+                )));
+            }
+        }
+        Ok(ConversationFilter {
+            tenant: self.tenant.clone(),
+            agent: self.agent.clone(),
+            channel: self.channel,
+            resolution: self.resolution,
+            since: self.since,
+            until: self.until,
+            metadata: self.metadata.clone(),
+            limit,
+        })
+    }
+}
+
+impl Command {
+    fn common(&self) -> &Common {
+        match self {
+            Command::Conversations(a) => &a.common,
+            Command::Conversation(a) => &a.common,
+            Command::Trace(a) => &a.common,
+            Command::Stats(a) => &a.common,
+        }
+    }
+}
+
+/// Runs `query`.
+pub fn run(ctx: Context, command: Command) -> anyhow::Result<ExitCode> {
+    let config = &ctx.config;
+    let source = command.common().source.unwrap_or(if config.clickhouse.enabled { Source::Clickhouse } else { Source::Local });
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match source {
+        Source::Local => {
+            let store = LocalStore::open(&config.data_dir);
+            let reader = Reader {
+                store: &store,
+                what: format!("the local event log ({})", serphona_obs::logging::event_log_dir(&config.data_dir).display()),
+                timeout: None,
+            };
+            runtime.block_on(reader.run(command, &mut out))?;
+            if store.skipped_lines() > 0 {
+                tracing::warn!("{} lines of the event log do not parse and were skipped", store.skipped_lines());
+            }
+        }
+        Source::Clickhouse => {
+            let ch = &config.clickhouse;
+            let store = ClickHouseStore::new(ch);
+            let reader = Reader {
+                store: &store,
+                what: format!("ClickHouse at {} (database {})", ch.endpoint.as_str().trim_end_matches('/'), ch.database),
+                timeout: Some(ch.request_timeout),
+            };
+            runtime.block_on(reader.run(command, &mut out))?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A store, what to call it in messages, and how long one read may take.
+struct Reader<'a, S> {
+    store: &'a S,
+    what: String,
+    timeout: Option<Duration>,
+}
+
+impl<S: Store> Reader<'_, S> {
+    /// A store call with the timeout, its error naming the source.
+    async fn call<T>(&self, read: impl Future<Output = Result<T, StoreError>>) -> anyhow::Result<T> {
+        let result = match self.timeout {
+            Some(limit) => tokio::time::timeout(limit, read)
+                .await
+                .map_err(|_| anyhow::anyhow!("no answer within {} (clickhouse.request_timeout)", humantime::format_duration(limit)))?
+                .map_err(anyhow::Error::from),
+            None => read.await.map_err(anyhow::Error::from),
+        };
+        result.with_context(|| format!("reading {}", self.what))
+    }
+
+    async fn run(&self, command: Command, out: &mut impl Write) -> anyhow::Result<()> {
+        match command {
+            Command::Conversations(args) => {
+                let limit = (args.limit > 0).then_some(args.limit);
+                let filter = args.filters.to_filter(limit)?;
+                let rows = self.call(self.store.conversations(&filter)).await?;
+                if rows.is_empty() && args.common.output == DataFormat::Table {
+                    eprintln!("no conversations match in {}", self.what);
+                } else if limit == Some(rows.len()) && args.common.output == DataFormat::Table {
+                    eprintln!("showing the newest {}; --limit N for more, --limit 0 for all", rows.len());
+                }
+                render::conversations(&rows, args.common.output, out)
+            }
+            Command::Conversation(args) => {
+                let Some(detail) = self.call(self.store.conversation(&args.id)).await? else {
+                    anyhow::bail!("no conversation {:?} in {}", args.id, self.what);
+                };
+                let mut spans = match normalize_trace_id(&detail.summary.trace_id) {
+                    Ok(trace_id) => self.call(self.store.trace(&trace_id)).await?,
+                    Err(_) => Vec::new(),
+                };
+                // A trace may hold more than one conversation (both joined one upstream trace).
+                spans.retain(|s| s.conversation_id == args.id);
+                render::conversation(&detail, &spans, args.common.output, out)
+            }
+            Command::Trace(args) => {
+                let spans = self.call(self.store.trace(&args.trace_id)).await?;
+                if spans.is_empty() {
+                    anyhow::bail!(
+                        "no spans of trace {} in {} (a conversation's spans are recorded as its turns, decisions and end happen)",
+                        args.trace_id,
+                        self.what
+                    );
+                }
+                render::trace(&args.trace_id, &spans, args.common.output, out)
+            }
+            Command::Stats(args) => {
+                let filter = args.filters.to_filter(None)?;
+                let rows = self.call(self.store.stats(&filter, args.by)).await?;
+                render::stats(&rows, args.by, args.common.output, out)
+            }
+        }
+    }
+}

@@ -1,0 +1,522 @@
+//! How `query` prints: tables and the conversation view for people, JSON and CSV for scripts.
+//!
+//! JSON is the library's types serialized as they are (their field names are the documented,
+//! stable format); CSV has a header row and one row per item.
+
+use std::io::Write;
+
+use serphona_obs::store::{ConversationDetail, ConversationSummary, GroupBy, SpanRecord, StatsRow};
+use serphona_obs::types::{Event, EventKind, Resolution};
+use tabled::settings::object::Columns;
+use tabled::settings::{Alignment, Style};
+use time::OffsetDateTime;
+
+use super::tree;
+use crate::cli::output::{DataFormat, offset, rfc3339, rfc3339_seconds, seconds, span_duration};
+
+/// Pretty JSON and a newline.
+fn json(value: &impl serde::Serialize, out: &mut impl Write) -> anyhow::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn csv_writer(out: &mut impl Write) -> csv::Writer<&mut impl Write> {
+    csv::WriterBuilder::new().from_writer(out)
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_default()
+}
+
+fn fixed(v: Option<f64>, places: usize) -> String {
+    v.map_or_else(|| "-".to_string(), |v| format!("{v:.places$}"))
+}
+
+fn percent(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| format!("{:.1}%", v * 100.0))
+}
+
+fn table(header: Vec<String>, rows: Vec<Vec<String>>, right_from: usize) -> String {
+    let mut builder = tabled::builder::Builder::default();
+    builder.push_record(header);
+    for row in rows {
+        builder.push_record(row);
+    }
+    let mut table = builder.build();
+    table.with(Style::rounded());
+    table.modify(Columns::new(right_from..), Alignment::right());
+    table.to_string()
+}
+
+// --- conversations ------------------------------------------------------------------------
+
+/// `query conversations`.
+pub fn conversations(rows: &[ConversationSummary], format: DataFormat, out: &mut impl Write) -> anyhow::Result<()> {
+    match format {
+        DataFormat::Json => json(&rows, out),
+        DataFormat::Csv => {
+            let mut w = csv_writer(out);
+            w.write_record([
+                "conversation_id",
+                "tenant_id",
+                "agent_id",
+                "customer_id",
+                "channel",
+                "language",
+                "started_at",
+                "ended_at",
+                "duration_seconds",
+                "resolution",
+                "rating",
+                "agent_turns",
+                "customer_turns",
+                "decisions",
+                "transfers",
+                "errors",
+                "violations",
+                "mean_sentiment",
+                "last_speaker",
+                "trace_id",
+                "metadata",
+            ])?;
+            for c in rows {
+                w.write_record([
+                    c.conversation_id.clone(),
+                    c.tenant_id.clone(),
+                    c.agent_id.clone(),
+                    c.customer_id.clone(),
+                    opt(c.channel),
+                    c.language.clone(),
+                    rfc3339(c.started_at),
+                    opt(c.ended_at.map(rfc3339)),
+                    opt(c.duration_seconds),
+                    opt(c.resolution),
+                    opt(c.rating),
+                    c.agent_turns.to_string(),
+                    c.customer_turns.to_string(),
+                    c.decisions.to_string(),
+                    c.transfers.to_string(),
+                    c.errors.to_string(),
+                    c.violations.to_string(),
+                    opt(c.mean_sentiment),
+                    opt(c.last_speaker),
+                    c.trace_id.clone(),
+                    serde_json::to_string(&c.metadata)?,
+                ])?;
+            }
+            w.flush()?;
+            Ok(())
+        }
+        DataFormat::Table => {
+            let header = ["started", "conversation", "tenant", "agent", "channel", "resolution", "rating", "duration", "turns", "sentiment"];
+            let body = rows
+                .iter()
+                .map(|c| {
+                    vec![
+                        rfc3339_seconds(c.started_at),
+                        c.conversation_id.clone(),
+                        c.tenant_id.clone(),
+                        c.agent_id.clone(),
+                        c.channel.map_or_else(|| "-".into(), |ch| ch.to_string()),
+                        c.resolution.map_or_else(|| "active".into(), |r| r.to_string()),
+                        c.rating.map_or_else(|| "-".into(), |r| r.to_string()),
+                        seconds(c.duration_seconds),
+                        c.interactions().to_string(),
+                        fixed(c.mean_sentiment, 2),
+                    ]
+                })
+                .collect();
+            writeln!(out, "{}", table(header.map(String::from).to_vec(), body, 6))?;
+            Ok(())
+        }
+    }
+}
+
+// --- stats --------------------------------------------------------------------------------
+
+/// `query stats`.
+pub fn stats(rows: &[StatsRow], by: Option<GroupBy>, format: DataFormat, out: &mut impl Write) -> anyhow::Result<()> {
+    match format {
+        DataFormat::Json => json(&rows, out),
+        DataFormat::Csv => {
+            let mut w = csv_writer(out);
+            let mut header: Vec<String> = ["group", "conversations", "ended"].map(String::from).to_vec();
+            header.extend(Resolution::ALL.iter().map(|r| r.to_string()));
+            header.extend(
+                [
+                    "resolution_rate",
+                    "transfer_rate",
+                    "interactions",
+                    "duration_p50",
+                    "duration_p95",
+                    "duration_p99",
+                    "response_p50",
+                    "response_p95",
+                    "response_p99",
+                    "mean_rating",
+                    "mean_sentiment",
+                ]
+                .map(String::from),
+            );
+            w.write_record(&header)?;
+            for r in rows {
+                let mut record = vec![r.group.clone(), r.conversations.to_string(), r.ended.to_string()];
+                record.extend(Resolution::ALL.iter().map(|res| r.by_resolution.get(res.as_str()).copied().unwrap_or(0).to_string()));
+                record.extend([
+                    opt(r.resolution_rate),
+                    opt(r.transfer_rate),
+                    r.interactions.to_string(),
+                    opt(r.duration_seconds.p50),
+                    opt(r.duration_seconds.p95),
+                    opt(r.duration_seconds.p99),
+                    opt(r.response_seconds.p50),
+                    opt(r.response_seconds.p95),
+                    opt(r.response_seconds.p99),
+                    opt(r.mean_rating),
+                    opt(r.mean_sentiment),
+                ]);
+                w.write_record(&record)?;
+            }
+            w.flush()?;
+            Ok(())
+        }
+        DataFormat::Table => {
+            let first = match by {
+                None => "",
+                Some(GroupBy::Tenant) => "tenant",
+                Some(GroupBy::Agent) => "agent",
+                Some(GroupBy::Channel) => "channel",
+                Some(GroupBy::Resolution) => "resolution",
+            };
+            let header = [
+                first,
+                "conversations",
+                "ended",
+                "resolved",
+                "transferred",
+                "duration p50",
+                "p95",
+                "p99",
+                "response p50",
+                "p95",
+                "p99",
+                "rating",
+                "sentiment",
+                "turns",
+            ];
+            let body = rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.group.clone(),
+                        r.conversations.to_string(),
+                        r.ended.to_string(),
+                        percent(r.resolution_rate),
+                        percent(r.transfer_rate),
+                        seconds(r.duration_seconds.p50),
+                        seconds(r.duration_seconds.p95),
+                        seconds(r.duration_seconds.p99),
+                        seconds(r.response_seconds.p50),
+                        seconds(r.response_seconds.p95),
+                        seconds(r.response_seconds.p99),
+                        fixed(r.mean_rating, 2),
+                        fixed(r.mean_sentiment, 2),
+                        r.interactions.to_string(),
+                    ]
+                })
+                .collect();
+            writeln!(out, "{}", table(header.map(String::from).to_vec(), body, 1))?;
+            Ok(())
+        }
+    }
+}
+
+// --- one conversation ---------------------------------------------------------------------
+
+/// What an event says beyond its content, in a few words (the CSV's `detail` and the
+/// decision and error lines of the view).
+fn detail(e: &Event) -> String {
+    match &e.kind {
+        EventKind::ConversationStarted { customer_id, channel, language } => format!("{channel} {language} customer {customer_id}"),
+        EventKind::DecisionMade { decision_type, option, reason, .. } => format!("{decision_type} {option}: {reason}"),
+        EventKind::TransferInitiated { target, reason } => format!("{target}: {reason}"),
+        EventKind::ConversationEnded { resolution, rating, .. } => match rating {
+            Some(r) => format!("{resolution} rating {r}"),
+            None => resolution.to_string(),
+        },
+        EventKind::ErrorOccurred { error_type } => error_type.clone(),
+        EventKind::ComplianceViolation { policy, severity } => format!("{policy} ({severity})"),
+        _ => String::new(),
+    }
+}
+
+/// `query conversation`.
+pub fn conversation(d: &ConversationDetail, spans: &[SpanRecord], format: DataFormat, out: &mut impl Write) -> anyhow::Result<()> {
+    let start = d.summary.started_at;
+    let since = |t: OffsetDateTime| (t - start).as_seconds_f64();
+    match format {
+        DataFormat::Json => json(&serde_json::json!({ "conversation": d.summary, "events": d.events, "spans": spans }), out),
+        DataFormat::Csv => {
+            let mut w = csv_writer(out);
+            w.write_record([
+                "timestamp",
+                "offset_seconds",
+                "event_type",
+                "speaker",
+                "content",
+                "sentiment",
+                "intent",
+                "confidence",
+                "detail",
+                "span_id",
+            ])?;
+            for e in &d.events {
+                w.write_record([
+                    rfc3339(e.timestamp),
+                    format!("{:.6}", since(e.timestamp)),
+                    e.event_type().to_string(),
+                    e.speaker.to_string(),
+                    e.content.clone(),
+                    opt(e.metadata.sentiment),
+                    e.metadata.intent.clone().unwrap_or_default(),
+                    opt(decision_confidence(e).or(e.metadata.confidence)),
+                    detail(e),
+                    e.trace.span_id.to_string(),
+                ])?;
+            }
+            w.flush()?;
+            Ok(())
+        }
+        DataFormat::Table => {
+            write!(out, "{}", view(d, spans))?;
+            Ok(())
+        }
+    }
+}
+
+fn decision_confidence(e: &Event) -> Option<f64> {
+    match &e.kind {
+        EventKind::DecisionMade { confidence, .. } => *confidence,
+        _ => None,
+    }
+}
+
+/// The conversation view: header, transcript, decisions, errors and violations, trace tree.
+pub fn view(d: &ConversationDetail, spans: &[SpanRecord]) -> String {
+    let s = &d.summary;
+    let start = s.started_at;
+    let at = |t: OffsetDateTime| offset((t - start).as_seconds_f64());
+    let mut o = String::new();
+    let mut line = |text: String| {
+        o.push_str(text.trim_end());
+        o.push('\n');
+    };
+
+    line(format!("conversation {}", s.conversation_id));
+    let mut fields: Vec<(&str, String)> = vec![
+        ("tenant", s.tenant_id.clone()),
+        ("agent", s.agent_id.clone()),
+        ("customer", if s.customer_id.is_empty() { "-".into() } else { s.customer_id.clone() }),
+        (
+            "channel",
+            match (s.channel, s.language.is_empty()) {
+                (Some(c), false) => format!("{c}, {}", s.language),
+                (Some(c), true) => c.to_string(),
+                (None, _) => "-".into(),
+            },
+        ),
+        ("started", rfc3339(s.started_at)),
+        (
+            "ended",
+            match s.ended_at {
+                Some(t) => format!("{} (after {})", rfc3339(t), seconds(s.duration_seconds)),
+                None => "- (active)".into(),
+            },
+        ),
+        (
+            "resolution",
+            match (s.resolution, s.rating) {
+                (Some(r), Some(rating)) => format!("{r}, rating {rating}"),
+                (Some(r), None) => format!("{r}, not rated"),
+                (None, _) => "active".into(),
+            },
+        ),
+        (
+            "turns",
+            format!(
+                "{} customer, {} agent{}",
+                s.customer_turns,
+                s.agent_turns,
+                s.last_speaker.map(|sp| format!("; last: {sp}")).unwrap_or_default()
+            ),
+        ),
+        ("decisions", format!("{}, {} transfer{}", s.decisions, s.transfers, if s.transfers == 1 { "" } else { "s" })),
+        ("errors", format!("{}, compliance violations {}", s.errors, s.violations)),
+        ("sentiment", s.mean_sentiment.map_or_else(|| "-".into(), |v| format!("{v:.2} (mean of the scored turns)"))),
+        ("trace", s.trace_id.clone()),
+    ];
+    if !s.metadata.is_empty() {
+        fields.push(("metadata", s.metadata.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")));
+    }
+    for (k, v) in fields {
+        line(format!("  {k:<12}{v}"));
+    }
+
+    // Offsets are right-aligned to the widest of the whole view.
+    let width = d.events.iter().map(|e| at(e.timestamp).len()).max().unwrap_or(5);
+    let pad = " ".repeat(2 + width + 2 + 8 + 2);
+
+    let turns: Vec<&Event> =
+        d.events.iter().filter(|e| matches!(e.kind, EventKind::AgentTurn { .. } | EventKind::CustomerTurn { .. })).collect();
+    line(String::new());
+    line(format!("transcript ({} turns)", turns.len()));
+    for e in &turns {
+        let mut notes = Vec::new();
+        if let Some(v) = e.metadata.sentiment {
+            notes.push(format!("sentiment {v:.2}"));
+        }
+        if let Some(intent) = &e.metadata.intent {
+            notes.push(match e.metadata.confidence {
+                Some(c) => format!("intent {intent} {c:.2}"),
+                None => format!("intent {intent}"),
+            });
+        }
+        if let EventKind::AgentTurn { response_time_seconds: Some(r), .. } = &e.kind {
+            notes.push(format!("response {}", span_duration(*r)));
+        }
+        let notes = if notes.is_empty() { String::new() } else { format!("  [{}]", notes.join(", ")) };
+        let content = e.content.replace('\n', &format!("\n{pad}"));
+        line(format!("  {:>width$}  {:<8}  {content}{notes}", at(e.timestamp), e.speaker.as_str()));
+    }
+
+    let decisions: Vec<&Event> =
+        d.events.iter().filter(|e| matches!(e.kind, EventKind::DecisionMade { .. } | EventKind::TransferInitiated { .. })).collect();
+    line(String::new());
+    line(format!("decisions ({})", decisions.len()));
+    for e in &decisions {
+        let text = match &e.kind {
+            EventKind::DecisionMade { decision_type, option, reason, confidence, duration_ms } => {
+                let mut notes = Vec::new();
+                if let Some(c) = confidence {
+                    notes.push(format!("confidence {c:.2}"));
+                }
+                if let Some(ms) = duration_ms {
+                    notes.push(format!("took {}", span_duration(ms / 1000.0)));
+                }
+                let notes = if notes.is_empty() { String::new() } else { format!(" [{}]", notes.join(", ")) };
+                format!("{decision_type} → {option}{notes}: {reason}")
+            }
+            EventKind::TransferInitiated { target, reason } => format!("transfer initiated → {target}: {reason}"),
+            _ => unreachable!("filtered"),
+        };
+        line(format!("  {:>width$}  {text}", at(e.timestamp)));
+    }
+
+    let problems: Vec<&Event> = d
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::ErrorOccurred { .. } | EventKind::ComplianceViolation { .. }))
+        .collect();
+    if !problems.is_empty() {
+        line(String::new());
+        line(format!("errors and compliance violations ({})", problems.len()));
+        for e in &problems {
+            let what = match e.kind {
+                EventKind::ErrorOccurred { .. } => "error",
+                _ => "violation",
+            };
+            line(format!("  {:>width$}  {what} {}: {}", at(e.timestamp), detail(e), e.content));
+        }
+    }
+
+    line(String::new());
+    line(format!("trace {} ({} spans)", s.trace_id, spans.len()));
+    if !spans.iter().any(|sp| sp.parent_span_id.is_none() || sp.name == serphona_obs::trace::tree::CONVERSATION_SPAN) {
+        line("  (the conversation span is recorded when the conversation ends)".into());
+    }
+    let tree = tree::render(spans);
+    if !tree.is_empty() {
+        o.push_str(&tree);
+        o.push('\n');
+    }
+    o
+}
+
+// --- a trace ------------------------------------------------------------------------------
+
+/// `query trace`.
+pub fn trace(trace_id: &str, spans: &[SpanRecord], format: DataFormat, out: &mut impl Write) -> anyhow::Result<()> {
+    match format {
+        DataFormat::Json => json(&spans, out),
+        DataFormat::Csv => {
+            let t0 = spans.iter().map(|s| s.start).min();
+            let mut w = csv_writer(out);
+            w.write_record([
+                "trace_id",
+                "span_id",
+                "parent_span_id",
+                "name",
+                "service",
+                "conversation_id",
+                "tenant_id",
+                "start",
+                "end",
+                "offset_ms",
+                "duration_ms",
+                "events",
+                "attributes",
+            ])?;
+            for s in spans {
+                let from_start = t0.map_or(0.0, |t0| (s.start - t0).as_seconds_f64() * 1000.0);
+                w.write_record([
+                    s.trace_id.clone(),
+                    s.span_id.clone(),
+                    s.parent_span_id.clone().unwrap_or_default(),
+                    s.name.clone(),
+                    s.service.clone(),
+                    s.conversation_id.clone(),
+                    s.tenant_id.clone(),
+                    rfc3339(s.start),
+                    rfc3339(s.end),
+                    format!("{from_start:.3}"),
+                    format!("{:.3}", s.duration_seconds() * 1000.0),
+                    s.events.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(" "),
+                    serde_json::to_string(&s.attributes)?,
+                ])?;
+            }
+            w.flush()?;
+            Ok(())
+        }
+        DataFormat::Table => {
+            write!(out, "{}", trace_view(trace_id, spans))?;
+            Ok(())
+        }
+    }
+}
+
+/// A header line (trace, conversations, tenants, span count) and the tree.
+pub fn trace_view(trace_id: &str, spans: &[SpanRecord]) -> String {
+    let mut conversations: Vec<&str> = spans.iter().map(|s| s.conversation_id.as_str()).collect();
+    conversations.sort_unstable();
+    conversations.dedup();
+    let mut tenants: Vec<&str> = spans.iter().map(|s| s.tenant_id.as_str()).collect();
+    tenants.sort_unstable();
+    tenants.dedup();
+    let t0 = spans.iter().map(|s| s.start).min();
+    let t1 = spans.iter().map(|s| s.end).max();
+    let mut o = format!(
+        "trace {trace_id}: {} spans, {}, conversation {}, tenant {}",
+        spans.len(),
+        match (t0, t1) {
+            (Some(a), Some(b)) => format!("{} from {}", seconds(Some((b - a).as_seconds_f64())), rfc3339(a)),
+            _ => "-".into(),
+        },
+        conversations.join(", "),
+        tenants.join(", "),
+    );
+    o.push('\n');
+    o.push_str(&tree::render(spans));
+    o.push('\n');
+    o
+}
