@@ -46,6 +46,12 @@ impl LocalStore {
     /// Every event in the log, in file order.
     pub fn read_all(&self) -> Result<Vec<Event>, StoreError> {
         let mut events = Vec::new();
+        self.for_each(|e| events.push(e))?;
+        Ok(events)
+    }
+
+    /// Calls `visit` with every event in the log, in file order, holding one at a time.
+    fn for_each(&self, mut visit: impl FnMut(Event)) -> Result<(), StoreError> {
         for (_, path) in list_segments(&self.dir).map_err(self.io(&self.dir))? {
             let file = match std::fs::File::open(&path) {
                 Ok(f) => f,
@@ -64,10 +70,19 @@ impl LocalStore {
                 if !line.ends_with('\n') {
                     break; // being written; the next read sees it whole
                 }
-                self.parse_into(line.trim_end(), &mut events);
+                let line = line.trim_end();
+                if line.is_empty() {
+                    continue;
+                }
+                match Event::from_json(line) {
+                    Ok(event) => visit(event),
+                    Err(_) => {
+                        self.skipped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
             }
         }
-        Ok(events)
+        Ok(())
     }
 
     /// Every event whose line holds `needle`, in file order, for which `keep` is true. Reads the
@@ -176,9 +191,10 @@ impl LocalStore {
 
     fn summaries(&self) -> Result<Vec<Acc>, StoreError> {
         let mut by_id: HashMap<std::sync::Arc<str>, Acc> = HashMap::new();
-        for event in self.read_all()? {
+        // One event at a time: memory holds the summaries, not the log.
+        self.for_each(|event| {
             by_id.entry(event.conversation_id.clone()).or_insert_with(|| Acc::new(&event)).add(&event, false);
-        }
+        })?;
         Ok(by_id.into_values().collect())
     }
 
