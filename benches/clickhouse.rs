@@ -42,10 +42,11 @@
 //! run (2,000 turns), the hand-timed inserts are 20,000 rows, and criterion runs each
 //! benchmark once, as a smoke test.
 
+mod support;
+
+use support::chdb::Front;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -169,88 +170,6 @@ fn turn_events(n: usize) -> Vec<Event> {
 }
 
 // --- part 1: end to end through the chDB front --------------------------------------------
-
-/// The chDB HTTP front, killed on drop.
-struct Front {
-    child: Child,
-    url: String,
-    stderr: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Front {
-    fn start() -> Front {
-        let python = chdb_python();
-        let dir = tempfile::Builder::new().prefix("serphona-obs-bench-chdb-").tempdir().unwrap();
-        let stderr = dir.path().join("front.stderr");
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/support/chdb_front.py");
-        let mut child = Command::new(&python)
-            .arg("-u")
-            .arg(script)
-            .arg("--data")
-            .arg(dir.path().join("data"))
-            .args(["--port", "0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-        // The front prints `LISTENING <port>` once it accepts connections; keep draining after.
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(port) = line.strip_prefix("LISTENING ") {
-                    let _ = tx.send(port.trim().to_string());
-                }
-            }
-        });
-        let port = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!(
-                "the chDB front did not print LISTENING within 60 s; its stderr:\n{}",
-                std::fs::read_to_string(&stderr).unwrap_or_default()
-            )
-        });
-        Front { child, url: format!("http://127.0.0.1:{port}"), stderr, _dir: dir }
-    }
-
-    fn client(&self) -> clickhouse::Client {
-        clickhouse::Client::default().with_url(&self.url).with_compression(clickhouse::Compression::None)
-    }
-
-    fn stderr_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.stderr).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-}
-
-impl Drop for Front {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The venv Python of the tests' chDB front (`$SERPHONA_OBS_TEST_CHDB_PYTHON`, else
-/// `<target dir>/chdb-venv/bin/python`); panics, saying how to install it, when missing.
-fn chdb_python() -> PathBuf {
-    if let Some(python) = std::env::var_os("SERPHONA_OBS_TEST_CHDB_PYTHON") {
-        return PathBuf::from(python);
-    }
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| manifest.join("target"), |t| manifest.join(t));
-    let python = target.join("chdb-venv/bin/python");
-    assert!(
-        python.exists(),
-        "the end-to-end ClickHouse benchmark needs the chDB venv of the tests, and {} does not exist: \
-         run scripts/test.sh once (it installs chdb-core into {}), or set SERPHONA_OBS_TEST_CHDB_PYTHON",
-        python.display(),
-        target.join("chdb-venv").display()
-    );
-    python
-}
 
 /// A `kB` field of a `/proc/<pid>/status` file, in MiB.
 fn proc_status_mib(pid: &str, field: &str) -> f64 {

@@ -1,5 +1,10 @@
 //! What the benchmarks share.
 
+// Not every bench uses every helper.
+#![allow(dead_code)]
+
+pub mod chdb;
+
 use std::time::{Duration, Instant};
 
 use serphona_obs::Observability;

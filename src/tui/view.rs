@@ -501,9 +501,14 @@ fn clock(t: OffsetDateTime) -> String {
 }
 
 fn duration(s: f64) -> String {
-    let s = s.max(0.0);
+    human_duration(s.max(0.0), 0)
+}
+
+/// Seconds as a short human duration: under a minute with `decimals` (`42s`, `42.0s`), then
+/// `3m05s`, then `1h02m`. The one formatter of durations for the view and the command line.
+pub fn human_duration(s: f64, decimals: usize) -> String {
     if s < 60.0 {
-        format!("{s:.0}s")
+        format!("{s:.decimals$}s")
     } else if s < 3600.0 {
         format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
     } else {
