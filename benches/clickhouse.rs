@@ -171,16 +171,6 @@ fn turn_events(n: usize) -> Vec<Event> {
 
 // --- part 1: end to end through the chDB front --------------------------------------------
 
-/// A `kB` field of a `/proc/<pid>/status` file, in MiB.
-fn proc_status_mib(pid: &str, field: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
-    kb / 1024.0
-}
 
 /// User plus system CPU time of a whole process, all threads (`/proc/<pid>/stat`, in clock
 /// ticks of 1/100 s, Linux's USER_HZ).
@@ -197,11 +187,11 @@ fn cpu_seconds(pid: &str) -> f64 {
 /// into the chDB front.
 fn end_to_end(runs: usize, turns: usize) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let hwm_before = proc_status_mib("self", "VmHWM");
-    let rss_before = proc_status_mib("self", "VmRSS");
+    let hwm_before = support::proc_status_mib("self", "VmHWM");
+    let rss_before = support::proc_status_mib("self", "VmRSS");
     let front = Front::start();
     let front_pid = front.child.id().to_string();
-    let front_rss_idle = proc_status_mib(&front_pid, "VmRSS");
+    let front_rss_idle = support::proc_status_mib(&front_pid, "VmRSS");
     println!("end_to_end: chDB front at {} (pid {front_pid})", front.url);
     println!(
         "end_to_end: bench process before: peak RSS {hwm_before:.1} MiB, RSS {rss_before:.1} MiB; \
@@ -271,16 +261,16 @@ fn end_to_end(runs: usize, turns: usize) {
             total_events as f64 / secs,
             cpu.0,
             cpu.1,
-            proc_status_mib("self", "VmHWM"),
-            proc_status_mib(&front_pid, "VmRSS"),
-            proc_status_mib(&front_pid, "VmHWM"),
+            support::proc_status_mib("self", "VmHWM"),
+            support::proc_status_mib(&front_pid, "VmRSS"),
+            support::proc_status_mib(&front_pid, "VmHWM"),
         );
     }
     rates.sort_by(f64::total_cmp);
     println!(
         "end_to_end: median {:.0} turns/s over {runs} run(s); bench process peak RSS {hwm_before:.1} -> {:.1} MiB",
         rates[rates.len() / 2],
-        proc_status_mib("self", "VmHWM"),
+        support::proc_status_mib("self", "VmHWM"),
     );
 }
 

@@ -120,7 +120,7 @@ fn main() {
     let unknown = timed("conversation_unknown_id", runs, || {
         assert!(rt.block_on(store.conversation(&unknown_id)).unwrap().is_none())
     });
-    let rss_lookups = proc_status_mib("self", "VmHWM");
+    let rss_lookups = support::proc_status_mib("self", "VmHWM");
     let mut expected = Vec::new();
     let full = timed("full_parse_baseline", slow_runs, || {
         let events = store.read_all().unwrap();
@@ -148,7 +148,7 @@ fn main() {
     println!(
         "peak RSS of the bench process: {rss_lookups:.0} MiB after writing the log and the lookups, {:.0} MiB after the full \
          parse (which holds every event)",
-        proc_status_mib("self", "VmHWM")
+        support::proc_status_mib("self", "VmHWM")
     );
 
     // The same lookups in the ClickHouse engine.
@@ -248,16 +248,6 @@ fn timed(name: &str, runs: usize, mut f: impl FnMut()) -> Duration {
     median
 }
 
-/// A `kB` field of a `/proc/<pid>/status` file, in MiB.
-fn proc_status_mib(pid: &str, field: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
-    kb / 1024.0
-}
 
 // --- ClickHouse ---------------------------------------------------------------------------
 
@@ -311,7 +301,7 @@ fn clickhouse(
         "clickhouse: loaded {} events (all five tables) in {:.1} s; chDB front RSS {:.0} MiB",
         events.len(),
         started.elapsed().as_secs_f64(),
-        proc_status_mib(&front.child.id().to_string(), "VmRSS")
+        support::proc_status_mib(&front.child.id().to_string(), "VmRSS")
     );
 
     let store = ClickHouseStore::new(&config.clickhouse);

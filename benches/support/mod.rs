@@ -27,3 +27,14 @@ pub fn timed_in_batches(obs: &Observability, iters: u64, batch: u64, mut call: i
     }
     total
 }
+
+/// A `kB` field of a `/proc/<pid>/status` file (`VmHWM`, `VmRSS`), in MiB.
+pub fn proc_status_mib(pid: &str, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    kb / 1024.0
+}

@@ -52,13 +52,7 @@ fn apply_schema(config: &Config) {
 }
 
 fn bin(ch: &ClickHouse, db: &str, data_dir: &Path) -> Command {
-    let mut cmd = crate::support::bin();
-    cmd.env("SERPHONA_OBS_DATA_DIR", data_dir)
-        .env("SERPHONA_OBS_CLICKHOUSE_ENDPOINT", ch.url())
-        .env("SERPHONA_OBS_CLICKHOUSE_DATABASE", db)
-        .env("SERPHONA_OBS_CLICKHOUSE_COMPRESSION", "none")
-        .env("SERPHONA_OBS_METRICS_ENABLED", "false");
-    cmd
+    ch.cli(db, data_dir)
 }
 
 /// `serphona-obs schema apply` on `db`.

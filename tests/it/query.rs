@@ -33,17 +33,8 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
 }
 
-/// The binary with the data dir and the ClickHouse database set (ClickHouse not enabled: each
-/// query names its `--source`).
 fn bin(ch: &ClickHouse, db: &str, data_dir: &Path) -> Command {
-    let mut cmd = crate::support::bin();
-    cmd.env("SERPHONA_OBS_DATA_DIR", data_dir)
-        .env("SERPHONA_OBS_CLICKHOUSE_ENDPOINT", ch.url())
-        .env("SERPHONA_OBS_CLICKHOUSE_DATABASE", db)
-        .env("SERPHONA_OBS_CLICKHOUSE_COMPRESSION", "none")
-        .env("SERPHONA_OBS_METRICS_ENABLED", "false")
-        .env("SERPHONA_OBS_TRACING_ENABLED", "false");
-    cmd
+    ch.cli(db, data_dir)
 }
 
 /// The library's config writing both the event log in `data_dir` and ClickHouse's `db`.

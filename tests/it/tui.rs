@@ -224,22 +224,11 @@ fn tail_follows_clickhouse_across_polls_without_duplicates_or_gaps() {
     let ch = crate::support::clickhouse::ClickHouse::start();
     let db = ch.fresh_database();
     let dir = tempfile::tempdir().unwrap();
-    let with_ch = |cmd: &mut Command| {
-        cmd.env("SERPHONA_OBS_DATA_DIR", dir.path())
-            .env("SERPHONA_OBS_CLICKHOUSE_ENDPOINT", ch.url())
-            .env("SERPHONA_OBS_CLICKHOUSE_DATABASE", &db)
-            .env("SERPHONA_OBS_CLICKHOUSE_COMPRESSION", "none")
-            .env("SERPHONA_OBS_METRICS_ENABLED", "false")
-            .env("SERPHONA_OBS_TRACING_ENABLED", "false");
-    };
-    let mut apply = bin();
-    with_ch(&mut apply);
-    let out = apply.args(["schema", "apply"]).output().unwrap();
+    let out = ch.cli(&db, dir.path()).args(["schema", "apply"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
-    let mut tail = bin();
-    with_ch(&mut tail);
-    let mut child = tail
+    let mut child = ch
+        .cli(&db, dir.path())
         .args(["tail", "--source", "clickhouse", "--output", "json", "--since", "1h"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -258,9 +247,8 @@ fn tail_follows_clickhouse_across_polls_without_duplicates_or_gaps() {
 
     // Three runs, a second apart, while tail polls.
     for seed in 1..=3 {
-        let mut sim = bin();
-        with_ch(&mut sim);
-        let out = sim
+        let out = ch
+            .cli(&db, dir.path())
             .env("SERPHONA_OBS_CLICKHOUSE_ENABLED", "true")
             .args(["simulate", "-n", "40", "--seed", &seed.to_string()])
             .output()

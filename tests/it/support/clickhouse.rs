@@ -100,6 +100,21 @@ impl ClickHouse {
         ch
     }
 
+    /// The real binary pointed at `db` on this peer, with its data dir (the local event log)
+    /// in `data_dir`; compression off (the chDB front needs it), metrics and tracing off.
+    /// ClickHouse is not enabled: commands that write to it set
+    /// `SERPHONA_OBS_CLICKHOUSE_ENABLED`, commands that read name their `--source`.
+    pub fn cli(&self, db: &str, data_dir: &std::path::Path) -> std::process::Command {
+        let mut cmd = super::bin();
+        cmd.env("SERPHONA_OBS_DATA_DIR", data_dir)
+            .env("SERPHONA_OBS_CLICKHOUSE_ENDPOINT", self.url())
+            .env("SERPHONA_OBS_CLICKHOUSE_DATABASE", db)
+            .env("SERPHONA_OBS_CLICKHOUSE_COMPRESSION", "none")
+            .env("SERPHONA_OBS_METRICS_ENABLED", "false")
+            .env("SERPHONA_OBS_TRACING_ENABLED", "false");
+        cmd
+    }
+
     /// `http://127.0.0.1:PORT` (or the external server's URL), without a trailing slash.
     pub fn url(&self) -> String {
         self.url.clone()
