@@ -1,14 +1,18 @@
 //! The command line: one module per subcommand. Exit codes: 0 ok, 1 runtime failure,
 //! 2 usage or config error.
 
+#[allow(dead_code)] // used by up and dashboards, being built
+mod assets;
 mod completions;
 mod config;
+mod dashboards;
 mod demo;
 mod later;
 mod output;
 mod query;
 mod schema;
 mod simulate;
+mod stack;
 mod tail;
 
 use std::io::IsTerminal;
@@ -52,17 +56,17 @@ enum Command {
     /// Simulate a small contact center on the embedded default and watch it.
     Demo(demo::Args),
     /// Start the observability stack (Prometheus, Loki, Tempo, Grafana, ClickHouse).
-    Up(later::UpArgs),
+    Up(stack::UpArgs),
     /// Stop what `up` started.
-    Down(later::DownArgs),
+    Down(stack::DownArgs),
     /// Health of each component of the stack.
-    Status(later::StatusArgs),
+    Status(stack::StatusArgs),
     /// ClickHouse migrations.
     #[command(subcommand)]
     Schema(schema::Command),
     /// Grafana dashboards.
     #[command(subcommand)]
-    Dashboards(later::DashboardsCommand),
+    Dashboards(dashboards::Command),
     /// Synthetic conversations through the configured sinks.
     Simulate(simulate::Args),
     /// Live conversation view in the terminal.
@@ -166,11 +170,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Simulate(args) => simulate::run(ctx, args),
         Command::Config(config::Command::Show(args)) => config::show(&ctx, &args),
         Command::Config(config::Command::Init) | Command::Completions(_) => unreachable!("handled above"),
-        Command::Up(_) => later::unavailable("up", "the stack (compose/ and the native backend)"),
-        Command::Down(_) => later::unavailable("down", "the stack (compose/ and the native backend)"),
-        Command::Status(_) => later::unavailable("status", "the stack (compose/ and the native backend)"),
+        Command::Up(args) => stack::up(ctx, args),
+        Command::Down(args) => stack::down(ctx, args),
+        Command::Status(args) => stack::status(ctx, args),
         Command::Schema(command) => schema::run(ctx, command),
-        Command::Dashboards(_) => later::unavailable("dashboards", "the Grafana dashboards"),
+        Command::Dashboards(command) => dashboards::run(ctx, command),
         Command::Tail(args) => tail::run(ctx, args),
         Command::Query(command) => query::run(ctx, command),
     }

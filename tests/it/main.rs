@@ -5,10 +5,13 @@ mod support;
 
 mod cli;
 mod clickhouse;
+mod dashboards;
+mod loki;
 mod library;
 mod middleware;
 mod prometheus;
 mod query;
+mod stack;
 mod store;
 mod trace;
 mod tui;

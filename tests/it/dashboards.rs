@@ -1,0 +1,1 @@
+//! `dashboards lint` and `dashboards provision` (issue 6).

@@ -1,0 +1,1 @@
+//! `up`/`down`/`status` and compose/ (issue 6).
