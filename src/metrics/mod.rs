@@ -248,6 +248,9 @@ pub struct Metrics {
     pub compliance: GaugeVec,
     /// `serphona_obs_voice_turn_latency_seconds{tenant_id,part}`: voice latency parts.
     pub voice_latency: HistogramVec,
+    /// `serphona_obs_compliance_violations_total{tenant_id,policy,severity}`: violations
+    /// recorded (severity one of low, medium, high, critical, or `other`).
+    pub compliance_violations: IntCounterVec,
     /// Conversations in progress, `serphona_obs_active_conversations{tenant_id}`.
     pub active_conversations: IntGaugeVec,
     /// The pipeline's own metrics.
@@ -334,6 +337,10 @@ impl Metrics {
                 &["tenant_id", "part"],
                 vec![0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0],
             )?,
+            compliance_violations: IntCounterVec::new(
+                Opts::new("serphona_obs_compliance_violations_total", "Compliance violations recorded, by tenant, policy and severity."),
+                &["tenant_id", "policy", "severity"],
+            )?,
             active_conversations: IntGaugeVec::new(
                 Opts::new("serphona_obs_active_conversations", "Conversations started and not yet ended."),
                 &["tenant_id"],
@@ -361,6 +368,7 @@ impl Metrics {
         m.registry.register(Box::new(m.compliance.clone()))?;
         m.registry.register(Box::new(m.voice_latency.clone()))?;
         m.registry.register(Box::new(m.active_conversations.clone()))?;
+        m.registry.register(Box::new(m.compliance_violations.clone()))?;
         Ok(m)
     }
 
