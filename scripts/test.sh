@@ -27,6 +27,8 @@ die() { printf '\nscripts/test.sh: error: %s\n' "$*" >&2; exit 1; }
 declare -A PEERS=(
     [prometheus]=prometheus   # the real Prometheus server, scraping the library's /metrics
     [tmux]=tmux               # drives the real binary on a terminal
+    [docker-compose]=docker-compose   # validates compose/docker-compose.yml (no engine needed)
+    [promtool]=prometheus     # checks the Prometheus config and alert rules of compose/
 )
 
 SUDO=()
@@ -70,7 +72,7 @@ apt_install() {
 }
 
 step "test peers"
-for cmd in prometheus tmux; do
+for cmd in prometheus promtool tmux docker-compose; do
     pkg=${PEERS[$cmd]}
     if command -v "$cmd" >/dev/null 2>&1; then
         echo "$cmd: $(command -v "$cmd")"

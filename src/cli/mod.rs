@@ -1,7 +1,6 @@
 //! The command line: one module per subcommand. Exit codes: 0 ok, 1 runtime failure,
 //! 2 usage or config error.
 
-#[allow(dead_code)] // used by up and dashboards, being built
 mod assets;
 mod completions;
 mod config;
