@@ -184,8 +184,13 @@ pub struct LoggingConfig {
     pub enabled: bool,
     /// Level of the library's and binary's own diagnostics.
     pub level: LogLevel,
-    /// Loki base URL; empty for no Loki push.
+    /// Loki base URL (`http://host:3100`; the push path `/loki/api/v1/push` is added); empty
+    /// for no Loki push.
     pub loki_endpoint: OptionalEndpoint,
+    /// The Loki tenant, sent as `X-Scope-OrgID` on every push; empty sends no header (a Loki
+    /// with `auth_enabled: false`).
+    #[serde(deserialize_with = "checked::loki_tenant")]
+    pub loki_tenant: String,
     /// Size at which the event log starts a new file (at least 4096).
     #[serde(deserialize_with = "checked::file_bytes")]
     pub max_file_bytes: u64,
@@ -199,6 +204,7 @@ impl Default for LoggingConfig {
             enabled: true,
             level: LogLevel::Info,
             loki_endpoint: OptionalEndpoint(None),
+            loki_tenant: String::new(),
             max_file_bytes: 64 * 1024 * 1024,
             max_files: 0,
         }
@@ -530,7 +536,7 @@ impl Config {
 
     /// Checks ranges and consistency that parsing alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let checks: [(&str, Result<(), String>); 15] = [
+        let checks: [(&str, Result<(), String>); 17] = [
             ("service_name", check_non_empty(&self.service_name)),
             ("data_dir", check_non_empty(&self.data_dir.to_string_lossy())),
             ("tracing.sample_ratio", check_ratio(self.tracing.sample_ratio)),
@@ -538,6 +544,8 @@ impl Config {
             ("tracing.conversation_header", check_header_name(&self.tracing.conversation_header)),
             ("metrics.max_label_values", check_at_least(self.metrics.max_label_values as u64, 1)),
             ("logging.max_file_bytes", check_at_least(self.logging.max_file_bytes, MIN_FILE_BYTES)),
+            ("logging.loki_endpoint", check_loki_endpoint(&self.logging.loki_endpoint)),
+            ("logging.loki_tenant", check_loki_tenant(&self.logging.loki_tenant)),
             ("clickhouse.database", check_identifier(&self.clickhouse.database)),
             ("clickhouse.batch_size", check_at_least(self.clickhouse.batch_size as u64, 1)),
             ("clickhouse.flush_interval", check_positive_duration(self.clickhouse.flush_interval)),
@@ -686,6 +694,37 @@ fn check_identifier(s: &str) -> Result<(), String> {
     }
 }
 
+/// The Loki push goes over plain HTTP in this build (the HTTP client has no TLS).
+fn check_loki_endpoint(endpoint: &OptionalEndpoint) -> Result<(), String> {
+    match &endpoint.0 {
+        Some(e) if e.url().scheme() == "https" => Err(format!(
+            "{e}: the Loki push over https is not supported by this build; use an http endpoint \
+             (a local Loki, or an agent such as Grafana Alloy that forwards over TLS)"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The longest Loki tenant id.
+const MAX_LOKI_TENANT: usize = 150;
+
+/// A Loki tenant id (Loki's rules): empty, or at most 150 of `A-Z a-z 0-9 ! - _ . * ' ( )`,
+/// and not `.` or `..`.
+fn check_loki_tenant(tenant: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "!-_.*'()".contains(c);
+    if tenant.is_empty() {
+        Ok(())
+    } else if tenant.len() > MAX_LOKI_TENANT {
+        Err(format!("{} characters is more than Loki's {MAX_LOKI_TENANT}", tenant.len()))
+    } else if let Some(c) = tenant.chars().find(|c| !allowed(*c)) {
+        Err(format!("{tenant:?} has {c:?}: a Loki tenant takes letters, digits and ! - _ . * ' ( ) only"))
+    } else if tenant == "." || tenant == ".." {
+        Err(format!("{tenant:?} is not a usable Loki tenant"))
+    } else {
+        Ok(())
+    }
+}
+
 fn check_positive_duration(d: Duration) -> Result<(), String> {
     if d.is_zero() { Err("must be longer than 0s".into()) } else { Ok(()) }
 }
@@ -791,6 +830,10 @@ mod checked {
         d.deserialize_str(Checked::new("a plain identifier", |v: &String| super::check_identifier(v)))
     }
 
+    pub fn loki_tenant<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        d.deserialize_str(Checked::new("a Loki tenant id (or an empty string)", |v: &String| super::check_loki_tenant(v)))
+    }
+
     pub fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         d.deserialize_str(Checked::new("a duration such as 10s or 500ms", |v| super::check_positive_duration(*v)))
     }
@@ -824,6 +867,7 @@ logging:
   enabled: true                       # the JSON event log under data_dir (and Loki, below)
   level: info                         # diagnostics: trace | debug | info | warn | error
   loki_endpoint: ""                   # e.g. http://localhost:3100; empty: no Loki push
+  loki_tenant: ""                     # X-Scope-OrgID of the pushes; empty: no header
   max_file_bytes: 67108864            # start a new event log file at this size (64 MiB)
   max_files: 0                        # event log files kept; 0 keeps all
 
@@ -976,6 +1020,42 @@ mod tests {
         let mut c = Config::default();
         c.pipeline.queue_capacity = 0;
         assert!(c.validate().unwrap_err().to_string().contains("pipeline.queue_capacity"));
+    }
+
+    #[test]
+    fn loki_tenant_from_file_and_env_checked_like_loki() {
+        let c = parse("logging:\n  loki_endpoint: http://loki:3100\n  loki_tenant: acme-ops\n").unwrap();
+        assert_eq!(c.logging.loki_tenant, "acme-ops");
+        assert_eq!(Config::default().logging.loki_tenant, "", "no X-Scope-OrgID by default");
+        let c = parse("logging:\n  loki_tenant: 12345\n").unwrap();
+        assert_eq!(c.logging.loki_tenant, "12345");
+        let msg = parse("logging:\n  enabled: true\n  loki_tenant: \"a b\"\n").unwrap_err().to_string();
+        assert!(msg.contains("test.yaml:3:") && msg.contains("logging.loki_tenant"), "{msg}");
+        let vars = [("SERPHONA_OBS_LOGGING_LOKI_TENANT".to_string(), "team_a".to_string())];
+        let (c, warnings) = Config::default().with_env(vars).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(c.logging.loki_tenant, "team_a");
+        let vars = [("SERPHONA_OBS_LOGGING_LOKI_TENANT".to_string(), "a|b".to_string())];
+        let err = Config::default().with_env(vars).unwrap_err().to_string();
+        assert!(err.contains("SERPHONA_OBS_LOGGING_LOKI_TENANT") && err.contains("letters, digits"), "{err}");
+        for bad in [".", "..", &"x".repeat(151)] {
+            let mut c = Config::default();
+            c.logging.loki_tenant = bad.to_string();
+            assert!(c.validate().unwrap_err().to_string().contains("logging.loki_tenant"), "{bad:?}");
+        }
+        let mut c = Config::default();
+        c.logging.loki_tenant = "Org-1_(eu).*'!".into();
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn an_https_loki_endpoint_is_refused_with_what_to_do() {
+        let mut c = Config::default();
+        c.logging.loki_endpoint = OptionalEndpoint(Some(Endpoint::parse("https://logs.example.com").unwrap()));
+        let msg = c.validate().unwrap_err().to_string();
+        assert!(msg.contains("logging.loki_endpoint") && msg.contains("https"), "{msg}");
+        c.logging.loki_endpoint = OptionalEndpoint(Some(Endpoint::parse("http://localhost:3100").unwrap()));
+        c.validate().unwrap();
     }
 
     #[test]

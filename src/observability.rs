@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use tokio::sync::broadcast;
 
 use crate::config::Config;
-use crate::logging::EventLogSink;
+use crate::logging::{EventLogSink, LokiSettings, LokiSink};
 use crate::metrics::server::MetricsServer;
 use crate::metrics::{Metrics, MetricsError};
 use crate::pipeline::live::{LIVE_CAPACITY, LiveReceiver, LiveSink};
@@ -93,11 +93,6 @@ impl ObservabilityBuilder {
     pub fn build(self) -> Result<Observability, Error> {
         let config = self.config;
         config.validate()?;
-        if let Some(loki) = &config.logging.loki_endpoint.0 {
-            tracing::warn!(
-                "logging.loki_endpoint is set ({loki}), but this version has no Loki sink yet: events go to the local event log only"
-            );
-        }
         let metrics = Arc::new(Metrics::new(config.metrics.max_label_values)?);
         let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
         if config.logging.enabled {
@@ -106,6 +101,9 @@ impl ObservabilityBuilder {
                 config.logging.max_file_bytes,
                 config.logging.max_files,
             )?));
+        }
+        if let Some(loki) = LokiSettings::from_config(&config) {
+            sinks.push(Box::new(LokiSink::start(loki, metrics.pipeline.clone())?));
         }
         if config.clickhouse.enabled {
             sinks.push(Box::new(crate::exporter::clickhouse::ClickHouseSink::start(
@@ -949,6 +947,15 @@ impl Conversation {
             c.parent,
             EventKind::ComplianceViolation { policy: policy.to_string(), severity: severity.to_string() },
         );
+        let metrics = &c.obs.metrics;
+        let severity_label = match severity {
+            "low" | "medium" | "high" | "critical" => severity,
+            _ => "other",
+        };
+        metrics
+            .compliance_violations
+            .with_label_values(&[&c.series.tenant_label, &metrics.policy_label(policy), severity_label])
+            .inc();
         c.note_on_root(&event);
         let _ = c.obs.emit(event);
     }

@@ -167,15 +167,10 @@ fn config_init_round_trips_and_show_applies_env_and_masks() {
 }
 
 #[test]
-fn every_command_is_in_help_and_later_ones_exit_2() {
+fn every_command_is_in_help_and_usage_errors_exit_2() {
     let help = stdout(&run(&["--help"]));
     for command in ["demo", "up", "down", "status", "schema", "dashboards", "simulate", "tail", "query", "config", "completions"] {
         assert!(help.contains(command), "{command} missing from --help:\n{help}");
-    }
-    for args in [&["up"][..], &["status"], &["dashboards", "lint"]] {
-        let out = run(args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        assert!(stderr(&out).contains("not available in this version"), "{}", stderr(&out));
     }
     // A ClickHouse that is down: a clear error naming the server, exit 1.
     let down = format!("http://{}", crate::support::free_addr());

@@ -7,6 +7,8 @@
 #![allow(dead_code)]
 
 pub mod clickhouse;
+pub mod grafana;
+pub mod loki;
 pub mod otlp;
 pub mod prometheus;
 
