@@ -6,7 +6,6 @@ mod completions;
 mod config;
 mod dashboards;
 mod demo;
-mod later;
 mod output;
 mod query;
 mod schema;
