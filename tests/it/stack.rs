@@ -246,3 +246,85 @@ fn up_with_docker_but_no_engine_says_so_and_suggests_native() {
     assert!(message.contains("Docker"), "{message}");
     assert!(!dir.path().join("stack/state.json").exists(), "nothing was started, nothing recorded");
 }
+
+#[test]
+fn up_native_starts_a_clickhouse_on_path_applies_the_schema_and_down_stops_its_process_group() {
+    use std::os::unix::fs::PermissionsExt;
+    // A `clickhouse` on PATH that serves the real ClickHouse engine (the tests' chDB front) on
+    // the port `up` gives it; it runs the front as a child, so `down` must stop the whole group.
+    let python = crate::support::clickhouse::chdb_python();
+    let bin_dir = tempfile::tempdir().unwrap();
+    let shim = bin_dir.path().join("clickhouse");
+    std::fs::write(
+        &shim,
+        format!(
+            "#!/bin/sh\n# stands in for `clickhouse server -- --path=DIR --http_port=N ...`\n\
+             for a in \"$@\"; do case \"$a\" in --http_port=*) port=\"${{a#--http_port=}}\";; --path=*) data=\"${{a#--path=}}\";; esac; done\n\
+             \"{}\" -u \"{}\" --data \"$data\" --port \"$port\"\n",
+            python.display(),
+            crate::support::clickhouse::FRONT_SCRIPT
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // PATH: the stand-in first, then the system's tools.
+    let path = format!("{}:/usr/bin:/bin", bin_dir.path().display());
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = loop {
+        let p = free_port();
+        if p > 9090 + 1000 && p < 56_000 && std::net::TcpListener::bind(("127.0.0.1", p - 9090 + 8123)).is_ok() {
+            break p;
+        }
+    };
+    let offset = port - 9090;
+    let ch_port = 8123 + offset;
+    let up = bin()
+        .args(["up", "--backend", "native", "--wait", "--timeout", "90s", "--output", "json", "--port-offset", &offset.to_string(), "--data-dir"])
+        .arg(dir.path())
+        .env("PATH", &path)
+        .env("SERPHONA_OBS_CLICKHOUSE_COMPRESSION", "none")
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&up.stdout).unwrap_or(serde_json::Value::Null);
+    let ch = component(&report, "clickhouse");
+    let pid = ch["pid"].as_u64().unwrap_or_else(|| panic!("no pid: {}", text(&up)));
+    struct ReapGroup(u64);
+    impl Drop for ReapGroup {
+        fn drop(&mut self) {
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.0)]).status();
+        }
+    }
+    let _reap = ReapGroup(pid);
+    assert!(up.status.success(), "{}", text(&up));
+    assert_eq!(ch["state"], "healthy", "{report}");
+    assert_eq!(ch["url"], format!("http://127.0.0.1:{ch_port}"));
+    // (The real Prometheus in /usr/bin starts too; `down` stops it with the rest.)
+    let _reap_prometheus = component(&report, "prometheus")["pid"].as_u64().map(ReapGroup);
+    let note = report["schema"].as_str().unwrap_or_default();
+    assert!(note.contains(&format!("{} migration(s) applied", serphona_obs::exporter::schema::BUILT_IN.len())), "{report}");
+
+    // The schema is there, recorded once per migration.
+    let http = reqwest::blocking::Client::new();
+    let count = http
+        .post(format!("http://127.0.0.1:{ch_port}/"))
+        .body("SELECT count() FROM analytics.schema_migrations FINAL")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert_eq!(count.trim(), serphona_obs::exporter::schema::BUILT_IN.len().to_string());
+
+    let down = bin().args(["down", "--data-dir"]).arg(dir.path()).env("PATH", &path).output().unwrap();
+    assert!(down.status.success(), "{}", text(&down));
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    let group_left = || {
+        let out = Command::new("pgrep").args(["-g", &pid.to_string()]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().filter(|p| alive(p.trim().parse().unwrap_or(0))).count()
+    };
+    while group_left() > 0 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(group_left(), 0, "processes of the ClickHouse group left after down: {}", text(&down));
+    assert!(std::net::TcpListener::bind(("127.0.0.1", ch_port)).is_ok(), "port {ch_port} still taken after down");
+}

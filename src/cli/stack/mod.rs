@@ -109,7 +109,8 @@ pub fn up(ctx: Context, args: UpArgs) -> anyhow::Result<ExitCode> {
     let mut schema_note = None;
     if !args.no_init {
         if let Some(ch) = state.components.get("clickhouse").filter(|s| s.should_run()) {
-            schema_note = Some(apply_schema(&rt, &http, &ctx, &ch.url, args.wait)?);
+            let dir = args.assets_dir.as_ref().map(|d| d.join("schemas")).filter(|d| d.is_dir());
+            schema_note = Some(apply_schema(&rt, &http, &ctx, &ch.url, args.wait, dir.as_deref())?);
         }
     }
     let mut out = std::io::stdout().lock();
@@ -291,7 +292,15 @@ fn wait(rt: &tokio::runtime::Runtime, http: &reqwest::Client, state: &StackState
 
 /// Applies the built-in migrations on the stack's ClickHouse. Waits for it when it is not
 /// ready yet and `--wait` was not given (a fresh server takes a few seconds).
-fn apply_schema(rt: &tokio::runtime::Runtime, http: &reqwest::Client, ctx: &Context, url: &str, waited: bool) -> anyhow::Result<String> {
+/// The migrations are the built-in ones, or those of `--assets-dir`'s `schemas/`.
+fn apply_schema(
+    rt: &tokio::runtime::Runtime,
+    http: &reqwest::Client,
+    ctx: &Context,
+    url: &str,
+    waited: bool,
+    dir: Option<&std::path::Path>,
+) -> anyhow::Result<String> {
     if !waited {
         let until = Instant::now() + Duration::from_secs(60);
         while rt.block_on(check(http, &format!("{url}/ping"))).is_err() && Instant::now() < until {
@@ -301,7 +310,11 @@ fn apply_schema(rt: &tokio::runtime::Runtime, http: &reqwest::Client, ctx: &Cont
     let mut ch = ctx.config.clickhouse.clone();
     ch.endpoint = serphona_obs::config::Endpoint::parse(url).map_err(|e| anyhow::anyhow!("{e}"))?;
     let opts = RenderOptions { database: ch.database.clone(), retention_days: ch.retention_days, cluster: None };
-    let migrator = Migrator::new(serphona_obs::exporter::client(&ch), opts, schema::built_in());
+    let migrations = match dir {
+        Some(d) => schema::from_dir(d)?,
+        None => schema::built_in(),
+    };
+    let migrator = Migrator::new(serphona_obs::exporter::client(&ch), opts, migrations);
     let report = rt
         .block_on(migrator.apply())
         .map_err(|e| anyhow::anyhow!(e))

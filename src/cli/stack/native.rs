@@ -202,13 +202,16 @@ pub fn down(state: &StackState, grace: Duration) -> Vec<(String, String)> {
             out.push((name.clone(), "not running".into()));
             continue;
         }
-        signal(pid, "TERM");
+        // The whole process group `up` started it in: its children (plugins, watchdogs) too.
+        signal_group(pid, "TERM");
         let until = Instant::now() + grace;
         while is_ours(pid, binary) && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(100));
         }
-        if is_ours(pid, binary) {
-            signal(pid, "KILL");
+        let stubborn = is_ours(pid, binary);
+        // Whatever of the group is left goes now.
+        signal_group(pid, "KILL");
+        if stubborn {
             std::thread::sleep(Duration::from_millis(200));
             out.push((name.clone(), format!("killed (pid {pid}; did not stop within {}s)", grace.as_secs())));
         } else {
@@ -229,12 +232,21 @@ pub fn is_ours(pid: u32, binary: &Path) -> bool {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let name = binary.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    // The binary itself, or a script run by its interpreter (`/bin/sh /usr/sbin/grafana-server`):
+    // then the script is the second argument.
     exe.as_deref().is_some_and(|e| e == binary || e.file_name().is_some_and(|n| n.to_string_lossy() == name))
-        || String::from_utf8_lossy(&cmdline).split('\0').next().is_some_and(|arg0| arg0.ends_with(&name))
+        || String::from_utf8_lossy(&cmdline).split('\0').take(2).any(|arg| Path::new(arg).file_name().is_some_and(|n| n.to_string_lossy() == name))
 }
 
-fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).stdout(Stdio::null()).stderr(Stdio::null()).status();
+/// Signals the process group `pid` leads (each component runs in a group of its own).
+fn signal_group(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg("--")
+        .arg(format!("-{pid}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// The last `n` lines of a file.

@@ -37,7 +37,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The chDB front's script.
-const FRONT_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/support/chdb_front.py");
+pub const FRONT_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/support/chdb_front.py");
 
 /// Numbers the databases of [`ClickHouse::fresh_database`] within this test process.
 static DATABASES: AtomicU64 = AtomicU64::new(0);
@@ -297,7 +297,7 @@ impl Drop for ClickHouse {
 /// The Python that runs the chDB front: `$SERPHONA_OBS_TEST_CHDB_PYTHON`, else
 /// `<target dir>/chdb-venv/bin/python` (`$CARGO_TARGET_DIR` or `<crate>/target`). Panics, saying
 /// how to install it, when there is none.
-fn chdb_python() -> PathBuf {
+pub fn chdb_python() -> PathBuf {
     if let Some(python) = std::env::var_os(PYTHON_ENV) {
         let python = PathBuf::from(python);
         assert!(python.exists(), "{PYTHON_ENV}={} does not exist", python.display());
