@@ -120,8 +120,9 @@ impl From<::clickhouse::error::Error> for ClickHouseError {
     }
 }
 
-/// An error and its sources, on one line.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+/// An error and its sources on one line, each cause once (HTTP clients' own messages omit why
+/// a connection failed).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -4,6 +4,7 @@
 //! expanded for a time range ending now. Each panel is ok (a query returned data), no data, an
 //! error (with the server's message) or not run (no server given for its datasource).
 
+pub use serphona_obs::exporter::error_chain;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -654,17 +655,3 @@ fn snippet(body: &str) -> String {
     if line.chars().count() > 400 { format!("{}…", line.chars().take(400).collect::<String>()) } else { line.to_string() }
 }
 
-/// An error with its causes (reqwest's own message omits why a connection failed).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
