@@ -296,11 +296,11 @@ fn up_native_starts_a_clickhouse_on_path_applies_the_schema_and_down_stops_its_p
         }
     }
     let _reap = ReapGroup(pid);
+    // (The real Prometheus in /usr/bin starts too; `down` stops it with the rest.)
+    let _reap_prometheus = component(&report, "prometheus")["pid"].as_u64().map(ReapGroup);
     assert!(up.status.success(), "{}", text(&up));
     assert_eq!(ch["state"], "healthy", "{report}");
     assert_eq!(ch["url"], format!("http://127.0.0.1:{ch_port}"));
-    // (The real Prometheus in /usr/bin starts too; `down` stops it with the rest.)
-    let _reap_prometheus = component(&report, "prometheus")["pid"].as_u64().map(ReapGroup);
     let note = report["schema"].as_str().unwrap_or_default();
     assert!(note.contains(&format!("{} migration(s) applied", serphona_obs::exporter::schema::BUILT_IN.len())), "{report}");
 
