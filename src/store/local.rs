@@ -53,12 +53,7 @@ impl LocalStore {
     /// Calls `visit` with every event in the log, in file order, holding one at a time.
     fn for_each(&self, mut visit: impl FnMut(Event)) -> Result<(), StoreError> {
         for (_, path) in list_segments(&self.dir).map_err(self.io(&self.dir))? {
-            let file = match std::fs::File::open(&path) {
-                Ok(f) => f,
-                // Deleted by rotation between listing and opening.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(self.io(&path)(e)),
-            };
+            let Some(file) = self.open_segment(&path)? else { continue };
             let mut reader = BufReader::with_capacity(1 << 16, file);
             let mut line = String::new();
             loop {
@@ -70,15 +65,8 @@ impl LocalStore {
                 if !line.ends_with('\n') {
                     break; // being written; the next read sees it whole
                 }
-                let line = line.trim_end();
-                if line.is_empty() {
-                    continue;
-                }
-                match Event::from_json(line) {
-                    Ok(event) => visit(event),
-                    Err(_) => {
-                        self.skipped.fetch_add(1, Ordering::Relaxed);
-                    }
+                if let Some(event) = self.parse(&line) {
+                    visit(event);
                 }
             }
         }
@@ -92,12 +80,7 @@ impl LocalStore {
         let mut out = Vec::new();
         let mut buf: Vec<u8> = Vec::with_capacity(SCAN_BLOCK * 2);
         for (_, path) in list_segments(&self.dir).map_err(self.io(&self.dir))? {
-            let mut file = match std::fs::File::open(&path) {
-                Ok(f) => f,
-                // Deleted by rotation between listing and opening.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(self.io(&path)(e)),
-            };
+            let Some(mut file) = self.open_segment(&path)? else { continue };
             buf.clear();
             loop {
                 let before = buf.len();
@@ -120,16 +103,8 @@ impl LocalStore {
     /// The events of the lines of `block` (whole lines) that hold `needle`.
     fn search_block(&self, block: &[u8], needle: &str, keep: &mut impl FnMut(&Event) -> bool, out: &mut Vec<Event>) {
         let mut take = |line: &str, out: &mut Vec<Event>| {
-            let line = line.trim_end();
-            if line.is_empty() {
-                return;
-            }
-            match Event::from_json(line) {
-                Ok(event) if keep(&event) => out.push(event),
-                Ok(_) => {}
-                Err(_) => {
-                    self.skipped.fetch_add(1, Ordering::Relaxed);
-                }
+            if let Some(event) = self.parse(line).filter(|e| keep(e)) {
+                out.push(event);
             }
         };
         match std::str::from_utf8(block) {
@@ -177,16 +152,27 @@ impl LocalStore {
         }
     }
 
-    fn parse_into(&self, line: &str, out: &mut Vec<Event>) {
+    /// A segment of the log, or `None` when rotation deleted it between listing and opening.
+    fn open_segment(&self, path: &Path) -> Result<Option<std::fs::File>, StoreError> {
+        match std::fs::File::open(path) {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io(path)(e)),
+        }
+    }
+
+    /// The event of one line (its newline may be there); `None` for a blank line, and for one
+    /// that does not parse, which is counted in [`skipped_lines`](Self::skipped_lines).
+    fn parse(&self, line: &str) -> Option<Event> {
+        let line = line.trim_end();
         if line.is_empty() {
-            return;
+            return None;
         }
-        match Event::from_json(line) {
-            Ok(event) => out.push(event),
-            Err(_) => {
-                self.skipped.fetch_add(1, Ordering::Relaxed);
-            }
+        let event = Event::from_json(line).ok();
+        if event.is_none() {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
         }
+        event
     }
 
     fn summaries(&self) -> Result<Vec<Acc>, StoreError> {
@@ -226,11 +212,7 @@ impl LocalStore {
                 seq = s;
                 offset = 0;
             }
-            let mut file = match std::fs::File::open(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(self.io(&path)(e)),
-            };
+            let Some(mut file) = self.open_segment(&path)? else { continue };
             let len = file.metadata().map_err(self.io(&path))?.len();
             if offset > len {
                 offset = 0; // the file was replaced by a shorter one
@@ -245,7 +227,7 @@ impl LocalStore {
                     break; // the end, or a line still being written: resume before it
                 }
                 offset += n as u64;
-                self.parse_into(line.trim_end(), &mut events);
+                events.extend(self.parse(&line));
             }
             if events.len() >= limit {
                 break;
