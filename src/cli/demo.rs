@@ -117,7 +117,7 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
         metadata: vec![(RUN_METADATA_KEY.to_string(), report.run_id.clone())],
         ..Default::default()
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    let runtime = super::runtime()?;
     let (by_channel, total) = runtime.block_on(async {
         let by_channel = store.stats(&filter, Some(GroupBy::Channel)).await?;
         let total = store.stats(&filter, None).await?;

@@ -110,6 +110,12 @@ pub fn stop_flag() -> &'static std::sync::atomic::AtomicBool {
     flag
 }
 
+/// The runtime a command runs its async work on (store reads, HTTP): one thread, with I/O and
+/// timers.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
 /// Parses the command line, runs the command and returns its exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -67,15 +67,11 @@ fn migrator(ctx: &Context, dir: Option<&PathBuf>, cluster: Option<String>) -> an
     Ok(Migrator::new(serphona_obs::exporter::client(ch), opts, migrations(dir)?))
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
-}
-
 /// Runs a `schema` subcommand.
 pub fn run(ctx: Context, command: Command) -> anyhow::Result<ExitCode> {
     let endpoint = ctx.config.clickhouse.endpoint.as_str().to_string();
     let database = ctx.config.clickhouse.database.clone();
-    let rt = runtime()?;
+    let rt = super::runtime()?;
     match command {
         Command::Apply { dry_run: true, cluster, dir, output } => {
             let m = migrator(&ctx, dir.as_ref(), cluster)?;

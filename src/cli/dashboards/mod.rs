@@ -141,10 +141,6 @@ fn parse_url(flag: &str, s: &str) -> Result<url::Url, UsageError> {
     Ok(u)
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
-}
-
 /// Runs `dashboards`.
 pub fn run(ctx: Context, command: Command) -> anyhow::Result<ExitCode> {
     match command {
@@ -171,7 +167,7 @@ fn run_lint(ctx: &Context, args: LintArgs) -> anyhow::Result<ExitCode> {
     if args.range.is_zero() || args.rate_interval.is_zero() {
         return Err(UsageError("--range and --rate-interval must be longer than 0s".into()).into());
     }
-    let report = runtime()?.block_on(lint::run(&files, &servers, args.range, args.rate_interval))?;
+    let report = super::runtime()?.block_on(lint::run(&files, &servers, args.range, args.rate_interval))?;
     match args.output {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Format::Table => print!("{}", report.table()),
@@ -220,7 +216,7 @@ fn run_provision(args: ProvisionArgs) -> anyhow::Result<ExitCode> {
             problems.join("\n  ")
         );
     }
-    let outcomes = runtime()?.block_on(provision::run(base, auth, &files))?;
+    let outcomes = super::runtime()?.block_on(provision::run(base, auth, &files))?;
     match args.output {
         Format::Json => println!("{}", serde_json::to_string_pretty(&outcomes)?),
         Format::Table => {

@@ -226,7 +226,7 @@ impl Command {
 pub fn run(ctx: Context, command: Command) -> anyhow::Result<ExitCode> {
     let config = &ctx.config;
     let source = command.common().source.unwrap_or(if config.clickhouse.enabled { Source::Clickhouse } else { Source::Local });
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = super::runtime()?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match source {
         Source::Local => {

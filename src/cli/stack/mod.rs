@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serphona_obs::exporter::schema::{self, Migrator, RenderOptions};
 use tabled::settings::Style;
 
-use super::Context;
+use super::{Context, runtime};
 use super::assets::Assets;
 use super::output::Format;
 pub use components::Backend;
@@ -66,10 +66,6 @@ pub struct StatusArgs {
     /// table or json.
     #[arg(long, value_enum, default_value = "table")]
     pub output: Format,
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
 fn client() -> anyhow::Result<reqwest::Client> {

@@ -157,7 +157,7 @@ impl Ctx {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a current-thread runtime")
+    crate::cli::runtime().expect("a current-thread runtime")
 }
 
 fn local(ctx: Ctx, data_dir: PathBuf) {
