@@ -138,6 +138,39 @@ fn component<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::V
     report["components"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("{name} not in {report}"))
 }
 
+/// A `--port-offset` that puts Prometheus (9090) and ClickHouse (8123) on ports free a moment ago
+/// (the default ones may be taken on a developer's machine).
+fn free_offset() -> u16 {
+    loop {
+        let p = free_port();
+        if p > 9090 + 1000 && p < 56_000 && std::net::TcpListener::bind(("127.0.0.1", p - 9090 + 8123)).is_ok() {
+            return p - 9090;
+        }
+    }
+}
+
+/// `up --backend native --wait --timeout T --output json` with `env`, and its report.
+fn up_native(data_dir: &Path, offset: u16, timeout: &str, env: &[(&str, &str)]) -> (Output, serde_json::Value) {
+    let out = bin()
+        .args(["up", "--backend", "native", "--wait", "--timeout", timeout, "--output", "json", "--port-offset", &offset.to_string(), "--data-dir"])
+        .arg(data_dir)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out, report)
+}
+
+/// Kills the process group of a component `up` started when the test ends, whatever happens
+/// in it (each component runs in a group of its own).
+struct ReapGroup(u64);
+
+impl Drop for ReapGroup {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.0)]).status();
+    }
+}
+
 fn alive(pid: u64) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
@@ -149,32 +182,13 @@ fn alive(pid: u64) -> bool {
 fn up_native_runs_the_real_prometheus_status_reports_it_and_down_stops_it() {
     tool("prometheus", "prometheus");
     let dir = tempfile::tempdir().unwrap();
-    // A port offset that puts Prometheus on a free port (9090 may be taken on a developer's machine).
-    let port = loop {
-        let p = free_port();
-        if p > 9090 + 1000 && p < 60_000 {
-            break p;
-        }
-    };
-    let offset = (port - 9090).to_string();
+    let offset = free_offset();
+    let port = 9090 + offset;
     let metrics = crate::support::free_addr();
-    let out = bin()
-        .args(["up", "--backend", "native", "--wait", "--timeout", "60s", "--output", "json", "--port-offset", &offset, "--data-dir"])
-        .arg(dir.path())
-        .env("SERPHONA_OBS_METRICS_LISTEN", metrics.to_string())
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    let (out, report) = up_native(dir.path(), offset, "60s", &[("SERPHONA_OBS_METRICS_LISTEN", &metrics.to_string())]);
     let prom = component(&report, "prometheus");
     let pid = prom["pid"].as_u64().unwrap_or_else(|| panic!("no pid: {}", text(&out)));
-    // Whatever happens below, the Prometheus started here does not outlive the test.
-    struct Reap(u64);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = Command::new("kill").args(["-KILL", &self.0.to_string()]).status();
-        }
-    }
-    let _reap = Reap(pid);
+    let _reap = ReapGroup(pid);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(prom["state"], "healthy", "{report}");
     assert_eq!(prom["url"], format!("http://127.0.0.1:{port}"));
@@ -213,7 +227,7 @@ fn up_native_runs_the_real_prometheus_status_reports_it_and_down_stops_it() {
     assert_eq!(component(&status, "prometheus")["pid"].as_u64(), Some(pid));
 
     // A second `up` while it runs is refused.
-    let again = bin().args(["up", "--backend", "native", "--port-offset", &offset, "--data-dir"]).arg(dir.path()).output().unwrap();
+    let again = bin().args(["up", "--backend", "native", "--port-offset", &offset.to_string(), "--data-dir"]).arg(dir.path()).output().unwrap();
     assert_eq!(again.status.code(), Some(1), "{}", text(&again));
     assert!(text(&again).contains("down"), "{}", text(&again));
 
@@ -271,30 +285,11 @@ fn up_native_starts_a_clickhouse_on_path_applies_the_schema_and_down_stops_its_p
     let path = format!("{}:/usr/bin:/bin", bin_dir.path().display());
 
     let dir = tempfile::tempdir().unwrap();
-    let port = loop {
-        let p = free_port();
-        if p > 9090 + 1000 && p < 56_000 && std::net::TcpListener::bind(("127.0.0.1", p - 9090 + 8123)).is_ok() {
-            break p;
-        }
-    };
-    let offset = port - 9090;
+    let offset = free_offset();
     let ch_port = 8123 + offset;
-    let up = bin()
-        .args(["up", "--backend", "native", "--wait", "--timeout", "90s", "--output", "json", "--port-offset", &offset.to_string(), "--data-dir"])
-        .arg(dir.path())
-        .env("PATH", &path)
-        .env("SERPHONA_OBS_CLICKHOUSE_COMPRESSION", "none")
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&up.stdout).unwrap_or(serde_json::Value::Null);
+    let (up, report) = up_native(dir.path(), offset, "90s", &[("PATH", &path), ("SERPHONA_OBS_CLICKHOUSE_COMPRESSION", "none")]);
     let ch = component(&report, "clickhouse");
     let pid = ch["pid"].as_u64().unwrap_or_else(|| panic!("no pid: {}", text(&up)));
-    struct ReapGroup(u64);
-    impl Drop for ReapGroup {
-        fn drop(&mut self) {
-            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.0)]).status();
-        }
-    }
     let _reap = ReapGroup(pid);
     // (The real Prometheus in /usr/bin starts too; `down` stops it with the rest.)
     let _reap_prometheus = component(&report, "prometheus")["pid"].as_u64().map(ReapGroup);

@@ -103,6 +103,18 @@ pub struct Started {
 }
 
 impl Started {
+    /// Every component, started, at its default port on this machine: what the docker backend
+    /// runs, and what `status` checks when no `up` was recorded.
+    pub fn all_at_default_ports() -> BTreeMap<String, Started> {
+        COMPONENTS
+            .iter()
+            .map(|c| {
+                let url = format!("http://127.0.0.1:{}", c.port);
+                (c.name.to_string(), Started { state: "started".into(), pid: None, binary: None, log: None, url })
+            })
+            .collect()
+    }
+
     /// Whether `up` started it (so it should be up).
     pub fn should_run(&self) -> bool {
         self.state == "started"

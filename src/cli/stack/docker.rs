@@ -1,13 +1,12 @@
 //! The docker backend: `docker compose` (or `docker-compose`) with compose/, project name
 //! `serphona-obs`, the files written under `<data_dir>/stack/` so their mounts resolve.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use anyhow::{Context as _, bail};
 
-use super::components::{Backend, COMPONENTS, StackState, Started, stack_dir};
+use super::components::{Backend, StackState, Started, stack_dir};
 use crate::cli::assets::Assets;
 
 /// The compose project name.
@@ -78,16 +77,12 @@ pub fn up(data_dir: &Path, assets: &Assets, password: &str) -> anyhow::Result<St
     if !status.success() {
         bail!("`{} -p {PROJECT} -f {} up -d` failed ({status}); its output is above", base.join(" "), file.display());
     }
-    let components: BTreeMap<String, Started> = COMPONENTS
-        .iter()
-        .map(|c| {
-            (
-                c.name.to_string(),
-                Started { state: "started".into(), pid: None, binary: None, log: None, url: format!("http://127.0.0.1:{}", c.port) },
-            )
-        })
-        .collect();
-    Ok(StackState { backend: Backend::Docker, port_offset: 0, compose_file: Some(file), components })
+    Ok(StackState {
+        backend: Backend::Docker,
+        port_offset: 0,
+        compose_file: Some(file),
+        components: Started::all_at_default_ports(),
+    })
 }
 
 /// `down [--volumes]`.

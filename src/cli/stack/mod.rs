@@ -77,7 +77,7 @@ pub fn up(ctx: Context, args: UpArgs) -> anyhow::Result<ExitCode> {
     let data_dir = ctx.config.data_dir.clone();
     if let Some(state) = load_state(&data_dir)? {
         let live = state.backend == Backend::Native
-            && state.components.values().any(|s| s.pid.zip(s.binary.as_ref()).is_some_and(|(p, b)| native::is_ours(p, b)));
+            && state.components.values().any(|s| process_alive(s) == Some(true));
         if live {
             anyhow::bail!(
                 "a stack started by `up` is still running from {} (see `serphona-obs status`); run `serphona-obs down` first",
@@ -147,12 +147,7 @@ pub fn up(ctx: Context, args: UpArgs) -> anyhow::Result<ExitCode> {
         }
     }
     drop(out);
-    let failed: Vec<&str> = state
-        .components
-        .iter()
-        .filter(|(name, s)| s.should_run() && args.wait && health.get(*name).is_some_and(|h| h.is_err()))
-        .map(|(n, _)| n.as_str())
-        .collect();
+    let failed = if args.wait { unhealthy(&state, &health) } else { Vec::new() };
     if !failed.is_empty() {
         anyhow::bail!("not healthy after {}s: {} (see `serphona-obs status`)", args.timeout.as_secs(), failed.join(", "));
     }
@@ -198,12 +193,7 @@ pub fn status(ctx: Context, args: StatusArgs) -> anyhow::Result<ExitCode> {
         }
         Format::Table => writeln!(out, "{}", report_table(&state, &health))?,
     }
-    let down: Vec<&str> = state
-        .components
-        .iter()
-        .filter(|(n, s)| s.should_run() && health.get(*n).is_some_and(|h| h.is_err()))
-        .map(|(n, _)| n.as_str())
-        .collect();
+    let down = unhealthy(&state, &health);
     if down.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
@@ -219,25 +209,27 @@ fn default_state() -> StackState {
         backend: Backend::Docker,
         port_offset: 0,
         compose_file: None,
-        components: COMPONENTS
-            .iter()
-            .map(|c| {
-                (
-                    c.name.to_string(),
-                    components::Started {
-                        state: "started".into(),
-                        pid: None,
-                        binary: None,
-                        log: None,
-                        url: format!("http://127.0.0.1:{}", c.port),
-                    },
-                )
-            })
-            .collect(),
+        components: components::Started::all_at_default_ports(),
     }
 }
 
 type Health = std::collections::BTreeMap<String, Result<(), String>>;
+
+/// Whether a natively started component's process still runs its binary; `None` when there is
+/// no process to look at (docker, or not started).
+fn process_alive(s: &components::Started) -> Option<bool> {
+    Some(native::is_ours(s.pid?, s.binary.as_ref()?))
+}
+
+/// The components that should run and are not healthy.
+fn unhealthy<'a>(state: &'a StackState, health: &Health) -> Vec<&'a str> {
+    state
+        .components
+        .iter()
+        .filter(|(n, s)| s.should_run() && health.get(*n).is_some_and(|h| h.is_err()))
+        .map(|(n, _)| n.as_str())
+        .collect()
+}
 
 async fn health_of(http: &reqwest::Client, state: &StackState) -> Health {
     let mut out = Health::new();
@@ -247,10 +239,8 @@ async fn health_of(http: &reqwest::Client, state: &StackState) -> Health {
             continue;
         }
         let mut result = check(http, &format!("{}{}", s.url, c.health)).await;
-        if let (Err(_), Some(pid), Some(bin)) = (&result, s.pid, &s.binary) {
-            if !native::is_ours(pid, bin) {
-                result = Err(format!("not running (pid {pid} is gone)"));
-            }
+        if result.is_err() && process_alive(s) == Some(false) {
+            result = Err(format!("not running (pid {} is gone)", s.pid.unwrap_or_default()));
         }
         out.insert(c.name.to_string(), result);
     }
@@ -274,7 +264,7 @@ fn wait(rt: &tokio::runtime::Runtime, http: &reqwest::Client, state: &StackState
         }
         // A native process that died will not come back: stop waiting for it.
         let dead = state.components.iter().any(|(n, s)| {
-            pending.contains(&n.as_str()) && s.pid.zip(s.binary.as_ref()).is_some_and(|(p, b)| !native::is_ours(p, b))
+            pending.contains(&n.as_str()) && process_alive(s) == Some(false)
         });
         if dead {
             bar.finish_and_clear();
