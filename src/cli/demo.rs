@@ -180,7 +180,7 @@ fn watch(obs: &Observability, sim: &SimConfig, data_dir: &std::path::Path) -> an
         })?
     };
     let label = format!("demo: {} conversations → {}", sim.conversations, serphona_obs::logging::event_log_dir(data_dir).display());
-    let options = super::tail::view_options(label);
+    let options = serphona_obs::tui::Options { source: label, ..Default::default() };
     let status = || finished.load(Ordering::Relaxed).then(|| "simulation finished · q shows the summary".to_string());
     let exit = super::tail::watch(options, Kind::Live(receiver), &status);
     // Whatever ended the view ends the simulation too.

@@ -118,6 +118,15 @@ fn render_list(frame: &mut Frame, area: Rect, state: &mut State) {
     let focused = state.focus() == Focus::List;
     let now = state.data_now().unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let total = state.rows().len();
+    if total == 0 {
+        let text = if state.filter_text().is_empty() {
+            "waiting for conversations…"
+        } else {
+            "no conversation matches the filter (/ to change, Esc in the filter to clear)"
+        };
+        frame.render_widget(Paragraph::new(Line::styled(text, DIM)).block(pane(Line::from(" Conversations "), focused)), area);
+        return;
+    }
     let selected = state.selected_index();
     let live = state.active();
     let mut title = vec![Span::styled(" Conversations ", Style::new().bold()), Span::raw(format!("{total} shown · {live} live "))];
@@ -167,15 +176,6 @@ fn render_list(frame: &mut Frame, area: Rect, state: &mut State) {
         .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
         .highlight_symbol("▶");
     let mut table_state = TableState::default().with_selected(selected.map(|s| s - offset));
-    if total == 0 {
-        let text = if state.filter_text().is_empty() {
-            "waiting for conversations…"
-        } else {
-            "no conversation matches the filter (/ to change, Esc in the filter to clear)"
-        };
-        frame.render_widget(Paragraph::new(Line::styled(text, DIM)).block(pane(Line::from(" Conversations "), focused)), area);
-        return;
-    }
     frame.render_stateful_widget(table, area, &mut table_state);
 }
 

@@ -95,11 +95,6 @@ impl Args {
     }
 }
 
-/// The view's options with the defaults of `tail`'s flags.
-pub fn view_options(source: String) -> Options {
-    Options { source, ..Options::default() }
-}
-
 /// Runs the live view over a source until the user quits; `status` is polled for a header
 /// line (e.g. "simulation finished"). Used by `demo`.
 pub fn watch(options: Options, kind: Kind, status: &dyn Fn() -> Option<String>) -> anyhow::Result<()> {
