@@ -58,9 +58,6 @@ pub struct Grafana {
 impl Grafana {
     /// Starts it on a free loopback port.
     pub fn start() -> Grafana {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind the Grafana stand-in");
-        let addr = listener.local_addr().unwrap();
         let data: Shared = Arc::default();
         let app = Router::new()
             .route("/api/folders/{uid}", axum::routing::get(get_folder))
@@ -70,7 +67,7 @@ impl Grafana {
             .fallback(|| async { (StatusCode::NOT_FOUND, r#"{"message":"Not found"}"#) })
             .layer(axum::middleware::from_fn_with_state(data.clone(), record_and_authenticate))
             .with_state(data.clone());
-        runtime.spawn(async move { axum::serve(listener, app).await.expect("the Grafana stand-in") });
+        let (runtime, addr) = super::serve(app, 1, "the Grafana stand-in");
         Grafana { addr, data, runtime: Some(runtime) }
     }
 

@@ -96,9 +96,6 @@ pub struct Receiver {
 impl Receiver {
     /// Starts on a free loopback port, answering 204 to every push.
     pub fn start() -> Receiver {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind the Loki receiver");
-        let addr = listener.local_addr().unwrap();
         let state = Arc::new(State::default());
         let served = state.clone();
         let app = axum::Router::new().route(
@@ -108,7 +105,7 @@ impl Receiver {
                 async move { handle(&state, &headers, &body).await }
             }),
         );
-        runtime.spawn(async move { axum::serve(listener, app).await.expect("Loki receiver") });
+        let (runtime, addr) = super::serve(app, 2, "the Loki receiver");
         Receiver { addr, state, runtime: Some(runtime) }
     }
 

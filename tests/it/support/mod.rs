@@ -41,6 +41,16 @@ pub fn free_addr() -> SocketAddr {
     listener.local_addr().expect("local address of a bound listener")
 }
 
+/// Serves `app` on a free loopback port from a runtime of its own with `threads` workers; the
+/// server stops when the runtime is dropped. `what` names it in a failure.
+pub fn serve(app: axum::Router, threads: usize, what: &'static str) -> (tokio::runtime::Runtime, SocketAddr) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build().unwrap();
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap_or_else(|e| panic!("bind {what}: {e}"));
+    let addr = listener.local_addr().unwrap();
+    runtime.spawn(async move { axum::serve(listener, app).await.unwrap_or_else(|e| panic!("{what}: {e}")) });
+    (runtime, addr)
+}
+
 /// The last `lines` lines of a text file, for failure messages (empty when unreadable).
 pub fn tail_file(path: &std::path::Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
