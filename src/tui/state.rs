@@ -901,9 +901,11 @@ impl State {
             let seen = *c.ended_seen.get_or_insert(wall);
             wall.saturating_duration_since(seen) < keep
         });
-        let mut ended: Vec<(OffsetDateTime, u64, Arc<str>)> =
-            self.convs.values().filter_map(|c| c.ended_at.map(|t| (t, c.seq, c.id.clone()))).collect();
-        if ended.len() > self.opts.max_ended {
+        // Ended ones are those not live (the retain above removed only ended ones); collected
+        // and sorted only when there are too many, not on every tick.
+        if self.convs.len() - self.active > self.opts.max_ended {
+            let mut ended: Vec<(OffsetDateTime, u64, Arc<str>)> =
+                self.convs.values().filter_map(|c| c.ended_at.map(|t| (t, c.seq, c.id.clone()))).collect();
             ended.sort_unstable();
             for (_, _, id) in &ended[..ended.len() - self.opts.max_ended] {
                 self.convs.remove(id);
