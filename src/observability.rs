@@ -797,7 +797,10 @@ impl Conversation {
         let meta = &interaction.metadata;
         // Scores and latencies that are not finite numbers are kept in the event but not in
         // metrics, where one NaN would poison a series' sum for good.
-        if let Some(s) = meta.sentiment.filter(|v| v.is_finite()) {
+        // The gauge follows the customer's sentiment (the agent's own turns would mask it),
+        // from the score, or from the label's score when only a label was given.
+        let score = meta.sentiment_score.or(meta.sentiment.map(Sentiment::score));
+        if let Some(s) = score.filter(|v| v.is_finite() && interaction.speaker == TurnSpeaker::Customer) {
             c.series.sentiment.set(s);
         }
         if let Some(a) = meta.assertiveness.filter(|v| v.is_finite()) {
@@ -855,11 +858,15 @@ impl Conversation {
             return c.after_end();
         }
         let at = decision.at.unwrap_or_else(OffsetDateTime::now_utc);
-        let mut metadata = Metadata { confidence: decision.confidence, ..Metadata::default() };
+        // String entries are typed (`"sentiment": "neutral"`); the decision's own confidence
+        // and, for an intent detection, its option win over entries of the same name.
+        let mut metadata = Metadata::from_strings(decision.metadata);
+        if decision.confidence.is_some() {
+            metadata.confidence = decision.confidence;
+        }
         if decision.decision_type == DecisionType::IntentDetection {
             metadata.intent = Some(decision.option.clone());
         }
-        metadata.extra = decision.metadata.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
         let content = format!("{}: {} ({})", decision.decision_type, decision.option, decision.reason);
         let transfer = (decision.decision_type == DecisionType::Transfer)
             .then(|| (decision.option.clone(), decision.reason.clone()));

@@ -87,7 +87,8 @@ pub struct InteractionRow<'a> {
     pub speaker_type: &'static str,
     pub turn: u32,
     pub content: &'a str,
-    pub sentiment: Option<f64>,
+    pub sentiment_score: Option<f64>,
+    pub sentiment: &'static str,
     pub intent: Option<&'a str>,
     pub confidence: Option<f64>,
     pub assertiveness: Option<f64>,
@@ -151,7 +152,11 @@ pub struct SpanRow<'a> {
 pub fn metadata_map(m: &Metadata, typed: bool) -> StrMap<'_> {
     let mut out: StrMap<'_> = Vec::with_capacity(m.extra.len() + 4);
     if typed {
-        let scores = [("sentiment", m.sentiment), ("confidence", m.confidence), ("assertiveness", m.assertiveness)];
+        if let Some(label) = m.sentiment {
+            out.push((Cow::Borrowed("sentiment"), Cow::Borrowed(label.as_str())));
+        }
+        let scores =
+            [("sentiment_score", m.sentiment_score), ("confidence", m.confidence), ("assertiveness", m.assertiveness)];
         for (k, v) in scores {
             if let Some(v) = v {
                 out.push((Cow::Borrowed(k), Cow::Owned(v.to_string())));
@@ -288,7 +293,8 @@ pub fn interaction_row(e: &Event) -> Option<InteractionRow<'_>> {
         speaker_type,
         turn,
         content: &e.content,
-        sentiment: e.metadata.sentiment,
+        sentiment_score: e.metadata.sentiment_score,
+        sentiment: e.metadata.sentiment.map_or("", |s| s.as_str()),
         intent: e.metadata.intent.as_deref(),
         confidence: e.metadata.confidence,
         assertiveness: e.metadata.assertiveness,

@@ -28,6 +28,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("0005_spans.sql", include_str!("../../schemas/0005_spans.sql")),
     ("0006_metrics_snapshots.sql", include_str!("../../schemas/0006_metrics_snapshots.sql")),
     ("0007_rollups.sql", include_str!("../../schemas/0007_rollups.sql")),
+    ("0008_seed_columns.sql", include_str!("../../schemas/0008_seed_columns.sql")),
 ];
 
 /// The table that records applied migrations.
@@ -204,6 +205,10 @@ static ENGINE: LazyLock<Regex> =
 static CREATE_MV: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?is)^CREATE MATERIALIZED VIEW IF NOT EXISTS\s+(\w+)\s+TO\s+(\w+)\s+AS\s+(.*)$").expect("regex")
 });
+static ALTER_TABLE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?is)^ALTER TABLE\s+(\w+)\s+(.*)$").expect("regex"));
+static DROP_VIEW: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?is)^DROP VIEW IF EXISTS\s+(\w+)\s*$").expect("regex"));
 static FROM_TABLE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)\bFROM\s+(\w+)").expect("regex"));
 
 /// The tables a set of migrations creates (for cluster rendering of later references).
@@ -261,9 +266,20 @@ pub fn render(m: &Migration, all: &[Migration], opts: &RenderOptions) -> Result<
             out.push(format!(
                 "CREATE MATERIALIZED VIEW IF NOT EXISTS {view} ON CLUSTER {cluster} TO {target}_local AS\n{select}"
             ));
+        } else if let Some(c) = ALTER_TABLE.captures(stmt) {
+            let (name, changes) = (&c[1], &c[2]);
+            if !tables.iter().any(|t| t == name) {
+                return Err(err(&format!("{name} is not a table of these migrations")));
+            }
+            // The columns change on the replicated tables and on the distributed one over them.
+            out.push(format!("ALTER TABLE {name}_local ON CLUSTER {cluster}\n{changes}"));
+            out.push(format!("ALTER TABLE {name} ON CLUSTER {cluster}\n{changes}"));
+        } else if let Some(c) = DROP_VIEW.captures(stmt) {
+            out.push(format!("DROP VIEW IF EXISTS {} ON CLUSTER {cluster}", &c[1]));
         } else {
             return Err(err(
-                "only CREATE TABLE IF NOT EXISTS … ENGINE = *MergeTree and CREATE MATERIALIZED VIEW IF NOT EXISTS … TO … are rendered for a cluster",
+                "only CREATE TABLE IF NOT EXISTS … ENGINE = *MergeTree, CREATE MATERIALIZED VIEW IF NOT EXISTS … TO …, \
+                 ALTER TABLE and DROP VIEW IF EXISTS are rendered for a cluster",
             ));
         }
     }
@@ -591,11 +607,31 @@ mod tests {
     #[test]
     fn cluster_rendering_refuses_what_it_does_not_know() {
         let all = built_in();
-        let odd = Migration::parse("0009_odd.sql", "ALTER TABLE events ADD COLUMN x UInt8;".into()).unwrap();
+        let odd = Migration::parse("0009_odd.sql", "OPTIMIZE TABLE events FINAL;".into()).unwrap();
         let err = render(&odd, &all, &opts(Some("c"))).unwrap_err().to_string();
         assert!(err.contains("0009_odd.sql: statement 1"), "{err}");
+        let stranger = Migration::parse("0009_odd.sql", "ALTER TABLE nope ADD COLUMN x UInt8;".into()).unwrap();
+        let err = render(&stranger, &all, &opts(Some("c"))).unwrap_err().to_string();
+        assert!(err.contains("nope is not a table of these migrations"), "{err}");
         // Without a cluster it is passed through as written.
-        assert_eq!(render(&odd, &all, &opts(None)).unwrap(), vec!["ALTER TABLE events ADD COLUMN x UInt8"]);
+        assert_eq!(render(&odd, &all, &opts(None)).unwrap(), vec!["OPTIMIZE TABLE events FINAL"]);
+    }
+
+    // Issue 12, section 1: the seed-columns migration renders for a cluster too: the column
+    // changes go to the replicated tables and to the distributed tables over them, the view is
+    // dropped and created again on every node, reading the local table.
+    #[test]
+    fn cluster_rendering_of_the_seed_columns_migration() {
+        let all = built_in();
+        let m = all.iter().find(|m| m.file == "0008_seed_columns.sql").unwrap();
+        let stmts = render(m, &all, &opts(Some("prod"))).unwrap();
+        assert_eq!(stmts[0], "DROP VIEW IF EXISTS interactions_hourly_mv ON CLUSTER prod");
+        assert!(stmts[1].starts_with("ALTER TABLE interactions_local ON CLUSTER prod\nRENAME COLUMN sentiment TO sentiment_score"), "{}", stmts[1]);
+        assert!(stmts[2].starts_with("ALTER TABLE interactions ON CLUSTER prod\nRENAME COLUMN sentiment TO sentiment_score"), "{}", stmts[2]);
+        assert!(stmts.iter().any(|s| s.starts_with("ALTER TABLE conversations ON CLUSTER prod") && s.contains("start_time")));
+        let mv = stmts.last().unwrap();
+        assert!(mv.contains("ON CLUSTER prod TO interactions_hourly_local AS") && mv.contains("FROM interactions_local"), "{mv}");
+        assert!(mv.contains("sum(ifNull(sentiment_score, 0))"), "{mv}");
     }
 
     #[test]

@@ -103,8 +103,8 @@ fn per_conversation_sql(filter: &str) -> String {
             SELECT conversation_id,
                    countIf(speaker_type = 'agent') AS agent_turns,
                    countIf(speaker_type = 'customer') AS customer_turns,
-                   sumIf(assumeNotNull(sentiment), sentiment IS NOT NULL) AS sentiment_sum,
-                   countIf(sentiment IS NOT NULL) AS sentiment_n,
+                   sumIf(assumeNotNull(sentiment_score), sentiment_score IS NOT NULL AND speaker_type = 'customer') AS sentiment_sum,
+                   countIf(sentiment_score IS NOT NULL AND speaker_type = 'customer') AS sentiment_n,
                    toString(argMax(speaker_type, (timestamp, event_id))) AS last_speaker,
                    groupArrayIf(assumeNotNull(response_time_seconds), response_time_seconds IS NOT NULL) AS responses
             FROM interactions FINAL

@@ -373,8 +373,9 @@ impl Acc {
             EventKind::ErrorOccurred { .. } => s.errors += 1,
             EventKind::ComplianceViolation { .. } => s.violations += 1,
         }
-        if matches!(e.kind, EventKind::AgentTurn { .. } | EventKind::CustomerTurn { .. }) {
-            if let Some(score) = e.metadata.sentiment {
+        // The conversation's sentiment is the customer's: the agent's own turns do not count.
+        if matches!(e.kind, EventKind::CustomerTurn { .. }) {
+            if let Some(score) = e.metadata.sentiment_score {
                 self.sentiment_sum += score;
                 self.sentiment_n += 1;
                 s.mean_sentiment = Some(self.sentiment_sum / self.sentiment_n as f64);

@@ -121,7 +121,7 @@ pub struct ConversationSummary {
     pub errors: u32,
     /// Compliance violations.
     pub violations: u32,
-    /// Mean sentiment of the scored turns.
+    /// Mean sentiment score of the customer's scored turns (the agent's own turns do not count).
     pub mean_sentiment: Option<f64>,
     /// Who spoke last.
     pub last_speaker: Option<crate::types::Speaker>,
@@ -234,7 +234,7 @@ pub struct StatsRow {
     pub response_seconds: Percentiles,
     /// Mean customer rating.
     pub mean_rating: Option<f64>,
-    /// Mean sentiment of scored turns.
+    /// Mean sentiment score of the customers' scored turns.
     pub mean_sentiment: Option<f64>,
 }
 

@@ -254,8 +254,11 @@ fn push_common(attributes: &mut Vec<KeyValue>, duration_ms: Option<f64>, latency
 
 fn message_event(name: &'static str, at: SystemTime, turn: u32, m: &Metadata) -> opentelemetry::trace::Event {
     let mut attributes = vec![KeyValue::new("turn", i64::from(turn))];
-    if let Some(s) = m.sentiment.filter(|v| v.is_finite()) {
-        attributes.push(KeyValue::new("sentiment", s));
+    if let Some(label) = m.sentiment {
+        attributes.push(KeyValue::new("sentiment", label.as_str()));
+    }
+    if let Some(s) = m.sentiment_score.filter(|v| v.is_finite()) {
+        attributes.push(KeyValue::new("sentiment_score", s));
     }
     if let Some(intent) = &m.intent {
         attributes.push(KeyValue::new("intent", intent.clone()));

@@ -931,7 +931,8 @@ impl State {
 fn turn(conv: &mut Conv, e: &Event, speaker: Speaker, response: Option<f64>, interrupted: bool) -> EntryKind {
     conv.turns += 1;
     conv.last_speaker = Some(speaker);
-    if let Some(s) = e.metadata.sentiment {
+    // The conversation's sentiment is the customer's: the agent's own turns do not count.
+    if let Some(s) = e.metadata.sentiment_score.filter(|_| speaker == Speaker::Customer) {
         conv.sentiment_sum += s;
         conv.sentiment_n += 1;
         conv.sentiment = Some(conv.sentiment_sum / conv.sentiment_n as f64);
@@ -940,7 +941,7 @@ fn turn(conv: &mut Conv, e: &Event, speaker: Speaker, response: Option<f64>, int
         speaker,
         text: e.content.clone(),
         intent: e.metadata.intent.clone().map(|i| (i, e.metadata.confidence)),
-        sentiment: e.metadata.sentiment,
+        sentiment: e.metadata.sentiment_score,
         response,
         interrupted,
     }

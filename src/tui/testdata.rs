@@ -55,7 +55,8 @@ impl Conv {
 
     pub fn customer(&mut self, secs: f64, text: &str, intent: Option<&str>, sentiment: f64) -> Event {
         let metadata = Metadata {
-            sentiment: Some(sentiment),
+            sentiment_score: Some(sentiment),
+            sentiment: Sentiment::from_score(sentiment),
             intent: intent.map(str::to_string),
             confidence: intent.map(|_| 0.92),
             ..Metadata::default()
@@ -65,7 +66,8 @@ impl Conv {
     }
 
     pub fn agent(&mut self, secs: f64, text: &str, response: f64, sentiment: f64) -> Event {
-        let metadata = Metadata { sentiment: Some(sentiment), ..Metadata::default() };
+        let metadata =
+            Metadata { sentiment_score: Some(sentiment), sentiment: Sentiment::from_score(sentiment), ..Metadata::default() };
         let kind = EventKind::AgentTurn { turn: self.seq as u32, latency: None, response_time_seconds: Some(response), duration_ms: None };
         self.event(secs, Speaker::Agent, text, metadata, kind)
     }

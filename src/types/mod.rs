@@ -12,7 +12,7 @@ mod interaction;
 pub use conversation::{Channel, ConversationEnd, ConversationStart, Resolution};
 pub use decision::{Decision, DecisionType};
 pub use event::{Event, EventKind, EventType, Level, Speaker, TraceIds};
-pub use interaction::{Interaction, Metadata, TurnLatency, TurnSpeaker};
+pub use interaction::{Interaction, Metadata, Sentiment, TurnLatency, TurnSpeaker};
 
 /// Returns a new conversation id: a UUIDv7 string (time-ordered, so ids sort by start time).
 pub fn new_conversation_id() -> String {

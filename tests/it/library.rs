@@ -416,18 +416,23 @@ fn hostile_numbers_reserved_keys_and_huge_content_lose_nothing_else() {
     conv.track_decision(
         Decision::new(DecisionType::IntentDetection, "billing", "keywords").meta("intent", "other").meta("source", "rules"),
     );
-    conv.track_interaction(Interaction::agent("after").sentiment(0.25));
+    // The gauge follows the customer's turns (issue 12, item 12): the agent's score is not it.
+    conv.track_interaction(Interaction::customer("after").sentiment(0.25));
+    conv.track_interaction(Interaction::agent("ok").sentiment(0.9));
     conv.end(ConversationEnd::new(Resolution::Resolved));
     obs.shutdown(Duration::from_secs(10)).unwrap();
-    assert_eq!(events.lock().unwrap().len(), 7);
+    assert_eq!(events.lock().unwrap().len(), 8);
     // Every line of the event log reads back (no duplicate keys, no non-numbers in scores).
     let text = std::fs::read_to_string(dir.path().join("events/events-000001.jsonl")).unwrap();
     let logged: Vec<Event> = text.lines().map(|l| Event::from_json(l).unwrap_or_else(|e| panic!("{e}: {l:.200}"))).collect();
-    assert_eq!(logged.len(), 7);
+    assert_eq!(logged.len(), 8);
     assert_eq!(logged[3].content.len(), 5 << 20);
     assert_eq!(logged[4].metadata.intent.as_deref(), Some("billing"));
     assert_eq!(logged[4].metadata.extra["source"], "rules");
     assert!(logged[2].metadata.compliance.is_empty());
+    // A reserved key's value that cannot be read as its type is kept beside it (issue 12).
+    assert_eq!(logged[2].metadata.sentiment, None);
+    assert_eq!(logged[2].metadata.extra["sentiment_raw"], "very bad");
     let m = obs.metrics();
     assert_eq!(m.sentiment.with_label_values(&["t", "a"]).get(), 0.25);
     assert!(m.encode().lines().filter(|l| !l.starts_with('#')).all(|l| !l.contains("NaN")));

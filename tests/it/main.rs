@@ -11,6 +11,7 @@ mod library;
 mod middleware;
 mod prometheus;
 mod query;
+mod seed_contract;
 mod stack;
 mod store;
 mod trace;

@@ -96,7 +96,9 @@ fn conversations_filters_and_order() {
     let transferred = all.iter().find(|c| c.resolution == Some(Resolution::Transferred)).unwrap();
     assert_eq!((transferred.agent_turns, transferred.customer_turns, transferred.decisions, transferred.transfers), (1, 1, 1, 1));
     assert_eq!(transferred.duration_seconds, Some(120.0));
-    assert_eq!(transferred.mean_sentiment, Some(0.0));
+    // Issue 12, item 12: the conversation's sentiment is the customer's (-0.5); the agent's own
+    // +0.5 does not count.
+    assert_eq!(transferred.mean_sentiment, Some(-0.5));
     assert_eq!(transferred.customer_id, "cust-1");
 
     assert_eq!(list(ConversationFilter { tenant: Some("acme".into()), ..Default::default() }).len(), 3);
@@ -142,7 +144,7 @@ fn stats_per_group_with_exact_percentiles() {
     // Every agent reply came 2 s after the customer's turn ended.
     assert_eq!(all.response_seconds.p50, Some(2.0));
     assert_eq!(all.mean_rating, Some(4.0));
-    assert_eq!(all.mean_sentiment, Some(0.0));
+    assert_eq!(all.mean_sentiment, Some(-0.5), "the customers' turns only (issue 12, item 12)");
     assert_eq!(all.interactions, 12);
 
     let by_tenant = block_on(store.stats(&ConversationFilter::default(), Some(GroupBy::Tenant))).unwrap();

@@ -266,6 +266,7 @@ pub fn conversation(d: &ConversationDetail, spans: &[SpanRecord], format: DataFo
                 "speaker",
                 "content",
                 "sentiment",
+                "sentiment_score",
                 "intent",
                 "confidence",
                 "detail",
@@ -278,7 +279,8 @@ pub fn conversation(d: &ConversationDetail, spans: &[SpanRecord], format: DataFo
                     e.event_type().to_string(),
                     e.speaker.to_string(),
                     e.content.clone(),
-                    opt(e.metadata.sentiment),
+                    e.metadata.sentiment.map(|s| s.as_str()).unwrap_or_default().to_string(),
+                    opt(e.metadata.sentiment_score),
                     e.metadata.intent.clone().unwrap_or_default(),
                     opt(decision_confidence(e).or(e.metadata.confidence)),
                     detail(e),
@@ -373,8 +375,11 @@ pub fn view(d: &ConversationDetail, spans: &[SpanRecord]) -> String {
     line(format!("transcript ({} turns)", turns.len()));
     for e in &turns {
         let mut notes = Vec::new();
-        if let Some(v) = e.metadata.sentiment {
-            notes.push(format!("sentiment {v:.2}"));
+        match (e.metadata.sentiment, e.metadata.sentiment_score) {
+            (Some(label), Some(v)) => notes.push(format!("{label} {v:+.2}")),
+            (Some(label), None) => notes.push(label.to_string()),
+            (None, Some(v)) => notes.push(format!("sentiment {v:+.2}")),
+            (None, None) => {}
         }
         if let Some(intent) = &e.metadata.intent {
             notes.push(match e.metadata.confidence {
