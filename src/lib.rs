@@ -55,6 +55,7 @@ pub mod middleware;
 mod observability;
 pub mod pipeline;
 pub mod simulation;
+pub mod sinks;
 pub mod store;
 pub mod trace;
 #[cfg(feature = "tui")]

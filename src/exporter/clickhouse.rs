@@ -19,12 +19,9 @@
 //! The sink records no telemetry about its own export calls beyond its self-metrics.
 
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use backon::BackoffBuilder;
 use clickhouse::{Client, RowWrite};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 
 use super::batch::{Batcher, SealedBatch};
 use super::rows::{self, TABLES};
@@ -33,6 +30,9 @@ use super::{ClickHouseError, client};
 use crate::config::ClickHouseConfig;
 use crate::metrics::SelfMetrics;
 use crate::pipeline::{Sink, SinkError};
+use crate::sinks::retry::{Backoff, RetryLogic, WarnEvery};
+use crate::pipeline::runtime::io_runtime;
+use crate::sinks::worker::{Delivery, Queue, Worker};
 use crate::types::{Event, EventKind};
 
 /// The sink's name (the `sink` label of the self-metrics).
@@ -48,16 +48,9 @@ const CHANNEL_BATCHES: usize = 256;
 /// How often the same failure is logged.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
-enum Msg {
-    Events(Vec<Event>),
-    Flush(Sender<()>),
-    Shutdown(Instant, Sender<()>),
-}
-
 /// The ClickHouse sink (see the module docs).
 pub struct ClickHouseSink {
-    tx: Option<Sender<Msg>>,
-    worker: Option<JoinHandle<()>>,
+    worker: Worker,
 }
 
 impl ClickHouseSink {
@@ -69,36 +62,24 @@ impl ClickHouseSink {
             sink: SINK_NAME.into(),
             message: e.to_string(),
         })?;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| SinkError::Other {
-            sink: SINK_NAME.into(),
-            message: format!("cannot start the export runtime: {e}"),
-        })?;
-        let worker = Worker {
+        let mut delivery = Inserts {
             exporter: Exporter::new(config),
-            rt,
             batcher: Batcher::new(config.batch_size, config.batch_bytes, config.flush_interval),
             spool,
             metrics,
             down: None,
-            backoff: new_backoff(),
-            last_warned: None,
+            backoff: Backoff::new(MIN_BACKOFF, MAX_BACKOFF),
+            warn: WarnEvery::new(WARN_EVERY),
         };
-        let (tx, rx) = bounded(CHANNEL_BATCHES);
-        let worker = std::thread::Builder::new()
-            .name("serphona-obs-clickhouse".into())
-            .spawn(move || worker.run(rx))
-            .map_err(|e| SinkError::Other { sink: SINK_NAME.into(), message: format!("cannot start the worker: {e}") })?;
-        Ok(ClickHouseSink { tx: Some(tx), worker: Some(worker) })
+        delivery.refresh_spool_gauge();
+        // Replay what a previous process left, as soon as we start.
+        if !delivery.spool_entries().is_empty() {
+            delivery.down = Some(Instant::now());
+        }
+        // Joined on drop: the worker spools what it holds first.
+        let worker = Worker::start(SINK_NAME, delivery, Queue::Bounded(CHANNEL_BATCHES), true)?;
+        Ok(ClickHouseSink { worker })
     }
-
-    fn send(&self, msg: Msg) -> Result<(), SinkError> {
-        let tx = self.tx.as_ref().ok_or_else(|| stopped("the sink is shut down"))?;
-        tx.send(msg).map_err(|_| stopped("the export worker stopped"))
-    }
-}
-
-fn stopped(why: &str) -> SinkError {
-    SinkError::Other { sink: SINK_NAME.into(), message: why.into() }
 }
 
 impl Sink for ClickHouseSink {
@@ -107,65 +88,45 @@ impl Sink for ClickHouseSink {
     }
 
     fn write(&mut self, events: &[Event]) -> Result<(), SinkError> {
-        self.send(Msg::Events(events.to_vec()))
+        self.worker.send_events(events.to_vec())
     }
 
     /// Seals the pending batch and tries it once; what does not go through is spooled, so
     /// after a flush every event is in ClickHouse or on disk.
     fn flush(&mut self) -> Result<(), SinkError> {
-        let (ack, done) = bounded(1);
-        self.send(Msg::Flush(ack))?;
-        done.recv().map_err(|_| stopped("the export worker stopped during flush"))
+        self.worker.flush(None)
     }
 
     /// Delivers the pending batch and replays the spool until `deadline`; the rest stays in
     /// the spool for the next start.
     fn shutdown(&mut self, deadline: Instant) -> Result<(), SinkError> {
-        let (ack, done) = bounded(1);
-        self.send(Msg::Shutdown(deadline, ack))?;
-        self.tx = None;
         // The worker spools what it could not deliver by the deadline; give it a moment more.
-        let result = done.recv_deadline(deadline + Duration::from_secs(1));
-        if result.is_ok() {
-            if let Some(worker) = self.worker.take() {
-                let _ = worker.join();
-            }
-        }
-        result.map_err(|_| stopped("the export worker did not finish by the shutdown deadline"))
+        self.worker.shutdown(deadline, deadline + Duration::from_secs(1))
     }
 }
 
-impl Drop for ClickHouseSink {
-    fn drop(&mut self) {
-        // Closing the channel makes the worker spool what it holds and stop.
-        self.tx = None;
-        if let Some(worker) = self.worker.take() {
-            let _ = worker.join();
-        }
+/// Which ClickHouse errors are worth retrying: all but those of bad data
+/// ([`ClickHouseError::is_permanent`]).
+pub struct ClickHouseRetry;
+
+impl RetryLogic for ClickHouseRetry {
+    type Error = ClickHouseError;
+
+    fn is_retriable(&self, error: &ClickHouseError) -> bool {
+        !error.is_permanent()
     }
 }
 
-fn new_backoff() -> Box<dyn Iterator<Item = Duration> + Send> {
-    Box::new(
-        backon::ExponentialBuilder::default()
-            .with_min_delay(MIN_BACKOFF)
-            .with_max_delay(MAX_BACKOFF)
-            .with_jitter()
-            .without_max_times()
-            .build(),
-    )
-}
-
-struct Worker {
+/// The sink's delivery, on its worker thread.
+struct Inserts {
     exporter: Exporter,
-    rt: tokio::runtime::Runtime,
     batcher: Batcher,
     spool: Spool,
     metrics: Arc<SelfMetrics>,
     /// When the server is down: when to probe it next.
     down: Option<Instant>,
-    backoff: Box<dyn Iterator<Item = Duration> + Send>,
-    last_warned: Option<Instant>,
+    backoff: Backoff,
+    warn: WarnEvery,
 }
 
 /// How hard to try one batch.
@@ -179,83 +140,71 @@ enum Effort {
     Until(Instant),
 }
 
-impl Worker {
-    fn run(mut self, rx: Receiver<Msg>) {
-        self.refresh_spool_gauge();
-        // Replay what a previous process left, as soon as we start.
-        if !self.spool_entries().is_empty() {
-            self.down = Some(Instant::now());
-        }
-        loop {
-            let wake = [self.batcher.deadline(), self.down].into_iter().flatten().min();
-            let msg = match wake {
-                Some(at) => rx.recv_deadline(at),
-                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            };
-            match msg {
-                Ok(Msg::Events(events)) => {
-                    let now = Instant::now();
-                    for event in events {
-                        if let Some(batch) = self.batcher.push(event, now) {
-                            self.send(batch, Effort::Retry);
-                        }
-                    }
-                }
-                Ok(Msg::Flush(ack)) => {
-                    if let Some(batch) = self.batcher.seal() {
-                        self.send(batch, Effort::Once);
-                    }
-                    let _ = ack.send(());
-                }
-                Ok(Msg::Shutdown(deadline, ack)) => {
-                    if let Some(batch) = self.batcher.seal() {
-                        self.send(batch, Effort::Until(deadline));
-                    }
-                    self.replay(Some(deadline));
-                    let _ = ack.send(());
-                    return;
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    let now = Instant::now();
-                    if self.batcher.deadline().is_some_and(|d| d <= now) {
-                        if let Some(batch) = self.batcher.seal() {
-                            self.send(batch, Effort::Retry);
-                        }
-                    }
-                    if self.down.is_some_and(|d| d <= now) {
-                        self.replay(None);
-                    }
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    // Dropped without shutdown: keep what we hold on disk.
-                    if let Some(batch) = self.batcher.seal() {
-                        self.to_spool(&batch);
-                    }
-                    return;
-                }
+impl Delivery for Inserts {
+    fn accept(&mut self, events: Vec<Event>) {
+        let now = Instant::now();
+        for event in events {
+            if let Some(batch) = self.batcher.push(event, now) {
+                self.send(batch, Effort::Retry);
             }
         }
     }
 
+    fn tick(&mut self, now: Instant) {
+        if self.batcher.deadline().is_some_and(|d| d <= now) {
+            if let Some(batch) = self.batcher.seal() {
+                self.send(batch, Effort::Retry);
+            }
+        }
+        if self.down.is_some_and(|d| d <= now) {
+            self.replay(None);
+        }
+    }
+
+    fn wake_at(&self) -> Option<Instant> {
+        [self.batcher.deadline(), self.down].into_iter().flatten().min()
+    }
+
+    fn flush(&mut self) {
+        if let Some(batch) = self.batcher.seal() {
+            self.send(batch, Effort::Once);
+        }
+    }
+
+    fn shutdown(&mut self, deadline: Instant) {
+        if let Some(batch) = self.batcher.seal() {
+            self.send(batch, Effort::Until(deadline));
+        }
+        self.replay(Some(deadline));
+    }
+
+    fn abandon(&mut self) {
+        // Dropped without shutdown: keep what we hold on disk.
+        if let Some(batch) = self.batcher.seal() {
+            self.spool_batch(&batch);
+        }
+    }
+}
+
+impl Inserts {
     /// Delivers a sealed batch, or spools it when the server is down or does not take it.
     fn send(&mut self, batch: SealedBatch, effort: Effort) {
         if self.down.is_some() {
-            self.to_spool(&batch);
+            self.spool_batch(&batch);
             return;
         }
         match self.deliver(&batch, effort) {
             Ok(()) => {}
             Err(e) => {
                 self.warn(&e, "ClickHouse is not taking rows; batches go to the disk spool and are replayed when it is back");
-                self.to_spool(&batch);
+                self.spool_batch(&batch);
                 self.mark_down();
             }
         }
     }
 
     fn mark_down(&mut self) {
-        let delay = self.backoff.next().unwrap_or(MAX_BACKOFF);
-        self.down = Some(Instant::now() + delay);
+        self.down = Some(Instant::now() + self.backoff.next_delay());
     }
 
     fn spool_entries(&self) -> Vec<super::spool::SpoolEntry> {
@@ -302,11 +251,11 @@ impl Worker {
             if self.down.take().is_some() {
                 tracing::info!("serphona-obs: ClickHouse takes rows again; the spool is replayed");
             }
-            self.backoff = new_backoff();
+            self.backoff.reset();
         }
     }
 
-    fn to_spool(&mut self, batch: &SealedBatch) {
+    fn spool_batch(&mut self, batch: &SealedBatch) {
         match self.spool.push(batch) {
             Ok(Pushed { evicted, bytes }) => {
                 self.metrics.spool_bytes.with_label_values(&[SINK_NAME]).set(bytes as i64);
@@ -333,16 +282,14 @@ impl Worker {
     }
 
     fn warn(&mut self, error: &ClickHouseError, what: &str) {
-        let now = Instant::now();
-        if self.last_warned.is_none_or(|t| now.duration_since(t) >= WARN_EVERY) {
-            self.last_warned = Some(now);
+        if self.warn.ready() {
             tracing::warn!(error = %error, "serphona-obs: {what} (logged at most once a minute)");
         }
     }
 
     /// Inserts every table's rows of a batch, retrying transient failures per `effort`.
     fn deliver(&mut self, batch: &SealedBatch, effort: Effort) -> Result<(), ClickHouseError> {
-        let mut delays = new_backoff();
+        let mut delays = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
         let mut attempt = 1;
         loop {
             match self.try_batch(batch) {
@@ -352,7 +299,7 @@ impl Worker {
                 }
                 Err(e) => {
                     self.metrics.export_retries.with_label_values(&[SINK_NAME]).inc();
-                    let delay = delays.next().unwrap_or(MAX_BACKOFF);
+                    let delay = delays.next_delay();
                     let more = match effort {
                         Effort::Retry => attempt < ATTEMPTS,
                         Effort::Once => false,
@@ -389,7 +336,7 @@ impl Worker {
         let token = batch.token(table, range);
         match self.insert(table, events, &token) {
             Ok(()) => Ok(()),
-            Err(e) if e.is_permanent() => {
+            Err(e) if !ClickHouseRetry.is_retriable(&e) => {
                 if events.len() == 1 {
                     self.rejected(table, events[0], &e);
                     return Ok(());
@@ -419,7 +366,7 @@ impl Worker {
     }
 
     fn insert(&self, table: &'static str, events: &[&Event], token: &str) -> Result<(), ClickHouseError> {
-        self.rt.block_on(self.exporter.insert_table(table, events, token))
+        io_runtime().block_on(self.exporter.insert_table(table, events, token))
     }
 }
 

@@ -49,11 +49,8 @@ use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use backon::BackoffBuilder;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use opentelemetry::trace::TraceId;
 use serde::Serialize;
 use tokio::sync::watch;
@@ -61,6 +58,9 @@ use tokio::sync::watch;
 use crate::config::{Config, Endpoint};
 use crate::metrics::SelfMetrics;
 use crate::pipeline::{Sink, SinkError};
+use crate::sinks::retry::{Backoff, RetryLogic, Streak};
+use crate::pipeline::runtime::io_runtime;
+use crate::sinks::worker::{Delivery, Queue, Worker};
 use crate::types::{Event, EventType, Level};
 
 /// The sink's name (the `sink` label of the self-metrics).
@@ -111,6 +111,17 @@ pub enum LokiError {
     /// The request could not be built (e.g. a tenant that is not a header value).
     #[error("cannot build the push request: {0}")]
     Request(String),
+}
+
+/// Which Loki errors are worth retrying (see [`LokiError::is_retryable`]).
+pub struct LokiRetry;
+
+impl RetryLogic for LokiRetry {
+    type Error = LokiError;
+
+    fn is_retriable(&self, error: &LokiError) -> bool {
+        error.is_retryable()
+    }
 }
 
 impl LokiError {
@@ -198,36 +209,24 @@ impl LokiSettings {
     }
 }
 
-enum Msg {
-    Events(Vec<Event>),
-    Flush(Sender<()>),
-    /// Shutdown, giving up at this instant.
-    Shutdown(Instant, Sender<()>),
-}
-
 /// The Loki push sink (see the module docs).
 pub struct LokiSink {
-    tx: Option<Sender<Msg>>,
+    worker: Worker,
     /// Lines handed to the worker and not yet delivered or dropped.
     buffered: Arc<AtomicUsize>,
     capacity: usize,
     /// When the worker must give up (set by shutdown; also cuts a retry in flight short).
     stop: watch::Sender<Option<Instant>>,
     flush_wait: Duration,
-    worker: Option<JoinHandle<()>>,
 }
 
 impl LokiSink {
-    /// Starts the sink's thread and runtime. Does not contact Loki (a Loki that is down is not
-    /// an error: lines wait, are retried, and are counted when dropped).
+    /// Starts the sink's worker. Does not contact Loki (a Loki that is down is not an error:
+    /// lines wait, are retried, and are counted when dropped).
     pub fn start(settings: LokiSettings, metrics: Arc<SelfMetrics>) -> Result<LokiSink, SinkError> {
         let fail = |message: String| SinkError::Other { sink: SINK_NAME.into(), message };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| fail(format!("cannot start the push runtime: {e}")))?;
         let client = {
-            let _guard = rt.enter();
+            let _guard = io_runtime().enter();
             reqwest::Client::builder()
                 .user_agent(concat!("serphona-obs/", env!("CARGO_PKG_VERSION")))
                 .connect_timeout(settings.request_timeout.min(Duration::from_secs(5)))
@@ -248,39 +247,30 @@ impl LokiSink {
         let (stop, stop_rx) = watch::channel(None);
         let capacity = settings.buffer_lines.max(1);
         let flush_wait = settings.request_timeout + Duration::from_secs(1);
-        let worker = Worker {
+        let pushes = Pushes {
             url: settings.push_url(),
-            backoff: backoff(&settings),
+            backoff: Backoff::new(settings.min_backoff, settings.max_backoff),
             settings,
             client,
-            rt,
             metrics,
             buffered: buffered.clone(),
             stop: stop_rx,
             pending: Pending::default(),
             outbox: VecDeque::new(),
             retry_at: None,
-            failing: None,
+            failing: Streak::default(),
             rejecting: false,
             metadata: true,
             warned_unserializable: false,
         };
-        let (tx, rx) = unbounded();
-        let worker = std::thread::Builder::new()
-            .name("serphona-obs-loki".into())
-            .spawn(move || worker.run(rx))
-            .map_err(|e| fail(format!("cannot start the push thread: {e}")))?;
-        Ok(LokiSink { tx: Some(tx), buffered, capacity, stop, flush_wait, worker: Some(worker) })
+        // Not joined on drop: it may be in the middle of a request.
+        let worker = Worker::start(SINK_NAME, pushes, Queue::Unbounded, false)?;
+        Ok(LokiSink { worker, buffered, capacity, stop, flush_wait })
     }
 
     /// Lines handed over and not yet delivered or dropped.
     pub fn buffered(&self) -> usize {
         self.buffered.load(Ordering::Acquire)
-    }
-
-    fn send(&self, msg: Msg) -> Result<(), SinkError> {
-        let tx = self.tx.as_ref().ok_or_else(|| other("the sink is shut down"))?;
-        tx.send(msg).map_err(|_| other("the push thread stopped"))
     }
 }
 
@@ -306,7 +296,7 @@ impl Sink for LokiSink {
                 self.capacity
             )));
         }
-        self.send(Msg::Events(events.to_vec())).inspect_err(|_| {
+        self.worker.send_events(events.to_vec()).inspect_err(|_| {
             self.buffered.fetch_sub(n, Ordering::AcqRel);
         })
     }
@@ -315,9 +305,8 @@ impl Sink for LokiSink {
     /// takes them. What Loki does not take stays queued for the background retries. Waits
     /// at most the request timeout and a second.
     fn flush(&mut self) -> Result<(), SinkError> {
-        let (ack, done) = bounded(1);
-        self.send(Msg::Flush(ack))?;
-        done.recv_timeout(self.flush_wait)
+        self.worker
+            .flush(Some(self.flush_wait))
             .map_err(|_| other(format!("Loki did not take the flushed lines within {:?}; they stay queued", self.flush_wait)))
     }
 
@@ -329,36 +318,8 @@ impl Sink for LokiSink {
         let margin = (deadline.saturating_duration_since(now) / 10).min(Duration::from_millis(250));
         let give_up = deadline.checked_sub(margin).unwrap_or(deadline).max(now);
         self.stop.send_replace(Some(give_up));
-        let (ack, done) = bounded(1);
-        self.send(Msg::Shutdown(give_up, ack))?;
-        self.tx = None;
-        let result = done.recv_deadline(deadline + Duration::from_secs(1));
-        if result.is_ok() {
-            if let Some(worker) = self.worker.take() {
-                let _ = worker.join();
-            }
-        }
-        result.map_err(|_| other("the push thread did not finish by the shutdown deadline"))
+        self.worker.shutdown(give_up, deadline + Duration::from_secs(1))
     }
-}
-
-impl Drop for LokiSink {
-    fn drop(&mut self) {
-        // Dropped without shutdown: the worker counts what it holds as failed and stops; a
-        // retry in flight is cut short (the watch closes). Not joined: it may be mid-request.
-        self.tx = None;
-    }
-}
-
-fn backoff(settings: &LokiSettings) -> Box<dyn Iterator<Item = Duration> + Send> {
-    Box::new(
-        backon::ExponentialBuilder::default()
-            .with_min_delay(settings.min_backoff)
-            .with_max_delay(settings.max_backoff)
-            .with_jitter()
-            .without_max_times()
-            .build(),
-    )
 }
 
 /// Streams are keyed by their label values: service, level, event type (the environment is
@@ -540,17 +501,11 @@ enum Outcome {
     Failed,
 }
 
-/// Pushes are failing since…
-struct Failing {
-    since: Instant,
-    attempts: u64,
-}
-
-struct Worker {
+/// The sink's delivery, on its worker thread.
+struct Pushes {
     settings: LokiSettings,
     url: url::Url,
     client: reqwest::Client,
-    rt: tokio::runtime::Runtime,
     metrics: Arc<SelfMetrics>,
     buffered: Arc<AtomicUsize>,
     stop: watch::Receiver<Option<Instant>>,
@@ -559,8 +514,9 @@ struct Worker {
     outbox: VecDeque<Batch>,
     /// When the head may be tried again.
     retry_at: Option<Instant>,
-    backoff: Box<dyn Iterator<Item = Duration> + Send>,
-    failing: Option<Failing>,
+    backoff: Backoff,
+    /// Pushes are failing: warned once when it starts, once when it ends.
+    failing: Streak,
     /// In a streak of rejected (4xx) pushes: logged once per streak.
     rejecting: bool,
     /// Send structured metadata (until a Loki says it does not take it).
@@ -568,39 +524,37 @@ struct Worker {
     warned_unserializable: bool,
 }
 
-impl Worker {
-    fn run(mut self, rx: Receiver<Msg>) {
-        loop {
-            self.deliver_due();
-            let retry = self.retry_at.filter(|_| !self.outbox.is_empty());
-            let wake = [self.pending.deadline(self.settings.batch_wait), retry].into_iter().flatten().min();
-            let msg = match wake {
-                Some(at) => rx.recv_deadline(at),
-                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            };
-            match msg {
-                Ok(Msg::Events(events)) => self.add(&events),
-                Ok(Msg::Flush(ack)) => {
-                    self.seal();
-                    self.flush();
-                    let _ = ack.send(());
-                }
-                Ok(Msg::Shutdown(give_up, ack)) => {
-                    self.seal();
-                    self.finish(give_up);
-                    let _ = ack.send(());
-                    return;
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.seal();
-                    self.drop_queued("the sink was dropped without shutdown");
-                    return;
-                }
-            }
-        }
+impl Delivery for Pushes {
+    fn accept(&mut self, events: Vec<Event>) {
+        self.add(&events);
     }
 
+    fn tick(&mut self, _now: Instant) {
+        self.deliver_due();
+    }
+
+    fn wake_at(&self) -> Option<Instant> {
+        let retry = self.retry_at.filter(|_| !self.outbox.is_empty());
+        [self.pending.deadline(self.settings.batch_wait), retry].into_iter().flatten().min()
+    }
+
+    fn flush(&mut self) {
+        self.seal();
+        self.flush_queued();
+    }
+
+    fn shutdown(&mut self, give_up: Instant) {
+        self.seal();
+        self.finish(give_up);
+    }
+
+    fn abandon(&mut self) {
+        self.seal();
+        self.drop_queued("the sink was dropped without shutdown");
+    }
+}
+
+impl Pushes {
     fn add(&mut self, events: &[Event]) {
         let now = Instant::now();
         for event in events {
@@ -641,7 +595,7 @@ impl Worker {
                 return;
             }
             // A retry while Loki fails is abandoned at once when shutdown comes.
-            let abandon_on_shutdown = self.failing.is_some();
+            let abandon_on_shutdown = self.failing.is_failing();
             match self.push_head(self.settings.request_timeout, abandon_on_shutdown) {
                 Outcome::Done => {}
                 Outcome::Failed => {
@@ -658,8 +612,8 @@ impl Worker {
     }
 
     /// One attempt per queued batch while Loki takes them; none when it is already failing.
-    fn flush(&mut self) {
-        if self.failing.is_some() {
+    fn flush_queued(&mut self) {
+        if self.failing.is_failing() {
             return;
         }
         while !self.outbox.is_empty() {
@@ -675,13 +629,8 @@ impl Worker {
 
     /// Shutdown: pushes the queue until `give_up`, a few attempts per batch; counts the rest.
     fn finish(&mut self, give_up: Instant) {
-        let attempts = if self.failing.is_some() { 1 } else { SHUTDOWN_ATTEMPTS };
-        let mut delays = backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(1))
-            .with_jitter()
-            .without_max_times()
-            .build();
+        let attempts = if self.failing.is_failing() { 1 } else { SHUTDOWN_ATTEMPTS };
+        let mut delays = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
         let mut failures = 0;
         while !self.outbox.is_empty() {
             let now = Instant::now();
@@ -693,7 +642,7 @@ impl Worker {
                 Outcome::Done => failures = 0,
                 Outcome::Failed => {
                     failures += 1;
-                    let delay = delays.next().unwrap_or(Duration::from_secs(1));
+                    let delay = delays.next_delay();
                     if failures >= attempts || Instant::now() + delay >= give_up {
                         break;
                     }
@@ -705,7 +654,7 @@ impl Worker {
     }
 
     fn next_delay(&mut self) -> Duration {
-        self.backoff.next().unwrap_or(self.settings.max_backoff)
+        self.backoff.next_delay()
     }
 
     /// Pushes the head batch once; counts and logs what happened.
@@ -715,7 +664,7 @@ impl Worker {
         let lines = head.lines;
         let body = head.body(&environment, self.metadata);
         let push = push(&self.client, &self.url, self.settings.tenant.as_deref(), body, timeout);
-        let result = self.rt.block_on(async {
+        let result = io_runtime().block_on(async {
             match first(push, cancelled(self.stop.clone(), abandon_on_shutdown)).await {
                 Ok(result) => result,
                 Err(()) => Err(LokiError::Cancelled),
@@ -739,7 +688,7 @@ impl Worker {
                 self.push_head(timeout, abandon_on_shutdown)
             }
             Err(LokiError::Cancelled) => Outcome::Failed,
-            Err(e) if !e.is_retryable() => {
+            Err(e) if !LokiRetry.is_retriable(&e) => {
                 self.rejected(lines, &e);
                 Outcome::Done
             }
@@ -812,13 +761,11 @@ impl Worker {
     }
 
     fn failed_attempt(&mut self, error: &LokiError) {
-        match &mut self.failing {
-            Some(failing) => {
-                failing.attempts += 1;
+        match self.failing.fail() {
+            false => {
                 tracing::debug!(error = %error, "serphona-obs: Loki push failed again");
             }
-            None => {
-                self.failing = Some(Failing { since: Instant::now(), attempts: 1 });
+            true => {
                 tracing::warn!(
                     "serphona-obs: Loki push to {} failed ({error}); retrying with backoff. Lines that cannot be \
                      delivered are dropped and counted in serphona_obs_sink_events_failed_total{{sink=\"loki\"}} \
@@ -832,14 +779,14 @@ impl Worker {
     /// Loki answered (took the push or rejected it): no more backoff.
     fn recovered(&mut self) {
         self.retry_at = None;
-        if let Some(failing) = self.failing.take() {
+        if let Some((lasted, attempts)) = self.failing.recover() {
             tracing::info!(
-                failed_attempts = failing.attempts,
+                failed_attempts = attempts,
                 "serphona-obs: Loki push to {} recovered after {:.1}s",
                 self.url,
-                failing.since.elapsed().as_secs_f64()
+                lasted.as_secs_f64()
             );
-            self.backoff = backoff(&self.settings);
+            self.backoff.reset();
         }
     }
 }

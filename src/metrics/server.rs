@@ -1,9 +1,9 @@
-//! The `/metrics` HTTP endpoint, on its own thread so it works from sync code and from inside
-//! any async runtime.
+//! The `/metrics` HTTP endpoint, served on the library's I/O runtime
+//! ([`crate::pipeline::runtime::io_runtime`]), so it works from sync code and from inside any
+//! async runtime.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use axum::Router;
@@ -18,7 +18,7 @@ use super::{Metrics, MetricsError};
 pub struct MetricsServer {
     addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl MetricsServer {
@@ -30,29 +30,24 @@ impl MetricsServer {
         listener.set_nonblocking(true).map_err(|source| MetricsError::Bind { addr, source })?;
         let bound = listener.local_addr().map_err(|source| MetricsError::Bind { addr, source })?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("serphona-obs-metrics".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_io()
-                    .build()
-                    .expect("build the metrics server runtime");
-                runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener).expect("register the metrics listener");
-                    let app = Router::new()
-                        .route("/metrics", get(scrape))
-                        .route("/healthz", get(|| async { "ok\n" }))
-                        .route("/", get(|| async { "serphona-obs: metrics at /metrics\n" }))
-                        .with_state(metrics);
-                    let _ = axum::serve(listener, app)
-                        .with_graceful_shutdown(async {
-                            let _ = stopped.await;
-                        })
-                        .await;
-                });
-            })
-            .expect("spawn the metrics server thread");
-        Ok(MetricsServer { addr: bound, stop: Some(stop), thread: Some(thread) })
+        let runtime = crate::pipeline::runtime::io_runtime();
+        let listener = {
+            let _guard = runtime.enter();
+            tokio::net::TcpListener::from_std(listener).map_err(|source| MetricsError::Bind { addr, source })?
+        };
+        let task = runtime.spawn(async move {
+            let app = Router::new()
+                .route("/metrics", get(scrape))
+                .route("/healthz", get(|| async { "ok\n" }))
+                .route("/", get(|| async { "serphona-obs: metrics at /metrics\n" }))
+                .with_state(metrics);
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(MetricsServer { addr: bound, stop: Some(stop), task: Some(task) })
     }
 
     /// The address it listens on (the real port when 0 was asked for).
@@ -68,7 +63,7 @@ async fn scrape(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
 }
 
 impl MetricsServer {
-    /// Stops serving; waits for the server thread until `deadline`, then leaves it to finish
+    /// Stops serving; waits for the server until `deadline`, then leaves it to finish
     /// on its own (an open scrape connection cannot hold up the caller's shutdown).
     pub fn stop(mut self, deadline: Instant) {
         self.stop_until(deadline);
@@ -78,12 +73,9 @@ impl MetricsServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(thread) = self.thread.take() {
-            while !thread.is_finished() && Instant::now() < deadline {
+        if let Some(task) = self.task.take() {
+            while !task.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            if thread.is_finished() {
-                let _ = thread.join();
             }
         }
     }

@@ -8,6 +8,7 @@
 //! shutdown delivers everything that was accepted before it.
 
 pub mod live;
+pub mod runtime;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +19,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounde
 
 use crate::config::WhenFull;
 use crate::metrics::SelfMetrics;
+use crate::sinks::retry::WarnEvery;
 use crate::types::Event;
 
 /// Most events the dispatcher hands to the sinks in one call.
@@ -144,8 +146,8 @@ impl Pipeline {
         let (tx, rx) = bounded(capacity.max(1));
         let (ctl, ctl_rx) = unbounded();
         metrics.queue_capacity.set(capacity as i64);
-        let last_warned = vec![None; sinks.len()];
-        let dispatcher = Dispatcher { rx, ctl: ctl_rx, processors, sinks, metrics: metrics.clone(), last_warned };
+        let warn = sinks.iter().map(|_| WarnEvery::new(WARN_EVERY)).collect();
+        let dispatcher = Dispatcher { rx, ctl: ctl_rx, processors, sinks, metrics: metrics.clone(), warn };
         let thread = std::thread::Builder::new()
             .name("serphona-obs-dispatch".into())
             .spawn(move || dispatcher.run())
@@ -248,8 +250,8 @@ struct Dispatcher {
     processors: Vec<Box<dyn Processor>>,
     sinks: Vec<Box<dyn Sink>>,
     metrics: Arc<SelfMetrics>,
-    /// When each sink's failure was last logged.
-    last_warned: Vec<Option<Instant>>,
+    /// Each sink's failure warning, at most once a minute.
+    warn: Vec<WarnEvery>,
 }
 
 impl Dispatcher {
@@ -330,9 +332,7 @@ impl Dispatcher {
         let name = self.sinks[sink].name().to_string();
         self.metrics.batches_failed.with_label_values(&[&name]).inc();
         self.metrics.events_failed.with_label_values(&[&name]).inc_by(events as u64);
-        let now = Instant::now();
-        if self.last_warned[sink].is_none_or(|t| now.duration_since(t) >= WARN_EVERY) {
-            self.last_warned[sink] = Some(now);
+        if self.warn[sink].ready() {
             tracing::warn!(
                 sink = %name,
                 error = %error,

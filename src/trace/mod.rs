@@ -7,8 +7,8 @@
 //! `trace_id`/`span_id` of the events in the event log and of the ClickHouse rows.
 //!
 //! Spans are built by the OpenTelemetry SDK and handed to its batch span processor, which
-//! exports them from its own thread through an OTLP exporter that runs on a small runtime of
-//! ours, so no call of a service ever waits on the collector. With `tracing.enabled: false`
+//! exports them from its own thread through an OTLP exporter that runs on the library's I/O
+//! runtime ([`crate::pipeline::runtime::io_runtime`]), so no call of a service ever waits on the collector. With `tracing.enabled: false`
 //! nothing is exported, but every event still gets trace and span ids (for `query trace` over
 //! the event log or ClickHouse), and an incoming `traceparent` is still passed on.
 
@@ -40,9 +40,6 @@ pub enum TraceError {
         /// Why.
         message: String,
     },
-    /// The export runtime could not start.
-    #[error("cannot start the OTLP export runtime: {0}")]
-    Runtime(#[source] std::io::Error),
     /// Flushing or shutting down the span export failed or timed out.
     #[error("span export: {0}")]
     Export(String),
@@ -84,8 +81,6 @@ pub struct Tracing {
 struct Sdk {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
-    /// Runs the OTLP client (tonic or reqwest); dropped after the provider is shut down.
-    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Tracing {
@@ -101,12 +96,7 @@ impl Tracing {
         if !config.tracing.enabled {
             return Ok(Tracing::disabled());
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("serphona-obs-otlp")
-            .enable_all()
-            .build()
-            .map_err(TraceError::Runtime)?;
+        let runtime = crate::pipeline::runtime::io_runtime();
         let endpoint = export_url(&config.tracing);
         let exporter = {
             // tonic's channel spawns its worker on the runtime it is built in.
@@ -133,7 +123,7 @@ impl Tracing {
         let tracer = provider.tracer_with_scope(
             InstrumentationScope::builder("serphona-obs").with_version(env!("CARGO_PKG_VERSION")).build(),
         );
-        Ok(Tracing { sdk: Some(Sdk { provider, tracer, runtime: Some(runtime) }) })
+        Ok(Tracing { sdk: Some(Sdk { provider, tracer }) })
     }
 
     /// The SDK tracer, when tracing is on.
@@ -211,10 +201,6 @@ fn only_timeouts(result: opentelemetry_sdk::error::OTelSdkResult) -> Result<(), 
 impl Drop for Sdk {
     fn drop(&mut self) {
         let _ = self.provider.shutdown_with_timeout(Duration::from_secs(2));
-        if let Some(rt) = self.runtime.take() {
-            // Dropping a runtime inside another one panics; this never blocks.
-            rt.shutdown_background();
-        }
     }
 }
 
