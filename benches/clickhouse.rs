@@ -25,7 +25,7 @@
 //!    - `interaction_rows_only`: `rows::interaction_row` of each event (the borrowed row
 //!      structs, no bytes yet);
 //!    - `interactions_rowbinary_insert`: those rows written through a real `clickhouse`
-//!      `Insert` (`exporter::clickhouse::insert_rows`, RowBinary, `Compression::None`,
+//!      `Insert` (`analytics::insert_rows`, RowBinary, `Compression::None`,
 //!      validation off, so no schema query) to a local HTTP server in this process that reads
 //!      the whole request and answers `200 OK`: row building + RowBinary serialization + the
 //!      HTTP request, with the server's reading on the same 2 cores;
@@ -53,9 +53,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use serphona_obs::config::{Compression, Endpoint, WhenFull};
-use serphona_obs::exporter::clickhouse::insert_rows;
-use serphona_obs::exporter::rows::{self, EventRow, InteractionRow, SpanRow};
-use serphona_obs::exporter::schema::{Migrator, RenderOptions, built_in};
+use serphona_obs::analytics::insert_rows;
+use serphona_obs::analytics::rows::{self, EventRow, InteractionRow, SpanRow};
+use serphona_obs::analytics::schema::{Migrator, RenderOptions, built_in};
 use serphona_obs::pipeline::{Sink, SinkError};
 use serphona_obs::types::*;
 use serphona_obs::{Config, Observability};
@@ -220,7 +220,7 @@ fn end_to_end(runs: usize, turns: usize) {
             retention_days: config.clickhouse.retention_days,
             cluster: None,
         };
-        rt.block_on(Migrator::new(serphona_obs::exporter::client(&config.clickhouse), opts, built_in()).apply())
+        rt.block_on(Migrator::new(serphona_obs::analytics::client(&config.clickhouse), opts, built_in()).apply())
             .unwrap_or_else(|e| panic!("schema apply on {db}: {e}\n{}", front.stderr_tail()));
 
         let obs = Observability::init(config).unwrap();

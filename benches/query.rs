@@ -39,9 +39,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serphona_obs::config::{Compression, Endpoint, WhenFull};
-use serphona_obs::exporter::clickhouse::insert_rows;
-use serphona_obs::exporter::rows::{self, ConversationRow, DecisionRow, EventRow, InteractionRow, SpanRow};
-use serphona_obs::exporter::schema::{Migrator, RenderOptions, built_in};
+use serphona_obs::analytics::insert_rows;
+use serphona_obs::analytics::rows::{self, ConversationRow, DecisionRow, EventRow, InteractionRow, SpanRow};
+use serphona_obs::analytics::schema::{Migrator, RenderOptions, built_in};
 use serphona_obs::store::Store;
 use serphona_obs::store::clickhouse::ClickHouseStore;
 use serphona_obs::store::local::LocalStore;
@@ -91,13 +91,13 @@ fn main() {
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let store = LocalStore::open(dir.path());
-    let events_dir = serphona_obs::logging::event_log_dir(dir.path());
+    let events_dir = serphona_obs::sinks::event_log::event_log_dir(dir.path());
     let (id, trace_id) = (log.target.0.as_str(), log.target.1.as_str());
 
     let mut buf = vec![0u8; 1 << 20];
     let floor = timed("read_bytes_floor", runs, || {
         let mut bytes = 0;
-        for (_, path) in serphona_obs::logging::list_segments(&events_dir).unwrap() {
+        for (_, path) in serphona_obs::sinks::event_log::list_segments(&events_dir).unwrap() {
             let mut file = std::fs::File::open(path).unwrap();
             loop {
                 match file.read(&mut buf).unwrap() {
@@ -222,7 +222,7 @@ fn build_log(data_dir: &Path, interactions: usize) -> Log {
         conv.end(ConversationEnd::new(resolution).rating((c % 5 + 1) as u8).at(at(36_000)));
     }
     obs.shutdown(Duration::from_secs(600)).unwrap();
-    let files = serphona_obs::logging::list_segments(&serphona_obs::logging::event_log_dir(data_dir)).unwrap();
+    let files = serphona_obs::sinks::event_log::list_segments(&serphona_obs::sinks::event_log::event_log_dir(data_dir)).unwrap();
     let bytes = files.iter().map(|(_, p)| std::fs::metadata(p).unwrap().len()).sum();
     let events = files.iter().map(|(_, p)| BufReader::new(std::fs::File::open(p).unwrap()).lines().count() as u64).sum();
     Log { conversations, events, bytes, files: files.len(), target, events_of_target, spans_of_target }
@@ -273,9 +273,9 @@ fn clickhouse(
     config.clickhouse.compression = Compression::None;
     config.clickhouse.request_timeout = Duration::from_secs(600);
     let opts = RenderOptions { database: db.clone(), retention_days: config.clickhouse.retention_days, cluster: None };
-    rt.block_on(Migrator::new(serphona_obs::exporter::client(&config.clickhouse), opts, built_in()).apply())
+    rt.block_on(Migrator::new(serphona_obs::analytics::client(&config.clickhouse), opts, built_in()).apply())
         .unwrap_or_else(|e| panic!("schema apply: {e}\n{}", front.stderr_tail()));
-    let client = serphona_obs::exporter::client(&config.clickhouse).with_validation(false);
+    let client = serphona_obs::analytics::client(&config.clickhouse).with_validation(false);
 
     let started = Instant::now();
     let timeout = Duration::from_secs(600);

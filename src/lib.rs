@@ -47,9 +47,8 @@
 
 #![warn(missing_docs)]
 
+pub mod analytics;
 pub mod config;
-pub mod exporter;
-pub mod logging;
 pub mod metrics;
 pub mod middleware;
 mod observability;

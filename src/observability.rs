@@ -11,10 +11,10 @@ use time::OffsetDateTime;
 use tokio::sync::broadcast;
 
 use crate::config::Config;
-use crate::logging::{EventLogSink, LokiSettings, LokiSink};
+use crate::sinks::{event_log::EventLogSink, loki::{LokiSettings, LokiSink}};
 use crate::metrics::server::MetricsServer;
 use crate::metrics::{Metrics, MetricsError};
-use crate::pipeline::live::{LIVE_CAPACITY, LiveReceiver, LiveSink};
+use crate::sinks::live::{LIVE_CAPACITY, LiveReceiver, LiveSink};
 use crate::pipeline::{DropReason, Pipeline, PipelineError, Processor, Sink, SinkError};
 use crate::trace::tree;
 use crate::trace::{ConversationRef, TraceError, Tracing, new_span_id, unrecorded};
@@ -51,7 +51,7 @@ pub enum Error {
     UnknownConversation(String),
     /// A direct ClickHouse export failed.
     #[error(transparent)]
-    ClickHouse(#[from] crate::exporter::ClickHouseError),
+    ClickHouse(#[from] crate::analytics::ClickHouseError),
     /// Tracing could not be set up, or its export could not be flushed.
     #[error(transparent)]
     Trace(#[from] TraceError),
@@ -106,7 +106,7 @@ impl ObservabilityBuilder {
             sinks.push(Box::new(LokiSink::start(loki, metrics.pipeline.clone())?));
         }
         if config.clickhouse.enabled {
-            sinks.push(Box::new(crate::exporter::clickhouse::ClickHouseSink::start(
+            sinks.push(Box::new(crate::sinks::clickhouse::ClickHouseSink::start(
                 &config.clickhouse,
                 &config.data_dir,
                 metrics.pipeline.clone(),
@@ -422,14 +422,14 @@ impl Observability {
     /// (the seed's `ExportMetrics`), to the server of the `clickhouse:` config section.
     /// Returns the rows written.
     pub async fn export_metrics(&self) -> Result<usize, Error> {
-        let exporter = crate::exporter::clickhouse::Exporter::new(&self.inner.config.clickhouse);
+        let exporter = crate::sinks::clickhouse::Exporter::new(&self.inner.config.clickhouse);
         Ok(exporter.export_metrics(self.inner.metrics.registry(), &self.inner.service).await?)
     }
 
     /// Writes the rows of one conversation's events to ClickHouse now, bypassing the batches
     /// (the seed's `ExportConversation`); idempotent for the same events.
     pub async fn export_conversation(&self, events: &[crate::types::Event]) -> Result<(), Error> {
-        let exporter = crate::exporter::clickhouse::Exporter::new(&self.inner.config.clickhouse);
+        let exporter = crate::sinks::clickhouse::Exporter::new(&self.inner.config.clickhouse);
         Ok(exporter.export_conversation(events).await?)
     }
 

@@ -99,7 +99,7 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
         "serphona-obs demo: {} conversations (seed {}) → event log in {}, metrics at {}",
         args.conversations,
         args.seed,
-        serphona_obs::logging::event_log_dir(&data_dir).display(),
+        serphona_obs::sinks::event_log::event_log_dir(&data_dir).display(),
         metrics_url
     );
     let report = if live_view { watch(&obs, &sim, &data_dir)? } else { super::simulate::drive(&obs, &sim, ctx.interactive)? };
@@ -137,7 +137,7 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
                     "events_by_type": report.events_by_type,
                     "by_channel": by_channel,
                     "total": total.first(),
-                    "event_log": serphona_obs::logging::event_log_dir(&data_dir),
+                    "event_log": serphona_obs::sinks::event_log::event_log_dir(&data_dir),
                     "metrics_url": metrics_url,
                 }),
             )?;
@@ -179,7 +179,7 @@ fn watch(obs: &Observability, sim: &SimConfig, data_dir: &std::path::Path) -> an
             report
         })?
     };
-    let label = format!("demo: {} conversations → {}", sim.conversations, serphona_obs::logging::event_log_dir(data_dir).display());
+    let label = format!("demo: {} conversations → {}", sim.conversations, serphona_obs::sinks::event_log::event_log_dir(data_dir).display());
     let options = serphona_obs::tui::Options { source: label, ..Default::default() };
     let status = || finished.load(Ordering::Relaxed).then(|| "simulation finished · q shows the summary".to_string());
     let exit = super::tail::watch(options, Kind::Live(receiver), &status);

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use serphona_obs::exporter::schema::{self, Migration, MigrationStatus, Migrator, RenderOptions, State};
+use serphona_obs::analytics::schema::{self, Migration, MigrationStatus, Migrator, RenderOptions, State};
 use tabled::{Table, Tabled, settings::Style};
 
 use super::Context;
@@ -64,7 +64,7 @@ fn migrations(dir: Option<&PathBuf>) -> anyhow::Result<Vec<Migration>> {
 fn migrator(ctx: &Context, dir: Option<&PathBuf>, cluster: Option<String>) -> anyhow::Result<Migrator> {
     let ch = &ctx.config.clickhouse;
     let opts = RenderOptions { database: ch.database.clone(), retention_days: ch.retention_days, cluster };
-    Ok(Migrator::new(serphona_obs::exporter::client(ch), opts, migrations(dir)?))
+    Ok(Migrator::new(serphona_obs::analytics::client(ch), opts, migrations(dir)?))
 }
 
 /// Runs a `schema` subcommand.

@@ -7,7 +7,6 @@
 //! [`Pipeline::shutdown`] take a deadline and return [`PipelineError::Timeout`] when it passes;
 //! shutdown delivers everything that was accepted before it.
 
-pub mod live;
 pub mod runtime;
 
 use std::sync::Arc;

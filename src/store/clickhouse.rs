@@ -23,7 +23,7 @@ use super::{
     StoreError, assemble_trace, normalize_trace_id, to_micros,
 };
 use crate::config::ClickHouseConfig;
-use crate::exporter::{ClickHouseError, client};
+use crate::analytics::{ClickHouseError, client};
 use crate::types::{Event, Speaker};
 
 /// The store over ClickHouse.

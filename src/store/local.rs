@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::*;
-use crate::logging::{event_log_dir, list_segments};
+use crate::sinks::event_log::{event_log_dir, list_segments};
 use crate::types::{Event, EventKind, Speaker};
 
 /// The store over the local event log.

@@ -8,7 +8,7 @@
 //! Spans ([`Store::trace`]) are the ones [`crate::trace::tree`] defines: the conversation's root
 //! span (recorded when the conversation ends) and one child span per turn, decision and
 //! transfer, with their span events. Both stores build them with the same functions
-//! ([`crate::exporter::rows::span_row`] for the span, [`span_events`] for its events), so they
+//! ([`crate::analytics::rows::span_row`] for the span, [`span_events`] for its events), so they
 //! give identical spans for the same data.
 
 pub mod clickhouse;
@@ -38,7 +38,7 @@ pub enum StoreError {
     /// A ClickHouse query failed. (Not a `#[source]`: the message already says it, and
     /// `{:#}` would print it twice.)
     #[error("ClickHouse store: {0}")]
-    ClickHouse(crate::exporter::ClickHouseError),
+    ClickHouse(crate::analytics::ClickHouseError),
     /// A stored event could not be read back.
     #[error("ClickHouse store: event {event_id} does not parse: {message}")]
     BadPayload {
@@ -55,8 +55,8 @@ pub enum StoreError {
     BadTraceId(String),
 }
 
-impl From<crate::exporter::ClickHouseError> for StoreError {
-    fn from(e: crate::exporter::ClickHouseError) -> Self {
+impl From<crate::analytics::ClickHouseError> for StoreError {
+    fn from(e: crate::analytics::ClickHouseError) -> Self {
         StoreError::ClickHouse(e)
     }
 }
@@ -346,9 +346,9 @@ pub fn span_events(e: &Event) -> Vec<SpanEvent> {
     }
 }
 
-/// The span an event closes (see [`crate::exporter::rows::span_row`]), without its span events.
+/// The span an event closes (see [`crate::analytics::rows::span_row`]), without its span events.
 pub(crate) fn span_of(e: &Event) -> Option<SpanRecord> {
-    let row = crate::exporter::rows::span_row(e)?;
+    let row = crate::analytics::rows::span_row(e)?;
     Some(SpanRecord {
         trace_id: row.trace_id,
         span_id: row.span_id,

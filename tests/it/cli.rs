@@ -20,7 +20,7 @@ fn stderr(o: &Output) -> String {
 
 fn event_lines(data_dir: &Path) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
-    for (_, path) in serphona_obs::logging::list_segments(&data_dir.join("events")).unwrap() {
+    for (_, path) in serphona_obs::sinks::event_log::list_segments(&data_dir.join("events")).unwrap() {
         for line in std::fs::read_to_string(path).unwrap().lines() {
             out.push(serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")));
         }

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use serphona_obs::config::{Compression, Config, Endpoint};
-use serphona_obs::exporter::schema::{self, Migrator, RenderOptions};
+use serphona_obs::analytics::schema::{self, Migrator, RenderOptions};
 use serphona_obs::simulation::{self, Pace, SimConfig};
 use serphona_obs::store::clickhouse::ClickHouseStore;
 use serphona_obs::store::local::LocalStore;
@@ -44,7 +44,7 @@ fn migrator(config: &Config) -> Migrator {
         retention_days: config.clickhouse.retention_days,
         cluster: None,
     };
-    Migrator::new(serphona_obs::exporter::client(&config.clickhouse), opts, schema::built_in())
+    Migrator::new(serphona_obs::analytics::client(&config.clickhouse), opts, schema::built_in())
 }
 
 fn apply_schema(config: &Config) {
@@ -237,7 +237,7 @@ fn the_peer_stopped_mid_run_loses_and_doubles_nothing() {
         use prometheus::core::Collector;
         vec.collect().iter().flat_map(|f| f.get_metric().iter().map(|m| m.get_counter().get_value() as u64).collect::<Vec<_>>()).sum()
     };
-    let rejected_file = serphona_obs::exporter::spool::spool_dir(data.path()).join("rejected.jsonl");
+    let rejected_file = serphona_obs::sinks::clickhouse::spool::spool_dir(data.path()).join("rejected.jsonl");
     let whereabouts = format!(
         "rows_rejected {} events_spooled {} spool_dropped {} rejected.jsonl lines {} spool bytes now {}",
         gather(&m.rows_rejected),
@@ -283,8 +283,8 @@ fn batches_spooled_by_a_killed_process_are_delivered_on_the_next_start() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let spool = serphona_obs::exporter::spool::spool_dir(data.path());
-    let store = serphona_obs::exporter::spool::Spool::open(spool.clone(), u64::MAX).unwrap();
+    let spool = serphona_obs::sinks::clickhouse::spool::spool_dir(data.path());
+    let store = serphona_obs::sinks::clickhouse::spool::Spool::open(spool.clone(), u64::MAX).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while store.entries().unwrap().len() < 5 {
         assert!(Instant::now() < deadline, "nothing was spooled in 60 s");
@@ -346,7 +346,7 @@ fn a_row_the_table_rejects_is_counted_logged_with_its_code_and_not_retried() {
     // Logged with ClickHouse's code, and kept.
     let err = String::from_utf8_lossy(&sim.stderr);
     assert!(err.contains("rejected a row") && err.contains("469"), "{err}");
-    let rejected = std::fs::read_to_string(serphona_obs::exporter::spool::spool_dir(data.path()).join("rejected.jsonl")).unwrap();
+    let rejected = std::fs::read_to_string(serphona_obs::sinks::clickhouse::spool::spool_dir(data.path()).join("rejected.jsonl")).unwrap();
     assert_eq!(rejected.lines().count() as u64, third);
 }
 

@@ -443,7 +443,7 @@ fn a_live_subscriber_that_falls_behind_skips_and_counts() {
     let (obs, _events, _) = with_sink(quiet_config(1 << 16, WhenFull::Block), false);
     let mut live = obs.subscribe();
     let conv = obs.start_conversation(ConversationStart::new("t", "a", "c", Channel::Chat));
-    let total = serphona_obs::pipeline::live::LIVE_CAPACITY + 500;
+    let total = serphona_obs::sinks::live::LIVE_CAPACITY + 500;
     for i in 0..total - 1 {
         conv.track_interaction(Interaction::customer(format!("{i}")));
     }

@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use serphona_obs::config::{Endpoint, OptionalEndpoint};
-use serphona_obs::logging::{event_log_dir, list_segments};
+use serphona_obs::sinks::event_log::{event_log_dir, list_segments};
 use serphona_obs::simulation::{self, Pace, SimConfig};
 use serphona_obs::types::*;
 use serphona_obs::{Config, Observability};

@@ -347,7 +347,7 @@ fn local_lookups_by_id_match_a_full_parse() {
     }
     obs.shutdown(Duration::from_secs(10)).unwrap();
     let events_dir = dir.path().join("events");
-    let files = serphona_obs::logging::list_segments(&events_dir).unwrap();
+    let files = serphona_obs::sinks::event_log::list_segments(&events_dir).unwrap();
     assert!(files.len() >= 3, "{} files", files.len());
 
     let store = LocalStore::open(dir.path());

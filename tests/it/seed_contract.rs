@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use serphona_obs::Observability;
 use serphona_obs::config::{Compression, Config, Endpoint};
-use serphona_obs::exporter::schema::{self, Migrator, RenderOptions};
+use serphona_obs::analytics::schema::{self, Migrator, RenderOptions};
 use serphona_obs::types::{Channel, ConversationEnd, ConversationStart, Interaction, Resolution};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -182,7 +182,7 @@ fn an_existing_database_upgrades_and_its_old_rows_read_through_the_seed_columns(
     assert_eq!(old.len(), 7);
     let opts = RenderOptions { database: db.clone(), retention_days: 30, cluster: None };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(Migrator::new(serphona_obs::exporter::client(&config.clickhouse), opts, old).apply()).unwrap();
+    rt.block_on(Migrator::new(serphona_obs::analytics::client(&config.clickhouse), opts, old).apply()).unwrap();
 
     // Rows in the old shape: `sentiment` is the score.
     ch.query(&format!(

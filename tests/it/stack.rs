@@ -297,7 +297,7 @@ fn up_native_starts_a_clickhouse_on_path_applies_the_schema_and_down_stops_its_p
     assert_eq!(ch["state"], "healthy", "{report}");
     assert_eq!(ch["url"], format!("http://127.0.0.1:{ch_port}"));
     let note = report["schema"].as_str().unwrap_or_default();
-    assert!(note.contains(&format!("{} migration(s) applied", serphona_obs::exporter::schema::BUILT_IN.len())), "{report}");
+    assert!(note.contains(&format!("{} migration(s) applied", serphona_obs::analytics::schema::BUILT_IN.len())), "{report}");
 
     // The schema is there, recorded once per migration.
     let http = reqwest::blocking::Client::new();
@@ -308,7 +308,7 @@ fn up_native_starts_a_clickhouse_on_path_applies_the_schema_and_down_stops_its_p
         .unwrap()
         .text()
         .unwrap();
-    assert_eq!(count.trim(), serphona_obs::exporter::schema::BUILT_IN.len().to_string());
+    assert_eq!(count.trim(), serphona_obs::analytics::schema::BUILT_IN.len().to_string());
 
     let down = bin().args(["down", "--data-dir"]).arg(dir.path()).env("PATH", &path).output().unwrap();
     assert!(down.status.success(), "{}", text(&down));

@@ -164,7 +164,7 @@ fn events_since_pages_without_duplicates_or_gaps_across_files_and_appends() {
     record(&o);
     o.shutdown(Duration::from_secs(10)).unwrap();
     let store = LocalStore::open(dir.path());
-    let files = serphona_obs::logging::list_segments(&dir.path().join("events")).unwrap();
+    let files = serphona_obs::sinks::event_log::list_segments(&dir.path().join("events")).unwrap();
     assert!(files.len() >= 3, "expected several files, got {}", files.len());
     let everything = store.read_all().unwrap();
 
@@ -192,7 +192,7 @@ fn events_since_pages_without_duplicates_or_gaps_across_files_and_appends() {
     assert!(page.iter().all(|e| &*e.tenant_id == "late"));
 
     // A line still being written is not consumed until it is whole.
-    let (_, newest) = serphona_obs::logging::list_segments(&dir.path().join("events")).unwrap().pop().unwrap();
+    let (_, newest) = serphona_obs::sinks::event_log::list_segments(&dir.path().join("events")).unwrap().pop().unwrap();
     let line = page[0].to_json().unwrap().replace(&page[0].event_id.to_string(), &uuid::Uuid::now_v7().to_string());
     let (head, tail) = line.split_at(line.len() / 2);
     let mut file = std::fs::OpenOptions::new().append(true).open(&newest).unwrap();

@@ -4,7 +4,7 @@
 //! expanded for a time range ending now. Each panel is ok (a query returned data), no data, an
 //! error (with the server's message) or not run (no server given for its datasource).
 
-pub use serphona_obs::exporter::error_chain;
+pub use serphona_obs::analytics::error_chain;
 use std::collections::HashMap;
 use std::time::Duration;
 

@@ -233,7 +233,7 @@ pub fn run(ctx: Context, command: Command) -> anyhow::Result<ExitCode> {
             let store = LocalStore::open(&config.data_dir);
             let reader = Reader {
                 store: &store,
-                what: format!("the local event log ({})", serphona_obs::logging::event_log_dir(&config.data_dir).display()),
+                what: format!("the local event log ({})", serphona_obs::sinks::event_log::event_log_dir(&config.data_dir).display()),
                 timeout: None,
             };
             runtime.block_on(reader.run(command, &mut out))?;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serphona_obs::exporter::schema::{self, Migrator, RenderOptions};
+use serphona_obs::analytics::schema::{self, Migrator, RenderOptions};
 use tabled::settings::Style;
 
 use super::{Context, runtime};
@@ -300,7 +300,7 @@ fn apply_schema(
         Some(d) => schema::from_dir(d)?,
         None => schema::built_in(),
     };
-    let migrator = Migrator::new(serphona_obs::exporter::client(&ch), opts, migrations);
+    let migrator = Migrator::new(serphona_obs::analytics::client(&ch), opts, migrations);
     let report = rt
         .block_on(migrator.apply())
         .map_err(|e| anyhow::anyhow!(e))

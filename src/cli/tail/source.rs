@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use serphona_obs::config::ClickHouseConfig;
-use serphona_obs::pipeline::live::LiveReceiver;
+use serphona_obs::sinks::live::LiveReceiver;
 use serphona_obs::store::clickhouse::ClickHouseStore;
 use serphona_obs::store::local::LocalStore;
 use serphona_obs::store::{Cursor, Store, StoreError};
@@ -70,7 +70,7 @@ impl Kind {
     /// What the header shows.
     pub fn label(&self) -> String {
         match self {
-            Kind::Local(dir) => format!("local {}", serphona_obs::logging::event_log_dir(dir).display()),
+            Kind::Local(dir) => format!("local {}", serphona_obs::sinks::event_log::event_log_dir(dir).display()),
             Kind::ClickHouse(c, _) => format!("clickhouse {}/{}", c.endpoint, c.database),
             Kind::File(p) => format!("file {}", p.display()),
             Kind::Stdin => "stdin".into(),

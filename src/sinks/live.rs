@@ -8,7 +8,7 @@ use prometheus::IntCounter;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
-use super::{Sink, SinkError};
+use crate::pipeline::{Sink, SinkError};
 use crate::types::Event;
 
 /// Events a subscriber can fall behind by before it skips.

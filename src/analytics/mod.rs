@@ -1,20 +1,23 @@
-//! ClickHouse: the sink ([`clickhouse::ClickHouseSink`]), its batching, its disk spool, the rows
-//! of each table, and the migrations of `schemas/` ([`schema`]).
+//! The ClickHouse table model, shared by the write side (the sink,
+//! [`crate::sinks::clickhouse`]) and the read side ([`crate::store::clickhouse`]): the rows of
+//! each table ([`rows`]), the migrations of `schemas/` ([`schema`]), the client, its errors, and
+//! the one insert both the sink and the tools use ([`insert_rows`]).
 //!
-//! Delivery is at-least-once with deduplication: every batch gets an id when it is sealed, and
-//! every insert of it carries `insert_deduplication_token = <batch id>:<table>` (the tables keep a
+//! Inserts are idempotent: each carries an `insert_deduplication_token` (the tables keep a
 //! deduplication window, `non_replicated_deduplication_window`, and replicated tables do it by
-//! default). A retried or replayed batch is byte-for-byte the same insert, so ClickHouse drops it
-//! instead of doubling its rows. The row tables are also ReplacingMergeTree tables keyed by
-//! `event_id`, which collapses any copy that got past the window on merge.
+//! default), so the same insert sent again is dropped by ClickHouse instead of doubling rows.
+//! The row tables are also ReplacingMergeTree tables keyed by `event_id`, which collapses any
+//! copy that got past the window on merge.
 
-pub mod batch;
-pub mod clickhouse;
 pub mod rows;
 pub mod schema;
-pub mod spool;
+
+use std::time::Duration;
+
+use ::clickhouse::{Client, RowWrite};
 
 use crate::config::{ClickHouseConfig, Compression};
+use crate::types::{Event, EventKind};
 
 /// A ClickHouse request failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -151,6 +154,51 @@ pub fn client(config: &ClickHouseConfig) -> ::clickhouse::Client {
             Compression::Lz4 => ::clickhouse::Compression::Lz4,
             Compression::None => ::clickhouse::Compression::None,
         })
+}
+
+/// Whether an event has a row in `table`.
+pub fn belongs(table: &str, e: &Event) -> bool {
+    match table {
+        "events" => true,
+        "conversations" => matches!(e.kind, EventKind::ConversationStarted { .. } | EventKind::ConversationEnded { .. }),
+        "interactions" => matches!(e.kind, EventKind::AgentTurn { .. } | EventKind::CustomerTurn { .. }),
+        "decisions" => matches!(e.kind, EventKind::DecisionMade { .. }),
+        "spans" => matches!(
+            e.kind,
+            EventKind::ConversationEnded { .. }
+                | EventKind::AgentTurn { .. }
+                | EventKind::CustomerTurn { .. }
+                | EventKind::DecisionMade { .. }
+                | EventKind::TransferInitiated { .. }
+        ),
+        _ => false,
+    }
+}
+
+/// One INSERT of rows with a deduplication token.
+pub async fn insert_rows<T: RowWrite>(
+    client: &Client,
+    table: &str,
+    rows: &[T::Value<'_>],
+    token: &str,
+    timeout: Duration,
+) -> Result<(), ClickHouseError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut insert = client
+        .insert::<T>(table)
+        .await?
+        .with_setting("insert_deduplication_token", token)
+        .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1")
+        // Token deduplication applies to synchronous inserts; newer servers default to async.
+        .with_setting("async_insert", "0")
+        .with_timeouts(Some(timeout), Some(timeout));
+    for row in rows {
+        insert.write(row).await?;
+    }
+    insert.end().await?;
+    Ok(())
 }
 
 #[cfg(test)]

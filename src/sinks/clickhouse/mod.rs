@@ -4,7 +4,7 @@
 //! The dispatcher hands batches to a worker thread (the sink never blocks on the network there,
 //! only when the worker is 256 batches behind). The worker:
 //! - seals a batch at `batch_size` rows, `batch_bytes` bytes or `flush_interval` after its
-//!   first event; the batch id is the insert deduplication token (see [`super`]);
+//!   first event; the batch id is the insert deduplication token (see below);
 //! - inserts each table's rows; a transient failure (network, timeout, overload, a table not
 //!   created yet) is retried with exponential backoff and jitter, up to [`ATTEMPTS`] times,
 //!   and then the batch goes to the disk spool and the sink is *down*;
@@ -17,23 +17,31 @@
 //!   in the spool's `rejected.jsonl`; the other rows are delivered.
 //!
 //! The sink records no telemetry about its own export calls beyond its self-metrics.
+//!
+//! Delivery is at-least-once with deduplication: every batch gets an id when it is sealed, and
+//! every insert of it carries `insert_deduplication_token = <batch id>:<table>` (see
+//! [`crate::analytics`]). A retried or replayed batch is byte-for-byte the same insert, so
+//! ClickHouse drops it instead of doubling its rows.
+
+pub mod batch;
+pub mod spool;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clickhouse::{Client, RowWrite};
+use clickhouse::Client;
 
-use super::batch::{Batcher, SealedBatch};
-use super::rows::{self, TABLES};
-use super::spool::{Pushed, Spool, spool_dir};
-use super::{ClickHouseError, client};
+use self::batch::{Batcher, SealedBatch};
+use self::spool::{Pushed, Spool, spool_dir};
+use crate::analytics::rows::{self, TABLES};
+use crate::analytics::{ClickHouseError, belongs, client, insert_rows};
 use crate::config::ClickHouseConfig;
 use crate::metrics::SelfMetrics;
 use crate::pipeline::{Sink, SinkError};
 use crate::sinks::retry::{Backoff, RetryLogic, WarnEvery};
 use crate::pipeline::runtime::io_runtime;
 use crate::sinks::worker::{Delivery, Queue, Worker};
-use crate::types::{Event, EventKind};
+use crate::types::Event;
 
 /// The sink's name (the `sink` label of the self-metrics).
 pub const SINK_NAME: &str = "clickhouse";
@@ -207,7 +215,7 @@ impl Inserts {
         self.down = Some(Instant::now() + self.backoff.next_delay());
     }
 
-    fn spool_entries(&self) -> Vec<super::spool::SpoolEntry> {
+    fn spool_entries(&self) -> Vec<spool::SpoolEntry> {
         self.spool.entries().unwrap_or_default()
     }
 
@@ -439,47 +447,3 @@ impl Exporter {
     }
 }
 
-/// Whether an event has a row in `table`.
-pub fn belongs(table: &str, e: &Event) -> bool {
-    match table {
-        "events" => true,
-        "conversations" => matches!(e.kind, EventKind::ConversationStarted { .. } | EventKind::ConversationEnded { .. }),
-        "interactions" => matches!(e.kind, EventKind::AgentTurn { .. } | EventKind::CustomerTurn { .. }),
-        "decisions" => matches!(e.kind, EventKind::DecisionMade { .. }),
-        "spans" => matches!(
-            e.kind,
-            EventKind::ConversationEnded { .. }
-                | EventKind::AgentTurn { .. }
-                | EventKind::CustomerTurn { .. }
-                | EventKind::DecisionMade { .. }
-                | EventKind::TransferInitiated { .. }
-        ),
-        _ => false,
-    }
-}
-
-/// One INSERT of rows with a deduplication token.
-pub async fn insert_rows<T: RowWrite>(
-    client: &Client,
-    table: &str,
-    rows: &[T::Value<'_>],
-    token: &str,
-    timeout: Duration,
-) -> Result<(), ClickHouseError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut insert = client
-        .insert::<T>(table)
-        .await?
-        .with_setting("insert_deduplication_token", token)
-        .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1")
-        // Token deduplication applies to synchronous inserts; newer servers default to async.
-        .with_setting("async_insert", "0")
-        .with_timeouts(Some(timeout), Some(timeout));
-    for row in rows {
-        insert.write(row).await?;
-    }
-    insert.end().await?;
-    Ok(())
-}

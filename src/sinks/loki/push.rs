@@ -1,0 +1,417 @@
+//! The sink's delivery on its worker thread: seals batches, pushes them one at a time in order,
+//! retries what is worth retrying, and counts what it drops.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::encode::{Batch, Entry, Pending, ignored_lines, refuses_structured_metadata};
+use super::{LokiError, LokiRetry, LokiSettings, SINK_NAME};
+use crate::metrics::SelfMetrics;
+use crate::pipeline::runtime::io_runtime;
+use crate::sinks::retry::{Backoff, RetryLogic, Streak};
+use crate::sinks::worker::Delivery;
+use crate::types::Event;
+
+/// Attempts per batch during shutdown (1 when Loki was already failing).
+const SHUTDOWN_ATTEMPTS: u32 = 3;
+/// Most bytes of Loki's answer kept in an error.
+const MAX_MESSAGE: usize = 1024;
+
+/// What became of the head batch's push.
+pub(super) enum Outcome {
+    /// Loki took it (or rejected it for good): it is gone from the queue, counted.
+    Done,
+    /// A failure worth retrying; the batch is still queued.
+    Failed,
+}
+
+/// The sink's delivery, on its worker thread.
+pub(super) struct Pushes {
+    settings: LokiSettings,
+    url: url::Url,
+    client: reqwest::Client,
+    metrics: Arc<SelfMetrics>,
+    buffered: Arc<AtomicUsize>,
+    stop: watch::Receiver<Option<Instant>>,
+    pending: Pending,
+    /// Sealed batches, oldest first; only the head is pushed.
+    outbox: VecDeque<Batch>,
+    /// When the head may be tried again.
+    retry_at: Option<Instant>,
+    backoff: Backoff,
+    /// Pushes are failing: warned once when it starts, once when it ends.
+    failing: Streak,
+    /// In a streak of rejected (4xx) pushes: logged once per streak.
+    rejecting: bool,
+    /// Send structured metadata (until a Loki says it does not take it).
+    metadata: bool,
+    warned_unserializable: bool,
+}
+
+impl Delivery for Pushes {
+    fn accept(&mut self, events: Vec<Event>) {
+        self.add(&events);
+    }
+
+    fn tick(&mut self, _now: Instant) {
+        self.deliver_due();
+    }
+
+    fn wake_at(&self) -> Option<Instant> {
+        let retry = self.retry_at.filter(|_| !self.outbox.is_empty());
+        [self.pending.deadline(self.settings.batch_wait), retry].into_iter().flatten().min()
+    }
+
+    fn flush(&mut self) {
+        self.seal();
+        self.flush_queued();
+    }
+
+    fn shutdown(&mut self, give_up: Instant) {
+        self.seal();
+        self.finish(give_up);
+    }
+
+    fn abandon(&mut self) {
+        self.seal();
+        self.drop_queued("the sink was dropped without shutdown");
+    }
+}
+
+impl Pushes {
+    pub(super) fn new(
+        settings: LokiSettings,
+        client: reqwest::Client,
+        metrics: Arc<SelfMetrics>,
+        buffered: Arc<AtomicUsize>,
+        stop: watch::Receiver<Option<Instant>>,
+    ) -> Pushes {
+        Pushes {
+            url: settings.push_url(),
+            backoff: Backoff::new(settings.min_backoff, settings.max_backoff),
+            settings,
+            client,
+            metrics,
+            buffered,
+            stop,
+            pending: Pending::default(),
+            outbox: VecDeque::new(),
+            retry_at: None,
+            failing: Streak::default(),
+            rejecting: false,
+            metadata: true,
+            warned_unserializable: false,
+        }
+    }
+
+    fn add(&mut self, events: &[Event]) {
+        let now = Instant::now();
+        for event in events {
+            match Entry::new(event) {
+                Ok(entry) => {
+                    let key = (event.service.clone(), event.level, event.event_type());
+                    self.pending.push(key, entry, now);
+                    if self.pending.bytes >= self.settings.batch_bytes {
+                        self.seal();
+                    }
+                }
+                Err(e) => {
+                    // Only a hand-built event can get here (see Event::to_json).
+                    self.metrics.events_failed.with_label_values(&[SINK_NAME]).inc();
+                    self.buffered.fetch_sub(1, Ordering::AcqRel);
+                    if !std::mem::replace(&mut self.warned_unserializable, true) {
+                        tracing::error!(event_id = %event.event_id, error = %e, "serphona-obs: an event cannot be written as a JSON line; it is not pushed to Loki");
+                    }
+                }
+            }
+        }
+    }
+
+    fn seal(&mut self) {
+        if let Some(batch) = self.pending.seal() {
+            self.outbox.push_back(batch);
+        }
+    }
+
+    /// Seals a batch that has waited long enough and pushes the queue while it is due.
+    fn deliver_due(&mut self) {
+        loop {
+            let now = Instant::now();
+            if self.pending.deadline(self.settings.batch_wait).is_some_and(|d| d <= now) {
+                self.seal();
+            }
+            if self.outbox.is_empty() || self.retry_at.is_some_and(|t| t > now) {
+                return;
+            }
+            // A retry while Loki fails is abandoned at once when shutdown comes.
+            let abandon_on_shutdown = self.failing.is_failing();
+            match self.push_head(self.settings.request_timeout, abandon_on_shutdown) {
+                Outcome::Done => {}
+                Outcome::Failed => {
+                    let head = self.outbox.front_mut().expect("a failed push leaves its batch queued");
+                    head.attempts += 1;
+                    if head.attempts >= self.settings.attempts {
+                        self.drop_head("retries exhausted");
+                    }
+                    self.retry_at = Some(Instant::now() + self.next_delay());
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One attempt per queued batch while Loki takes them; none when it is already failing.
+    fn flush_queued(&mut self) {
+        if self.failing.is_failing() {
+            return;
+        }
+        while !self.outbox.is_empty() {
+            if let Outcome::Failed = self.push_head(self.settings.request_timeout, false) {
+                if let Some(head) = self.outbox.front_mut() {
+                    head.attempts += 1;
+                }
+                self.retry_at = Some(Instant::now() + self.next_delay());
+                return;
+            }
+        }
+    }
+
+    /// Shutdown: pushes the queue until `give_up`, a few attempts per batch; counts the rest.
+    fn finish(&mut self, give_up: Instant) {
+        let attempts = if self.failing.is_failing() { 1 } else { SHUTDOWN_ATTEMPTS };
+        let mut delays = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let mut failures = 0;
+        while !self.outbox.is_empty() {
+            let now = Instant::now();
+            if now >= give_up {
+                break;
+            }
+            let timeout = self.settings.request_timeout.min(give_up - now);
+            match self.push_head(timeout, false) {
+                Outcome::Done => failures = 0,
+                Outcome::Failed => {
+                    failures += 1;
+                    let delay = delays.next_delay();
+                    if failures >= attempts || Instant::now() + delay >= give_up {
+                        break;
+                    }
+                    std::thread::sleep(delay);
+                }
+            }
+        }
+        self.drop_queued("Loki did not take them by shutdown");
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        self.backoff.next_delay()
+    }
+
+    /// Pushes the head batch once; counts and logs what happened.
+    fn push_head(&mut self, timeout: Duration, abandon_on_shutdown: bool) -> Outcome {
+        let environment = self.settings.environment.clone();
+        let Some(head) = self.outbox.front_mut() else { return Outcome::Done };
+        let lines = head.lines;
+        let body = head.body(&environment, self.metadata);
+        let push = push(&self.client, &self.url, self.settings.tenant.as_deref(), body, timeout);
+        let result = io_runtime().block_on(async {
+            match first(push, cancelled(self.stop.clone(), abandon_on_shutdown)).await {
+                Ok(result) => result,
+                Err(()) => Err(LokiError::Cancelled),
+            }
+        });
+        match result {
+            Ok(()) => {
+                self.metrics.events_delivered.with_label_values(&[SINK_NAME]).inc_by(lines as u64);
+                self.complete_head();
+                self.rejecting = false;
+                self.recovered();
+                Outcome::Done
+            }
+            Err(e) if self.metadata && refuses_structured_metadata(&e) => {
+                self.metadata = false;
+                tracing::warn!(
+                    error = %e,
+                    "serphona-obs: this Loki does not take structured metadata (Loki ≥ 3, or allow_structured_metadata): \
+                     lines are pushed without it from now on (tenant_id, conversation_id and trace_id stay in the line)"
+                );
+                self.push_head(timeout, abandon_on_shutdown)
+            }
+            Err(LokiError::Cancelled) => Outcome::Failed,
+            Err(e) if !LokiRetry.is_retriable(&e) => {
+                self.rejected(lines, &e);
+                Outcome::Done
+            }
+            Err(e) => {
+                self.metrics.export_retries.with_label_values(&[SINK_NAME]).inc();
+                self.failed_attempt(&e);
+                Outcome::Failed
+            }
+        }
+    }
+
+    /// The head batch is done with (delivered, rejected or dropped): off the queue and the
+    /// buffer count.
+    fn complete_head(&mut self) {
+        if let Some(batch) = self.outbox.pop_front() {
+            self.buffered.fetch_sub(batch.lines, Ordering::AcqRel);
+        }
+    }
+
+    fn drop_head(&mut self, why: &str) {
+        if let Some(batch) = self.outbox.front() {
+            let lines = batch.lines;
+            self.metrics.events_failed.with_label_values(&[SINK_NAME]).inc_by(lines as u64);
+            self.metrics.batches_failed.with_label_values(&[SINK_NAME]).inc();
+            tracing::debug!(lines, "serphona-obs: a Loki batch was dropped: {why}");
+            self.complete_head();
+        }
+    }
+
+    /// Counts everything still queued as failed.
+    fn drop_queued(&mut self, why: &str) {
+        let lines: usize = self.outbox.iter().map(|b| b.lines).sum();
+        if lines == 0 {
+            return;
+        }
+        let batches = self.outbox.len();
+        while !self.outbox.is_empty() {
+            self.drop_head(why);
+        }
+        tracing::warn!(
+            lines,
+            batches,
+            "serphona-obs: lines were not pushed to Loki ({why}; counted in serphona_obs_sink_events_failed_total{{sink=\"loki\"}})"
+        );
+    }
+
+    /// A 4xx other than 429: not retried; logged once per streak.
+    fn rejected(&mut self, lines: usize, error: &LokiError) {
+        let ignored = match error {
+            LokiError::Status { status: 400, message } => ignored_lines(message).map(|n| n.min(lines)),
+            _ => None,
+        }
+        .unwrap_or(lines);
+        let m = &self.metrics;
+        m.events_failed.with_label_values(&[SINK_NAME]).inc_by(ignored as u64);
+        m.batches_failed.with_label_values(&[SINK_NAME]).inc();
+        m.events_delivered.with_label_values(&[SINK_NAME]).inc_by((lines - ignored) as u64);
+        if !std::mem::replace(&mut self.rejecting, true) {
+            tracing::error!(
+                status = error.status().unwrap_or(0),
+                lines = ignored,
+                endpoint = %self.url,
+                "serphona-obs: Loki rejected a push: {error} (not retried; counted in \
+                 serphona_obs_sink_events_failed_total{{sink=\"loki\"}}; logged once until a push succeeds)"
+            );
+        }
+        self.complete_head();
+        // Loki answered: it is up.
+        self.recovered();
+    }
+
+    fn failed_attempt(&mut self, error: &LokiError) {
+        match self.failing.fail() {
+            false => {
+                tracing::debug!(error = %error, "serphona-obs: Loki push failed again");
+            }
+            true => {
+                tracing::warn!(
+                    "serphona-obs: Loki push to {} failed ({error}); retrying with backoff. Lines that cannot be \
+                     delivered are dropped and counted in serphona_obs_sink_events_failed_total{{sink=\"loki\"}} \
+                     (the local event log keeps them); one line is logged when pushes recover",
+                    self.url
+                );
+            }
+        }
+    }
+
+    /// Loki answered (took the push or rejected it): no more backoff.
+    fn recovered(&mut self) {
+        self.retry_at = None;
+        if let Some((lasted, attempts)) = self.failing.recover() {
+            tracing::info!(
+                failed_attempts = attempts,
+                "serphona-obs: Loki push to {} recovered after {:.1}s",
+                self.url,
+                lasted.as_secs_f64()
+            );
+            self.backoff.reset();
+        }
+    }
+}
+
+/// One push of a gzip body.
+pub(super) async fn push(client: &reqwest::Client, url: &url::Url, tenant: Option<&str>, body: Vec<u8>, timeout: Duration) -> Result<(), LokiError> {
+    let mut request = client
+        .post(url.clone())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::CONTENT_ENCODING, "gzip")
+        .timeout(timeout)
+        .body(body);
+    if let Some(tenant) = tenant {
+        request = request.header("X-Scope-OrgID", tenant);
+    }
+    let response = request.send().await.map_err(|e| classify(&e, timeout))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let body = response.bytes().await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&body[..body.len().min(MAX_MESSAGE)]).trim().to_string();
+    Err(LokiError::Status { status: status.as_u16(), message: if text.is_empty() { status.to_string() } else { text } })
+}
+
+pub(super) fn classify(error: &reqwest::Error, timeout: Duration) -> LokiError {
+    if error.is_timeout() {
+        return LokiError::Timeout(timeout);
+    }
+    // The causes say what happened ("tcp connect error: Connection refused"); the top message
+    // only repeats the URL, which the log line has already.
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    let message = if causes.is_empty() { error.to_string() } else { causes.join(": ") };
+    if error.is_builder() { LokiError::Request(message) } else { LokiError::Network(message) }
+}
+
+/// Resolves when the shutdown's give-up time passes (at once, for `abandon`, when shutdown is
+/// requested), or when the sink is gone.
+pub(super) async fn cancelled(mut stop: watch::Receiver<Option<Instant>>, abandon: bool) {
+    loop {
+        let give_up = *stop.borrow_and_update();
+        if let Some(give_up) = give_up {
+            if !abandon {
+                tokio::time::sleep_until(give_up.into()).await;
+            }
+            return;
+        }
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs two futures; the first to finish wins (`Ok` for `a`, `Err` for `b`).
+pub(super) async fn first<A: Future, B: Future>(a: A, b: B) -> Result<A::Output, B::Output> {
+    let mut a = std::pin::pin!(a);
+    let mut b = std::pin::pin!(b);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = a.as_mut().poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        if let Poll::Ready(out) = b.as_mut().poll(cx) {
+            return Poll::Ready(Err(out));
+        }
+        Poll::Pending
+    })
+    .await
+}
+
