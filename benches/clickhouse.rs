@@ -56,7 +56,7 @@ use serphona_obs::config::{Compression, Endpoint, WhenFull};
 use serphona_obs::analytics::insert_rows;
 use serphona_obs::analytics::rows::{self, EventRow, InteractionRow, SpanRow};
 use serphona_obs::analytics::schema::{Migrator, RenderOptions, built_in};
-use serphona_obs::pipeline::{Sink, SinkError};
+use serphona_obs::pipeline::{SharedEvent, Sink, SinkError};
 use serphona_obs::types::*;
 use serphona_obs::{Config, Observability};
 
@@ -144,14 +144,14 @@ impl Sink for Collect {
     fn name(&self) -> &str {
         "collect"
     }
-    fn write(&mut self, events: &[Event]) -> Result<(), SinkError> {
-        self.0.lock().unwrap().extend_from_slice(events);
+    fn write(&mut self, events: &[SharedEvent]) -> Result<(), SinkError> {
+        self.0.lock().unwrap().extend(events.iter().map(|e| Event::clone(e)));
         Ok(())
     }
 }
 
 /// `n` turn events as the library builds them (through a collecting sink).
-fn turn_events(n: usize) -> Vec<Event> {
+fn turn_events(n: usize) -> Vec<SharedEvent> {
     let dir = tempfile::tempdir().unwrap();
     let collected = Arc::new(Mutex::new(Vec::new()));
     let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
@@ -161,9 +161,10 @@ fn turn_events(n: usize) -> Vec<Event> {
     let obs = Observability::builder(config).sink(Collect(collected.clone())).build().unwrap();
     emit(&obs, n);
     obs.shutdown(Duration::from_secs(60)).unwrap();
-    let events: Vec<Event> = std::mem::take(&mut *collected.lock().unwrap())
+    let events: Vec<SharedEvent> = std::mem::take(&mut *collected.lock().unwrap())
         .into_iter()
         .filter(|e| matches!(e.kind, EventKind::AgentTurn { .. } | EventKind::CustomerTurn { .. }))
+        .map(SharedEvent::new)
         .collect();
     assert_eq!(events.len(), n, "the collecting sink got {} turns of {n}", events.len());
     events
@@ -373,8 +374,8 @@ fn discard(reader: &mut impl BufRead, n: u64) -> io::Result<u64> {
 }
 
 /// The `interactions` rows of `events`, inserted.
-async fn insert_interactions(client: &clickhouse::Client, events: &[Event]) {
-    let rows: Vec<InteractionRow<'_>> = events.iter().filter_map(rows::interaction_row).collect();
+async fn insert_interactions(client: &clickhouse::Client, events: &[SharedEvent]) {
+    let rows: Vec<InteractionRow<'_>> = events.iter().filter_map(|e| rows::interaction_row(e)).collect();
     insert_rows::<InteractionRow<'static>>(client, "interactions", &rows, "bench:interactions", INSERT_TIMEOUT)
         .await
         .unwrap();
@@ -382,12 +383,12 @@ async fn insert_interactions(client: &clickhouse::Client, events: &[Event]) {
 
 /// What the sink inserts for a batch of turns: `events`, `interactions` and `spans` rows
 /// (turns have no `conversations` or `decisions` rows), table by table.
-async fn insert_turn_tables(client: &clickhouse::Client, events: &[Event]) {
+async fn insert_turn_tables(client: &clickhouse::Client, events: &[SharedEvent]) {
     let rows: Vec<EventRow<'_>> = events.iter().filter_map(rows::event_row).collect();
     insert_rows::<EventRow<'static>>(client, "events", &rows, "bench:events", INSERT_TIMEOUT).await.unwrap();
     drop(rows);
     insert_interactions(client, events).await;
-    let rows: Vec<SpanRow<'_>> = events.iter().filter_map(rows::span_row).collect();
+    let rows: Vec<SpanRow<'_>> = events.iter().filter_map(|e| rows::span_row(e)).collect();
     insert_rows::<SpanRow<'static>>(client, "spans", &rows, "bench:spans", INSERT_TIMEOUT).await.unwrap();
 }
 
@@ -409,7 +410,7 @@ fn encode(c: &mut Criterion, timed_rows: usize) {
         .with_validation(false);
 
     // Bytes per turn of each encoding (the RowBinary bodies as the server received them).
-    let json: usize = events.iter().map(|e| serde_json::to_vec(e).unwrap().len()).sum();
+    let json: usize = events.iter().map(|e| serde_json::to_vec(e.event()).unwrap().len()).sum();
     let before = server.body_bytes.load(Ordering::Relaxed);
     rt.block_on(insert_interactions(&client, &events));
     let rowbinary = server.body_bytes.load(Ordering::Relaxed) - before;
@@ -462,13 +463,13 @@ fn encode(c: &mut Criterion, timed_rows: usize) {
         group.bench_with_input(BenchmarkId::new("json_event_log_baseline", n), batch, |b, batch| {
             b.iter(|| {
                 for e in batch {
-                    std::hint::black_box(serde_json::to_vec(e).unwrap());
+                    std::hint::black_box(serde_json::to_vec(e.event()).unwrap());
                 }
             })
         });
         group.bench_with_input(BenchmarkId::new("interaction_rows_only", n), batch, |b, batch| {
             b.iter(|| {
-                let rows: Vec<InteractionRow<'_>> = batch.iter().filter_map(rows::interaction_row).collect();
+                let rows: Vec<InteractionRow<'_>> = batch.iter().filter_map(|e| rows::interaction_row(e)).collect();
                 std::hint::black_box(rows);
             })
         });

@@ -133,8 +133,8 @@ impl serphona_obs::pipeline::Sink for Collect {
     fn name(&self) -> &str {
         "collect"
     }
-    fn write(&mut self, events: &[Event]) -> Result<(), serphona_obs::pipeline::SinkError> {
-        self.0.lock().unwrap().extend_from_slice(events);
+    fn write(&mut self, events: &[serphona_obs::pipeline::SharedEvent]) -> Result<(), serphona_obs::pipeline::SinkError> {
+        self.0.lock().unwrap().extend(events.iter().map(|e| Event::clone(e)));
         Ok(())
     }
 }

@@ -46,6 +46,7 @@ use serphona_obs::store::Store;
 use serphona_obs::store::clickhouse::ClickHouseStore;
 use serphona_obs::store::local::LocalStore;
 use serphona_obs::types::*;
+use serphona_obs::pipeline::SharedEvent;
 use serphona_obs::{Config, Observability};
 use time::OffsetDateTime;
 
@@ -282,7 +283,8 @@ fn clickhouse(
     for (n, chunk) in events.chunks(INSERT_ROWS).enumerate() {
         rt.block_on(async {
             let token = |t: &str| format!("bench:{n}:{t}");
-            let r: Vec<EventRow<'_>> = chunk.iter().filter_map(rows::event_row).collect();
+            let shared: Vec<SharedEvent> = chunk.iter().cloned().map(SharedEvent::new).collect();
+            let r: Vec<EventRow<'_>> = shared.iter().filter_map(rows::event_row).collect();
             insert_rows::<EventRow<'static>>(&client, "events", &r, &token("events"), timeout).await?;
             let r: Vec<ConversationRow<'_>> = chunk.iter().filter_map(rows::conversation_row).collect();
             insert_rows::<ConversationRow<'static>>(&client, "conversations", &r, &token("conversations"), timeout).await?;

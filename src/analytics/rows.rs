@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::trace::tree;
+use crate::pipeline::SharedEvent;
 use crate::types::{Event, EventKind, Metadata, TurnLatency};
 
 /// The tables the sink writes, in the order a batch is inserted.
@@ -40,7 +41,7 @@ pub struct EventRow<'a> {
     pub trace_id: String,
     pub span_id: String,
     pub parent_span_id: String,
-    pub payload: String,
+    pub payload: &'a str,
 }
 
 /// A row of `conversations` (version 1 from the start, 2 from the end).
@@ -188,7 +189,7 @@ fn parent_hex(e: &Event) -> String {
 
 /// The `events` row of an event; `None` when the event cannot be serialized (a timestamp
 /// outside what JSON and DateTime64 can hold, which the library never produces).
-pub fn event_row(e: &Event) -> Option<EventRow<'_>> {
+pub fn event_row(e: &SharedEvent) -> Option<EventRow<'_>> {
     Some(EventRow {
         tenant_id: &e.tenant_id,
         conversation_id: &e.conversation_id,
@@ -204,7 +205,7 @@ pub fn event_row(e: &Event) -> Option<EventRow<'_>> {
         trace_id: e.trace.trace_id.to_string(),
         span_id: e.trace.span_id.to_string(),
         parent_span_id: parent_hex(e),
-        payload: e.to_json().ok()?,
+        payload: e.line()?,
     })
 }
 

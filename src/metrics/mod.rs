@@ -52,6 +52,68 @@ pub enum MetricsError {
     },
 }
 
+/// One sink's self-metrics, labelled with its name in this one place: the counters every sink
+/// has are labelled up front, the ones only some sinks use (delivery, retries, the spool,
+/// rejected rows) when first used, so a sink shows only the series it has.
+#[derive(Clone)]
+pub struct SinkMetrics {
+    name: Arc<str>,
+    all: Arc<SelfMetrics>,
+    /// `serphona_obs_sink_events_total{sink}`: events handed to the sink.
+    pub events_exported: IntCounter,
+    /// `serphona_obs_sink_events_failed_total{sink}`: events the sink failed or dropped.
+    pub events_failed: IntCounter,
+    /// `serphona_obs_batches_exported_total{sink}`.
+    pub batches_exported: IntCounter,
+    /// `serphona_obs_batches_failed_total{sink}`.
+    pub batches_failed: IntCounter,
+}
+
+impl SinkMetrics {
+    /// The sink's name (the `sink` label).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `serphona_obs_events_delivered_total{sink}`: events the server took.
+    pub fn delivered(&self) -> IntCounter {
+        self.all.events_delivered.with_label_values(&[&self.name])
+    }
+
+    /// `serphona_obs_export_retries_total{sink}`: failed attempts that will be retried.
+    pub fn retries(&self) -> IntCounter {
+        self.all.export_retries.with_label_values(&[&self.name])
+    }
+
+    /// `serphona_obs_spool_bytes{sink}`.
+    pub fn spool_bytes(&self) -> IntGauge {
+        self.all.spool_bytes.with_label_values(&[&self.name])
+    }
+
+    /// `serphona_obs_events_spooled_total{sink}`.
+    pub fn spooled(&self) -> IntCounter {
+        self.all.events_spooled.with_label_values(&[&self.name])
+    }
+
+    /// `serphona_obs_spool_dropped_events_total{sink}`: spooled events lost (spool full,
+    /// unreadable, unwritable).
+    pub fn spool_dropped(&self) -> IntCounter {
+        self.all.spool_dropped.with_label_values(&[&self.name])
+    }
+
+    /// `serphona_obs_rows_rejected_total{sink,table,code}`.
+    pub fn rejected(&self, table: &str, code: &str) -> IntCounter {
+        self.all.rows_rejected.with_label_values(&[&self.name, table, code])
+    }
+
+    /// Labels the delivery series up front (a remote sink shows them at 0 from its start).
+    pub fn with_delivery_series(self) -> SinkMetrics {
+        self.delivered();
+        self.retries();
+        self
+    }
+}
+
 /// The pipeline's own metrics (`serphona_obs_*`).
 pub struct SelfMetrics {
     /// Events accepted into the queue.
@@ -89,6 +151,18 @@ pub struct SelfMetrics {
 }
 
 impl SelfMetrics {
+    /// The handle of one sink's series.
+    pub fn sink(self: &Arc<SelfMetrics>, name: &str) -> SinkMetrics {
+        SinkMetrics {
+            name: Arc::from(name),
+            all: self.clone(),
+            events_exported: self.events_exported.with_label_values(&[name]),
+            events_failed: self.events_failed.with_label_values(&[name]),
+            batches_exported: self.batches_exported.with_label_values(&[name]),
+            batches_failed: self.batches_failed.with_label_values(&[name]),
+        }
+    }
+
     fn register(registry: &Registry) -> Result<SelfMetrics, MetricsError> {
         let m = SelfMetrics {
             events_accepted: IntCounter::new(

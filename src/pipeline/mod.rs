@@ -17,12 +17,71 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded, select, unbounded};
 
 use crate::config::WhenFull;
-use crate::metrics::SelfMetrics;
+use crate::metrics::{SelfMetrics, SinkMetrics};
 use crate::sinks::retry::WarnEvery;
 use crate::types::Event;
 
 /// Most events the dispatcher hands to the sinks in one call.
 pub const MAX_DISPATCH_BATCH: usize = 1024;
+
+/// An event as the sinks receive it: shared (a sink keeps it without copying it) and with its
+/// JSON line encoded once, for every sink that sends lines (the event log, Loki, ClickHouse's
+/// `events.payload`).
+#[derive(Debug, Clone)]
+pub struct SharedEvent {
+    event: Arc<Event>,
+    /// The JSON line without its newline; `None` when the event cannot be serialized (only a
+    /// hand-built event with a timestamp RFC 3339 cannot express, see [`Event::to_json`]).
+    line: Option<Arc<str>>,
+}
+
+impl SharedEvent {
+    /// Shares an event and encodes its line.
+    pub fn new(event: Event) -> SharedEvent {
+        let line = event.to_json().ok().map(Arc::from);
+        SharedEvent { event: Arc::new(event), line }
+    }
+
+    /// The event, shared.
+    pub fn event(&self) -> &Arc<Event> {
+        &self.event
+    }
+
+    /// The event's JSON line, without the newline.
+    pub fn line(&self) -> Option<&str> {
+        self.line.as_deref()
+    }
+
+    /// The line, shared (a sink that keeps lines keeps this).
+    pub fn shared_line(&self) -> Option<&Arc<str>> {
+        self.line.as_ref()
+    }
+
+    /// The error the line could not be encoded with (for the message of a sink that counts it).
+    pub fn encode_error(&self) -> Option<serde_json::Error> {
+        self.line.is_none().then(|| self.event.to_json().err()).flatten()
+    }
+}
+
+impl PartialEq for SharedEvent {
+    fn eq(&self, other: &SharedEvent) -> bool {
+        self.event == other.event
+    }
+}
+
+impl From<Event> for SharedEvent {
+    fn from(event: Event) -> SharedEvent {
+        SharedEvent::new(event)
+    }
+}
+
+impl std::ops::Deref for SharedEvent {
+    type Target = Event;
+
+    fn deref(&self) -> &Event {
+        &self.event
+    }
+}
 
 /// A destination of events: the local event log, Loki, ClickHouse, the live broadcast.
 ///
@@ -32,8 +91,9 @@ pub const MAX_DISPATCH_BATCH: usize = 1024;
 pub trait Sink: Send + 'static {
     /// Short name, used as the `sink` label of the self-metrics.
     fn name(&self) -> &str;
-    /// Takes a batch of events (already processed).
-    fn write(&mut self, events: &[Event]) -> Result<(), SinkError>;
+    /// Takes a batch of events (already processed, each encoded once); a sink that keeps them
+    /// clones the handles, not the events.
+    fn write(&mut self, events: &[SharedEvent]) -> Result<(), SinkError>;
     /// Makes everything written so far durable or delivered.
     fn flush(&mut self) -> Result<(), SinkError> {
         Ok(())
@@ -146,7 +206,8 @@ impl Pipeline {
         let (ctl, ctl_rx) = unbounded();
         metrics.queue_capacity.set(capacity as i64);
         let warn = sinks.iter().map(|_| WarnEvery::new(WARN_EVERY)).collect();
-        let dispatcher = Dispatcher { rx, ctl: ctl_rx, processors, sinks, metrics: metrics.clone(), warn };
+        let sink_metrics = sinks.iter().map(|s| metrics.sink(s.name())).collect();
+        let dispatcher = Dispatcher { rx, ctl: ctl_rx, processors, sinks, metrics: metrics.clone(), sink_metrics, warn };
         let thread = std::thread::Builder::new()
             .name("serphona-obs-dispatch".into())
             .spawn(move || dispatcher.run())
@@ -249,6 +310,8 @@ struct Dispatcher {
     processors: Vec<Box<dyn Processor>>,
     sinks: Vec<Box<dyn Sink>>,
     metrics: Arc<SelfMetrics>,
+    /// Each sink's series.
+    sink_metrics: Vec<SinkMetrics>,
     /// Each sink's failure warning, at most once a minute.
     warn: Vec<WarnEvery>,
 }
@@ -276,8 +339,7 @@ impl Dispatcher {
                         self.drain(&mut batch, queued);
                         for i in 0..self.sinks.len() {
                             let sink = &mut self.sinks[i];
-                            let name = sink.name().to_string();
-                            let result = guard(&name, "flush", || sink.flush());
+                            let result = guard(self.sink_metrics[i].name(), "flush", || sink.flush());
                             if let Err(e) = result {
                                 self.failed(i, &e, 0);
                             }
@@ -328,9 +390,10 @@ impl Dispatcher {
 
     /// Counts a sink failure; logs it the first time and then at most once a minute.
     fn failed(&mut self, sink: usize, error: &SinkError, events: usize) {
-        let name = self.sinks[sink].name().to_string();
-        self.metrics.batches_failed.with_label_values(&[&name]).inc();
-        self.metrics.events_failed.with_label_values(&[&name]).inc_by(events as u64);
+        let m = &self.sink_metrics[sink];
+        m.batches_failed.inc();
+        m.events_failed.inc_by(events as u64);
+        let name = m.name();
         if self.warn[sink].ready() {
             tracing::warn!(
                 sink = %name,
@@ -342,45 +405,45 @@ impl Dispatcher {
     }
 
     fn dispatch(&mut self, batch: &mut Vec<Event>) {
-        if !self.processors.is_empty() {
-            let processors = &mut self.processors;
-            let processed: Vec<Event> = batch
-                .drain(..)
-                .filter_map(|event| {
-                    // A panicking processor loses the event it was given, nothing else.
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        processors.iter_mut().try_fold(event, |event, p| p.process(event))
-                    }))
-                    .unwrap_or_else(|_| {
-                        tracing::error!("a serphona-obs processor panicked; its event is dropped");
-                        None
-                    })
+        let processors = &mut self.processors;
+        // Processors first, once per event; then each event is shared and encoded once.
+        let batch: Vec<SharedEvent> = batch
+            .drain(..)
+            .filter_map(|event| {
+                if processors.is_empty() {
+                    return Some(event);
+                }
+                // A panicking processor loses the event it was given, nothing else.
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    processors.iter_mut().try_fold(event, |event, p| p.process(event))
+                }))
+                .unwrap_or_else(|_| {
+                    tracing::error!("a serphona-obs processor panicked; its event is dropped");
+                    None
                 })
-                .collect();
-            *batch = processed;
-        }
+            })
+            .map(SharedEvent::new)
+            .collect();
         if !batch.is_empty() {
             for i in 0..self.sinks.len() {
                 let sink = &mut self.sinks[i];
-                let name = sink.name().to_string();
-                match guard(&name, "write", || sink.write(batch)) {
+                let m = &self.sink_metrics[i];
+                match guard(m.name(), "write", || sink.write(&batch)) {
                     Ok(()) => {
-                        self.metrics.batches_exported.with_label_values(&[&name]).inc();
-                        self.metrics.events_exported.with_label_values(&[&name]).inc_by(batch.len() as u64);
+                        m.batches_exported.inc();
+                        m.events_exported.inc_by(batch.len() as u64);
                     }
                     Err(e) => self.failed(i, &e, batch.len()),
                 }
             }
         }
-        batch.clear();
         self.metrics.queue_depth.set(self.rx.len() as i64);
     }
 
     fn shutdown_sinks(&mut self, deadline: Instant) {
         for i in 0..self.sinks.len() {
             let sink = &mut self.sinks[i];
-            let name = sink.name().to_string();
-            let result = guard(&name, "shutdown", || sink.shutdown(deadline));
+            let result = guard(self.sink_metrics[i].name(), "shutdown", || sink.shutdown(deadline));
             if let Err(e) = result {
                 self.failed(i, &e, 0);
             }

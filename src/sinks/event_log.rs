@@ -8,8 +8,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::pipeline::{Sink, SinkError};
-use crate::types::Event;
+use crate::pipeline::{SharedEvent, Sink, SinkError};
 
 const PREFIX: &str = "events-";
 const SUFFIX: &str = ".jsonl";
@@ -142,7 +141,7 @@ impl Sink for EventLogSink {
         "event_log"
     }
 
-    fn write(&mut self, events: &[Event]) -> Result<(), SinkError> {
+    fn write(&mut self, events: &[SharedEvent]) -> Result<(), SinkError> {
         // Lines go out in as few writes as possible, splitting the batch at a line boundary
         // wherever the current file would pass max_bytes (a single line larger than that
         // gets a file of its own).
@@ -153,11 +152,14 @@ impl Sink for EventLogSink {
         let mut unserializable = None;
         for event in events {
             let line_start = buf.len();
-            if let Err(e) = event.write_json_line(&mut buf) {
+            let Some(line) = event.line() else {
                 // Only a hand-built event can get here (see Event::to_json); the rest go on.
+                let e = event.encode_error().map(|e| e.to_string()).unwrap_or_default();
                 unserializable = Some(format!("event {} cannot be written as JSON: {e}", event.event_id));
                 continue;
-            }
+            };
+            buf.extend_from_slice(line.as_bytes());
+            buf.push(b'\n');
             let buffered = line_start as u64;
             if self.size + buf.len() as u64 > self.max_bytes && self.size + buffered > 0 {
                 result = self.append(&buf[..line_start]).and_then(|()| self.rotate());
@@ -199,11 +201,12 @@ fn io_error(context: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::Event;
     use crate::types::*;
 
-    fn event(n: usize) -> Event {
+    fn event(n: usize) -> SharedEvent {
         use std::sync::Arc;
-        Event {
+        SharedEvent::new(Event {
             event_id: uuid::Uuid::now_v7(),
             timestamp: time::OffsetDateTime::now_utc(),
             level: Level::Info,
@@ -220,7 +223,7 @@ mod tests {
                 parent_span_id: None,
             },
             kind: EventKind::CustomerTurn { turn: 1, latency: None, duration_ms: None },
-        }
+        })
     }
 
     #[test]
@@ -251,7 +254,7 @@ mod tests {
     fn one_large_batch_is_split_across_files_at_line_boundaries() {
         let dir = tempfile::tempdir().unwrap();
         let mut sink = EventLogSink::open(dir.path(), 4096, 0).unwrap();
-        let batch: Vec<Event> = (0..40).map(|_| event(500)).collect();
+        let batch: Vec<SharedEvent> = (0..40).map(|_| event(500)).collect();
         sink.write(&batch).unwrap();
         let segments = list_segments(&event_log_dir(dir.path())).unwrap();
         assert!(segments.len() >= 5, "{segments:?}");

@@ -8,7 +8,7 @@ use prometheus::IntCounter;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
-use crate::pipeline::{Sink, SinkError};
+use crate::pipeline::{SharedEvent, Sink, SinkError};
 use crate::types::Event;
 
 /// Events a subscriber can fall behind by before it skips.
@@ -32,13 +32,13 @@ impl Sink for LiveSink {
         "live"
     }
 
-    fn write(&mut self, events: &[Event]) -> Result<(), SinkError> {
+    fn write(&mut self, events: &[SharedEvent]) -> Result<(), SinkError> {
         if self.tx.receiver_count() == 0 {
             return Ok(());
         }
         for event in events {
             // Only fails when every subscriber is gone, which is fine.
-            let _ = self.tx.send(Arc::new(event.clone()));
+            let _ = self.tx.send(event.event().clone());
         }
         Ok(())
     }

@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 
 use crate::pipeline::SinkError;
-use crate::types::Event;
+use crate::pipeline::SharedEvent;
 
 /// What a sink does on its worker thread.
 pub trait Delivery: Send + 'static {
     /// Takes events handed over by the dispatcher.
-    fn accept(&mut self, events: Vec<Event>);
+    fn accept(&mut self, events: Vec<SharedEvent>);
     /// Does what is due by `now` (seal an old batch, retry, probe a server that was down).
     /// Called before every wait.
     fn tick(&mut self, now: Instant);
@@ -33,7 +33,7 @@ pub trait Delivery: Send + 'static {
 }
 
 enum Msg {
-    Events(Vec<Event>),
+    Events(Vec<SharedEvent>),
     Flush(Sender<()>),
     Shutdown(Instant, Sender<()>),
 }
@@ -81,7 +81,7 @@ impl Worker {
     }
 
     /// Hands events to the worker (waits for room when the queue is bounded and full).
-    pub fn send_events(&self, events: Vec<Event>) -> Result<(), SinkError> {
+    pub fn send_events(&self, events: Vec<SharedEvent>) -> Result<(), SinkError> {
         self.send(Msg::Events(events))
     }
 
@@ -160,7 +160,7 @@ mod tests {
     struct Log(Arc<Mutex<Vec<String>>>);
 
     impl Delivery for Log {
-        fn accept(&mut self, events: Vec<Event>) {
+        fn accept(&mut self, events: Vec<SharedEvent>) {
             self.0.lock().unwrap().push(format!("accept {}", events.len()));
         }
         fn tick(&mut self, _now: Instant) {}
@@ -182,7 +182,7 @@ mod tests {
     fn messages_reach_the_delivery_in_order_and_shutdown_joins() {
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut w = Worker::start("test", Log(log.clone()), Queue::Bounded(4), true).unwrap();
-        w.send_events(vec![crate::types::test_event("a"), crate::types::test_event("b")]).unwrap();
+        w.send_events(vec![crate::types::test_event("a").into(), crate::types::test_event("b").into()]).unwrap();
         w.flush(None).unwrap();
         let now = Instant::now();
         w.shutdown(now + Duration::from_secs(5), now + Duration::from_secs(6)).unwrap();
@@ -194,7 +194,7 @@ mod tests {
     fn a_dropped_handle_makes_the_delivery_abandon() {
         let log = Arc::new(Mutex::new(Vec::new()));
         let w = Worker::start("test", Log(log.clone()), Queue::Unbounded, true).unwrap();
-        w.send_events(vec![crate::types::test_event("a")]).unwrap();
+        w.send_events(vec![crate::types::test_event("a").into()]).unwrap();
         drop(w);
         assert_eq!(*log.lock().unwrap(), ["accept 1", "abandon"]);
     }

@@ -10,7 +10,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 
-use crate::metrics::SelfMetrics;
+use crate::metrics::{SelfMetrics, SinkMetrics};
 
 /// The `sink` label of the span export in the self-metrics.
 pub const SINK_NAME: &str = "otlp";
@@ -22,7 +22,7 @@ const MAX_PAUSE: Duration = Duration::from_secs(30);
 pub(crate) struct OtlpExporter {
     inner: Arc<opentelemetry_otlp::SpanExporter>,
     runtime: tokio::runtime::Handle,
-    metrics: Arc<SelfMetrics>,
+    metrics: SinkMetrics,
     endpoint: String,
     /// The built-in default endpoint (nobody asked for a collector there).
     default_endpoint: bool,
@@ -52,9 +52,7 @@ impl OtlpExporter {
         endpoint: String,
         default_endpoint: bool,
     ) -> Self {
-        for vec in [&metrics.events_exported, &metrics.events_failed, &metrics.batches_exported, &metrics.batches_failed] {
-            vec.with_label_values(&[SINK_NAME]);
-        }
+        let metrics = metrics.sink(SINK_NAME);
         OtlpExporter { inner: Arc::new(inner), runtime, metrics, endpoint, default_endpoint, state: Mutex::new(Health::default()) }
     }
 
@@ -63,8 +61,8 @@ impl OtlpExporter {
     }
 
     fn failed(&self, spans: usize, why: &str) {
-        self.metrics.batches_failed.with_label_values(&[SINK_NAME]).inc();
-        self.metrics.events_failed.with_label_values(&[SINK_NAME]).inc_by(spans as u64);
+        self.metrics.batches_failed.inc();
+        self.metrics.events_failed.inc_by(spans as u64);
         let mut h = self.health();
         h.failed_batches += 1;
         h.pause = if h.pause.is_zero() { FIRST_PAUSE } else { (h.pause * 2).min(MAX_PAUSE) };
@@ -91,8 +89,8 @@ impl OtlpExporter {
     }
 
     fn delivered(&self, spans: usize) {
-        self.metrics.batches_exported.with_label_values(&[SINK_NAME]).inc();
-        self.metrics.events_exported.with_label_values(&[SINK_NAME]).inc_by(spans as u64);
+        self.metrics.batches_exported.inc();
+        self.metrics.events_exported.inc_by(spans as u64);
         let mut h = self.health();
         if let Some(since) = h.failing_since.take() {
             tracing::info!(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 use serphona_obs::config::WhenFull;
-use serphona_obs::pipeline::{Sink, SinkError};
+use serphona_obs::pipeline::{SharedEvent, Sink, SinkError};
 use serphona_obs::types::*;
 use serphona_obs::{Config, Observability};
 
@@ -21,12 +21,12 @@ impl Sink for TestSink {
     fn name(&self) -> &str {
         "test"
     }
-    fn write(&mut self, events: &[Event]) -> Result<(), SinkError> {
+    fn write(&mut self, events: &[SharedEvent]) -> Result<(), SinkError> {
         if let Some(gate) = &self.gate {
             // Blocks until the test opens the gate (sender dropped) or sends a token.
             let _ = gate.recv();
         }
-        self.events.lock().unwrap().extend_from_slice(events);
+        self.events.lock().unwrap().extend(events.iter().map(|e| Event::clone(e)));
         Ok(())
     }
 }
@@ -483,7 +483,7 @@ fn a_panicking_sink_or_processor_does_not_stop_the_other_sinks() {
         fn name(&self) -> &str {
             "panics"
         }
-        fn write(&mut self, _: &[Event]) -> Result<(), SinkError> {
+        fn write(&mut self, _: &[SharedEvent]) -> Result<(), SinkError> {
             panic!("sink bug")
         }
     }

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+use crate::pipeline::SharedEvent;
 use crate::types::Event;
 
 /// A batch ready to insert. Its id is fixed when it is sealed and travels with it through
@@ -13,7 +14,7 @@ pub struct SealedBatch {
     /// The batch id (UUIDv7).
     pub id: Uuid,
     /// The events, in arrival order.
-    pub events: Vec<Event>,
+    pub events: Vec<SharedEvent>,
 }
 
 impl SealedBatch {
@@ -40,7 +41,7 @@ pub struct Batcher {
     max_rows: usize,
     max_bytes: usize,
     interval: Duration,
-    events: Vec<Event>,
+    events: Vec<SharedEvent>,
     bytes: usize,
     first_at: Option<Instant>,
 }
@@ -52,7 +53,7 @@ impl Batcher {
     }
 
     /// Adds an event; returns the sealed batch when this one filled it.
-    pub fn push(&mut self, event: Event, now: Instant) -> Option<SealedBatch> {
+    pub fn push(&mut self, event: SharedEvent, now: Instant) -> Option<SealedBatch> {
         self.first_at.get_or_insert(now);
         self.bytes += approx_bytes(&event);
         self.events.push(event);
@@ -95,20 +96,20 @@ mod tests {
         let now = Instant::now();
         let mut b = Batcher::new(3, usize::MAX, Duration::from_secs(10));
         assert!(b.deadline().is_none());
-        assert!(b.push(test_event("a"), now).is_none());
+        assert!(b.push(test_event("a").into(), now).is_none());
         assert_eq!(b.deadline(), Some(now + Duration::from_secs(10)));
-        assert!(b.push(test_event("b"), now).is_none());
-        let sealed = b.push(test_event("c"), now).unwrap();
+        assert!(b.push(test_event("b").into(), now).is_none());
+        let sealed = b.push(test_event("c").into(), now).unwrap();
         assert_eq!(sealed.events.len(), 3);
         assert!(b.is_empty() && b.deadline().is_none());
 
         let mut b = Batcher::new(1000, 1, Duration::from_secs(10));
-        assert_eq!(b.push(test_event("big"), now).unwrap().events.len(), 1);
+        assert_eq!(b.push(test_event("big").into(), now).unwrap().events.len(), 1);
 
         let mut b = Batcher::new(1000, usize::MAX, Duration::from_secs(10));
-        b.push(test_event("x"), now);
+        b.push(test_event("x").into(), now);
         let one = b.seal().unwrap();
-        b.push(test_event("y"), now);
+        b.push(test_event("y").into(), now);
         let two = b.seal().unwrap();
         assert_ne!(one.id, two.id);
         assert_eq!(one.token("events", None), format!("{}:events", one.id));

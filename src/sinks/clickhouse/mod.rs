@@ -36,11 +36,12 @@ use self::spool::{Pushed, Spool, spool_dir};
 use crate::analytics::rows::{self, TABLES};
 use crate::analytics::{ClickHouseError, belongs, client, insert_rows};
 use crate::config::ClickHouseConfig;
-use crate::metrics::SelfMetrics;
+use crate::metrics::{SelfMetrics, SinkMetrics};
 use crate::pipeline::{Sink, SinkError};
 use crate::sinks::retry::{Backoff, RetryLogic, WarnEvery};
 use crate::pipeline::runtime::io_runtime;
 use crate::sinks::worker::{Delivery, Queue, Worker};
+use crate::pipeline::SharedEvent;
 use crate::types::Event;
 
 /// The sink's name (the `sink` label of the self-metrics).
@@ -74,7 +75,7 @@ impl ClickHouseSink {
             exporter: Exporter::new(config),
             batcher: Batcher::new(config.batch_size, config.batch_bytes, config.flush_interval),
             spool,
-            metrics,
+            metrics: metrics.sink(SINK_NAME),
             down: None,
             backoff: Backoff::new(MIN_BACKOFF, MAX_BACKOFF),
             warn: WarnEvery::new(WARN_EVERY),
@@ -95,7 +96,7 @@ impl Sink for ClickHouseSink {
         SINK_NAME
     }
 
-    fn write(&mut self, events: &[Event]) -> Result<(), SinkError> {
+    fn write(&mut self, events: &[SharedEvent]) -> Result<(), SinkError> {
         self.worker.send_events(events.to_vec())
     }
 
@@ -130,7 +131,7 @@ struct Inserts {
     exporter: Exporter,
     batcher: Batcher,
     spool: Spool,
-    metrics: Arc<SelfMetrics>,
+    metrics: SinkMetrics,
     /// When the server is down: when to probe it next.
     down: Option<Instant>,
     backoff: Backoff,
@@ -149,7 +150,7 @@ enum Effort {
 }
 
 impl Delivery for Inserts {
-    fn accept(&mut self, events: Vec<Event>) {
+    fn accept(&mut self, events: Vec<SharedEvent>) {
         let now = Instant::now();
         for event in events {
             if let Some(batch) = self.batcher.push(event, now) {
@@ -232,7 +233,7 @@ impl Inserts {
                     if entry.path.exists() {
                         tracing::error!(error = %e, "serphona-obs: an unreadable spool file was moved aside as *.bad");
                         let _ = self.spool.quarantine(&entry.path);
-                        self.metrics.spool_dropped.with_label_values(&[SINK_NAME]).inc();
+                        self.metrics.spool_dropped().inc();
                     }
                     continue;
                 }
@@ -266,10 +267,10 @@ impl Inserts {
     fn spool_batch(&mut self, batch: &SealedBatch) {
         match self.spool.push(batch) {
             Ok(Pushed { evicted, bytes }) => {
-                self.metrics.spool_bytes.with_label_values(&[SINK_NAME]).set(bytes as i64);
-                self.metrics.events_spooled.with_label_values(&[SINK_NAME]).inc_by(batch.events.len() as u64);
+                self.metrics.spool_bytes().set(bytes as i64);
+                self.metrics.spooled().inc_by(batch.events.len() as u64);
                 if evicted.events > 0 {
-                    self.metrics.spool_dropped.with_label_values(&[SINK_NAME]).inc_by(evicted.events as u64);
+                    self.metrics.spool_dropped().inc_by(evicted.events as u64);
                     tracing::error!(
                         batches = evicted.batches,
                         events = evicted.events,
@@ -278,7 +279,7 @@ impl Inserts {
                 }
             }
             Err(e) => {
-                self.metrics.spool_dropped.with_label_values(&[SINK_NAME]).inc_by(batch.events.len() as u64);
+                self.metrics.spool_dropped().inc_by(batch.events.len() as u64);
                 tracing::error!(error = %e, events = batch.events.len(), "serphona-obs: cannot spool a ClickHouse batch; it is lost");
                 self.refresh_spool_gauge();
             }
@@ -286,7 +287,7 @@ impl Inserts {
     }
 
     fn refresh_spool_gauge(&self) {
-        self.metrics.spool_bytes.with_label_values(&[SINK_NAME]).set(self.spool.bytes() as i64);
+        self.metrics.spool_bytes().set(self.spool.bytes() as i64);
     }
 
     fn warn(&mut self, error: &ClickHouseError, what: &str) {
@@ -302,11 +303,11 @@ impl Inserts {
         loop {
             match self.try_batch(batch) {
                 Ok(()) => {
-                    self.metrics.events_delivered.with_label_values(&[SINK_NAME]).inc_by(batch.events.len() as u64);
+                    self.metrics.delivered().inc_by(batch.events.len() as u64);
                     return Ok(());
                 }
                 Err(e) => {
-                    self.metrics.export_retries.with_label_values(&[SINK_NAME]).inc();
+                    self.metrics.retries().inc();
                     let delay = delays.next_delay();
                     let more = match effort {
                         Effort::Retry => attempt < ATTEMPTS,
@@ -325,7 +326,7 @@ impl Inserts {
 
     fn try_batch(&mut self, batch: &SealedBatch) -> Result<(), ClickHouseError> {
         for table in TABLES {
-            let events: Vec<&Event> = batch.events.iter().filter(|e| belongs(table, e)).collect();
+            let events: Vec<&SharedEvent> = batch.events.iter().filter(|e| belongs(table, e)).collect();
             if !events.is_empty() {
                 self.insert_slice(batch, table, &events, None)?;
             }
@@ -338,7 +339,7 @@ impl Inserts {
         &mut self,
         batch: &SealedBatch,
         table: &'static str,
-        events: &[&Event],
+        events: &[&SharedEvent],
         range: Option<(usize, usize)>,
     ) -> Result<(), ClickHouseError> {
         let token = batch.token(table, range);
@@ -360,7 +361,7 @@ impl Inserts {
 
     fn rejected(&mut self, table: &str, event: &Event, error: &ClickHouseError) {
         let code = error.code().map_or_else(|| "client".to_string(), |c| c.to_string());
-        self.metrics.rows_rejected.with_label_values(&[SINK_NAME, table, &code]).inc();
+        self.metrics.rejected(table, &code).inc();
         tracing::error!(
             table,
             code = %code,
@@ -373,7 +374,7 @@ impl Inserts {
         }
     }
 
-    fn insert(&self, table: &'static str, events: &[&Event], token: &str) -> Result<(), ClickHouseError> {
+    fn insert(&self, table: &'static str, events: &[&SharedEvent], token: &str) -> Result<(), ClickHouseError> {
         io_runtime().block_on(self.exporter.insert_table(table, events, token))
     }
 }
@@ -396,11 +397,12 @@ impl Exporter {
     /// them. Idempotent: the deduplication token is derived from the event ids, so exporting
     /// the same events again adds nothing.
     pub async fn export_conversation(&self, events: &[Event]) -> Result<(), ClickHouseError> {
+        let events: Vec<SharedEvent> = events.iter().cloned().map(SharedEvent::new).collect();
         let mut ids: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
         ids.sort();
         let digest = format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(ids.join(",").as_bytes()));
         for table in TABLES {
-            let rows: Vec<&Event> = events.iter().filter(|e| belongs(table, e)).collect();
+            let rows: Vec<&SharedEvent> = events.iter().filter(|e| belongs(table, e)).collect();
             if !rows.is_empty() {
                 self.insert_table(table, &rows, &format!("export:{digest}:{table}")).await?;
             }
@@ -424,7 +426,7 @@ impl Exporter {
     }
 
     /// Inserts the rows `table` has for these events, with a deduplication token.
-    pub async fn insert_table(&self, table: &'static str, events: &[&Event], token: &str) -> Result<(), ClickHouseError> {
+    pub async fn insert_table(&self, table: &'static str, events: &[&SharedEvent], token: &str) -> Result<(), ClickHouseError> {
         let (client, timeout) = (&self.client, self.timeout);
         self.timed(async move {
             // One insert per table, each with its own row type.

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::batch::SealedBatch;
+use crate::pipeline::SharedEvent;
 use crate::types::Event;
 
 /// The spool's folder under the data dir.
@@ -113,7 +114,12 @@ impl Spool {
     pub fn push(&self, batch: &SealedBatch) -> Result<Pushed, SpoolError> {
         // An event JSON cannot express was never deliverable either: it is left out.
         let mut body = Vec::with_capacity(batch.events.len() * 512);
-        let written = batch.events.iter().filter(|e| e.write_json_line(&mut body).is_ok()).count();
+        let mut written = 0;
+        for line in batch.events.iter().filter_map(|e| e.line()) {
+            body.extend_from_slice(line.as_bytes());
+            body.push(b'\n');
+            written += 1;
+        }
         let mut buf = serde_json::to_vec(&Header { batch_id: batch.id, events: written }).expect("header serializes");
         buf.push(b'\n');
         buf.extend_from_slice(&body);
@@ -158,7 +164,7 @@ impl Spool {
             .map_err(|e| bad(format!("bad header: {e}")))?;
         let events = lines
             .enumerate()
-            .map(|(i, l)| Event::from_json(l).map_err(|e| bad(format!("line {}: {e}", i + 2))))
+            .map(|(i, l)| Event::from_json(l).map(SharedEvent::new).map_err(|e| bad(format!("line {}: {e}", i + 2))))
             .collect::<Result<Vec<_>, _>>()?;
         if events.len() != header.events {
             return Err(bad(format!("header says {} events, the file has {}", header.events, events.len())));
@@ -205,7 +211,7 @@ mod tests {
     use crate::types::test_event;
 
     fn batch(n: usize) -> SealedBatch {
-        SealedBatch { id: Uuid::now_v7(), events: (0..n).map(|i| test_event(&format!("turn {i}"))).collect() }
+        SealedBatch { id: Uuid::now_v7(), events: (0..n).map(|i| test_event(&format!("turn {i}")).into()).collect() }
     }
 
     #[test]

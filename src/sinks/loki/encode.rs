@@ -10,7 +10,8 @@ use opentelemetry::trace::TraceId;
 use serde::Serialize;
 
 use super::LokiError;
-use crate::types::{Event, EventType, Level};
+use crate::pipeline::SharedEvent;
+use crate::types::{EventType, Level};
 
 /// Streams are keyed by their label values: service, level, event type (the environment is
 /// the sink's own).
@@ -20,21 +21,22 @@ pub(super) type StreamKey = (Arc<str>, Level, EventType);
 #[derive(Debug, Clone)]
 pub(super) struct Entry {
     pub(super) ts: i64,
-    pub(super) line: String,
+    pub(super) line: Arc<str>,
     pub(super) tenant_id: Arc<str>,
     pub(super) conversation_id: Arc<str>,
     pub(super) trace_id: TraceId,
 }
 
 impl Entry {
-    /// The event's line (without the newline), or the serialization error.
-    pub(super) fn new(event: &Event) -> Result<Entry, serde_json::Error> {
-        let mut line = Vec::with_capacity(512 + event.content.len());
-        event.write_json_line(&mut line)?;
-        line.pop();
+    /// The event's line (encoded once for every sink, shared), or the serialization error.
+    pub(super) fn new(event: &SharedEvent) -> Result<Entry, serde_json::Error> {
+        let line = match event.shared_line() {
+            Some(line) => line.clone(),
+            None => return Err(event.encode_error().unwrap_or_else(|| serde::ser::Error::custom("not encodable"))),
+        };
         Ok(Entry {
             ts: timestamp_nanos(event.timestamp),
-            line: String::from_utf8(line).expect("serde_json writes UTF-8"),
+            line,
             tenant_id: event.tenant_id.clone(),
             conversation_id: event.conversation_id.clone(),
             trace_id: event.trace.trace_id,

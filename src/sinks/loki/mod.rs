@@ -1,7 +1,7 @@
 //! The Loki push sink: the event log's JSON lines, pushed to Loki's push API.
 //!
-//! Each event becomes the same JSON line the local event log writes
-//! ([`Event::write_json_line`]), sent to `<logging.loki_endpoint>/loki/api/v1/push` in Loki's
+//! Each event's JSON line, encoded once for every sink ([`SharedEvent::line`]), the same line
+//! the local event log writes, is sent to `<logging.loki_endpoint>/loki/api/v1/push` in Loki's
 //! JSON push format, gzip-compressed (`Content-Encoding: gzip`):
 //!
 //! - **Stream labels** are of low cardinality only: `service`, `environment`, `level`,
@@ -55,7 +55,7 @@ use crate::pipeline::runtime::io_runtime;
 use crate::pipeline::{Sink, SinkError};
 use crate::sinks::retry::RetryLogic;
 use crate::sinks::worker::{Queue, Worker};
-use crate::types::Event;
+use crate::pipeline::SharedEvent;
 
 /// The sink's name (the `sink` label of the self-metrics).
 pub const SINK_NAME: &str = "loki";
@@ -149,21 +149,11 @@ impl LokiSink {
                 .build()
                 .map_err(|e| fail(format!("cannot build the HTTP client: {e}")))?
         };
-        for vec in [
-            &metrics.events_exported,
-            &metrics.events_failed,
-            &metrics.batches_exported,
-            &metrics.batches_failed,
-            &metrics.events_delivered,
-            &metrics.export_retries,
-        ] {
-            vec.with_label_values(&[SINK_NAME]);
-        }
         let buffered = Arc::new(AtomicUsize::new(0));
         let (stop, stop_rx) = watch::channel(None);
         let capacity = settings.buffer_lines.max(1);
         let flush_wait = settings.request_timeout + Duration::from_secs(1);
-        let pushes = Pushes::new(settings, client, metrics, buffered.clone(), stop_rx);
+        let pushes = Pushes::new(settings, client, metrics.sink(SINK_NAME).with_delivery_series(), buffered.clone(), stop_rx);
         // Not joined on drop: it may be in the middle of a request.
         let worker = Worker::start(SINK_NAME, pushes, Queue::Unbounded, false)?;
         Ok(LokiSink { worker, buffered, capacity, stop, flush_wait })
@@ -187,7 +177,7 @@ impl Sink for LokiSink {
     /// Hands the events to the push thread; never waits on the network. When the buffer is
     /// full the whole batch is dropped, and the error makes the dispatcher count it in
     /// `serphona_obs_sink_events_failed_total{sink="loki"}`.
-    fn write(&mut self, events: &[Event]) -> Result<(), SinkError> {
+    fn write(&mut self, events: &[SharedEvent]) -> Result<(), SinkError> {
         let n = events.len();
         let before = self.buffered.fetch_add(n, Ordering::AcqRel);
         if before + n > self.capacity {
@@ -226,6 +216,7 @@ impl Sink for LokiSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::Event;
     use super::encode::{Entry, Pending, ignored_lines, refuses_structured_metadata, timestamp_nanos};
     use crate::config::Endpoint;
     use crate::types::test_event;
@@ -247,7 +238,7 @@ mod tests {
         for (i, secs) in [1_700_000_005, 1_700_000_001, 1_700_000_003, 1_700_000_001].into_iter().enumerate() {
             let mut e = test_event(&format!("turn {i}"));
             at(&mut e, secs);
-            pending.push((e.service.clone(), e.level, e.event_type()), Entry::new(&e).unwrap(), now);
+            pending.push((e.service.clone(), e.level, e.event_type()), Entry::new(&SharedEvent::new(e.clone())).unwrap(), now);
         }
         assert_eq!(pending.deadline(Duration::from_secs(1)), Some(now + Duration::from_secs(1)));
         let mut batch = pending.seal().unwrap();
@@ -335,7 +326,7 @@ mod tests {
         settings.min_backoff = Duration::from_millis(10);
         settings.max_backoff = Duration::from_millis(20);
         let mut sink = LokiSink::start(settings, metrics.clone()).unwrap();
-        sink.write(&(0..5).map(|i| test_event(&format!("e{i}"))).collect::<Vec<_>>()).unwrap();
+        sink.write(&(0..5).map(|i| test_event(&format!("e{i}")).into()).collect::<Vec<_>>()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         while metrics.events_failed.with_label_values(&[SINK_NAME]).get() < 5 {
             assert!(Instant::now() < deadline, "the batch was not given up");
@@ -353,7 +344,7 @@ mod tests {
         // Accepts connections and never answers: the first batch hangs in its push.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let (mut sink, metrics) = sink_to(listener.local_addr().unwrap(), 10);
-        let batch: Vec<Event> = (0..4).map(|i| test_event(&format!("e{i}"))).collect();
+        let batch: Vec<SharedEvent> = (0..4).map(|i| test_event(&format!("e{i}")).into()).collect();
         let results: Vec<bool> = (0..5).map(|_| sink.write(&batch).is_ok()).collect();
         assert_eq!(results, [true, true, false, false, false], "10 lines fit, a batch of 4 more does not");
         let err = sink.write(&batch).unwrap_err().to_string();

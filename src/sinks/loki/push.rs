@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::encode::{Batch, Entry, Pending, ignored_lines, refuses_structured_metadata};
-use super::{LokiError, LokiRetry, LokiSettings, SINK_NAME};
-use crate::metrics::SelfMetrics;
+use super::{LokiError, LokiRetry, LokiSettings};
+use crate::metrics::SinkMetrics;
 use crate::pipeline::runtime::io_runtime;
 use crate::sinks::retry::{Backoff, RetryLogic, Streak};
 use crate::sinks::worker::Delivery;
-use crate::types::Event;
+use crate::pipeline::SharedEvent;
 
 /// Attempts per batch during shutdown (1 when Loki was already failing).
 const SHUTDOWN_ATTEMPTS: u32 = 3;
@@ -35,7 +35,7 @@ pub(super) struct Pushes {
     settings: LokiSettings,
     url: url::Url,
     client: reqwest::Client,
-    metrics: Arc<SelfMetrics>,
+    metrics: SinkMetrics,
     buffered: Arc<AtomicUsize>,
     stop: watch::Receiver<Option<Instant>>,
     pending: Pending,
@@ -54,7 +54,7 @@ pub(super) struct Pushes {
 }
 
 impl Delivery for Pushes {
-    fn accept(&mut self, events: Vec<Event>) {
+    fn accept(&mut self, events: Vec<SharedEvent>) {
         self.add(&events);
     }
 
@@ -87,7 +87,7 @@ impl Pushes {
     pub(super) fn new(
         settings: LokiSettings,
         client: reqwest::Client,
-        metrics: Arc<SelfMetrics>,
+        metrics: SinkMetrics,
         buffered: Arc<AtomicUsize>,
         stop: watch::Receiver<Option<Instant>>,
     ) -> Pushes {
@@ -109,7 +109,7 @@ impl Pushes {
         }
     }
 
-    fn add(&mut self, events: &[Event]) {
+    fn add(&mut self, events: &[SharedEvent]) {
         let now = Instant::now();
         for event in events {
             match Entry::new(event) {
@@ -122,7 +122,7 @@ impl Pushes {
                 }
                 Err(e) => {
                     // Only a hand-built event can get here (see Event::to_json).
-                    self.metrics.events_failed.with_label_values(&[SINK_NAME]).inc();
+                    self.metrics.events_failed.inc();
                     self.buffered.fetch_sub(1, Ordering::AcqRel);
                     if !std::mem::replace(&mut self.warned_unserializable, true) {
                         tracing::error!(event_id = %event.event_id, error = %e, "serphona-obs: an event cannot be written as a JSON line; it is not pushed to Loki");
@@ -226,7 +226,7 @@ impl Pushes {
         });
         match result {
             Ok(()) => {
-                self.metrics.events_delivered.with_label_values(&[SINK_NAME]).inc_by(lines as u64);
+                self.metrics.delivered().inc_by(lines as u64);
                 self.complete_head();
                 self.rejecting = false;
                 self.recovered();
@@ -247,7 +247,7 @@ impl Pushes {
                 Outcome::Done
             }
             Err(e) => {
-                self.metrics.export_retries.with_label_values(&[SINK_NAME]).inc();
+                self.metrics.retries().inc();
                 self.failed_attempt(&e);
                 Outcome::Failed
             }
@@ -265,8 +265,8 @@ impl Pushes {
     fn drop_head(&mut self, why: &str) {
         if let Some(batch) = self.outbox.front() {
             let lines = batch.lines;
-            self.metrics.events_failed.with_label_values(&[SINK_NAME]).inc_by(lines as u64);
-            self.metrics.batches_failed.with_label_values(&[SINK_NAME]).inc();
+            self.metrics.events_failed.inc_by(lines as u64);
+            self.metrics.batches_failed.inc();
             tracing::debug!(lines, "serphona-obs: a Loki batch was dropped: {why}");
             self.complete_head();
         }
@@ -297,9 +297,9 @@ impl Pushes {
         }
         .unwrap_or(lines);
         let m = &self.metrics;
-        m.events_failed.with_label_values(&[SINK_NAME]).inc_by(ignored as u64);
-        m.batches_failed.with_label_values(&[SINK_NAME]).inc();
-        m.events_delivered.with_label_values(&[SINK_NAME]).inc_by((lines - ignored) as u64);
+        m.events_failed.inc_by(ignored as u64);
+        m.batches_failed.inc();
+        m.delivered().inc_by((lines - ignored) as u64);
         if !std::mem::replace(&mut self.rejecting, true) {
             tracing::error!(
                 status = error.status().unwrap_or(0),
