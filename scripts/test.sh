@@ -110,8 +110,20 @@ fi
 step "cargo build --all-targets"
 cargo build --all-targets
 
-step "cargo build --no-default-features --lib (the library as services link it)"
+step "cargo build --no-default-features --lib (the core, as services link it)"
 cargo build --no-default-features --lib
+
+# Each sink and middleware is a cargo feature; every one must build alone, and the core must
+# not pull in the ClickHouse client, axum or tonic.
+step "feature matrix: cargo check --no-default-features --lib --features F"
+for features in clickhouse otlp loki axum tonic otlp,tonic clickhouse,loki,otlp,axum,tonic; do
+    echo "features: $features"
+    cargo check -q --no-default-features --lib --features "$features"
+done
+if cargo tree --no-default-features -e normal --prefix none | grep -E '^(clickhouse|axum|tonic) '; then
+    die "the core (--no-default-features) depends on the crates above; they belong behind their features"
+fi
+echo "core: no clickhouse, axum or tonic crate in 'cargo tree --no-default-features -e normal'"
 
 step "cargo test --all-targets"
 cargo test --all-targets "$@"

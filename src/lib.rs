@@ -47,9 +47,11 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "clickhouse")]
 pub mod analytics;
 pub mod config;
 pub mod metrics;
+#[cfg(any(feature = "axum", feature = "tonic"))]
 pub mod middleware;
 mod observability;
 pub mod pipeline;

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use tokio::sync::broadcast;
 
 use crate::config::Config;
-use crate::sinks::{event_log::EventLogSink, loki::{LokiSettings, LokiSink}};
+use crate::sinks::event_log::EventLogSink;
 use crate::metrics::server::MetricsServer;
 use crate::metrics::{Metrics, MetricsError};
 use crate::sinks::live::{LIVE_CAPACITY, LiveReceiver, LiveSink};
@@ -50,6 +50,7 @@ pub enum Error {
     #[error("no conversation {0:?} is in progress (never started here, or already ended)")]
     UnknownConversation(String),
     /// A direct ClickHouse export failed.
+    #[cfg(feature = "clickhouse")]
     #[error(transparent)]
     ClickHouse(#[from] crate::analytics::ClickHouseError),
     /// Tracing could not be set up, or its export could not be flushed.
@@ -102,15 +103,30 @@ impl ObservabilityBuilder {
                 config.logging.max_files,
             )?));
         }
-        if let Some(loki) = LokiSettings::from_config(&config) {
-            sinks.push(Box::new(LokiSink::start(loki, metrics.pipeline.clone())?));
+        #[cfg(feature = "loki")]
+        if let Some(loki) = crate::sinks::loki::LokiSettings::from_config(&config) {
+            sinks.push(Box::new(crate::sinks::loki::LokiSink::start(loki, metrics.pipeline.clone())?));
         }
+        #[cfg(not(feature = "loki"))]
+        if config.logging.enabled && config.logging.loki_endpoint.0.is_some() {
+            return Err(Error::Unsupported(
+                "logging.loki_endpoint is set, but this build of serphona-obs has no Loki sink: enable its `loki` feature".into(),
+            ));
+        }
+        #[cfg(feature = "clickhouse")]
         if config.clickhouse.enabled {
             sinks.push(Box::new(crate::sinks::clickhouse::ClickHouseSink::start(
                 &config.clickhouse,
                 &config.data_dir,
                 metrics.pipeline.clone(),
             )?));
+        }
+        #[cfg(not(feature = "clickhouse"))]
+        if config.clickhouse.enabled {
+            return Err(Error::Unsupported(
+                "clickhouse.enabled is true, but this build of serphona-obs has no ClickHouse sink: enable its `clickhouse` feature"
+                    .into(),
+            ));
         }
         let tracing = Tracing::new(&config, metrics.pipeline.clone())?;
         let (live_sink, live) = LiveSink::new(LIVE_CAPACITY);
@@ -250,10 +266,12 @@ impl Observability {
         }
     }
 
+    #[cfg(any(feature = "axum", feature = "tonic"))]
     pub(crate) fn tracing(&self) -> &Tracing {
         &self.inner.tracing
     }
 
+    #[cfg(any(feature = "axum", feature = "tonic"))]
     pub(crate) fn conversation_header(&self) -> &Arc<str> {
         &self.inner.conversation_header
     }
@@ -397,6 +415,7 @@ impl Observability {
     /// The OpenTelemetry tracer spans are made with (`None` with `tracing.enabled: false`):
     /// start your own spans with it, or hand it to `tracing-opentelemetry` (see
     /// [`tracing_layer`](Self::tracing_layer)).
+    #[cfg(feature = "otlp")]
     pub fn tracer(&self) -> Option<&opentelemetry_sdk::trace::SdkTracer> {
         self.inner.tracing.tracer()
     }
@@ -411,6 +430,7 @@ impl Observability {
     /// tracing_subscriber::registry().with(obs.tracing_layer()).init();
     /// # }
     /// ```
+    #[cfg(feature = "otlp")]
     pub fn tracing_layer<S>(&self) -> Option<tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::SdkTracer>>
     where
         S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
@@ -421,6 +441,7 @@ impl Observability {
     /// Writes a snapshot of every metric series to ClickHouse's `metrics_snapshots` table now
     /// (the seed's `ExportMetrics`), to the server of the `clickhouse:` config section.
     /// Returns the rows written.
+    #[cfg(feature = "clickhouse")]
     pub async fn export_metrics(&self) -> Result<usize, Error> {
         let exporter = crate::sinks::clickhouse::Exporter::new(&self.inner.config.clickhouse);
         Ok(exporter.export_metrics(self.inner.metrics.registry(), &self.inner.service).await?)
@@ -428,6 +449,7 @@ impl Observability {
 
     /// Writes the rows of one conversation's events to ClickHouse now, bypassing the batches
     /// (the seed's `ExportConversation`); idempotent for the same events.
+    #[cfg(feature = "clickhouse")]
     pub async fn export_conversation(&self, events: &[crate::types::Event]) -> Result<(), Error> {
         let exporter = crate::sinks::clickhouse::Exporter::new(&self.inner.config.clickhouse);
         Ok(exporter.export_conversation(events).await?)
@@ -553,7 +575,7 @@ impl ConvInner {
         let mut event = self.event(at, level, speaker, content, metadata, SpanId::INVALID, Some(self.root), kind);
         let tracing = &self.obs.tracing;
         // Unsampled conversations have unsampled children: ids only, no attributes built.
-        let sampled = tracing.tracer().is_some() && self.cx.span().span_context().is_sampled();
+        let sampled = tracing.is_recording() && self.cx.span().span_context().is_sampled();
         event.trace.span_id = match sampled.then(|| tree::child_builder(&event)).flatten() {
             Some((builder, end)) => tracing.record(builder, &self.cx, end).span_id(),
             None => new_span_id(),

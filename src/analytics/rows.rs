@@ -336,45 +336,22 @@ pub fn decision_row(e: &Event) -> Option<DecisionRow<'_>> {
     })
 }
 
-/// The span an event closes (see [`crate::trace::tree`] for names and times): the
-/// conversation's root span at its end, and the child span of each turn, decision and
-/// transfer. The same ids, names and times as the OTLP spans.
+/// The `spans` row of the span an event closes ([`tree::span_of`]).
 pub fn span_row(e: &Event) -> Option<SpanRow<'_>> {
-    let mut attributes: StrMap<'_> = match &e.kind {
-        EventKind::ConversationEnded { resolution, channel, interaction_count, .. } => vec![
-            (Cow::Borrowed("resolution"), Cow::Borrowed(resolution.as_str())),
-            (Cow::Borrowed("channel"), Cow::Borrowed(channel.as_str())),
-            (Cow::Borrowed("interaction_count"), Cow::Owned(interaction_count.to_string())),
-        ],
-        EventKind::AgentTurn { turn, .. } | EventKind::CustomerTurn { turn, .. } => {
-            vec![(Cow::Borrowed("turn"), Cow::Owned(turn.to_string()))]
-        }
-        EventKind::DecisionMade { decision_type, option, .. } => vec![
-            (Cow::Borrowed("decision_type"), Cow::Borrowed(decision_type.as_str())),
-            (Cow::Borrowed("option"), Cow::Borrowed(option.as_str())),
-        ],
-        EventKind::TransferInitiated { target, .. } => vec![(Cow::Borrowed("target"), Cow::Borrowed(target.as_str()))],
-        _ => return None,
-    };
-    let name = match &e.kind {
-        EventKind::ConversationEnded { .. } => Cow::Borrowed(tree::CONVERSATION_SPAN),
-        kind => tree::span_name(kind)?,
-    };
-    let (start, end) = tree::span_times(e);
-    attributes.push((Cow::Borrowed("agent_id"), Cow::Borrowed(&e.agent_id)));
+    let span = tree::span_of(e)?;
     Some(SpanRow {
         tenant_id: &e.tenant_id,
         trace_id: e.trace.trace_id.to_string(),
         span_id: e.trace.span_id.to_string(),
         parent_span_id: parent_hex(e),
         conversation_id: &e.conversation_id,
-        name,
+        name: span.name,
         service: &e.service,
-        start_time: start,
-        end_time: end,
-        duration_ms: (end - start).as_seconds_f64() * 1000.0,
+        start_time: span.start,
+        end_time: span.end,
+        duration_ms: (span.end - span.start).as_seconds_f64() * 1000.0,
         status: "ok",
-        attributes,
+        attributes: span.attributes,
         event_id: e.event_id,
     })
 }

@@ -6,11 +6,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
 
 use super::{Metrics, MetricsError};
 
@@ -36,16 +38,28 @@ impl MetricsServer {
             tokio::net::TcpListener::from_std(listener).map_err(|source| MetricsError::Bind { addr, source })?
         };
         let task = runtime.spawn(async move {
-            let app = Router::new()
-                .route("/metrics", get(scrape))
-                .route("/healthz", get(|| async { "ok\n" }))
-                .route("/", get(|| async { "serphona-obs: metrics at /metrics\n" }))
-                .with_state(metrics);
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
+            let graceful = GracefulShutdown::new();
+            let mut stopped = stopped;
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((stream, _)) = accepted else { continue };
+                        let metrics = metrics.clone();
+                        let service = service_fn(move |req| {
+                            let metrics = metrics.clone();
+                            async move { Ok::<_, std::convert::Infallible>(respond(&metrics, &req)) }
+                        });
+                        let connection = graceful.watch(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+                        tokio::spawn(async move {
+                            let _ = connection.await;
+                        });
+                    }
+                    _ = &mut stopped => break,
+                }
+            }
+            drop(listener);
+            // Open scrapes finish; kept-alive connections close.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), graceful.shutdown()).await;
         });
         Ok(MetricsServer { addr: bound, stop: Some(stop), task: Some(task) })
     }
@@ -58,8 +72,27 @@ impl MetricsServer {
 
 /// Scrapes are not recorded in `http_request_duration_seconds`: the library records no
 /// telemetry about its own export paths, and scrape traffic would skew the service's latency.
-async fn scrape(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], metrics.encode())
+fn respond(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let text = |status: StatusCode, body: &'static str| {
+        Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .expect("a static response builds")
+    };
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    }
+    match req.uri().path() {
+        "/metrics" => Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
+            .body(Full::new(Bytes::from(metrics.encode())))
+            .expect("a metrics response builds"),
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/" => text(StatusCode::OK, "serphona-obs: metrics at /metrics\n"),
+        _ => text(StatusCode::NOT_FOUND, "not found: serphona-obs serves /metrics and /healthz\n"),
+    }
 }
 
 impl MetricsServer {

@@ -17,7 +17,9 @@
 //! the conversation on.
 
 pub mod conversation;
+#[cfg(feature = "tonic")]
 pub mod grpc;
+#[cfg(feature = "axum")]
 pub mod http;
 
 use std::future::Future;
@@ -50,6 +52,7 @@ impl ErrorType {
 
 /// HTTP or gRPC: how the path label, the status and errors are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(all(feature = "axum", feature = "tonic")), allow(dead_code))]
 pub(crate) enum Protocol {
     Http,
     Grpc,
@@ -213,10 +216,13 @@ impl Finish {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let route: Arc<str> = match protocol {
+            #[cfg(feature = "axum")]
             Protocol::Http => req
                 .extensions()
                 .get::<axum::extract::MatchedPath>()
                 .map_or_else(|| Arc::from(UNMATCHED_ROUTE), |p| Arc::from(p.as_str())),
+            #[cfg(not(feature = "axum"))]
+            Protocol::Http => Arc::from(UNMATCHED_ROUTE),
             Protocol::Grpc => obs.metrics().path_label(&path),
         };
         let (upstream, named) = conversation::extract(&conversation::HeaderExtractor(req.headers()), obs.conversation_header());

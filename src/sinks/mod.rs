@@ -10,9 +10,11 @@
 //! backoff, its retriable/permanent split and its rate-limited warnings from [`retry`]. A new
 //! sink is one folder that implements [`worker::Delivery`] and [`crate::pipeline::Sink`].
 
+#[cfg(feature = "clickhouse")]
 pub mod clickhouse;
 pub mod event_log;
 pub mod live;
+#[cfg(feature = "loki")]
 pub mod loki;
 pub mod retry;
 pub mod worker;

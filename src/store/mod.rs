@@ -8,9 +8,10 @@
 //! Spans ([`Store::trace`]) are the ones [`crate::trace::tree`] defines: the conversation's root
 //! span (recorded when the conversation ends) and one child span per turn, decision and
 //! transfer, with their span events. Both stores build them with the same functions
-//! ([`crate::analytics::rows::span_row`] for the span, [`span_events`] for its events), so they
+//! ([`crate::trace::tree::span_of`] for the span, [`span_events`] for its events), so they
 //! give identical spans for the same data.
 
+#[cfg(feature = "clickhouse")]
 pub mod clickhouse;
 pub mod local;
 
@@ -37,6 +38,7 @@ pub enum StoreError {
     },
     /// A ClickHouse query failed. (Not a `#[source]`: the message already says it, and
     /// `{:#}` would print it twice.)
+    #[cfg(feature = "clickhouse")]
     #[error("ClickHouse store: {0}")]
     ClickHouse(crate::analytics::ClickHouseError),
     /// A stored event could not be read back.
@@ -55,6 +57,7 @@ pub enum StoreError {
     BadTraceId(String),
 }
 
+#[cfg(feature = "clickhouse")]
 impl From<crate::analytics::ClickHouseError> for StoreError {
     fn from(e: crate::analytics::ClickHouseError) -> Self {
         StoreError::ClickHouse(e)
@@ -346,20 +349,20 @@ pub fn span_events(e: &Event) -> Vec<SpanEvent> {
     }
 }
 
-/// The span an event closes (see [`crate::analytics::rows::span_row`]), without its span events.
+/// The span an event closes ([`crate::trace::tree::span_of`]), without its span events.
 pub(crate) fn span_of(e: &Event) -> Option<SpanRecord> {
-    let row = crate::analytics::rows::span_row(e)?;
+    let span = crate::trace::tree::span_of(e)?;
     Some(SpanRecord {
-        trace_id: row.trace_id,
-        span_id: row.span_id,
-        parent_span_id: Some(row.parent_span_id).filter(|p| !p.is_empty()),
-        name: row.name.into_owned(),
-        service: row.service.to_string(),
-        conversation_id: row.conversation_id.to_string(),
-        tenant_id: row.tenant_id.to_string(),
-        start: to_micros(row.start_time),
-        end: to_micros(row.end_time),
-        attributes: row.attributes.into_iter().map(|(k, v)| (k.into_owned(), v.into_owned())).collect(),
+        trace_id: e.trace.trace_id.to_string(),
+        span_id: e.trace.span_id.to_string(),
+        parent_span_id: e.trace.parent_span_id.map(|p| p.to_string()),
+        name: span.name.into_owned(),
+        service: e.service.to_string(),
+        conversation_id: e.conversation_id.to_string(),
+        tenant_id: e.tenant_id.to_string(),
+        start: to_micros(span.start),
+        end: to_micros(span.end),
+        attributes: span.attributes.into_iter().map(|(k, v)| (k.into_owned(), v.into_owned())).collect(),
         events: Vec::new(),
     })
 }

@@ -12,20 +12,24 @@
 //! nothing is exported, but every event still gets trace and span ids (for `query trace` over
 //! the event log or ClickHouse), and an incoming `traceparent` is still passed on.
 
+#[cfg(feature = "otlp")]
 pub(crate) mod export;
+#[cfg(feature = "otlp")]
+mod sdk;
 pub mod tree;
+
+#[cfg(feature = "otlp")]
+pub use sdk::export_url;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use opentelemetry::trace::{
-    Span as _, SpanBuilder, SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer as _, TracerProvider as _,
-};
-use opentelemetry::{Context, InstrumentationScope, KeyValue};
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider};
+#[cfg(feature = "otlp")]
+use opentelemetry::trace::{Span as _, Tracer as _};
+use opentelemetry::trace::{SpanBuilder, SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use opentelemetry::Context;
 
-use crate::config::{Config, Protocol, TracingConfig};
+use crate::config::Config;
 use crate::metrics::SelfMetrics;
 
 /// What can go wrong setting up tracing.
@@ -78,10 +82,11 @@ pub struct Tracing {
     sdk: Option<Sdk>,
 }
 
-struct Sdk {
-    provider: SdkTracerProvider,
-    tracer: SdkTracer,
-}
+#[cfg(feature = "otlp")]
+use sdk::Sdk;
+/// Without the `otlp` feature there is no SDK: tracing is always ids only.
+#[cfg(not(feature = "otlp"))]
+enum Sdk {}
 
 impl Tracing {
     /// Tracing off: ids only.
@@ -91,55 +96,46 @@ impl Tracing {
 
     /// Sets up the tracer for `config` (disabled when `tracing.enabled` is false). Does not
     /// contact the endpoint: a collector that is down is not an error here, its failures are
-    /// counted in `serphona_obs_batches_failed_total{sink="otlp"}`.
+    /// counted in `serphona_obs_batches_failed_total{sink="otlp"}`. Built without the `otlp`
+    /// feature, spans are not exported: every event still gets its trace and span ids.
     pub fn new(config: &Config, metrics: Arc<SelfMetrics>) -> Result<Tracing, TraceError> {
         if !config.tracing.enabled {
             return Ok(Tracing::disabled());
         }
-        let runtime = crate::pipeline::runtime::io_runtime();
-        let endpoint = export_url(&config.tracing);
-        let exporter = {
-            // tonic's channel spawns its worker on the runtime it is built in.
-            let _guard = runtime.enter();
-            build_exporter(&config.tracing, &endpoint)
-                .map_err(|message| TraceError::Exporter { endpoint: endpoint.clone(), message })?
-        };
-        let default_endpoint = config.tracing.endpoint == TracingConfig::default().endpoint;
-        let exporter = export::OtlpExporter::new(exporter, runtime.handle().clone(), metrics, endpoint, default_endpoint);
-        let processor = BatchSpanProcessor::builder(exporter)
-            .with_batch_config(
-                BatchConfigBuilder::default()
-                    .with_max_queue_size(SPAN_QUEUE_CAPACITY)
-                    .with_max_export_batch_size(SPAN_BATCH_SIZE)
-                    .with_scheduled_delay(SPAN_EXPORT_INTERVAL)
-                    .build(),
-            )
-            .build();
-        let provider = SdkTracerProvider::builder()
-            .with_span_processor(processor)
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.tracing.sample_ratio))))
-            .with_resource(resource(config))
-            .build();
-        let tracer = provider.tracer_with_scope(
-            InstrumentationScope::builder("serphona-obs").with_version(env!("CARGO_PKG_VERSION")).build(),
-        );
-        Ok(Tracing { sdk: Some(Sdk { provider, tracer }) })
+        #[cfg(feature = "otlp")]
+        {
+            Ok(Tracing { sdk: Some(sdk::Sdk::new(config, metrics)?) })
+        }
+        #[cfg(not(feature = "otlp"))]
+        {
+            let _ = metrics;
+            tracing::debug!("serphona-obs was built without the otlp feature: spans are not exported (ids only)");
+            Ok(Tracing::disabled())
+        }
     }
 
     /// The SDK tracer, when tracing is on.
-    pub fn tracer(&self) -> Option<&SdkTracer> {
+    #[cfg(feature = "otlp")]
+    pub fn tracer(&self) -> Option<&opentelemetry_sdk::trace::SdkTracer> {
         self.sdk.as_ref().map(|s| &s.tracer)
     }
 
     /// The SDK provider, when tracing is on.
-    pub fn provider(&self) -> Option<&SdkTracerProvider> {
+    #[cfg(feature = "otlp")]
+    pub fn provider(&self) -> Option<&opentelemetry_sdk::trace::SdkTracerProvider> {
         self.sdk.as_ref().map(|s| &s.provider)
+    }
+
+    /// Whether spans are recorded and exported (tracing on, with the `otlp` feature).
+    pub fn is_recording(&self) -> bool {
+        self.sdk.is_some()
     }
 
     /// Starts a span under `parent` and returns `parent` with it as the active span. With
     /// tracing off, the span is not recorded but has fresh ids in the parent's trace (or a new
     /// trace), so ids in events and `traceparent` headers stay right.
     pub fn start_span(&self, builder: SpanBuilder, parent: &Context) -> Context {
+        #[cfg(feature = "otlp")]
         if let Some(sdk) = &self.sdk {
             let span = sdk.tracer.build_with_context(builder, parent);
             if span.span_context().is_valid() {
@@ -147,11 +143,14 @@ impl Tracing {
             }
             // The provider is shut down: ids only, like tracing off.
         }
+        #[cfg(not(feature = "otlp"))]
+        let _ = builder;
         parent.with_remote_span_context(unrecorded(parent))
     }
 
     /// Records a span that is already over (start and end known) and returns its ids.
     pub fn record(&self, builder: SpanBuilder, parent: &Context, end: SystemTime) -> SpanContext {
+        #[cfg(feature = "otlp")]
         if let Some(sdk) = &self.sdk {
             let mut span = sdk.tracer.build_with_context(builder, parent);
             let sc = span.span_context().clone();
@@ -160,6 +159,8 @@ impl Tracing {
                 return sc;
             }
         }
+        #[cfg(not(feature = "otlp"))]
+        let _ = (builder, end);
         unrecorded(parent)
     }
 
@@ -168,8 +169,9 @@ impl Tracing {
     /// self-metrics, like every export failure. Only running out of time is.
     pub fn flush(&self) -> Result<(), TraceError> {
         match &self.sdk {
-            Some(sdk) => only_timeouts(sdk.provider.force_flush()),
-            None => Ok(()),
+            #[cfg(feature = "otlp")]
+            Some(sdk) => sdk::only_timeouts(sdk.provider.force_flush()),
+            _ => Ok(()),
         }
     }
 
@@ -177,30 +179,13 @@ impl Tracing {
     /// recorded (their ids are still made). Errors as for [`flush`](Self::flush).
     pub fn shutdown(&self, timeout: Duration) -> Result<(), TraceError> {
         match &self.sdk {
-            Some(sdk) => only_timeouts(sdk.provider.shutdown_with_timeout(timeout)),
-            None => Ok(()),
+            #[cfg(feature = "otlp")]
+            Some(sdk) => sdk::only_timeouts(sdk.provider.shutdown_with_timeout(timeout)),
+            _ => {
+                let _ = timeout;
+                Ok(())
+            }
         }
-    }
-}
-
-fn only_timeouts(result: opentelemetry_sdk::error::OTelSdkResult) -> Result<(), TraceError> {
-    match result {
-        // The provider wraps its processor's errors in text; a processor's timeout reads
-        // `Timeout(…)` in it.
-        Err(e) if matches!(e, opentelemetry_sdk::error::OTelSdkError::Timeout(_)) || format!("{e:?}").contains("Timeout(") => {
-            Err(TraceError::Export(format!("timed out: {e}")))
-        }
-        Err(e) => {
-            tracing::debug!("span export: {e} (counted in the self-metrics)");
-            Ok(())
-        }
-        Ok(()) => Ok(()),
-    }
-}
-
-impl Drop for Sdk {
-    fn drop(&mut self) {
-        let _ = self.provider.shutdown_with_timeout(Duration::from_secs(2));
     }
 }
 
@@ -236,64 +221,10 @@ pub(crate) fn new_span_id() -> SpanId {
     }
 }
 
-/// The resource every span carries: `service.name`, `service.version`, `deployment.environment`
-/// (and its current semantic-convention name `deployment.environment.name`). Attributes from
-/// `OTEL_RESOURCE_ATTRIBUTES` are kept; the config's values win.
-fn resource(config: &Config) -> Resource {
-    Resource::builder()
-        .with_service_name(config.service_name.clone())
-        .with_attributes([
-            KeyValue::new("service.version", config.service_version.clone()),
-            KeyValue::new("deployment.environment", config.environment.clone()),
-            KeyValue::new("deployment.environment.name", config.environment.clone()),
-        ])
-        .build()
-}
-
-/// The URL spans are sent to: the endpoint as configured for gRPC; for OTLP/HTTP, with
-/// `/v1/traces` added when the endpoint has no path (and port 4318 for the default endpoint).
-pub fn export_url(config: &TracingConfig) -> String {
-    let url = config.endpoint.url();
-    if config.protocol == Protocol::Http && config.endpoint == TracingConfig::default().endpoint {
-        // The default endpoint is gRPC's port; OTLP/HTTP's is 4318.
-        return "http://localhost:4318/v1/traces".into();
-    }
-    match config.protocol {
-        Protocol::Grpc => config.endpoint.as_str().to_string(),
-        Protocol::Http if url.path() == "/" || url.path().is_empty() => {
-            format!("{}/v1/traces", config.endpoint.as_str().trim_end_matches('/'))
-        }
-        Protocol::Http => url.as_str().to_string(),
-    }
-}
-
-fn build_exporter(config: &TracingConfig, url: &str) -> Result<opentelemetry_otlp::SpanExporter, String> {
-    use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
-    let built = match config.protocol {
-        Protocol::Grpc => {
-            let mut builder = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(url)
-                .with_timeout(SPAN_EXPORT_TIMEOUT);
-            if config.endpoint.url().scheme() == "https" {
-                builder = builder.with_tls_config(tonic::transport::ClientTlsConfig::new().with_webpki_roots());
-            }
-            builder.build()
-        }
-        Protocol::Http => opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_endpoint(url)
-            .with_timeout(SPAN_EXPORT_TIMEOUT)
-            .build(),
-    };
-    built.map_err(|e| e.to_string())
-}
-
-#[cfg(test)]
+#[cfg(all(test, feature = "otlp"))]
 mod tests {
-    use super::*;
-    use crate::config::Endpoint;
+    use crate::config::{Endpoint, Protocol, TracingConfig};
+    use crate::trace::sdk::export_url;
 
     #[test]
     fn the_export_url_follows_the_protocol() {

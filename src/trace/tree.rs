@@ -75,6 +75,50 @@ fn shift(t: OffsetDateTime, seconds: f64) -> OffsetDateTime {
     t.checked_add(d).unwrap_or(t)
 }
 
+/// The span an event closes, in one neutral shape that both the write side (ClickHouse's
+/// `spans` rows) and the read side ([`crate::store::SpanRecord`]) are built from: the
+/// conversation's root span at its end, and the child span of each turn, decision and
+/// transfer, with the same names and times as the OTLP spans.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanModel<'a> {
+    /// [`CONVERSATION_SPAN`] or the child's name ([`span_name`]).
+    pub name: Cow<'static, str>,
+    /// Start ([`span_times`]).
+    pub start: OffsetDateTime,
+    /// End.
+    pub end: OffsetDateTime,
+    /// The span's own attributes (the OTLP spans carry more), as text.
+    pub attributes: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+}
+
+/// The span `e` closes; `None` for an event that closes none (a start, an error, a
+/// violation). Ids are the event's: `e.trace`.
+pub fn span_of(e: &Event) -> Option<SpanModel<'_>> {
+    let mut attributes: Vec<(Cow<'_, str>, Cow<'_, str>)> = match &e.kind {
+        EventKind::ConversationEnded { resolution, channel, interaction_count, .. } => vec![
+            (Cow::Borrowed("resolution"), Cow::Borrowed(resolution.as_str())),
+            (Cow::Borrowed("channel"), Cow::Borrowed(channel.as_str())),
+            (Cow::Borrowed("interaction_count"), Cow::Owned(interaction_count.to_string())),
+        ],
+        EventKind::AgentTurn { turn, .. } | EventKind::CustomerTurn { turn, .. } => {
+            vec![(Cow::Borrowed("turn"), Cow::Owned(turn.to_string()))]
+        }
+        EventKind::DecisionMade { decision_type, option, .. } => vec![
+            (Cow::Borrowed("decision_type"), Cow::Borrowed(decision_type.as_str())),
+            (Cow::Borrowed("option"), Cow::Borrowed(option.as_str())),
+        ],
+        EventKind::TransferInitiated { target, .. } => vec![(Cow::Borrowed("target"), Cow::Borrowed(target.as_str()))],
+        _ => return None,
+    };
+    let name = match &e.kind {
+        EventKind::ConversationEnded { .. } => Cow::Borrowed(CONVERSATION_SPAN),
+        kind => span_name(kind)?,
+    };
+    let (start, end) = span_times(e);
+    attributes.push((Cow::Borrowed("agent_id"), Cow::Borrowed(&e.agent_id)));
+    Some(SpanModel { name, start, end, attributes })
+}
+
 /// `gen_ai.conversation.id`, the OpenTelemetry semantic-convention attribute for it.
 pub const GEN_AI_CONVERSATION_ID: &str = "gen_ai.conversation.id";
 
