@@ -63,19 +63,13 @@ pub mod trace;
 pub mod tui;
 pub mod types;
 
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 pub use config::Config;
 pub use observability::{Conversation, Error, Observability, ObservabilityBuilder};
 
 static GLOBAL: OnceLock<Observability> = OnceLock::new();
-static ACTIVE: OnceLock<Mutex<HashMap<String, Conversation>>> = OnceLock::new();
-
-fn active() -> &'static Mutex<HashMap<String, Conversation>> {
-    ACTIVE.get_or_init(Default::default)
-}
 
 /// Initializes the global instance used by the free functions.
 pub fn init(config: Config) -> Result<&'static Observability, Error> {
@@ -93,16 +87,12 @@ fn with_global() -> Result<&'static Observability, Error> {
     GLOBAL.get().ok_or(Error::NotInitialized)
 }
 
-fn active_map() -> std::sync::MutexGuard<'static, HashMap<String, Conversation>> {
-    active().lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Runs `f` on an open conversation, outside the registry's lock (so a call that waits for
-/// room in the queue, or panics, does not hold up every other conversation).
+/// Runs `f` on an open conversation of the global instance (held in its registry since
+/// [`start_conversation`]), outside the registry's lock (so a call that waits for room in the
+/// queue, or panics, does not hold up every other conversation).
 fn with_active<T>(conversation_id: &str, f: impl FnOnce(&Conversation) -> T) -> Result<T, Error> {
-    let conv = active_map()
-        .get(conversation_id)
-        .cloned()
+    let conv = with_global()?
+        .held(conversation_id)
         .ok_or_else(|| Error::UnknownConversation(conversation_id.to_string()))?;
     Ok(f(&conv))
 }
@@ -113,16 +103,13 @@ fn with_active<T>(conversation_id: &str, f: impl FnOnce(&Conversation) -> T) -> 
 pub fn start_conversation(start: types::ConversationStart) -> Result<String, Error> {
     let obs = with_global()?;
     if let Some(id) = &start.conversation_id {
-        if active_map().contains_key(id) {
+        if obs.conversation(id).is_some() {
             return Err(Error::DuplicateConversation(id.clone()));
         }
     }
     let conv = obs.start_conversation(start);
-    let id = conv.id().to_string();
-    let previous = active_map().insert(id.clone(), conv);
-    // Two threads raced to start the same explicit id: the earlier one ends (outside the lock).
-    drop(previous);
-    Ok(id)
+    obs.hold(&conv);
+    Ok(conv.id().to_string())
 }
 
 /// Records a turn of an open conversation.
@@ -147,8 +134,8 @@ pub fn track_compliance_violation(conversation_id: &str, policy: &str, severity:
 
 /// Ends an open conversation.
 pub fn end_conversation(conversation_id: &str, end: types::ConversationEnd) -> Result<(), Error> {
-    let conv = active_map()
-        .remove(conversation_id)
+    let conv = with_global()?
+        .release(conversation_id)
         .ok_or_else(|| Error::UnknownConversation(conversation_id.to_string()))?;
     conv.end(end);
     Ok(())
@@ -158,7 +145,6 @@ pub fn end_conversation(conversation_id: &str, end: types::ConversationEnd) -> R
 /// (see [`Observability::shutdown`]).
 pub fn shutdown(timeout: Duration) -> Result<(), Error> {
     let obs = with_global()?;
-    let open: Vec<Conversation> = active_map().drain().map(|(_, c)| c).collect();
-    drop(open);
+    drop(obs.release_all());
     obs.shutdown(timeout)
 }

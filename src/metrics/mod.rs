@@ -11,11 +11,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
-use crate::types::Resolution;
+use crate::types::{Channel, Resolution};
 
 /// The value unbounded labels take past the cap.
 pub const OVERFLOW_LABEL: &str = "other";
@@ -112,6 +112,18 @@ impl SinkMetrics {
         self.retries();
         self
     }
+}
+
+/// The series one conversation updates on every turn, labelled once
+/// ([`Metrics::conversation_series`]).
+#[derive(Clone)]
+pub struct ConversationSeries {
+    /// `agent_response_time_seconds{agent_id,tenant_id}`.
+    pub response_time: Histogram,
+    /// `conversation_sentiment_score{tenant_id,agent_id}`.
+    pub sentiment: Gauge,
+    /// `agent_assertiveness_score{agent_id}`.
+    pub assertiveness: Gauge,
 }
 
 /// The pipeline's own metrics (`serphona_obs_*`).
@@ -475,6 +487,79 @@ impl Metrics {
     /// guards against a client calling made-up gRPC methods).
     pub fn path_label(&self, path: &str) -> Arc<str> {
         self.paths.get(path, &self.pipeline.label_overflow)
+    }
+
+    // The series methods: every label order of the conversation metrics is written here, once.
+    // Tenant, agent, policy and error-type values are the capped labels (`*_label`).
+
+    /// A conversation started: `conversation_total{tenant_id,agent_id,channel}` and the active
+    /// gauge.
+    pub fn conversation_started(&self, tenant: &str, agent: &str, channel: Channel) {
+        self.conversation_total.with_label_values(&[tenant, agent, channel.as_str()]).inc();
+        self.active_conversations.with_label_values(&[tenant]).inc();
+    }
+
+    /// A conversation ended: its duration, turns per side, rating, resolution rates and the
+    /// active gauge.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conversation_ended(
+        &self,
+        tenant: &Arc<str>,
+        agent: &Arc<str>,
+        resolution: Resolution,
+        duration_seconds: f64,
+        agent_turns: u32,
+        customer_turns: u32,
+        rating: Option<u8>,
+    ) {
+        self.conversation_duration.with_label_values(&[tenant, agent, resolution.as_str()]).observe(duration_seconds);
+        self.conversation_interactions.with_label_values(&[tenant, "agent"]).observe(agent_turns as f64);
+        self.conversation_interactions.with_label_values(&[tenant, "customer"]).observe(customer_turns as f64);
+        if let Some(rating) = rating {
+            self.customer_rating.with_label_values(&[tenant, agent]).observe(rating as f64);
+        }
+        self.record_resolution(tenant, agent, resolution);
+        self.active_conversations.with_label_values(&[tenant]).dec();
+    }
+
+    /// The per-conversation series of a tenant and agent, labelled once when the conversation
+    /// starts.
+    pub fn conversation_series(&self, tenant: &str, agent: &str) -> ConversationSeries {
+        ConversationSeries {
+            response_time: self.agent_response_time.with_label_values(&[agent, tenant]),
+            sentiment: self.sentiment.with_label_values(&[tenant, agent]),
+            assertiveness: self.assertiveness.with_label_values(&[agent]),
+        }
+    }
+
+    /// `conversation_compliance_score{tenant_id,policy}`.
+    pub fn compliance_score(&self, tenant: &str, policy: &str, score: f64) {
+        self.compliance.with_label_values(&[tenant, &self.policy_label(policy)]).set(score);
+    }
+
+    /// `serphona_obs_voice_latency_seconds{tenant_id,part}`.
+    pub fn voice_latency_part(&self, tenant: &str, part: &str, seconds: f64) {
+        self.voice_latency.with_label_values(&[tenant, part]).observe(seconds);
+    }
+
+    /// `error_rate{service,error_type}`.
+    pub fn error(&self, service: &str, error_type: &str) {
+        self.error_rate.with_label_values(&[service, &self.error_type_label(error_type)]).inc();
+    }
+
+    /// `serphona_obs_compliance_violations_total{tenant_id,policy,severity}`; a severity other
+    /// than low, medium, high or critical counts as `other`.
+    pub fn violation(&self, tenant: &str, policy: &str, severity: &str) {
+        let severity = match severity {
+            "low" | "medium" | "high" | "critical" => severity,
+            _ => "other",
+        };
+        self.compliance_violations.with_label_values(&[tenant, &self.policy_label(policy), severity]).inc();
+    }
+
+    /// `http_request_duration_seconds{method,path,status}`.
+    pub fn http_request(&self, method: &str, route: &str, status: &str, seconds: f64) {
+        self.http_request_duration.with_label_values(&[method, route, status]).observe(seconds);
     }
 
     /// Records an ended conversation's resolution and refreshes the tenant/agent's rates.

@@ -1,0 +1,45 @@
+//! The crate error.
+
+use crate::metrics::MetricsError;
+use crate::pipeline::{PipelineError, SinkError};
+use crate::trace::TraceError;
+
+/// What can go wrong setting up or using the library.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is not usable.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Metrics could not be set up or served.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// A sink could not be opened.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// Flush or shutdown did not finish.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    /// A free function was called before [`init`](crate::init).
+    #[error("serphona-obs is not initialized: call serphona_obs::init(config) first")]
+    NotInitialized,
+    /// [`init`](crate::init) was called twice.
+    #[error("serphona-obs is already initialized")]
+    AlreadyInitialized,
+    /// A conversation with this explicit id is already in progress.
+    #[error("conversation {0:?} is already in progress")]
+    DuplicateConversation(String),
+    /// No conversation with this id is in progress in this process.
+    #[error("no conversation {0:?} is in progress (never started here, or already ended)")]
+    UnknownConversation(String),
+    /// A direct ClickHouse export failed.
+    #[cfg(feature = "clickhouse")]
+    #[error(transparent)]
+    ClickHouse(#[from] crate::analytics::ClickHouseError),
+    /// Tracing could not be set up, or its export could not be flushed.
+    #[error(transparent)]
+    Trace(#[from] TraceError),
+    /// The config enables something this version cannot do yet.
+    #[error("{0}")]
+    Unsupported(String),
+}
