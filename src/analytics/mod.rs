@@ -17,7 +17,7 @@ use std::time::Duration;
 use ::clickhouse::{Client, RowWrite};
 
 use crate::config::{ClickHouseConfig, Compression};
-use crate::types::{Event, EventKind};
+use crate::pipeline::SharedEvent;
 
 /// A ClickHouse request failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -156,22 +156,29 @@ pub fn client(config: &ClickHouseConfig) -> ::clickhouse::Client {
         })
 }
 
-/// Whether an event has a row in `table`.
-pub fn belongs(table: &str, e: &Event) -> bool {
+/// Inserts the rows `table` has for `events` (those its row builder makes a row of; none is
+/// not an error), with a deduplication token.
+pub async fn insert_events(
+    client: &Client,
+    table: rows::Table,
+    events: &[&SharedEvent],
+    token: &str,
+    timeout: Duration,
+) -> Result<(), ClickHouseError> {
+    use rows::Table;
+    // One insert per table, each with its own row type.
+    macro_rules! insert_as {
+        ($row:ident, $build:path) => {{
+            let rows: Vec<_> = events.iter().filter_map(|e| $build(e)).collect();
+            insert_rows::<rows::$row<'static>>(client, table.name(), &rows, token, timeout).await
+        }};
+    }
     match table {
-        "events" => true,
-        "conversations" => matches!(e.kind, EventKind::ConversationStarted { .. } | EventKind::ConversationEnded { .. }),
-        "interactions" => matches!(e.kind, EventKind::AgentTurn { .. } | EventKind::CustomerTurn { .. }),
-        "decisions" => matches!(e.kind, EventKind::DecisionMade { .. }),
-        "spans" => matches!(
-            e.kind,
-            EventKind::ConversationEnded { .. }
-                | EventKind::AgentTurn { .. }
-                | EventKind::CustomerTurn { .. }
-                | EventKind::DecisionMade { .. }
-                | EventKind::TransferInitiated { .. }
-        ),
-        _ => false,
+        Table::Events => insert_as!(EventRow, rows::event_row),
+        Table::Conversations => insert_as!(ConversationRow, rows::conversation_row),
+        Table::Interactions => insert_as!(InteractionRow, rows::interaction_row),
+        Table::Decisions => insert_as!(DecisionRow, rows::decision_row),
+        Table::Spans => insert_as!(SpanRow, rows::span_row),
     }
 }
 

@@ -16,8 +16,38 @@ use crate::trace::tree;
 use crate::pipeline::SharedEvent;
 use crate::types::{Event, EventKind, Metadata, TurnLatency};
 
-/// The tables the sink writes, in the order a batch is inserted.
-pub const TABLES: [&str; 5] = ["events", "conversations", "interactions", "decisions", "spans"];
+/// A table the sink writes. Which events it takes is said once, by its row builder
+/// ([`event_row`], [`conversation_row`], [`interaction_row`], [`decision_row`],
+/// [`span_row`]): an event has a row in the table exactly when the builder returns one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Table {
+    /// Every event, with its JSON line.
+    Events,
+    /// Starts and ends.
+    Conversations,
+    /// Turns.
+    Interactions,
+    /// Decisions.
+    Decisions,
+    /// The spans of ends, turns, decisions and transfers.
+    Spans,
+}
+
+impl Table {
+    /// The tables, in the order a batch is inserted.
+    pub const ALL: [Table; 5] = [Table::Events, Table::Conversations, Table::Interactions, Table::Decisions, Table::Spans];
+
+    /// The table's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Events => "events",
+            Table::Conversations => "conversations",
+            Table::Interactions => "interactions",
+            Table::Decisions => "decisions",
+            Table::Spans => "spans",
+        }
+    }
+}
 
 /// A `Map(String, String)` column.
 pub type StrMap<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;

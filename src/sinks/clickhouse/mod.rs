@@ -33,8 +33,8 @@ use clickhouse::Client;
 
 use self::batch::{Batcher, SealedBatch};
 use self::spool::{Pushed, Spool, spool_dir};
-use crate::analytics::rows::{self, TABLES};
-use crate::analytics::{ClickHouseError, belongs, client, insert_rows};
+use crate::analytics::rows::{self, Table};
+use crate::analytics::{ClickHouseError, client, insert_events, insert_rows};
 use crate::config::ClickHouseConfig;
 use crate::metrics::{SelfMetrics, SinkMetrics};
 use crate::pipeline::{Sink, SinkError};
@@ -325,11 +325,10 @@ impl Inserts {
     }
 
     fn try_batch(&mut self, batch: &SealedBatch) -> Result<(), ClickHouseError> {
-        for table in TABLES {
-            let events: Vec<&SharedEvent> = batch.events.iter().filter(|e| belongs(table, e)).collect();
-            if !events.is_empty() {
-                self.insert_slice(batch, table, &events, None)?;
-            }
+        // Every table is offered the whole batch; each takes the events it has rows for.
+        let events: Vec<&SharedEvent> = batch.events.iter().collect();
+        for table in Table::ALL {
+            self.insert_slice(batch, table, &events, None)?;
         }
         Ok(())
     }
@@ -338,16 +337,16 @@ impl Inserts {
     fn insert_slice(
         &mut self,
         batch: &SealedBatch,
-        table: &'static str,
+        table: Table,
         events: &[&SharedEvent],
         range: Option<(usize, usize)>,
     ) -> Result<(), ClickHouseError> {
-        let token = batch.token(table, range);
+        let token = batch.token(table.name(), range);
         match self.insert(table, events, &token) {
             Ok(()) => Ok(()),
             Err(e) if !ClickHouseRetry.is_retriable(&e) => {
                 if events.len() == 1 {
-                    self.rejected(table, events[0], &e);
+                    self.rejected(table.name(), events[0], &e);
                     return Ok(());
                 }
                 let (lo, hi) = range.unwrap_or((0, events.len()));
@@ -374,7 +373,7 @@ impl Inserts {
         }
     }
 
-    fn insert(&self, table: &'static str, events: &[&SharedEvent], token: &str) -> Result<(), ClickHouseError> {
+    fn insert(&self, table: Table, events: &[&SharedEvent], token: &str) -> Result<(), ClickHouseError> {
         io_runtime().block_on(self.exporter.insert_table(table, events, token))
     }
 }
@@ -401,11 +400,9 @@ impl Exporter {
         let mut ids: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
         ids.sort();
         let digest = format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(ids.join(",").as_bytes()));
-        for table in TABLES {
-            let rows: Vec<&SharedEvent> = events.iter().filter(|e| belongs(table, e)).collect();
-            if !rows.is_empty() {
-                self.insert_table(table, &rows, &format!("export:{digest}:{table}")).await?;
-            }
+        let events: Vec<&SharedEvent> = events.iter().collect();
+        for table in Table::ALL {
+            self.insert_table(table, &events, &format!("export:{digest}:{}", table.name())).await?;
         }
         Ok(())
     }
@@ -426,26 +423,8 @@ impl Exporter {
     }
 
     /// Inserts the rows `table` has for these events, with a deduplication token.
-    pub async fn insert_table(&self, table: &'static str, events: &[&SharedEvent], token: &str) -> Result<(), ClickHouseError> {
-        let (client, timeout) = (&self.client, self.timeout);
-        self.timed(async move {
-            // One insert per table, each with its own row type.
-            macro_rules! insert_as {
-                ($row:ident, $build:path) => {{
-                    let rows: Vec<_> = events.iter().filter_map(|e| $build(e)).collect();
-                    insert_rows::<rows::$row<'static>>(client, table, &rows, token, timeout).await
-                }};
-            }
-            match table {
-                "events" => insert_as!(EventRow, rows::event_row),
-                "conversations" => insert_as!(ConversationRow, rows::conversation_row),
-                "interactions" => insert_as!(InteractionRow, rows::interaction_row),
-                "decisions" => insert_as!(DecisionRow, rows::decision_row),
-                "spans" => insert_as!(SpanRow, rows::span_row),
-                other => Err(ClickHouseError::Client(format!("unknown table {other}"))),
-            }
-        })
-        .await
+    pub async fn insert_table(&self, table: Table, events: &[&SharedEvent], token: &str) -> Result<(), ClickHouseError> {
+        self.timed(insert_events(&self.client, table, events, token, self.timeout)).await
     }
 }
 
