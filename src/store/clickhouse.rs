@@ -17,9 +17,9 @@ use clickhouse::{Client, Row};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use super::local::Acc;
+use super::fold::Acc;
 use super::{
-    ConversationDetail, ConversationFilter, ConversationSummary, Cursor, GroupBy, Percentiles, SpanRecord, StatsRow, Store,
+    ConversationDetail, ConversationFilter, ConversationSummary, Cursor, GroupBy, IdKind, Percentiles, SpanRecord, StatsRow, Store,
     StoreError, assemble_trace, normalize_trace_id, to_micros,
 };
 use crate::config::ClickHouseConfig;
@@ -398,6 +398,28 @@ impl Store for ClickHouseStore {
             });
         }
         Ok(out)
+    }
+
+    async fn ids_with_prefix(&self, kind: IdKind, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        let (sql, prefix) = match kind {
+            IdKind::Conversation => (
+                "SELECT DISTINCT conversation_id FROM conversations WHERE startsWith(conversation_id, {p:String})
+                 ORDER BY conversation_id LIMIT {n:UInt64}",
+                prefix.to_string(),
+            ),
+            IdKind::Trace => (
+                "SELECT DISTINCT trace_id FROM events WHERE startsWith(trace_id, {p:String}) ORDER BY trace_id LIMIT {n:UInt64}",
+                prefix.to_ascii_lowercase(),
+            ),
+        };
+        Ok(self
+            .client
+            .query(sql)
+            .param("p", prefix.as_str())
+            .param("n", limit as u64)
+            .fetch_all::<String>()
+            .await
+            .map_err(ClickHouseError::from)?)
     }
 
     async fn trace(&self, trace_id: &str) -> Result<Vec<SpanRecord>, StoreError> {

@@ -16,9 +16,10 @@ use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::fold::Acc;
 use super::*;
 use crate::sinks::event_log::{event_log_dir, list_segments};
-use crate::types::{Event, EventKind, Speaker};
+use crate::types::Event;
 
 /// The store over the local event log.
 #[derive(Debug)]
@@ -287,106 +288,6 @@ fn matches(s: &ConversationSummary, f: &ConversationFilter) -> bool {
         && f.metadata.iter().all(|(k, v)| s.metadata.get(k) == Some(v))
 }
 
-/// A conversation folded from its events.
-pub(super) struct Acc {
-    pub(super) summary: ConversationSummary,
-    sentiment_sum: f64,
-    sentiment_n: u32,
-    response_times: Vec<f64>,
-    saw_start: bool,
-    pub(super) events: Vec<Event>,
-}
-
-impl Acc {
-    pub(super) fn new(first: &Event) -> Acc {
-        Acc {
-            summary: ConversationSummary {
-                conversation_id: first.conversation_id.to_string(),
-                tenant_id: first.tenant_id.to_string(),
-                agent_id: first.agent_id.to_string(),
-                customer_id: String::new(),
-                channel: None,
-                language: String::new(),
-                started_at: first.timestamp,
-                ended_at: None,
-                duration_seconds: None,
-                resolution: None,
-                rating: None,
-                agent_turns: 0,
-                customer_turns: 0,
-                decisions: 0,
-                transfers: 0,
-                errors: 0,
-                violations: 0,
-                mean_sentiment: None,
-                last_speaker: None,
-                trace_id: first.trace.trace_id.to_string(),
-                metadata: BTreeMap::new(),
-            },
-            sentiment_sum: 0.0,
-            sentiment_n: 0,
-            response_times: Vec::new(),
-            saw_start: false,
-            events: Vec::new(),
-        }
-    }
-
-    pub(super) fn add(&mut self, e: &Event, keep: bool) {
-        let s = &mut self.summary;
-        if !self.saw_start && e.timestamp < s.started_at {
-            s.started_at = e.timestamp;
-        }
-        match &e.kind {
-            EventKind::ConversationStarted { customer_id, channel, language } => {
-                self.saw_start = true;
-                s.started_at = e.timestamp;
-                s.customer_id = customer_id.clone();
-                s.channel = Some(*channel);
-                s.language = language.clone();
-                s.metadata = e
-                    .metadata
-                    .extra
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
-                    .collect();
-            }
-            EventKind::AgentTurn { response_time_seconds, .. } => {
-                s.agent_turns += 1;
-                s.last_speaker = Some(Speaker::Agent);
-                if let Some(r) = response_time_seconds {
-                    self.response_times.push(*r);
-                }
-            }
-            EventKind::CustomerTurn { .. } => {
-                s.customer_turns += 1;
-                s.last_speaker = Some(Speaker::Customer);
-            }
-            EventKind::DecisionMade { .. } => s.decisions += 1,
-            EventKind::TransferInitiated { .. } => s.transfers += 1,
-            EventKind::ConversationEnded { resolution, rating, channel, duration_seconds, .. } => {
-                s.ended_at = Some(e.timestamp);
-                s.duration_seconds = Some(*duration_seconds);
-                s.resolution = Some(*resolution);
-                s.rating = *rating;
-                s.channel.get_or_insert(*channel);
-            }
-            EventKind::ErrorOccurred { .. } => s.errors += 1,
-            EventKind::ComplianceViolation { .. } => s.violations += 1,
-        }
-        // The conversation's sentiment is the customer's: the agent's own turns do not count.
-        if matches!(e.kind, EventKind::CustomerTurn { .. }) {
-            if let Some(score) = e.metadata.sentiment_score {
-                self.sentiment_sum += score;
-                self.sentiment_n += 1;
-                s.mean_sentiment = Some(self.sentiment_sum / self.sentiment_n as f64);
-            }
-        }
-        if keep {
-            self.events.push(e.clone());
-        }
-    }
-}
-
 fn stats_row(group: String, rows: &[&Acc]) -> StatsRow {
     let mut by_resolution = BTreeMap::new();
     let (mut ended, mut transferred, mut interactions) = (0u64, 0u64, 0u64);
@@ -476,6 +377,29 @@ impl Store for LocalStore {
         events.sort_by_key(|e| (e.timestamp, e.event_id));
         let spans = events.iter().filter_map(span_of).collect();
         Ok(assemble_trace(spans, &events))
+    }
+
+    async fn ids_with_prefix(&self, kind: IdKind, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        let (key, prefix) = match kind {
+            IdKind::Conversation => ("conversation_id", prefix.to_string()),
+            IdKind::Trace => ("trace_id", prefix.to_ascii_lowercase()),
+        };
+        // The field as the log writes it, without its closing quote: every line of an id that
+        // starts with the prefix holds it.
+        let needle = field_needle(key, &prefix);
+        let needle = needle.strip_suffix('"').unwrap_or(&needle);
+        let mut ids = std::collections::BTreeSet::new();
+        self.scan(needle, |e| {
+            let id = match kind {
+                IdKind::Conversation => e.conversation_id.to_string(),
+                IdKind::Trace => e.trace.trace_id.to_string(),
+            };
+            if id.starts_with(&prefix) {
+                ids.insert(id);
+            }
+            false
+        })?;
+        Ok(ids.into_iter().take(limit).collect())
     }
 
     async fn events_since(&self, cursor: Option<&Cursor>, limit: usize) -> Result<(Vec<Event>, Cursor), StoreError> {

@@ -13,6 +13,7 @@
 
 #[cfg(feature = "clickhouse")]
 pub mod clickhouse;
+mod fold;
 pub mod local;
 
 use std::collections::BTreeMap;
@@ -392,6 +393,18 @@ pub(crate) fn assemble_trace(spans: Vec<SpanRecord>, events: &[Event]) -> Vec<Sp
     out
 }
 
+/// Which kind of id [`Store::ids_with_prefix`] completes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdKind {
+    /// A conversation id.
+    Conversation,
+    /// A trace id (32 lowercase hex digits).
+    Trace,
+}
+
+/// The shortest prefix [`Store::ids_with_prefix`] completes (a short id as the tables show it).
+pub const MIN_ID_PREFIX: usize = 8;
+
 /// A position in the event stream, for [`Store::events_since`]. Opaque; only the store that
 /// gave it understands it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -418,6 +431,16 @@ pub trait Store: Send + Sync {
     /// The spans of a trace (see [`SpanRecord`]), sorted by start; empty when the store has
     /// none. `trace_id` is 32 hex digits in either case ([`StoreError::BadTraceId`] otherwise).
     fn trace(&self, trace_id: &str) -> impl Future<Output = Result<Vec<SpanRecord>, StoreError>> + Send;
+
+    /// The distinct ids of this kind that start with `prefix`, sorted, at most `limit` (a
+    /// unique prefix of a conversation or trace id stands for it, as `query` accepts them).
+    /// A trace prefix is compared in lower case.
+    fn ids_with_prefix(
+        &self,
+        kind: IdKind,
+        prefix: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 
     /// Events after `cursor` (from the beginning when `None`), at most `limit`, and the cursor
     /// to continue from. No event is returned twice and none is skipped across calls.

@@ -400,3 +400,60 @@ fn local_lookups_by_id_match_a_full_parse() {
     let detail = block_on(store.conversation("c-10")).unwrap().unwrap();
     assert_eq!(detail.events.len(), 11, "the completed line is read (10 events, and the late one)");
 }
+
+// Regression test for issue 12, item 9: the lists show 12-character ids, so a unique prefix of
+// 8 or more characters works in `query conversation` and `query trace`, from both stores; an
+// ambiguous prefix lists the matches and exits 2; a hostile or short one is harmless.
+#[test]
+fn a_unique_id_prefix_stands_for_the_id_and_an_ambiguous_one_lists_the_matches() {
+    let ch = ClickHouse::start();
+    let db = ch.fresh_database();
+    let data = tempfile::tempdir().unwrap();
+    let apply = bin(&ch, &db, data.path()).args(["schema", "apply"]).output().unwrap();
+    assert!(apply.status.success(), "{}", text(&apply));
+    let obs = Observability::init(both_sinks(&ch, &db, data.path())).unwrap();
+    let mut traces = Vec::new();
+    for id in ["twins-0000-a", "twins-0000-b", "single-777-x"] {
+        let conv = obs.start_conversation(ConversationStart::new("acme", "bot", "cust", Channel::Chat).id(id));
+        conv.track_interaction(Interaction::customer(format!("hello from {id}")));
+        traces.push(conv.trace_id().to_string());
+        conv.end(ConversationEnd::new(Resolution::Resolved));
+    }
+    // One generated (UUIDv7) id, as `query conversations` shows it: its first 12 characters.
+    let conv = obs.start_conversation(ConversationStart::new("acme", "bot", "cust", Channel::Voice));
+    let uuid_id = conv.id().to_string();
+    conv.end(ConversationEnd::new(Resolution::Abandoned));
+    obs.shutdown(Duration::from_secs(30)).unwrap();
+
+    for source in ["local", "clickhouse"] {
+        let run = |args: &[&str]| bin(&ch, &db, data.path()).arg("query").args(args).args(["--source", source, "-o", "json"]).output().unwrap();
+        let id_of = |o: &Output| -> String {
+            assert!(o.status.success(), "{source}: {}", text(o));
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            v["conversation"]["conversation_id"].as_str().unwrap().to_string()
+        };
+        assert_eq!(id_of(&run(&["conversation", "single-7"])), "single-777-x", "{source}");
+        assert_eq!(id_of(&run(&["conversation", &uuid_id[..12]])), uuid_id, "{source}");
+        // The exact id wins even when it is the prefix of another.
+        assert_eq!(id_of(&run(&["conversation", "twins-0000-a"])), "twins-0000-a", "{source}");
+
+        let ambiguous = run(&["conversation", "twins-00"]);
+        assert_eq!(ambiguous.status.code(), Some(2), "{source}: {}", text(&ambiguous));
+        let err = stderr(&ambiguous);
+        assert!(err.contains("twins-0000-a") && err.contains("twins-0000-b") && err.contains("more than one"), "{source}: {err}");
+
+        for hopeless in ["twins", "'; DROP TABLE conversations; --", "nomatch-at-all"] {
+            let out = run(&["conversation", hopeless]);
+            assert_eq!(out.status.code(), Some(1), "{source} {hopeless:?}: {}", text(&out));
+            assert!(stderr(&out).contains("no conversation"), "{source}: {}", text(&out));
+        }
+
+        // Traces: the first 12 hex digits, in either case.
+        let trace = run(&["trace", &traces[2][..12].to_ascii_uppercase()]);
+        assert!(trace.status.success(), "{source}: {}", text(&trace));
+        let spans: Vec<serde_json::Value> = serde_json::from_slice(&trace.stdout).unwrap();
+        assert!(!spans.is_empty() && spans.iter().all(|s| s["trace_id"] == traces[2].as_str()), "{source}: {spans:?}");
+    }
+    // The tables are as they were: the hostile prefix was a parameter, not SQL.
+    assert_eq!(ch.query_u64(&format!("SELECT count() FROM {db}.conversations FINAL")), 4);
+}

@@ -18,7 +18,7 @@ use clap::builder::{NonEmptyStringValueParser, PossibleValuesParser, TypedValueP
 use clap::{Subcommand, ValueEnum};
 use serphona_obs::store::clickhouse::ClickHouseStore;
 use serphona_obs::store::local::LocalStore;
-use serphona_obs::store::{ConversationFilter, GroupBy, Store, StoreError, normalize_trace_id};
+use serphona_obs::store::{ConversationFilter, GroupBy, IdKind, MIN_ID_PREFIX, Store, StoreError, normalize_trace_id};
 use serphona_obs::types::{Channel, Resolution};
 use time::OffsetDateTime;
 
@@ -134,7 +134,8 @@ pub struct ConversationsArgs {
 /// `query conversation` flags.
 #[derive(Debug, clap::Args)]
 pub struct ConversationArgs {
-    /// The conversation id.
+    /// The conversation id, or a unique prefix of it of 8 or more characters (the lists show
+    /// the first 12). An ambiguous prefix lists the matches and exits 2.
     #[arg(value_name = "ID", value_parser = NonEmptyStringValueParser::new())]
     id: String,
     #[command(flatten)]
@@ -144,7 +145,8 @@ pub struct ConversationArgs {
 /// `query trace` flags.
 #[derive(Debug, clap::Args)]
 pub struct TraceArgs {
-    /// The trace id: 32 hex digits, as in the event log's trace_id.
+    /// The trace id: 32 hex digits, as in the event log's trace_id, or a unique prefix of 8 or
+    /// more. An ambiguous prefix lists the matches and exits 2.
     #[arg(value_name = "TRACE_ID", value_parser = parse_trace_id)]
     trace_id: String,
     #[command(flatten)]
@@ -176,8 +178,16 @@ fn group_parser() -> impl TypedValueParser<Value = GroupBy> {
     PossibleValuesParser::new(["tenant", "agent", "channel", "resolution"]).map(|s| s.parse::<GroupBy>().expect("a listed group"))
 }
 
+/// A whole trace id (normalized), or a prefix of 8 to 31 hex digits (lower case).
 fn parse_trace_id(s: &str) -> Result<String, String> {
-    normalize_trace_id(s).map_err(|_| "expected 32 hexadecimal digits (not all zero), e.g. 4bf92f3577b34da6a3ce929d0e0e4736".to_string())
+    let t = s.trim();
+    if (MIN_ID_PREFIX..32).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(t.to_ascii_lowercase());
+    }
+    normalize_trace_id(s).map_err(|_| {
+        "expected 32 hexadecimal digits (not all zero), e.g. 4bf92f3577b34da6a3ce929d0e0e4736, or a unique prefix of 8 or more"
+            .to_string()
+    })
 }
 
 fn parse_meta(s: &str) -> Result<(String, String), String> {
@@ -276,6 +286,34 @@ impl<S: Store> Reader<'_, S> {
         result.with_context(|| format!("reading {}", self.what))
     }
 
+    /// The one id that starts with `prefix`: an error naming the source when none does, a
+    /// usage error (exit 2) listing them when several do.
+    async fn complete(&self, kind: IdKind, prefix: &str) -> anyhow::Result<String> {
+        let what = match kind {
+            IdKind::Conversation => "conversation",
+            IdKind::Trace => "trace",
+        };
+        if prefix.chars().count() < MIN_ID_PREFIX {
+            anyhow::bail!("no {what} {prefix:?} in {} (a shortened id needs {MIN_ID_PREFIX} or more characters)", self.what);
+        }
+        const SHOWN: usize = 10;
+        let mut ids = self.call(self.store.ids_with_prefix(kind, prefix, SHOWN + 1)).await?;
+        match ids.len() {
+            0 => anyhow::bail!("no {what} {prefix:?} (nor one whose id starts with it) in {}", self.what),
+            1 => Ok(ids.remove(0)),
+            n => {
+                let more = if n > SHOWN { "\n  … and more".to_string() } else { String::new() };
+                ids.truncate(SHOWN);
+                Err(super::UsageError(format!(
+                    "{prefix:?} is the start of more than one {what} id in {}; give more of it:\n  {}{more}",
+                    self.what,
+                    ids.join("\n  ")
+                ))
+                .into())
+            }
+        }
+    }
+
     async fn run(&self, command: Command, out: &mut impl Write) -> anyhow::Result<()> {
         match command {
             Command::Conversations(args) => {
@@ -290,27 +328,39 @@ impl<S: Store> Reader<'_, S> {
                 render::conversations(&rows, args.common.output, out)
             }
             Command::Conversation(args) => {
-                let Some(detail) = self.call(self.store.conversation(&args.id)).await? else {
-                    anyhow::bail!("no conversation {:?} in {}", args.id, self.what);
+                let detail = match self.call(self.store.conversation(&args.id)).await? {
+                    Some(detail) => detail,
+                    None => {
+                        let id = self.complete(IdKind::Conversation, &args.id).await?;
+                        let Some(detail) = self.call(self.store.conversation(&id)).await? else {
+                            anyhow::bail!("no conversation {:?} in {}", id, self.what);
+                        };
+                        detail
+                    }
                 };
+                let id = detail.summary.conversation_id.clone();
                 let mut spans = match normalize_trace_id(&detail.summary.trace_id) {
                     Ok(trace_id) => self.call(self.store.trace(&trace_id)).await?,
                     Err(_) => Vec::new(),
                 };
                 // A trace may hold more than one conversation (both joined one upstream trace).
-                spans.retain(|s| s.conversation_id == args.id);
+                spans.retain(|s| s.conversation_id == id);
                 render::conversation(&detail, &spans, args.common.output, out)
             }
             Command::Trace(args) => {
-                let spans = self.call(self.store.trace(&args.trace_id)).await?;
+                let trace_id = match args.trace_id.len() {
+                    32 => args.trace_id,
+                    _ => self.complete(IdKind::Trace, &args.trace_id).await?,
+                };
+                let spans = self.call(self.store.trace(&trace_id)).await?;
                 if spans.is_empty() {
                     anyhow::bail!(
                         "no spans of trace {} in {} (a conversation's spans are recorded as its turns, decisions and end happen)",
-                        args.trace_id,
+                        trace_id,
                         self.what
                     );
                 }
-                render::trace(&args.trace_id, &spans, args.common.output, out)
+                render::trace(&trace_id, &spans, args.common.output, out)
             }
             Command::Stats(args) => {
                 let filter = args.filters.to_filter(None)?;
