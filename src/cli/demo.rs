@@ -22,6 +22,9 @@ use super::tail::source::Kind;
 
 /// Virtual seconds per real second of the live view's run.
 const DEFAULT_LIVE_SPEED: f64 = 10.0;
+/// The longest wait between two steps of a conversation in a paced demo (an email thread's
+/// hours between replies would keep the demo running for 20 minutes).
+const LIVE_MAX_GAP: Duration = Duration::from_secs(30);
 use super::output::{Format, seconds};
 
 /// `demo` flags.
@@ -62,8 +65,8 @@ pub struct Args {
 pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
     let live_view = !args.no_tui && std::io::stdout().is_terminal();
     let pace = match (args.speed, live_view) {
-        (Some(speed), _) => Pace::Realtime { speed },
-        (None, true) => Pace::Realtime { speed: DEFAULT_LIVE_SPEED },
+        (Some(speed), _) => Pace::Realtime { speed, max_gap: Some(LIVE_MAX_GAP) },
+        (None, true) => Pace::Realtime { speed: DEFAULT_LIVE_SPEED, max_gap: Some(LIVE_MAX_GAP) },
         (None, false) => Pace::Fast,
     };
     let sim = SimConfig {

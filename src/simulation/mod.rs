@@ -8,6 +8,14 @@
 //! virtual clock (arrivals at `rate` per second, at most `concurrency` at once), so the same
 //! seed gives the same conversations, durations and outcomes whether the run is paced in real
 //! time or goes as fast as it can.
+//!
+//! Timestamps are never in the future. Before a run, the schedule is played once without
+//! recording anything to find when its last step falls; the virtual clock is then anchored so
+//! that this last step is dated no later than the moment it is recorded: a run as fast as it
+//! can ends about now, and a paced run at `speed` is anchored `(speed - 1) / speed` of its
+//! virtual length in the past, so every event is dated before the wall clock at the moment it
+//! is written. A run stopped early ends its open conversations at the wall clock, which is
+//! after every event they have.
 
 mod script;
 
@@ -38,6 +46,9 @@ pub enum Pace {
     Realtime {
         /// Virtual seconds per real second.
         speed: f64,
+        /// Waits between a conversation's steps are cut to this (a live demo does not wait
+        /// hours for an email reply); `None` keeps them.
+        max_gap: Option<Duration>,
     },
 }
 
@@ -81,7 +92,7 @@ impl SimConfig {
         if self.concurrency == 0 {
             return err("concurrency", "must be at least 1".into());
         }
-        if let Pace::Realtime { speed } = self.pace {
+        if let Pace::Realtime { speed, .. } = self.pace {
             if !(speed.is_finite() && speed > 0.0) {
                 return err("speed", format!("{speed} is not a positive number"));
             }
@@ -132,10 +143,127 @@ pub struct SimReport {
 
 struct Active {
     conv: Option<Conversation>,
-    steps: VecDeque<Step>,
-    start_ms: u64,
     /// An error happened; the next turn's HTTP request fails.
     failing: bool,
+}
+
+/// A conversation's remaining steps on the schedule.
+struct Planned {
+    steps: VecDeque<Step>,
+    start_ms: u64,
+}
+
+/// The discrete-event schedule: arrivals (exponential inter-arrival times at `rate`, waiting
+/// for a free slot) and each conversation's steps at their offsets, in virtual milliseconds.
+/// Deterministic for a config and run id, so it can be played once to measure it and again to
+/// run it.
+struct Schedule<'a> {
+    config: &'a SimConfig,
+    run_id: &'a str,
+    arrivals: ChaCha8Rng,
+    next_arrival_ms: u64,
+    launched: usize,
+    slots: Vec<Option<Planned>>,
+    free_slots: Vec<usize>,
+    queue: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    seq: u64,
+    active: usize,
+    now_ms: u64,
+}
+
+impl<'a> Schedule<'a> {
+    fn new(config: &'a SimConfig, run_id: &'a str) -> Schedule<'a> {
+        Schedule {
+            config,
+            run_id,
+            arrivals: ChaCha8Rng::seed_from_u64(config.seed),
+            next_arrival_ms: 0,
+            launched: 0,
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            queue: BinaryHeap::new(),
+            seq: 0,
+            active: 0,
+            now_ms: 0,
+        }
+    }
+
+    /// The next step: when (virtual ms), which conversation slot, and what; `None` when the
+    /// run is over. Arrivals are handled on the way.
+    fn next(&mut self) -> Option<(u64, usize, Step)> {
+        loop {
+            let can_launch = self.launched < self.config.conversations && self.active < self.config.concurrency;
+            let next_step = self.queue.peek().map(|Reverse((due, _, _))| *due);
+            // Arrivals wait for a free slot; then they start no earlier than now.
+            let arrival = can_launch.then(|| self.next_arrival_ms.max(self.now_ms));
+            let (due, is_arrival) = match (arrival, next_step) {
+                (Some(a), Some(s)) if a <= s => (a, true),
+                (Some(a), None) => (a, true),
+                (_, Some(s)) => (s, false),
+                (None, None) => return None,
+            };
+            self.now_ms = due;
+            if is_arrival {
+                self.arrive(due);
+                continue;
+            }
+            let Reverse((_, _, slot)) = self.queue.pop().expect("peeked");
+            let planned = self.slots[slot].as_mut().expect("scheduled slot is active");
+            let step = planned.steps.pop_front().expect("scheduled conversation has a step");
+            if let Some(next) = planned.steps.front() {
+                self.queue.push(Reverse((planned.start_ms + next.offset_ms, self.seq, slot)));
+                self.seq += 1;
+            } else {
+                self.slots[slot] = None;
+                self.free_slots.push(slot);
+                self.active -= 1;
+            }
+            return Some((due, slot, step));
+        }
+    }
+
+    fn arrive(&mut self, due: u64) {
+        let index = self.launched;
+        self.launched += 1;
+        // Exponential inter-arrival times.
+        let u: f64 = self.arrivals.random_range(f64::EPSILON..1.0);
+        // Float-to-int casts saturate; the sum cannot overflow within validated bounds.
+        self.next_arrival_ms = due.saturating_add((-u.ln() / self.config.rate * 1000.0) as u64);
+        let mut steps = script::generate(self.config.seed, index as u64, self.run_id);
+        if let Pace::Realtime { max_gap: Some(max_gap), .. } = self.config.pace {
+            compress_gaps(&mut steps, max_gap.as_millis() as u64);
+        }
+        let slot = self.free_slots.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.slots.len() - 1
+        });
+        self.slots[slot] = Some(Planned { steps: steps.into(), start_ms: due });
+        self.active += 1;
+        self.queue.push(Reverse((due, self.seq, slot)));
+        self.seq += 1;
+    }
+}
+
+/// Cuts every wait between consecutive steps to `max_gap_ms`.
+fn compress_gaps(steps: &mut [Step], max_gap_ms: u64) {
+    let mut shift = 0;
+    let mut previous = 0;
+    for step in steps {
+        let gap = step.offset_ms - previous;
+        previous = step.offset_ms;
+        shift += gap.saturating_sub(max_gap_ms);
+        step.offset_ms -= shift;
+    }
+}
+
+/// When the schedule's last step falls (virtual ms), played without recording anything.
+fn virtual_length_ms(config: &SimConfig, run_id: &str) -> u64 {
+    let mut schedule = Schedule::new(config, run_id);
+    let mut last = 0;
+    while let Some((due, _, _)) = schedule.next() {
+        last = due;
+    }
+    last
 }
 
 /// Runs a simulation through `obs`. `progress` is called after every step (cheap to ignore);
@@ -152,21 +280,18 @@ pub fn run(
     mut progress: impl FnMut(Progress),
 ) -> Result<SimReport, SimConfigError> {
     config.validate()?;
-    let started = Instant::now();
     let run_id = config.run_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let rate = config.rate;
-    let concurrency = config.concurrency;
+    // Anchor the virtual clock so that nothing is dated in the future (see the module docs).
+    let length = time::Duration::milliseconds(i64::try_from(virtual_length_ms(config, &run_id)).unwrap_or(i64::MAX));
+    let started = Instant::now();
+    let now = OffsetDateTime::now_utc();
     let base = match config.pace {
-        Pace::Fast => OffsetDateTime::now_utc() - time::Duration::seconds_f64(config.conversations as f64 / rate + 120.0),
-        Pace::Realtime { .. } => OffsetDateTime::now_utc(),
+        Pace::Fast => now - length,
+        Pace::Realtime { speed, .. } if speed > 1.0 => now - length * ((speed - 1.0) / speed),
+        Pace::Realtime { .. } => now,
     };
-    let mut arrivals = ChaCha8Rng::seed_from_u64(config.seed);
-    let mut next_arrival_ms: u64 = 0;
-    let mut launched = 0usize;
+    let mut schedule = Schedule::new(config, &run_id);
     let mut slots: Vec<Option<Active>> = Vec::new();
-    let mut free_slots: Vec<usize> = Vec::new();
-    let mut queue: BinaryHeap<Reverse<(u64, u64, usize)>> = BinaryHeap::new();
-    let mut seq = 0u64;
     let mut report = SimReport {
         run_id: run_id.clone(),
         conversations: 0,
@@ -177,26 +302,14 @@ pub fn run(
         elapsed: Duration::ZERO,
         interrupted: false,
     };
-    let mut active = 0usize;
-    let mut now_ms: u64 = 0;
 
     loop {
         if stop.load(Ordering::Relaxed) {
             report.interrupted = true;
             break;
         }
-        let can_launch = launched < config.conversations && active < concurrency;
-        let next_step = queue.peek().map(|Reverse((due, _, _))| *due);
-        // Arrivals wait for a free slot; then they start no earlier than now.
-        let arrival = can_launch.then(|| next_arrival_ms.max(now_ms));
-        let (due, is_arrival) = match (arrival, next_step) {
-            (Some(a), Some(s)) if a <= s => (a, true),
-            (Some(a), None) => (a, true),
-            (_, Some(s)) => (s, false),
-            (None, None) => break,
-        };
-        now_ms = due;
-        if let Pace::Realtime { speed } = config.pace {
+        let Some((due, slot, step)) = schedule.next() else { break };
+        if let Pace::Realtime { speed, .. } = config.pace {
             let target = Duration::from_secs_f64(due as f64 / 1000.0 / speed.max(1e-6));
             while let Some(wait) = target.checked_sub(started.elapsed()) {
                 if stop.load(Ordering::Relaxed) || wait.is_zero() {
@@ -204,41 +317,23 @@ pub fn run(
                 }
                 std::thread::sleep(wait.min(Duration::from_millis(50)));
             }
+            if stop.load(Ordering::Relaxed) {
+                report.interrupted = true;
+                break;
+            }
         }
-        if is_arrival {
-            let index = launched;
-            launched += 1;
-            // Exponential inter-arrival times.
-            let u: f64 = arrivals.random_range(f64::EPSILON..1.0);
-            // Float-to-int casts saturate; the sum cannot overflow within validated bounds.
-            next_arrival_ms = due.saturating_add((-u.ln() / rate * 1000.0) as u64);
-            let steps = script::generate(config.seed, index as u64, &run_id);
-            let slot = free_slots.pop().unwrap_or_else(|| {
-                slots.push(None);
-                slots.len() - 1
-            });
-            slots[slot] = Some(Active { conv: None, steps: steps.into(), start_ms: due, failing: false });
-            active += 1;
-            queue.push(Reverse((due, seq, slot)));
-            seq += 1;
-            continue;
+        if slots.len() <= slot {
+            slots.resize_with(slot + 1, || None);
         }
-        let Reverse((_, _, slot)) = queue.pop().expect("peeked");
-        let entry = slots[slot].as_mut().expect("scheduled slot is active");
-        let step = entry.steps.pop_front().expect("scheduled conversation has a step");
+        let entry = slots[slot].get_or_insert_with(|| Active { conv: None, failing: false });
         let at = base.saturating_add(time::Duration::milliseconds(i64::try_from(due).unwrap_or(i64::MAX)));
-        let ended = perform(obs, entry, step.action, at, &mut report);
-        if ended {
+        if perform(obs, entry, step.action, at, &mut report) {
             slots[slot] = None;
-            free_slots.push(slot);
-            active -= 1;
-        } else if let Some(next) = entry.steps.front() {
-            queue.push(Reverse((entry.start_ms + next.offset_ms, seq, slot)));
-            seq += 1;
         }
         progress(Progress { started: report.conversations, ended: report.ended, events: report.events, total: config.conversations });
     }
-    // Stopped early: what is still open ends as abandoned when its handle drops.
+    // Stopped early: what is still open ends as abandoned (at the wall clock, after all its
+    // events) when its handle drops.
     for entry in slots.iter_mut().flatten() {
         if entry.conv.take().is_some() {
             report.events += 1;

@@ -12,6 +12,7 @@ mod middleware;
 mod prometheus;
 mod query;
 mod seed_contract;
+mod simulation;
 mod stack;
 mod store;
 mod trace;
