@@ -154,8 +154,8 @@ pub struct TraceArgs {
 /// `query stats` flags.
 #[derive(Debug, clap::Args)]
 pub struct StatsArgs {
-    /// One row per tenant, agent, channel or resolution.
-    #[arg(long, value_parser = group_parser())]
+    /// One row per tenant, agent, channel or resolution (`--group-by` is the same flag).
+    #[arg(long, visible_alias = "group-by", value_parser = group_parser())]
     by: Option<GroupBy>,
     #[command(flatten)]
     filters: Filters,
@@ -246,7 +246,7 @@ pub fn run(ctx: Context, command: Command) -> anyhow::Result<ExitCode> {
             let store = ClickHouseStore::new(ch);
             let reader = Reader {
                 store: &store,
-                what: format!("ClickHouse at {} (database {})", ch.endpoint.as_str().trim_end_matches('/'), ch.database),
+                what: format!("ClickHouse at {} (database {})", ch.endpoint, ch.database),
                 timeout: Some(ch.request_timeout),
             };
             runtime.block_on(reader.run(command, &mut out))?;
