@@ -1187,6 +1187,51 @@ mod tests {
         assert!(shown.contains("********"));
     }
 
+    // Regression test for issue 12, item 6: credentials held in URLs were shown as they are.
+    #[test]
+    fn urls_show_without_their_credentials() {
+        let shown = |s: &str| Endpoint::parse(s).unwrap().to_string();
+        assert_eq!(shown("http://user:pw@localhost:3100"), "http://user:********@localhost:3100");
+        assert_eq!(shown("http://u:tok@otel:4317"), "http://u:********@otel:4317");
+        assert_eq!(shown("https://ghp_token@collector.example.com"), "https://********@collector.example.com");
+        assert_eq!(shown("http://localhost:8123"), "http://localhost:8123");
+        assert_eq!(shown("http://ch:8123/?access_token=abc&database=x"), "http://ch:8123/?access_token=********&database=x");
+        let e = Endpoint::parse("http://user:pw@localhost:3100").unwrap();
+        assert_eq!(e.as_str(), "http://user:pw@localhost:3100", "the real URL, to connect with");
+        assert!(e.has_secrets() && !Endpoint::parse("http://localhost:1").unwrap().has_secrets());
+        assert!(!format!("{e:?}").contains("pw"));
+        assert_eq!(redact_url_str("not a url"), "not a url");
+    }
+
+    // Regression test for issue 12, item 6: `config show` masks every URL's userinfo and the
+    // password; `Debug` (what a `{:?}` log line would print) does too.
+    #[test]
+    fn masked_and_debug_hide_every_secret() {
+        let mut c = Config::default();
+        c.tracing.endpoint = Endpoint::parse("http://u:tok-1@otel:4317").unwrap();
+        c.logging.loki_endpoint = OptionalEndpoint(Some(Endpoint::parse("http://user:pw-2@localhost:3100").unwrap()));
+        c.clickhouse.endpoint = Endpoint::parse("http://ch:pw-3@localhost:8123").unwrap();
+        c.clickhouse.password = "pw-4".into();
+        for shown in [c.to_masked_yaml(), serde_json::to_string(&c.masked()).unwrap(), format!("{c:?}"), format!("{c:#?}")] {
+            for secret in ["tok-1", "pw-2", "pw-3", "pw-4"] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+            assert!(shown.contains("http://user:********@localhost:3100"), "{shown}");
+        }
+        // The real config keeps them.
+        assert_eq!(c.clickhouse.endpoint.as_str(), "http://ch:pw-3@localhost:8123");
+    }
+
+    #[test]
+    fn shutdown_timeout_has_a_default_and_an_env_var() {
+        assert_eq!(Config::default().pipeline.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT);
+        let vars = [("SERPHONA_OBS_PIPELINE_SHUTDOWN_TIMEOUT".to_string(), "45s".to_string())];
+        let (c, warnings) = Config::default().with_env(vars).unwrap();
+        assert!(warnings.is_empty());
+        assert_eq!(c.pipeline.shutdown_timeout, Duration::from_secs(45));
+        assert!(parse("pipeline:\n  shutdown_timeout: 0s\n").unwrap_err().to_string().contains("pipeline.shutdown_timeout"));
+    }
+
     #[test]
     fn every_key_has_an_env_var() {
         let vars = Config::env_vars();
