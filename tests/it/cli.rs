@@ -579,3 +579,51 @@ fn ctrl_c_exits_130_from_tail_demo_and_simulate() {
         assert!(!stdout(&out).is_empty(), "{args:?}: the summary is still printed");
     }
 }
+
+// Regression test for issue 12, item 11: in the live view Ctrl-C arrives as a key (raw mode), and
+// it exited 0; it exits 130, after the terminal is restored.
+#[test]
+fn ctrl_c_in_the_live_view_exits_130_and_restores_the_terminal() {
+    use std::process::Command;
+    let tmux_bin = crate::support::which("tmux").expect("tmux is not installed: scripts/test.sh installs it (apt-get install tmux)");
+    let (dir, _, _) = simulated(5);
+    let socket = format!("serphona-obs-cli-test-{}", std::process::id());
+    let tmux = |args: &[&str]| Command::new(&tmux_bin).arg("-L").arg(&socket).args(args).output().unwrap();
+    struct Kill<F: Fn()>(F);
+    impl<F: Fn()> Drop for Kill<F> {
+        fn drop(&mut self) {
+            (self.0)();
+        }
+    }
+    let _kill = Kill(|| {
+        let _ = tmux(&["kill-server"]);
+    });
+    let out = tmux(&["new-session", "-d", "-s", "t", "-x", "120", "-y", "30", "env", "PS1=serphona-test$ ", "TERM=xterm-256color", "bash", "--norc", "--noprofile"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let screen = || String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", "t"]).stdout).into_owned();
+    let wait_for = |what: &str, check: &dyn Fn(&str) -> bool| {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let s = screen();
+            if check(&s) {
+                return s;
+            }
+            assert!(std::time::Instant::now() < until, "no {what}; the screen:\n{s}");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    wait_for("shell prompt", &|s| s.contains("serphona-test$"));
+    let command = format!(
+        "{} tail --data-dir {}; echo SERPHONA_EXIT=$?",
+        env!("CARGO_BIN_EXE_serphona-obs"),
+        dir.path().display()
+    );
+    assert!(tmux(&["send-keys", "-t", "t", "-l", &command]).status.success());
+    assert!(tmux(&["send-keys", "-t", "t", "Enter"]).status.success());
+    wait_for("live view", &|s| s.contains("Conversations") && s.contains("events"));
+    assert!(tmux(&["send-keys", "-t", "t", "C-c"]).status.success());
+    // (The command line holds `SERPHONA_EXIT=$?`; the echo's line starts with it.)
+    let s = wait_for("exit code", &|s| s.lines().any(|l| l.starts_with("SERPHONA_EXIT=")));
+    assert!(s.lines().any(|l| l == "SERPHONA_EXIT=130"), "{s}");
+    assert!(!s.contains("┏ Conversations") && !s.contains("Conversations 5"), "the live view is gone:\n{s}");
+}
