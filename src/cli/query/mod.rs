@@ -154,7 +154,7 @@ pub struct TraceArgs {
 /// `query stats` flags.
 #[derive(Debug, clap::Args)]
 pub struct StatsArgs {
-    /// One row per tenant, agent, channel or resolution (`--group-by` is the same flag).
+    /// One row per tenant, agent, channel or resolution.
     #[arg(long, visible_alias = "group-by", value_parser = group_parser())]
     by: Option<GroupBy>,
     #[command(flatten)]

@@ -221,8 +221,9 @@ fn default_state() -> StackState {
 /// Why a component that should run is not healthy.
 #[derive(Debug, Clone)]
 enum Problem {
-    /// Nothing answers on its port (and no process of ours is there).
-    NotRunning(String),
+    /// Nothing answers on its port, and no process of ours is there (`None`), or our process
+    /// is gone (why).
+    NotRunning(Option<String>),
     /// Something answers, or our process runs, but its health check fails.
     Unhealthy(String),
 }
@@ -235,9 +236,19 @@ impl Problem {
         }
     }
 
-    fn detail(&self) -> &str {
+    /// The detail, for the JSON `error` field.
+    fn detail(&self) -> Option<&str> {
         match self {
-            Problem::NotRunning(d) | Problem::Unhealthy(d) => d,
+            Problem::NotRunning(d) => d.as_deref(),
+            Problem::Unhealthy(d) => Some(d),
+        }
+    }
+
+    /// What the table's state column says.
+    fn state(&self) -> String {
+        match self.detail() {
+            Some(d) => format!("{}: {d}", self.word()),
+            None => self.word().into(),
         }
     }
 }
@@ -269,9 +280,9 @@ async fn health_of(http: &reqwest::Client, state: &StackState) -> Health {
         }
         let result = check(http, &format!("{}{}", s.url, c.health)).await.map_err(|e| {
             match process_alive(s) {
-                Some(false) => Problem::NotRunning(format!("pid {} is gone", s.pid.unwrap_or_default())),
+                Some(false) => Problem::NotRunning(Some(format!("pid {} is gone", s.pid.unwrap_or_default()))),
                 // Nothing listens, and there is no process of ours that could be starting.
-                None if e == components::REFUSED => Problem::NotRunning(format!("nothing answers at {}", s.url)),
+                None if e == components::REFUSED => Problem::NotRunning(None),
                 _ => Problem::Unhealthy(e),
             }
         });
@@ -353,7 +364,7 @@ fn state_word(name: &str, state: &StackState, health: &Health) -> String {
     }
     match health.get(name) {
         Some(Ok(())) => "healthy".into(),
-        Some(Err(p)) => format!("{}: {}", p.word(), p.detail()),
+        Some(Err(p)) => p.state(),
         None => "unknown".into(),
     }
 }
@@ -391,7 +402,7 @@ fn report_json(state: &StackState, health: &Health) -> serde_json::Value {
                     Some(Err(p)) => p.word(),
                     None => "unknown",
                 },
-                "error": h.and_then(|h| h.as_ref().err()).map(Problem::detail),
+                "error": h.and_then(|h| h.as_ref().err()).and_then(Problem::detail),
                 "url": s.url,
                 "pid": s.pid,
                 "log": s.log,

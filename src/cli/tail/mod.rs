@@ -81,8 +81,8 @@ pub struct Args {
     /// Stop at the end of what is there now instead of waiting for more.
     #[arg(long, overrides_with = "follow")]
     pub no_follow: bool,
-    /// Ended conversations leave the view this long after their end (data time). The default
-    /// is the live view's own ([`Options::default`]).
+    /// Ended conversations leave the view this long after their end (data time).
+    // The default is the live view's own (`Options::default`), which `demo` uses too.
     #[arg(long, value_name = "DURATION", default_value = KEEP_ENDED.as_str(), value_parser = humantime::parse_duration)]
     pub keep_ended: Duration,
     /// At most this many ended conversations stay in the view.
