@@ -115,6 +115,6 @@ fn every_shell_gets_a_script_naming_the_binary() {
         let out = bin().args(["completions", shell]).output().unwrap();
         assert!(out.status.success(), "{shell}: {}", String::from_utf8_lossy(&out.stderr));
         let script = String::from_utf8_lossy(&out.stdout);
-        assert!(script.contains("serphona-obs") && script.contains("query") && script.contains("--group-by"), "{shell}");
+        assert!(script.contains("serphona-obs") && script.contains("query") && script.contains("group-by"), "{shell}");
     }
 }
