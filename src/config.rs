@@ -325,7 +325,7 @@ pub struct PipelineConfig {
 }
 
 /// The default `pipeline.shutdown_timeout`.
-pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for PipelineConfig {
     fn default() -> Self {
@@ -1007,7 +1007,7 @@ clickhouse:
 pipeline:
   queue_capacity: 65536               # events between the callers and the sinks
   when_full: drop_newest              # drop_newest (never wait; drops are counted) | block
-  shutdown_timeout: 10s               # longest wait at exit for the sinks; ClickHouse spools the rest
+  shutdown_timeout: 30s               # longest wait at exit for the sinks; ClickHouse spools the rest
 "#;
 
 #[cfg(test)]

@@ -105,6 +105,11 @@ pub fn shutdown(obs: &Observability, interactive: bool) -> anyhow::Result<Delive
             serphona_obs::exporter::spool::spool_dir(&config.data_dir).display()
         );
     }
-    result?;
+    result.map_err(|e| {
+        anyhow::Error::from(e).context(format!(
+            "the sinks did not finish delivering within {} (pipeline.shutdown_timeout; raise it for a slow server)",
+            humantime::format_duration(timeout)
+        ))
+    })?;
     Ok(delivered)
 }
