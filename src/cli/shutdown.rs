@@ -80,7 +80,8 @@ pub fn shutdown(obs: &Observability, interactive: bool) -> anyhow::Result<Delive
         };
         loop {
             let left = timeout.saturating_sub(start.elapsed()).as_secs() + 1;
-            bar.set_message(format!("{notice} · {left}s left"));
+            // The countdown first: a narrow terminal cuts the end of the line.
+            bar.set_message(format!("{left}s left · {notice}"));
             bar.tick();
             match rx.recv_timeout(Duration::from_millis(200)) {
                 Ok(result) => {
