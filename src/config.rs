@@ -221,8 +221,8 @@ pub enum Compression {
     None,
 }
 
-/// `clickhouse:` section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `clickhouse:` section. Its `Debug` masks the password (see [`MASK`]).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClickHouseConfig {
     /// Send rows to ClickHouse.
@@ -257,6 +257,25 @@ pub struct ClickHouseConfig {
     /// may hold; beyond it the oldest batches are dropped and counted.
     #[serde(deserialize_with = "checked::at_least_one")]
     pub spool_max_bytes: usize,
+}
+
+impl fmt::Debug for ClickHouseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClickHouseConfig")
+            .field("enabled", &self.enabled)
+            .field("endpoint", &self.endpoint)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password", &if self.password.is_empty() { "" } else { MASK })
+            .field("batch_size", &self.batch_size)
+            .field("flush_interval", &self.flush_interval)
+            .field("compression", &self.compression)
+            .field("batch_bytes", &self.batch_bytes)
+            .field("retention_days", &self.retention_days)
+            .field("request_timeout", &self.request_timeout)
+            .field("spool_max_bytes", &self.spool_max_bytes)
+            .finish()
+    }
 }
 
 impl Default for ClickHouseConfig {
@@ -297,16 +316,68 @@ pub struct PipelineConfig {
     pub queue_capacity: usize,
     /// `drop_newest` or `block`.
     pub when_full: WhenFull,
+    /// How long the command line waits at exit for the sinks to deliver what is queued
+    /// ([`DEFAULT_SHUTDOWN_TIMEOUT`] by default). What the ClickHouse sink has not delivered by
+    /// then stays in its disk spool and is sent on the next start; the other sinks count it as
+    /// failed.
+    #[serde(serialize_with = "humantime_serde::serialize", deserialize_with = "checked::positive_duration")]
+    pub shutdown_timeout: Duration,
 }
+
+/// The default `pipeline.shutdown_timeout`.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        PipelineConfig { queue_capacity: 65536, when_full: WhenFull::DropNewest }
+        PipelineConfig { queue_capacity: 65536, when_full: WhenFull::DropNewest, shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT }
+    }
+}
+
+/// What secrets are replaced with in `config show`, logs and error messages.
+pub const MASK: &str = "********";
+
+/// A URL as it may be shown: the userinfo masked (`http://user:********@host`, or
+/// `http://********@host` when there is only a user name, which is often a token), and the
+/// values of query parameters that look like secrets (`token`, `key`, `secret`, `password`,
+/// `auth`, `sig`…) masked.
+pub fn redact_url(url: &url::Url) -> url::Url {
+    let mut shown = url.clone();
+    if url.password().is_some() {
+        let _ = shown.set_password(Some(MASK));
+    } else if !url.username().is_empty() {
+        let _ = shown.set_username(MASK);
+    }
+    if url.query().is_some() {
+        let secret = |k: &str| {
+            let k = k.to_ascii_lowercase();
+            ["token", "key", "secret", "pass", "auth", "sig", "credential"].iter().any(|s| k.contains(s))
+        };
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secret(&k) { MASK.to_string() } else { v.into_owned() };
+                (k.into_owned(), v)
+            })
+            .collect();
+        shown.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    shown
+}
+
+/// [`redact_url`] of a URL given as text; text that is not a URL is returned as it is.
+pub fn redact_url_str(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => redact_url(&u).to_string(),
+        Err(_) => url.to_string(),
     }
 }
 
 /// An `http://` or `https://` URL with a host, checked when parsed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Display` and `Debug` mask credentials ([`redact_url`]), so an endpoint in a log line or an
+/// error message never shows them; [`Endpoint::as_str`] and [`Endpoint::url`] are the real URL,
+/// to connect with.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Endpoint(url::Url);
 
 impl Endpoint {
@@ -327,15 +398,38 @@ impl Endpoint {
         &self.0
     }
 
-    /// The URL as written (normalized), without a trailing slash for a bare host.
+    /// The URL as written (normalized), without a trailing slash for a bare host. This is the
+    /// real URL, credentials included: show [`Endpoint::redacted`] (or `Display`) instead.
     pub fn as_str(&self) -> &str {
-        self.0.as_str().strip_suffix('/').filter(|_| self.0.path() == "/").unwrap_or(self.0.as_str())
+        bare(&self.0)
+    }
+
+    /// Whether the URL holds credentials (a user name or password, or a secret-looking query
+    /// parameter).
+    pub fn has_secrets(&self) -> bool {
+        redact_url(&self.0) != self.0
+    }
+
+    /// The endpoint with its credentials masked (see [`redact_url`]), for `config show`.
+    pub fn redacted(&self) -> Endpoint {
+        Endpoint(redact_url(&self.0))
     }
 }
 
+fn bare(url: &url::Url) -> &str {
+    url.as_str().strip_suffix('/').filter(|_| url.path() == "/").unwrap_or(url.as_str())
+}
+
+/// The URL with its credentials masked.
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(bare(&redact_url(&self.0)))
+    }
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Endpoint").field(&bare(&redact_url(&self.0))).finish()
     }
 }
 
@@ -396,8 +490,8 @@ impl<'de> Deserialize<'de> for OptionalEndpoint {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {}: {source}", path.display())]
+    /// The file could not be read (the reason is the error's source).
+    #[error("cannot read config file {}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
@@ -486,6 +580,26 @@ impl Config {
 
     /// Loads the effective config: defaults, then the file (if any), then the process
     /// environment; then validates. Returns warnings (e.g. unknown `SERPHONA_OBS_` variables).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let yaml = format!("service_name: billing-bot\ndata_dir: {:?}\nmetrics:\n  listen: 127.0.0.1:0\n", dir.path());
+    /// # std::fs::write(dir.path().join("serphona-obs.yaml"), yaml).unwrap();
+    /// use std::path::Path;
+    /// use serphona_obs::{Config, Observability};
+    ///
+    /// // The file, then SERPHONA_OBS_* variables over it; warnings name unknown variables.
+    /// let path = Path::new("serphona-obs.yaml");
+    /// # let path = dir.path().join(path);
+    /// # let path = path.as_path();
+    /// let (config, warnings) = Config::load(Some(path))?;
+    /// for warning in &warnings {
+    ///     eprintln!("serphona-obs: {warning}");
+    /// }
+    /// let obs = Observability::init(config)?;
+    /// # assert_eq!(obs.service(), "billing-bot");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn load(file: Option<&Path>) -> Result<(Config, Vec<String>), ConfigError> {
         let base = match file {
             Some(path) => Config::from_file(path)?,
@@ -536,7 +650,7 @@ impl Config {
 
     /// Checks ranges and consistency that parsing alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let checks: [(&str, Result<(), String>); 17] = [
+        let checks: [(&str, Result<(), String>); 18] = [
             ("service_name", check_non_empty(&self.service_name)),
             ("data_dir", check_non_empty(&self.data_dir.to_string_lossy())),
             ("tracing.sample_ratio", check_ratio(self.tracing.sample_ratio)),
@@ -554,6 +668,7 @@ impl Config {
             ("clickhouse.request_timeout", check_positive_duration(self.clickhouse.request_timeout)),
             ("clickhouse.spool_max_bytes", check_at_least(self.clickhouse.spool_max_bytes as u64, 1)),
             ("pipeline.queue_capacity", check_at_least(self.pipeline.queue_capacity as u64, 1)),
+            ("pipeline.shutdown_timeout", check_positive_duration(self.pipeline.shutdown_timeout)),
         ];
         for (field, check) in checks {
             check.map_err(|message| ConfigError::Invalid { field: field.into(), message })?;
@@ -561,12 +676,16 @@ impl Config {
         Ok(())
     }
 
-    /// A copy with secrets masked (what `config show` prints).
+    /// A copy with secrets masked (what `config show` prints): the ClickHouse password, and
+    /// the credentials held in every URL ([`redact_url`]).
     pub fn masked(&self) -> Config {
         let mut shown = self.clone();
         if !shown.clickhouse.password.is_empty() {
-            shown.clickhouse.password = "********".into();
+            shown.clickhouse.password = MASK.into();
         }
+        shown.tracing.endpoint = shown.tracing.endpoint.redacted();
+        shown.clickhouse.endpoint = shown.clickhouse.endpoint.redacted();
+        shown.logging.loki_endpoint = OptionalEndpoint(shown.logging.loki_endpoint.0.as_ref().map(Endpoint::redacted));
         shown
     }
 
@@ -888,6 +1007,7 @@ clickhouse:
 pipeline:
   queue_capacity: 65536               # events between the callers and the sinks
   when_full: drop_newest              # drop_newest (never wait; drops are counted) | block
+  shutdown_timeout: 30s               # longest wait at exit for the sinks; ClickHouse spools the rest
 "#;
 
 #[cfg(test)]
@@ -1065,6 +1185,51 @@ mod tests {
         let shown = c.to_masked_yaml();
         assert!(!shown.contains("hunter2"));
         assert!(shown.contains("********"));
+    }
+
+    // Regression test for issue 12, item 6: credentials held in URLs were shown as they are.
+    #[test]
+    fn urls_show_without_their_credentials() {
+        let shown = |s: &str| Endpoint::parse(s).unwrap().to_string();
+        assert_eq!(shown("http://user:pw@localhost:3100"), "http://user:********@localhost:3100");
+        assert_eq!(shown("http://u:tok@otel:4317"), "http://u:********@otel:4317");
+        assert_eq!(shown("https://ghp_token@collector.example.com"), "https://********@collector.example.com");
+        assert_eq!(shown("http://localhost:8123"), "http://localhost:8123");
+        assert_eq!(shown("http://ch:8123/?access_token=abc&database=x"), "http://ch:8123/?access_token=********&database=x");
+        let e = Endpoint::parse("http://user:pw@localhost:3100").unwrap();
+        assert_eq!(e.as_str(), "http://user:pw@localhost:3100", "the real URL, to connect with");
+        assert!(e.has_secrets() && !Endpoint::parse("http://localhost:1").unwrap().has_secrets());
+        assert!(!format!("{e:?}").contains("pw"));
+        assert_eq!(redact_url_str("not a url"), "not a url");
+    }
+
+    // Regression test for issue 12, item 6: `config show` masks every URL's userinfo and the
+    // password; `Debug` (what a `{:?}` log line would print) does too.
+    #[test]
+    fn masked_and_debug_hide_every_secret() {
+        let mut c = Config::default();
+        c.tracing.endpoint = Endpoint::parse("http://u:tok-1@otel:4317").unwrap();
+        c.logging.loki_endpoint = OptionalEndpoint(Some(Endpoint::parse("http://user:pw-2@localhost:3100").unwrap()));
+        c.clickhouse.endpoint = Endpoint::parse("http://ch:pw-3@localhost:8123").unwrap();
+        c.clickhouse.password = "pw-4".into();
+        for shown in [c.to_masked_yaml(), serde_json::to_string(&c.masked()).unwrap(), format!("{c:?}"), format!("{c:#?}")] {
+            for secret in ["tok-1", "pw-2", "pw-3", "pw-4"] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+            assert!(shown.contains("http://user:********@localhost:3100"), "{shown}");
+        }
+        // The real config keeps them.
+        assert_eq!(c.clickhouse.endpoint.as_str(), "http://ch:pw-3@localhost:8123");
+    }
+
+    #[test]
+    fn shutdown_timeout_has_a_default_and_an_env_var() {
+        assert_eq!(Config::default().pipeline.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT);
+        let vars = [("SERPHONA_OBS_PIPELINE_SHUTDOWN_TIMEOUT".to_string(), "45s".to_string())];
+        let (c, warnings) = Config::default().with_env(vars).unwrap();
+        assert!(warnings.is_empty());
+        assert_eq!(c.pipeline.shutdown_timeout, Duration::from_secs(45));
+        assert!(parse("pipeline:\n  shutdown_timeout: 0s\n").unwrap_err().to_string().contains("pipeline.shutdown_timeout"));
     }
 
     #[test]

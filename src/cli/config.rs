@@ -19,7 +19,7 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct ShowArgs {
     /// yaml (table) or json.
-    #[arg(long, value_enum, default_value = "table")]
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
     pub output: Format,
 }
 

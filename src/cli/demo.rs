@@ -164,7 +164,7 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    obs.shutdown(Duration::from_secs(30))?;
+    super::shutdown::shutdown(&obs, ctx.interactive)?;
     Ok(ExitCode::SUCCESS)
 }
 

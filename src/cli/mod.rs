@@ -9,6 +9,7 @@ mod demo;
 mod output;
 mod query;
 mod schema;
+mod shutdown;
 mod simulate;
 mod stack;
 mod tail;
@@ -92,14 +93,15 @@ pub struct Context {
     pub interactive: bool,
 }
 
-/// Set by Ctrl-C; long-running commands poll it and stop cleanly. The handler is installed
-/// once, on first use.
+/// Set by Ctrl-C (SIGINT, SIGTERM); long-running commands poll it and stop cleanly. The
+/// handler is installed once, on first use. A command may also set it to stop its own work.
 pub fn stop_flag() -> &'static std::sync::atomic::AtomicBool {
     static STOP: std::sync::OnceLock<std::sync::atomic::AtomicBool> = std::sync::OnceLock::new();
     static INSTALL: std::sync::Once = std::sync::Once::new();
     let flag = STOP.get_or_init(|| std::sync::atomic::AtomicBool::new(false));
     INSTALL.call_once(|| {
         if let Err(e) = ctrlc::set_handler(|| {
+            interrupted();
             if let Some(flag) = STOP.get() {
                 flag.store(true, std::sync::atomic::Ordering::Relaxed);
             }
@@ -110,16 +112,43 @@ pub fn stop_flag() -> &'static std::sync::atomic::AtomicBool {
     flag
 }
 
+/// Set when the user interrupted the command (Ctrl-C, or SIGTERM); the process then exits
+/// with [`EXIT_INTERRUPTED`] once the command has stopped cleanly.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The exit code after Ctrl-C: 128 + SIGINT, as shells report it.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// Records that the user interrupted the command: from the signal handler, or from the live
+/// view, where Ctrl-C arrives as a key.
+pub fn interrupted() {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn was_interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The runtime a command runs its async work on (store reads, HTTP): one thread, with I/O and
 /// timers.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
-/// Parses the command line, runs the command and returns its exit code.
+/// Parses the command line, runs the command and returns its exit code: the command's, or
+/// [`EXIT_INTERRUPTED`] after Ctrl-C; 0 when stdout was closed early (`| head`).
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let config_from_env = matches.value_source("config") == Some(clap::parser::ValueSource::EnvVariable);
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let result = run(cli, config_from_env);
+    let interrupted = was_interrupted();
+    match result {
+        Ok(_) if interrupted => ExitCode::from(EXIT_INTERRUPTED),
         Ok(code) => code,
         Err(err) => {
             if is_broken_pipe(&err) {
@@ -147,19 +176,25 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     1
 }
 
+/// Whether the error comes from writing to a closed stdout: an I/O error, or one that the JSON
+/// or CSV writer wrapped (their `source()` skips the I/O error itself).
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
-    err.chain()
-        .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
+    use std::io::ErrorKind::BrokenPipe;
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>().is_some_and(|e| e.io_error_kind() == Some(BrokenPipe))
+            || c.downcast_ref::<csv::Error>().is_some_and(|e| matches!(e.kind(), csv::ErrorKind::Io(io) if io.kind() == BrokenPipe))
+    })
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+fn run(cli: Cli, config_from_env: bool) -> anyhow::Result<ExitCode> {
     // These need no config.
     match &cli.command {
         Command::Completions(args) => return completions::run(args),
         Command::Config(config::Command::Init) => return config::init(),
         _ => {}
     }
-    let (mut config, warnings) = Config::load(cli.config.as_deref())?;
+    let (mut config, warnings) = Config::load(cli.config.as_deref()).map_err(|e| config_error(e, config_from_env))?;
     if let Some(dir) = &cli.data_dir {
         config.data_dir = dir.clone();
     }
@@ -181,6 +216,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dashboards(command) => dashboards::run(ctx, command),
         Command::Tail(args) => tail::run(ctx, args),
         Command::Query(command) => query::run(ctx, command),
+    }
+}
+
+/// A config error, naming `SERPHONA_OBS_CONFIG` when the file's path came from it.
+fn config_error(e: serphona_obs::config::ConfigError, from_env: bool) -> anyhow::Error {
+    use serphona_obs::config::ConfigError;
+    match e {
+        ConfigError::Read { path, source } if from_env => UsageError(format!(
+            "cannot read config file {} named by SERPHONA_OBS_CONFIG: {source}; point SERPHONA_OBS_CONFIG at a config \
+             file (`serphona-obs config init > FILE` writes one) or unset it",
+            path.display()
+        ))
+        .into(),
+        e if from_env => anyhow::Error::from(e).context("the config file named by SERPHONA_OBS_CONFIG"),
+        e => e.into(),
     }
 }
 

@@ -1,5 +1,6 @@
 //! `schema apply | status`: the ClickHouse migrations of `schemas/`.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -31,7 +32,7 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
         /// table or json.
-        #[arg(long, value_enum, default_value = "table")]
+        #[arg(long, short = 'o', value_enum, default_value = "table")]
         output: Format,
     },
     /// Every migration: applied, pending, drift (file changed since it was applied) or unknown
@@ -41,7 +42,7 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
         /// table or json.
-        #[arg(long, value_enum, default_value = "table")]
+        #[arg(long, short = 'o', value_enum, default_value = "table")]
         output: Format,
     },
 }
@@ -69,9 +70,11 @@ fn migrator(ctx: &Context, dir: Option<&PathBuf>, cluster: Option<String>) -> an
 
 /// Runs a `schema` subcommand.
 pub fn run(ctx: Context, command: Command) -> anyhow::Result<ExitCode> {
-    let endpoint = ctx.config.clickhouse.endpoint.as_str().to_string();
+    // Shown in messages: credentials in the URL are masked.
+    let endpoint = ctx.config.clickhouse.endpoint.to_string();
     let database = ctx.config.clickhouse.database.clone();
     let rt = super::runtime()?;
+    let mut out = std::io::stdout().lock();
     match command {
         Command::Apply { dry_run: true, cluster, dir, output } => {
             let m = migrator(&ctx, dir.as_ref(), cluster)?;
@@ -82,16 +85,16 @@ pub fn run(ctx: Context, command: Command) -> anyhow::Result<ExitCode> {
             match output {
                 Format::Json => {
                     let items: Vec<_> = ddl.iter().map(|(f, s)| serde_json::json!({"file": f, "statements": s})).collect();
-                    println!("{}", serde_json::to_string_pretty(&items)?);
+                    writeln!(out, "{}", serde_json::to_string_pretty(&items)?)?;
                 }
                 Format::Table => {
                     if ddl.is_empty() {
-                        println!("-- nothing to apply: every migration is applied");
+                        writeln!(out, "-- nothing to apply: every migration is applied")?;
                     }
                     for (file, stmts) in &ddl {
-                        println!("-- {file}");
+                        writeln!(out, "-- {file}")?;
                         for s in stmts {
-                            println!("{s};\n");
+                            writeln!(out, "{s};\n")?;
                         }
                     }
                 }
@@ -104,17 +107,18 @@ pub fn run(ctx: Context, command: Command) -> anyhow::Result<ExitCode> {
                 .block_on(m.apply())
                 .map_err(|e| anyhow::anyhow!(e).context(format!("schema apply on {endpoint} (database {database})")))?;
             match output {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?,
                 Format::Table => {
                     for f in &report.applied {
-                        println!("applied {f}");
+                        writeln!(out, "applied {f}")?;
                     }
-                    println!(
+                    writeln!(
+                        out,
                         "{} migration(s) applied ({} statements), {} already applied, on {endpoint} database {database}",
                         report.applied.len(),
                         report.statements,
                         report.unchanged
-                    );
+                    )?;
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -126,9 +130,10 @@ pub fn run(ctx: Context, command: Command) -> anyhow::Result<ExitCode> {
                 .map_err(|e| anyhow::anyhow!(e).context(format!("schema status on {endpoint} (database {database})")))?;
             let drift = status.iter().any(|s| matches!(s.state, State::Drift { .. }));
             match output {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&status)?),
-                Format::Table => print_status(&status),
+                Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&status)?)?,
+                Format::Table => writeln!(out, "{}", status_table(&status))?,
             }
+            drop(out);
             if drift {
                 eprintln!(
                     "error: drift: applied migrations changed since they were applied; `schema apply` refuses to run until they are restored"
@@ -154,7 +159,7 @@ struct Line {
     checksum: String,
 }
 
-fn print_status(status: &[MigrationStatus]) {
+fn status_table(status: &[MigrationStatus]) -> String {
     let fmt = |t: &time::OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
     let lines: Vec<Line> = status
         .iter()
@@ -172,5 +177,5 @@ fn print_status(status: &[MigrationStatus]) {
             Line { version: s.version, file: s.file.clone(), state, applied_at: at, checksum }
         })
         .collect();
-    println!("{}", Table::new(lines).with(Style::sharp()));
+    Table::new(lines).with(Style::sharp()).to_string()
 }

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serphona_obs::Observability;
@@ -38,7 +38,7 @@ pub struct Args {
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
     /// table (a summary line) or json.
-    #[arg(long, value_enum, default_value = "table")]
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
     pub output: Format,
 }
 
@@ -83,12 +83,15 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
     if let Some(addr) = args.metrics_addr {
         config.metrics.listen = addr;
     }
+    let start = Instant::now();
     let obs = Observability::init(config)?;
     if let Some(addr) = obs.metrics_addr() {
         tracing::info!("metrics at http://{addr}/metrics");
     }
     let report = drive(&obs, &sim, ctx.interactive)?;
-    obs.shutdown(Duration::from_secs(30))?;
+    let delivered = super::shutdown::shutdown(&obs, ctx.interactive)?;
+    // The whole run, delivery to the sinks included.
+    let elapsed = start.elapsed();
     let dropped: u64 = obs.metrics().pipeline.events_dropped.with_label_values(&["queue_full"]).get();
     let mut out = std::io::stdout().lock();
     match args.output {
@@ -105,7 +108,10 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
                     "events_by_type": report.events_by_type,
                     "by_resolution": by_resolution,
                     "events_dropped": dropped,
-                    "elapsed_seconds": report.elapsed.as_secs_f64(),
+                    "events_spooled": delivered.spooled,
+                    "elapsed_seconds": elapsed.as_secs_f64(),
+                    "simulation_seconds": report.elapsed.as_secs_f64(),
+                    "shutdown_seconds": delivered.elapsed.as_secs_f64(),
                     "interrupted": report.interrupted,
                 }),
             )?;
@@ -114,10 +120,15 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
         Format::Table => {
             writeln!(
                 out,
-                "simulated {} conversations, {} events in {:.2}s (seed {}, run {}){}",
+                "simulated {} conversations, {} events in {:.2}s{} (seed {}, run {}){}",
                 report.conversations,
                 report.events,
-                report.elapsed.as_secs_f64(),
+                elapsed.as_secs_f64(),
+                if delivered.elapsed.as_secs_f64() >= 0.5 {
+                    format!(", {:.2}s of it delivering to the sinks", delivered.elapsed.as_secs_f64())
+                } else {
+                    String::new()
+                },
                 args.seed,
                 report.run_id,
                 if report.interrupted { " — interrupted" } else { "" }
@@ -125,7 +136,15 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
             if dropped > 0 {
                 writeln!(out, "warning: {dropped} events were dropped because the queue was full")?;
             }
+            if delivered.spooled > 0 {
+                writeln!(
+                    out,
+                    "{} events are in the ClickHouse spool {}, to be sent on the next start",
+                    delivered.spooled,
+                    serphona_obs::sinks::clickhouse::spool::spool_dir(&obs.config().data_dir).display()
+                )?;
+            }
         }
     }
-    Ok(if report.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
+    Ok(if report.interrupted { ExitCode::from(super::EXIT_INTERRUPTED) } else { ExitCode::SUCCESS })
 }

@@ -279,6 +279,9 @@ impl Pipeline {
 
     /// Stops accepting events, delivers everything accepted, shuts the sinks down and stops
     /// the dispatcher. A second call returns [`PipelineError::Closed`].
+    ///
+    /// The sinks get `timeout` as their deadline; the call waits [`SHUTDOWN_GRACE`] longer, for
+    /// a sink to put away what it could not deliver by then (the ClickHouse sink spools it).
     pub fn shutdown(&self, timeout: Duration) -> Result<(), PipelineError> {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Err(PipelineError::Closed);
@@ -286,7 +289,7 @@ impl Pipeline {
         let (ack, done) = bounded(1);
         let deadline = Instant::now() + timeout;
         self.ctl.send(Control::Shutdown(deadline, ack)).map_err(|_| PipelineError::Closed)?;
-        match done.recv_timeout(timeout) {
+        match done.recv_timeout(timeout + SHUTDOWN_GRACE) {
             Ok(()) => {
                 if let Some(thread) = self.thread.lock().expect("pipeline thread lock").take() {
                     let _ = thread.join();
@@ -300,6 +303,10 @@ impl Pipeline {
         }
     }
 }
+
+/// How much longer than the sinks' deadline [`Pipeline::shutdown`] waits for them: a sink
+/// that retried until the deadline still has to spool or count what is left.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// How often a failing sink is warned about (it is counted every time).
 const WARN_EVERY: Duration = Duration::from_secs(60);

@@ -29,10 +29,12 @@ impl Sdk {
             // tonic's channel spawns its worker on the runtime it is built in.
             let _guard = runtime.enter();
             build_exporter(&config.tracing, &endpoint)
-                .map_err(|message| TraceError::Exporter { endpoint: endpoint.clone(), message })?
+                .map_err(|message| TraceError::Exporter { endpoint: crate::config::redact_url_str(&endpoint), message })?
         };
         let default_endpoint = config.tracing.endpoint == TracingConfig::default().endpoint;
-        let exporter = export::OtlpExporter::new(exporter, runtime.handle().clone(), metrics, endpoint, default_endpoint);
+        // The exporter names the endpoint in log lines: without its credentials.
+        let shown = crate::config::redact_url_str(&endpoint);
+        let exporter = export::OtlpExporter::new(exporter, runtime.handle().clone(), metrics, shown, default_endpoint);
         let processor = BatchSpanProcessor::builder(exporter)
             .with_batch_config(
                 BatchConfigBuilder::default()

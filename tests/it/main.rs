@@ -5,6 +5,7 @@ mod support;
 
 mod cli;
 mod clickhouse;
+mod completions;
 mod dashboards;
 mod loki;
 mod library;

@@ -323,3 +323,78 @@ fn up_native_starts_a_clickhouse_on_path_applies_the_schema_and_down_stops_its_p
     assert_eq!(group_left(), 0, "processes of the ClickHouse group left after down: {}", text(&down));
     assert!(std::net::TcpListener::bind(("127.0.0.1", ch_port)).is_ok(), "port {ch_port} still taken after down");
 }
+
+// Regression test for issue 12, item 3: `up --backend native` with the default data dir (the
+// relative `.serphona-obs`) handed Prometheus a relative --config.file, which it resolved in its
+// own working directory, and it exited at once.
+#[test]
+fn up_native_with_the_default_relative_data_dir_brings_prometheus_up_and_down_stops_it() {
+    tool("prometheus", "prometheus");
+    let cwd = tempfile::tempdir().unwrap();
+    let offset = free_offset();
+    let metrics = crate::support::free_addr();
+    // No --data-dir: the default, relative to the working directory.
+    let out = bin()
+        .args(["up", "--backend", "native", "--wait", "--timeout", "60s", "-o", "json", "--port-offset", &offset.to_string()])
+        .current_dir(cwd.path())
+        .env("SERPHONA_OBS_METRICS_LISTEN", metrics.to_string())
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    let prom = component(&report, "prometheus");
+    let pid = prom["pid"].as_u64().unwrap_or_else(|| panic!("no pid: {}", text(&out)));
+    let _reap = ReapGroup(pid);
+    // Whatever else is installed here started too; it goes when the test ends.
+    let _others: Vec<ReapGroup> = ["loki", "tempo", "clickhouse", "grafana"]
+        .into_iter()
+        .filter_map(|n| component(&report, n)["pid"].as_u64().map(ReapGroup))
+        .collect();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(prom["state"], "healthy", "{report}");
+    let log = Path::new(prom["log"].as_str().unwrap());
+    assert!(log.is_absolute(), "{report}");
+    assert!(cwd.path().join(".serphona-obs/stack/state.json").is_file());
+
+    let (out, status) = {
+        let out = bin().args(["status", "-o", "json"]).current_dir(cwd.path()).output().unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        (out, json)
+    };
+    assert_eq!(component(&status, "prometheus")["state"], "healthy", "{}", text(&out));
+
+    let out = bin().args(["down"]).current_dir(cwd.path()).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("prometheus: stopped (pid {pid})")), "{}", text(&out));
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while alive(pid) && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!alive(pid), "Prometheus (pid {pid}) still runs after down");
+}
+
+// Regression test for issue 12, item 11: `status` with nothing started said "unhealthy:
+// connection refused".
+#[test]
+fn status_with_nothing_started_says_not_running() {
+    let dir = tempfile::tempdir().unwrap();
+    // The default ports nothing listens on right now (a developer's machine may run some).
+    let free: Vec<&str> = [("prometheus", 9090), ("loki", 3100), ("tempo", 3200), ("clickhouse", 8123), ("grafana", 3000)]
+        .into_iter()
+        .filter(|(_, port)| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .map(|(name, _)| name)
+        .collect();
+    assert!(!free.is_empty(), "every default port of the stack is taken on this machine");
+    let (out, report) = status_json(dir.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    for name in &free {
+        let c = component(&report, name);
+        assert_eq!(c["state"], "not running", "{report}");
+        assert!(!c["error"].as_str().unwrap_or_default().contains("refused"), "{report}");
+    }
+    let out = bin().args(["status", "--data-dir"]).arg(dir.path()).output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(table.contains("not running") && !table.contains("unhealthy: connection refused"), "{table}");
+    if free.len() == 5 {
+        assert!(text(&out).contains("nothing is running") && text(&out).contains("serphona-obs up"), "{}", text(&out));
+    }
+}

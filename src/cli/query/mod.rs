@@ -157,7 +157,7 @@ pub struct TraceArgs {
 #[derive(Debug, clap::Args)]
 pub struct StatsArgs {
     /// One row per tenant, agent, channel or resolution.
-    #[arg(long, value_parser = group_parser())]
+    #[arg(long, visible_alias = "group-by", value_parser = group_parser())]
     by: Option<GroupBy>,
     #[command(flatten)]
     filters: Filters,
@@ -256,7 +256,7 @@ pub fn run(ctx: Context, command: Command) -> anyhow::Result<ExitCode> {
             let store = ClickHouseStore::new(ch);
             let reader = Reader {
                 store: &store,
-                what: format!("ClickHouse at {} (database {})", ch.endpoint.as_str().trim_end_matches('/'), ch.database),
+                what: format!("ClickHouse at {} (database {})", ch.endpoint, ch.database),
                 timeout: Some(ch.request_timeout),
             };
             runtime.block_on(reader.run(command, &mut out))?;

@@ -181,12 +181,16 @@ pub fn grafana_password(data_dir: &Path) -> anyhow::Result<String> {
     Ok(password)
 }
 
-/// Health of one endpoint: `Ok(())` on a 2xx within the timeout, else why not.
+/// What [`check`] says when nothing listens.
+pub const REFUSED: &str = "connection refused";
+
+/// Health of one endpoint: `Ok(())` on a 2xx within the timeout, else why not ([`REFUSED`] when
+/// nothing listens).
 pub async fn check(client: &reqwest::Client, url: &str) -> Result<(), String> {
     match client.get(url).timeout(Duration::from_secs(2)).send().await {
         Ok(r) if r.status().is_success() => Ok(()),
         Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
-        Err(e) if e.is_connect() => Err("connection refused".into()),
+        Err(e) if e.is_connect() => Err(REFUSED.into()),
         Err(e) if e.is_timeout() => Err("no answer within 2 s".into()),
         Err(e) => Err(e.to_string()),
     }

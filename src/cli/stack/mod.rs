@@ -48,7 +48,7 @@ pub struct UpArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub port_offset: u16,
     /// table or json.
-    #[arg(long, value_enum, default_value = "table")]
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
     pub output: Format,
 }
 
@@ -64,7 +64,7 @@ pub struct DownArgs {
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// table or json.
-    #[arg(long, value_enum, default_value = "table")]
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
     pub output: Format,
 }
 
@@ -161,28 +161,29 @@ pub fn down(ctx: Context, args: DownArgs) -> anyhow::Result<ExitCode> {
         eprintln!("nothing to stop: no stack started by `up` with data dir {}", data_dir.display());
         return Ok(ExitCode::SUCCESS);
     };
-    match state.backend {
-        Backend::Docker => docker::down(&state, args.volumes, &grafana_password(&data_dir)?)?,
-        Backend::Native => {
-            for (name, what) in native::down(&state, Duration::from_secs(15)) {
-                println!("{name}: {what}");
-            }
+    let stopped = match state.backend {
+        Backend::Docker => {
+            docker::down(&state, args.volumes, &grafana_password(&data_dir)?)?;
+            Vec::new()
         }
-    }
+        Backend::Native => native::down(&state, Duration::from_secs(15)),
+    };
     remove_state(&data_dir)?;
+    let mut out = std::io::stdout().lock();
+    for (name, what) in stopped {
+        writeln!(out, "{name}: {what}")?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Runs `status`: exit 1 when a component that should be up is not healthy.
 pub fn status(ctx: Context, args: StatusArgs) -> anyhow::Result<ExitCode> {
     let data_dir = ctx.config.data_dir.clone();
-    let state = match load_state(&data_dir)? {
-        Some(s) => s,
-        None => {
-            eprintln!("no stack started by `up` with data dir {}; checking the default ports", data_dir.display());
-            default_state()
-        }
-    };
+    let recorded = load_state(&data_dir)?;
+    if recorded.is_none() {
+        eprintln!("no stack started by `up` with data dir {}; checking the default ports", data_dir.display());
+    }
+    let state = recorded.clone().unwrap_or_else(default_state);
     let rt = runtime()?;
     let health = rt.block_on(health_of(&client()?, &state));
     let mut out = std::io::stdout().lock();
@@ -195,12 +196,16 @@ pub fn status(ctx: Context, args: StatusArgs) -> anyhow::Result<ExitCode> {
     }
     let down = unhealthy(&state, &health);
     if down.is_empty() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        drop(out);
-        eprintln!("not healthy: {}", down.join(", "));
-        Ok(ExitCode::from(1))
+        return Ok(ExitCode::SUCCESS);
     }
+    drop(out);
+    let not_running: Vec<&str> = down.iter().copied().filter(|n| matches!(health.get(*n), Some(Err(Problem::NotRunning(_))))).collect();
+    if recorded.is_none() && not_running.len() == down.len() {
+        eprintln!("nothing is running: no component answers on its default port; start the stack with `serphona-obs up`");
+    } else {
+        eprintln!("not healthy: {}", down.join(", "));
+    }
+    Ok(ExitCode::from(1))
 }
 
 /// Every component at its default port, for `status` without a recorded `up`.
@@ -213,7 +218,42 @@ fn default_state() -> StackState {
     }
 }
 
-type Health = std::collections::BTreeMap<String, Result<(), String>>;
+/// Why a component that should run is not healthy.
+#[derive(Debug, Clone)]
+enum Problem {
+    /// Nothing answers on its port, and no process of ours is there (`None`), or our process
+    /// is gone (why).
+    NotRunning(Option<String>),
+    /// Something answers, or our process runs, but its health check fails.
+    Unhealthy(String),
+}
+
+impl Problem {
+    fn word(&self) -> &'static str {
+        match self {
+            Problem::NotRunning(_) => "not running",
+            Problem::Unhealthy(_) => "unhealthy",
+        }
+    }
+
+    /// The detail, for the JSON `error` field.
+    fn detail(&self) -> Option<&str> {
+        match self {
+            Problem::NotRunning(d) => d.as_deref(),
+            Problem::Unhealthy(d) => Some(d),
+        }
+    }
+
+    /// What the table's state column says.
+    fn state(&self) -> String {
+        match self.detail() {
+            Some(d) => format!("{}: {d}", self.word()),
+            None => self.word().into(),
+        }
+    }
+}
+
+type Health = std::collections::BTreeMap<String, Result<(), Problem>>;
 
 /// Whether a natively started component's process still runs its binary; `None` when there is
 /// no process to look at (docker, or not started).
@@ -238,10 +278,14 @@ async fn health_of(http: &reqwest::Client, state: &StackState) -> Health {
         if !s.should_run() {
             continue;
         }
-        let mut result = check(http, &format!("{}{}", s.url, c.health)).await;
-        if result.is_err() && process_alive(s) == Some(false) {
-            result = Err(format!("not running (pid {} is gone)", s.pid.unwrap_or_default()));
-        }
+        let result = check(http, &format!("{}{}", s.url, c.health)).await.map_err(|e| {
+            match process_alive(s) {
+                Some(false) => Problem::NotRunning(Some(format!("pid {} is gone", s.pid.unwrap_or_default()))),
+                // Nothing listens, and there is no process of ours that could be starting.
+                None if e == components::REFUSED => Problem::NotRunning(None),
+                _ => Problem::Unhealthy(e),
+            }
+        });
         out.insert(c.name.to_string(), result);
     }
     out
@@ -320,7 +364,7 @@ fn state_word(name: &str, state: &StackState, health: &Health) -> String {
     }
     match health.get(name) {
         Some(Ok(())) => "healthy".into(),
-        Some(Err(e)) => format!("unhealthy: {e}"),
+        Some(Err(p)) => p.state(),
         None => "unknown".into(),
     }
 }
@@ -352,8 +396,13 @@ fn report_json(state: &StackState, health: &Health) -> serde_json::Value {
             let h = health.get(c.name);
             Some(serde_json::json!({
                 "name": c.name,
-                "state": if !s.should_run() { s.state.as_str() } else if h.is_some_and(|h| h.is_ok()) { "healthy" } else { "unhealthy" },
-                "error": h.and_then(|h| h.as_ref().err()),
+                "state": match h {
+                    _ if !s.should_run() => s.state.as_str(),
+                    Some(Ok(())) => "healthy",
+                    Some(Err(p)) => p.word(),
+                    None => "unknown",
+                },
+                "error": h.and_then(|h| h.as_ref().err()).and_then(Problem::detail),
                 "url": s.url,
                 "pid": s.pid,
                 "log": s.log,

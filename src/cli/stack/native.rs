@@ -15,13 +15,35 @@ use crate::cli::assets::Assets;
 
 /// Starts what is installed. Components already running from an earlier `up` are an error
 /// (run `down` first).
+///
+/// Every path handed to a component (its config, data and log files, the dashboards) is
+/// absolute: a component resolves a relative one in its own working directory, not ours.
 pub fn up(data_dir: &Path, assets: &Assets, offset: u16, metrics_target: &str, password: &str) -> anyhow::Result<StackState> {
-    let root = stack_dir(data_dir).join("native");
+    let root = std::path::absolute(stack_dir(data_dir).join("native"))
+        .with_context(|| format!("cannot resolve {} against the current directory", data_dir.display()))?;
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
     // The dashboards and rules as files, for Grafana's and Prometheus' configs.
     let dashboards = assets.extract("dashboards", &root)?;
     assets.extract("compose", &root)?;
     let mut components = BTreeMap::new();
+    if let Err(e) = start_all(&mut components, &root, &dashboards, offset, metrics_target, password) {
+        // What started before the failure goes too: nothing is left running unrecorded.
+        let partial = StackState { backend: Backend::Native, port_offset: offset, compose_file: None, components };
+        down(&partial, Duration::from_secs(5));
+        return Err(e);
+    }
+    Ok(StackState { backend: Backend::Native, port_offset: offset, compose_file: None, components })
+}
+
+/// Starts each installed component, recording it in `components` as it goes.
+fn start_all(
+    components: &mut BTreeMap<String, Started>,
+    root: &Path,
+    dashboards: &Path,
+    offset: u16,
+    metrics_target: &str,
+    password: &str,
+) -> anyhow::Result<()> {
     for c in COMPONENTS {
         let port = c.port + offset;
         let url = format!("http://127.0.0.1:{port}");
@@ -39,7 +61,7 @@ pub fn up(data_dir: &Path, assets: &Assets, offset: u16, metrics_target: &str, p
         }
         let dir = root.join(c.name);
         std::fs::create_dir_all(dir.join("data")).with_context(|| format!("cannot create {}", dir.display()))?;
-        let args = configure(&c, &binary, &dir, &root, &dashboards, offset, metrics_target, password)?;
+        let args = configure(&c, &binary, &dir, root, dashboards, offset, metrics_target, password)?;
         let log = dir.join(format!("{}.log", c.name));
         let out = std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
         let mut cmd = Command::new(&binary);
@@ -60,7 +82,7 @@ pub fn up(data_dir: &Path, assets: &Assets, offset: u16, metrics_target: &str, p
             Started { state: "started".into(), pid: Some(child.id()), binary: Some(binary), log: Some(log), url },
         );
     }
-    Ok(StackState { backend: Backend::Native, port_offset: offset, compose_file: None, components })
+    Ok(())
 }
 
 /// Every port a component listens on.

@@ -136,6 +136,11 @@ pub fn run(
                     if let Some(k) = key(k) {
                         dirty = true;
                         if state.key(k) == Action::Quit {
+                            // In raw mode Ctrl-C is a key, not SIGINT: it still means an
+                            // interrupt (exit 130, after the terminal is restored).
+                            if k == Key::CtrlC {
+                                crate::cli::interrupted();
+                            }
                             return Ok(Exit::Quit);
                         }
                     }

@@ -37,6 +37,10 @@ pub enum Output {
     Json,
 }
 
+/// The live view's own `keep_ended`, as `--keep-ended` shows it.
+static KEEP_ENDED: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| humantime::format_duration(Options::default().keep_ended).to_string());
+
 /// `tail` flags.
 ///
 /// Keys in the live view: ↑/↓ or j/k select, Enter or → focus the transcript, / filter
@@ -44,12 +48,17 @@ pub enum Output {
 /// e show/hide ended, ? help, q or Ctrl-C quit.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// `-` reads JSON event lines from stdin (e.g. a service's logs piped in).
-    #[arg(value_name = "-", conflicts_with_all = ["file", "source"])]
-    pub stdin: Option<String>,
-    /// Read JSON event lines from this file (followed as it grows).
-    #[arg(long, short = 'f', value_name = "FILE", conflicts_with = "source")]
+    /// A file of JSON event lines to follow as it grows, or `-` for stdin (e.g. a service's
+    /// logs piped in). Default: --source.
+    #[arg(value_name = "FILE", conflicts_with_all = ["file", "source"])]
+    pub input: Option<PathBuf>,
+    /// Read JSON event lines from this file (the same as giving FILE).
+    #[arg(long, value_name = "FILE", conflicts_with = "source")]
     pub file: Option<PathBuf>,
+    /// Follow: wait for more events at the end (the default; `-f` as with `tail -f` and
+    /// `kubectl logs -f`).
+    #[arg(short = 'f', long, overrides_with = "no_follow")]
+    pub follow: bool,
     /// local (the event log under the data dir) or clickhouse. Default: clickhouse when
     /// clickhouse.enabled is set in the config, else local.
     #[arg(long, value_enum)]
@@ -67,16 +76,17 @@ pub struct Args {
     #[arg(long, value_parser = |s: &str| s.parse::<Channel>())]
     pub channel: Option<Channel>,
     /// Stream events as JSON lines instead of the live view (needed without a terminal).
-    #[arg(long, value_enum)]
+    #[arg(long, short = 'o', value_enum)]
     pub output: Option<Output>,
     /// Stop at the end of what is there now instead of waiting for more.
-    #[arg(long)]
+    #[arg(long, overrides_with = "follow")]
     pub no_follow: bool,
     /// Ended conversations leave the view this long after their end (data time).
-    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = humantime::parse_duration)]
+    // The default is the live view's own (`Options::default`), which `demo` uses too.
+    #[arg(long, value_name = "DURATION", default_value = KEEP_ENDED.as_str(), value_parser = humantime::parse_duration)]
     pub keep_ended: Duration,
     /// At most this many ended conversations stay in the view.
-    #[arg(long, value_name = "N", default_value_t = 2_000)]
+    #[arg(long, value_name = "N", default_value_t = Options::default().max_ended)]
     pub max_ended: usize,
 }
 
@@ -109,14 +119,11 @@ pub fn watch(options: Options, kind: Kind, status: &dyn Fn() -> Option<String>) 
 
 /// Runs `tail`.
 pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
-    let kind = if let Some(s) = &args.stdin {
-        if s != "-" {
-            return Err(UsageError(format!("unexpected argument {s:?}: use `-` for stdin or --file FILE")).into());
-        }
+    let kind = if args.input.as_deref() == Some(std::path::Path::new("-")) {
         Kind::Stdin
-    } else if let Some(path) = &args.file {
+    } else if let Some(path) = args.input.as_ref().or(args.file.as_ref()) {
         if !path.is_file() {
-            return Err(UsageError(format!("--file {}: no such file", path.display())).into());
+            return Err(UsageError(format!("{}: no such file (FILE is a file of JSON event lines, or `-` for stdin)", path.display())).into());
         }
         Kind::File(path.clone())
     } else {

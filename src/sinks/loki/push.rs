@@ -304,7 +304,7 @@ impl Pushes {
             tracing::error!(
                 status = error.status().unwrap_or(0),
                 lines = ignored,
-                endpoint = %self.url,
+                endpoint = %crate::config::redact_url(&self.url),
                 "serphona-obs: Loki rejected a push: {error} (not retried; counted in \
                  serphona_obs_sink_events_failed_total{{sink=\"loki\"}}; logged once until a push succeeds)"
             );
@@ -324,7 +324,7 @@ impl Pushes {
                     "serphona-obs: Loki push to {} failed ({error}); retrying with backoff. Lines that cannot be \
                      delivered are dropped and counted in serphona_obs_sink_events_failed_total{{sink=\"loki\"}} \
                      (the local event log keeps them); one line is logged when pushes recover",
-                    self.url
+                    crate::config::redact_url(&self.url)
                 );
             }
         }
@@ -337,7 +337,7 @@ impl Pushes {
             tracing::info!(
                 failed_attempts = attempts,
                 "serphona-obs: Loki push to {} recovered after {:.1}s",
-                self.url,
+                crate::config::redact_url(&self.url),
                 lasted.as_secs_f64()
             );
             self.backoff.reset();

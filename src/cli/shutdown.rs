@@ -1,0 +1,116 @@
+//! The end of a command that recorded events (`simulate`, `demo`): the library is shut down
+//! with `pipeline.shutdown_timeout`, and a wait for a sink that is slow or down is announced
+//! with what it waits for and how long, then reported with what was left behind.
+
+use std::sync::mpsc::{RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serphona_obs::{Config, Observability};
+
+/// A shutdown that has not finished after this long is announced.
+const NOTICE_AFTER: Duration = Duration::from_millis(700);
+
+/// What the shutdown did.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivered {
+    /// How long it took.
+    pub elapsed: Duration,
+    /// Events of this run the ClickHouse sink put in its disk spool, when the spool is not empty
+    /// at the end (they are sent on the next start); else 0.
+    pub spooled: u64,
+}
+
+/// The destinations the shutdown may wait for, in words.
+fn waiting_for(config: &Config) -> Vec<String> {
+    let mut what = Vec::new();
+    if config.clickhouse.enabled {
+        what.push(format!(
+            "ClickHouse at {} (rows it has not taken by then stay in the spool {} and are sent on the next start)",
+            config.clickhouse.endpoint,
+            serphona_obs::sinks::clickhouse::spool::spool_dir(&config.data_dir).display()
+        ));
+    }
+    if let Some(loki) = config.logging.loki_endpoint.0.as_ref().filter(|_| config.logging.enabled) {
+        what.push(format!("Loki at {loki}"));
+    }
+    if config.tracing.enabled {
+        what.push(format!("the OTLP endpoint {} (spans)", config.tracing.endpoint));
+    }
+    if what.is_empty() {
+        what.push("the local event log".into());
+    }
+    what
+}
+
+/// Events of this run that went to the ClickHouse spool, if the spool still holds anything.
+fn spooled(obs: &Observability) -> u64 {
+    let sink = serphona_obs::sinks::clickhouse::SINK_NAME;
+    let pipeline = &obs.metrics().pipeline;
+    if pipeline.spool_bytes.with_label_values(&[sink]).get() > 0 { pipeline.events_spooled.with_label_values(&[sink]).get() } else { 0 }
+}
+
+/// Shuts `obs` down, waiting at most `pipeline.shutdown_timeout` for the sinks. When that
+/// takes a moment, says what it waits for and how long: a spinner on a terminal (`-q` too, as
+/// progress), else one diagnostic line. Afterwards warns about events left in the spool.
+pub fn shutdown(obs: &Observability, interactive: bool) -> anyhow::Result<Delivered> {
+    let config = obs.config().clone();
+    let timeout = config.pipeline.shutdown_timeout;
+    let start = Instant::now();
+    let (tx, rx) = channel();
+    let result = std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let _ = tx.send(obs.shutdown(timeout));
+        });
+        match rx.recv_timeout(NOTICE_AFTER) {
+            Ok(result) => return result,
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        let limit = humantime::format_duration(timeout);
+        let what = waiting_for(&config).join(", ");
+        let notice = format!("waiting up to {limit} (pipeline.shutdown_timeout) for {what} to take the last events");
+        let bar = if interactive {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            bar.set_style(ProgressStyle::with_template("{spinner} {wide_msg}").expect("valid template"));
+            bar
+        } else {
+            tracing::info!("{notice}");
+            ProgressBar::hidden()
+        };
+        loop {
+            let left = timeout.saturating_sub(start.elapsed()).as_secs() + 1;
+            // The countdown first: a narrow terminal cuts the end of the line.
+            bar.set_message(format!("{left}s left · {notice}"));
+            bar.tick();
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(result) => {
+                    bar.finish_and_clear();
+                    return result;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    bar.finish_and_clear();
+                    return Ok(());
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        }
+    });
+    let delivered = Delivered { elapsed: start.elapsed(), spooled: spooled(obs) };
+    if delivered.spooled > 0 {
+        tracing::warn!(
+            "ClickHouse at {} did not take {} events of this run by the deadline ({}, pipeline.shutdown_timeout): they are in the spool {} and are sent on the next start",
+            config.clickhouse.endpoint,
+            delivered.spooled,
+            humantime::format_duration(timeout),
+            serphona_obs::sinks::clickhouse::spool::spool_dir(&config.data_dir).display()
+        );
+    }
+    result.map_err(|e| {
+        anyhow::Error::from(e).context(format!(
+            "the sinks did not finish delivering within {} (pipeline.shutdown_timeout; raise it for a slow server)",
+            humantime::format_duration(timeout)
+        ))
+    })?;
+    Ok(delivered)
+}
