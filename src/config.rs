@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Where the metrics endpoint listens by default.
 ///
-/// Not the seed's 9090: that is Prometheus's own port, and the stack `up` starts runs
+/// Not 9090: that is Prometheus's own port, and the stack `up` starts runs
 /// Prometheus on it. 9464 is the port OpenTelemetry's Prometheus exporters use.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 

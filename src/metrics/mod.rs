@@ -1,4 +1,4 @@
-//! Prometheus metrics: the seed's eleven conversation metrics, the pipeline's self-metrics,
+//! Prometheus metrics: the eleven conversation metrics (fixed names and labels), the pipeline's self-metrics,
 //! a label-cardinality cap, and the `/metrics` endpoint ([`server`]).
 //!
 //! Each [`Observability`](crate::Observability) has its own registry, so several can live in
@@ -20,7 +20,7 @@ use crate::types::{Channel, Resolution};
 /// The value unbounded labels take past the cap.
 pub const OVERFLOW_LABEL: &str = "other";
 
-/// The seed's metric names, exactly.
+/// The conversation metrics' names, exactly (a contract: dashboards and alerts use them).
 pub const SEED_METRICS: [&str; 11] = [
     "conversation_total",
     "conversation_duration_seconds",

@@ -428,7 +428,7 @@ impl Observability {
     }
 
     /// Writes a snapshot of every metric series to ClickHouse's `metrics_snapshots` table now
-    /// (the seed's `ExportMetrics`), to the server of the `clickhouse:` config section.
+    /// (`ExportMetrics`), to the server of the `clickhouse:` config section.
     /// Returns the rows written.
     #[cfg(feature = "clickhouse")]
     pub async fn export_metrics(&self) -> Result<usize, Error> {
@@ -439,7 +439,7 @@ impl Observability {
     }
 
     /// Writes the rows of one conversation's events to ClickHouse now, bypassing the batches
-    /// (the seed's `ExportConversation`); idempotent for the same events.
+    /// (`ExportConversation`); idempotent for the same events.
     #[cfg(feature = "clickhouse")]
     pub async fn export_conversation(&self, events: &[crate::types::Event]) -> Result<(), Error> {
         let exporter = crate::sinks::clickhouse::Exporter::new(&self.inner.config.clickhouse);

@@ -1,4 +1,4 @@
-//! The local event log: one JSON line per event (the seed's log structure) in numbered files
+//! The local event log: one JSON line per event (the platform's log structure) in numbered files
 //! `<data_dir>/events/events-000001.jsonl`, a new file when one reaches `max_file_bytes`.
 //!
 //! Files are only appended to (`O_APPEND`, one write per batch of whole lines), never renamed,

@@ -122,7 +122,7 @@ pub fn span_of(e: &Event) -> Option<SpanModel<'_>> {
 /// `gen_ai.conversation.id`, the OpenTelemetry semantic-convention attribute for it.
 pub const GEN_AI_CONVERSATION_ID: &str = "gen_ai.conversation.id";
 
-/// The root span as it starts: the seed's attributes known at the start (tenant_id,
+/// The root span as it starts: the attributes known at the start (tenant_id,
 /// conversation_id, agent_id, customer_id, channel, language) plus `gen_ai.conversation.id`,
 /// and the `conversation_started` event.
 pub fn root_builder(conversation_id: &str, start: &ConversationStart, at: OffsetDateTime) -> SpanBuilder {

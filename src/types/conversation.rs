@@ -106,7 +106,7 @@ impl std::str::FromStr for Resolution {
     }
 }
 
-/// The start of a conversation (the seed's `ConversationStart`).
+/// The start of a conversation (`ConversationStart` in the platform's other services).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConversationStart {
     /// Explicit conversation id; a UUIDv7 is generated when `None`.
@@ -172,7 +172,7 @@ impl ConversationStart {
     }
 }
 
-/// The end of a conversation (the seed's `ConversationEnd`).
+/// The end of a conversation (`ConversationEnd` in the platform's other services).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConversationEnd {
     /// How it ended.

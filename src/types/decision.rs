@@ -41,7 +41,7 @@ impl fmt::Display for DecisionType {
     }
 }
 
-/// A decision the agent made (the seed's `Decision`).
+/// A decision the agent made (what the platform's services call `Decision`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
     /// What kind of decision.

@@ -82,7 +82,7 @@ pub struct TraceIds {
     pub parent_span_id: Option<SpanId>,
 }
 
-/// The seed's eight event types.
+/// The eight event types (a fixed contract: other services read them by these names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EventType {
     /// `conversation.started`
@@ -272,7 +272,7 @@ impl EventKind {
 
 /// One event: the unit every sink receives, serialized as one JSON log line.
 ///
-/// The common fields are the seed's log structure (`timestamp, level, service, tenant_id,
+/// The common fields are the platform's log structure (`timestamp, level, service, tenant_id,
 /// conversation_id, event_type, speaker, content, metadata, trace_id, span_id`) plus
 /// `event_id` (UUIDv7, the deduplication key downstream), `agent_id` and the fields of the
 /// [`EventKind`].

@@ -24,7 +24,7 @@ impl From<TurnSpeaker> for Speaker {
     }
 }
 
-/// The seed's sentiment label of a turn: `positive`, `neutral` or `negative`.
+/// The sentiment label of a turn: `positive`, `neutral` or `negative`.
 ///
 /// Scores and labels convert one way with fixed thresholds, and back with one fixed score per
 /// label; both live here and nowhere else (the ClickHouse migration
@@ -325,7 +325,7 @@ pub struct TurnLatency {
     pub interrupted: bool,
 }
 
-/// One turn of a conversation (the seed's `Interaction`).
+/// One turn of a conversation (`Interaction` in the platform's other services).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Interaction {
     /// Who spoke.
@@ -397,14 +397,14 @@ impl Interaction {
     }
 
     /// Adds a metadata entry. The typed keys ([`Metadata::RESERVED`]) are read as their types,
-    /// from strings too, as the seed's `map[string]string` sends them: `.meta("sentiment",
+    /// from strings too, as services that pass a `map[string]string` send them: `.meta("sentiment",
     /// "neutral")`, `.meta("confidence", "0.95")` (see [`Metadata::insert`]).
     pub fn meta(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
         self.metadata.insert(key, value);
         self
     }
 
-    /// Adds string metadata entries, the seed's `map[string]string` (see [`Metadata::insert`]).
+    /// Adds string metadata entries, as a `map[string]string` (see [`Metadata::insert`]).
     pub fn metadata<K: Into<String>, V: Into<String>>(mut self, pairs: impl IntoIterator<Item = (K, V)>) -> Self {
         for (k, v) in pairs {
             self.metadata.insert(k.into(), serde_json::Value::String(v.into()));

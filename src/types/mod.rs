@@ -1,6 +1,6 @@
 //! The conversation model: what a service tells the library, and the events it becomes.
 //!
-//! The four input types mirror the seed's API: [`ConversationStart`], [`Interaction`],
+//! The four input types are the platform's conversation API: [`ConversationStart`], [`Interaction`],
 //! [`Decision`] and [`ConversationEnd`]. Each call on a conversation becomes one or more
 //! [`Event`]s, which every sink receives in the same shape.
 

@@ -508,11 +508,11 @@ fn tail_help_and_the_readme_agree_on_the_keep_ended_default() {
     let default = regex::Regex::new(r"(?s)--keep-ended <DURATION>.*?\[default: ([^\]]+)\]").unwrap().captures(&help).unwrap()[1].to_string();
     let default = humantime::parse_duration(&default).unwrap();
     assert_eq!(default, serphona_obs::tui::Options::default().keep_ended, "the view's own default");
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/cli.md")).unwrap();
     let minutes: u64 = regex::Regex::new(r"leave the view (\d+) minutes after")
         .unwrap()
         .captures(&readme)
-        .expect("the README states the --keep-ended default")[1]
+        .expect("docs/cli.md states the --keep-ended default")[1]
         .parse()
         .unwrap();
     assert_eq!(default.as_secs(), minutes * 60);

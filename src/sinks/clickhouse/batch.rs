@@ -1,4 +1,4 @@
-//! Size, bytes and time batching (the seed's `BatchSize` and `FlushInterval`).
+//! Size, bytes and time batching (`batch_size`, `batch_bytes`, `flush_interval`).
 
 use std::time::{Duration, Instant};
 

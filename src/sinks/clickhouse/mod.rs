@@ -378,7 +378,7 @@ impl Inserts {
     }
 }
 
-/// Direct, unbatched writes: the seed's `ExportConversation` and `ExportMetrics`, and what the
+/// Direct, unbatched writes: `export_conversation` and `export_metrics`, and what the
 /// sink's worker inserts with.
 #[derive(Clone)]
 pub struct Exporter {
