@@ -7,7 +7,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use serphona_obs::config::{Compression, Config, Endpoint};
+use serphona_obs::config::Config;
 use serphona_obs::analytics::schema::{self, Migrator, RenderOptions};
 use serphona_obs::simulation::{self, Pace, SimConfig};
 use serphona_obs::store::clickhouse::ClickHouseStore;
@@ -24,16 +24,8 @@ fn rt() -> tokio::runtime::Runtime {
 
 /// The library's config for `db` on `ch`, with the event log in `data_dir` as well.
 fn ch_config(ch: &ClickHouse, db: &str, data_dir: &Path) -> Config {
-    let mut c = Config::default();
-    c.metrics.enabled = false;
-    c.logging.enabled = true;
-    c.data_dir = data_dir.to_path_buf();
-    c.clickhouse.enabled = true;
-    c.clickhouse.endpoint = Endpoint::parse(&ch.url()).unwrap();
-    c.clickhouse.database = db.to_string();
-    c.clickhouse.compression = Compression::None;
+    let mut c = ch.library_config(db, data_dir);
     c.clickhouse.batch_size = 500;
-    c.clickhouse.flush_interval = Duration::from_millis(200);
     c.clickhouse.request_timeout = Duration::from_secs(10);
     c
 }

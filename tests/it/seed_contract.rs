@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use serphona_obs::Observability;
-use serphona_obs::config::{Compression, Config, Endpoint};
 use serphona_obs::analytics::schema::{self, Migrator, RenderOptions};
 use serphona_obs::types::{Channel, ConversationEnd, ConversationStart, Interaction, Resolution};
 use time::OffsetDateTime;
@@ -23,19 +22,6 @@ const SEED_CONVERSATIONS: &str = "conversation_id, tenant_id, agent_id, customer
 /// The old library's `interactions` columns, in its order.
 const SEED_INTERACTIONS: &str =
     "interaction_id, conversation_id, tenant_id, timestamp, speaker_type, content, sentiment, intent, confidence, metadata";
-
-fn ch_config(ch: &ClickHouse, db: &str, data_dir: &Path) -> Config {
-    let mut c = Config::default();
-    c.metrics.enabled = false;
-    c.logging.enabled = true;
-    c.data_dir = data_dir.to_path_buf();
-    c.clickhouse.enabled = true;
-    c.clickhouse.endpoint = Endpoint::parse(&ch.url()).unwrap();
-    c.clickhouse.database = db.to_string();
-    c.clickhouse.compression = Compression::None;
-    c.clickhouse.flush_interval = Duration::from_millis(200);
-    c
-}
 
 fn text(o: &std::process::Output) -> String {
     format!("status {:?}\nstdout:\n{}\nstderr:\n{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
@@ -177,7 +163,7 @@ fn an_existing_database_upgrades_and_its_old_rows_read_through_the_seed_columns(
     let ch = ClickHouse::start();
     let db = ch.fresh_database();
     let data = tempfile::tempdir().unwrap();
-    let config = ch_config(&ch, &db, data.path());
+    let config = ch.library_config(&db, data.path());
     let old: Vec<_> = schema::built_in().into_iter().filter(|m| m.version <= 7).collect();
     assert_eq!(old.len(), 7);
     let opts = RenderOptions { database: db.clone(), retention_days: 30, cluster: None };

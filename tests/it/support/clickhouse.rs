@@ -115,6 +115,21 @@ impl ClickHouse {
         cmd
     }
 
+    /// The library's config for `db` on this peer, with the event log in `data_dir` too:
+    /// compression off (the chDB front needs it), metrics off, batches flushed every 200 ms.
+    pub fn library_config(&self, db: &str, data_dir: &Path) -> serphona_obs::Config {
+        let mut c = serphona_obs::Config::default();
+        c.metrics.enabled = false;
+        c.logging.enabled = true;
+        c.data_dir = data_dir.to_path_buf();
+        c.clickhouse.enabled = true;
+        c.clickhouse.endpoint = serphona_obs::config::Endpoint::parse(&self.url()).expect("the peer's URL parses");
+        c.clickhouse.database = db.to_string();
+        c.clickhouse.compression = serphona_obs::config::Compression::None;
+        c.clickhouse.flush_interval = Duration::from_millis(200);
+        c
+    }
+
     /// `http://127.0.0.1:PORT` (or the external server's URL), without a trailing slash.
     pub fn url(&self) -> String {
         self.url.clone()
