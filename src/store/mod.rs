@@ -389,6 +389,19 @@ pub(crate) fn assemble_trace(spans: Vec<SpanRecord>, events: &[Event]) -> Vec<Sp
     out
 }
 
+/// The fewest characters a short id may have: shorter text is looked up as a whole id only
+/// (see [`Store::ids_matching`]).
+pub const MIN_SHORT_ID: usize = 8;
+
+/// Which ids [`Store::ids_matching`] looks among.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdKind {
+    /// Conversation ids.
+    Conversation,
+    /// Trace ids (32 lowercase hex digits; a short one is matched in lowercase).
+    Trace,
+}
+
 /// A position in the event stream, for [`Store::events_since`]. Opaque; only the store that
 /// gave it understands it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -415,6 +428,17 @@ pub trait Store: Send + Sync {
     /// The spans of a trace (see [`SpanRecord`]), sorted by start; empty when the store has
     /// none. `trace_id` is 32 hex digits in either case ([`StoreError::BadTraceId`] otherwise).
     fn trace(&self, trace_id: &str) -> impl Future<Output = Result<Vec<SpanRecord>, StoreError>> + Send;
+
+    /// The stored conversation or trace ids that begin with `short` or end with it, sorted, at
+    /// most `limit` — to resolve a short id as the list shows it (a prefix, or the last 12
+    /// characters the live view shows). Callers ask only for `short` of [`MIN_SHORT_ID`] or
+    /// more characters; `short` is text to match, never SQL.
+    fn ids_matching(
+        &self,
+        kind: IdKind,
+        short: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 
     /// Events after `cursor` (from the beginning when `None`), at most `limit`, and the cursor
     /// to continue from. No event is returned twice and none is skipped across calls.
