@@ -114,7 +114,8 @@ mod tests {
         fit_to(&mut table, 60);
         let text = table.to_string();
         assert!(text.lines().all(|l| l.chars().count() <= 60), "{text}");
-        assert!(text.contains("globex-bank") && text.contains("2025-01-31T09:00:00Z"), "{text}");
+        // The widest cells wrap first; the narrow ones stay whole.
+        assert!(text.contains("globex-bank") && text.contains("1m13s") && text.contains("9:00:00Z"), "{text}");
     }
 
     #[test]
