@@ -19,8 +19,11 @@ use crate::types::{Resolution, Speaker};
 /// Terminals at least this wide show the list and the transcript side by side.
 pub const WIDE: u16 = 120;
 
-/// Lists narrower than this leave out the `last` (speaker) column, so tenant and agent names
-/// keep their width (an 80-column terminal shows `globex-bank` and `billing-bot` whole).
+/// Lists narrower than this leave out the `channel` and `last` (speaker) columns (the
+/// transcript's title shows the channel), and the tenant column is as wide as the longest
+/// tenant on screen, so tenant and agent names stay whole: an 80-column terminal shows
+/// `initech-insurance` and `globex-cards-bot`; only an agent name longer than the rest of the
+/// row is cut.
 const LIST_ALL_COLUMNS: u16 = 86;
 
 const AGENT: Color = Color::Cyan;
@@ -157,7 +160,8 @@ fn render_list(frame: &mut Frame, area: Rect, state: &mut State) {
             offset = sel.saturating_sub(row);
         }
     }
-    let mut offset = offset.min(total.saturating_sub(1));
+    // No empty rows below the end of the list while there are rows above the screen.
+    let mut offset = offset.min(total.saturating_sub(inner_height.max(1)));
     if let Some(sel) = selected {
         if sel < offset {
             offset = sel;
@@ -170,6 +174,7 @@ fn render_list(frame: &mut Frame, area: Rect, state: &mut State) {
     let end = (offset + inner_height).min(total);
     let ids: Vec<_> = state.rows()[offset..end].to_vec();
     let all_columns = area.width >= LIST_ALL_COLUMNS;
+    let tenant_width = ids.iter().filter_map(|id| state.conversation(id)).map(|c| c.tenant.width()).max().unwrap_or(0).clamp(6, 20);
     let rows: Vec<Row> = ids.iter().filter_map(|id| state.conversation(id)).map(|c| list_row(c, now, all_columns)).collect();
 
     let mut names = vec!["", "conversation", "tenant", "agent", "channel", "duration", "turns", "last", "sentiment"];
@@ -185,8 +190,12 @@ fn render_list(frame: &mut Frame, area: Rect, state: &mut State) {
         Constraint::Length(9),
     ];
     if !all_columns {
-        names.remove(7);
-        widths.remove(7);
+        for i in [7, 4] {
+            names.remove(i);
+            widths.remove(i);
+        }
+        widths[2] = Constraint::Length(tenant_width as u16);
+        widths[3] = Constraint::Fill(1);
     }
     let header = Row::new(names).style(Style::new().bold().fg(Color::Gray));
     let table = Table::new(rows, widths)
@@ -224,6 +233,7 @@ fn list_row(c: &Conv, now: OffsetDateTime, all_columns: bool) -> Row<'static> {
     ];
     if !all_columns {
         cells.remove(7);
+        cells.remove(4);
     }
     Row::new(cells).style(style)
 }
@@ -661,6 +671,12 @@ mod snapshots {
         for name in ["globex-bank", "billing-bot", "support-bot", "acme-telco"] {
             assert!(text.contains(&format!(" {name} ")), "{name} cut\n{text}");
         }
+        // The simulation's longest tenant and a long agent name, as `demo` shows them.
+        let mut s = scene();
+        let mut c = crate::tui::testdata::Conv::new(77, "initech-insurance", "initech-claims-bot");
+        s.push(c.start(200.0, crate::types::Channel::Voice));
+        let wide_names = format!("{}", draw(&mut s, 80, 24).backend());
+        assert!(wide_names.contains(" initech-insurance ") && wide_names.contains(" initech-claims-bot "), "{wide_names}");
         insta::assert_snapshot!(terminal.backend());
     }
 
@@ -704,6 +720,16 @@ mod snapshots {
         let text = format!("{}", terminal.backend());
         let moved = text.lines().position(|l| l.contains('▶')).unwrap();
         assert_eq!(moved + 1, before, "{text}");
+        // Anchored near the end of the list, the screen is still filled: the list scrolls no
+        // further than its last row.
+        s.key(Key::End);
+        for n in 0..20u64 {
+            let mut c = crate::tui::testdata::Conv::new(5000 + n, "acme-telco", "support-bot");
+            s.push(c.start(600.0 + n as f64, crate::types::Channel::Sms));
+            terminal.draw(|f| render(f, &mut s)).unwrap();
+        }
+        let text = format!("{}", terminal.backend());
+        assert_eq!(text.lines().filter(|l| l.starts_with("\"┃") && l.contains("conv-")).count(), 9, "{text}");
     }
 
     #[test]
