@@ -213,5 +213,6 @@ fn summary_table(rows: &[&StatsRow]) -> String {
     let mut table = builder.build();
     table.with(Style::rounded());
     table.modify(Columns::new(1..), Alignment::right());
+    super::output::fit(&mut table);
     table.to_string()
 }

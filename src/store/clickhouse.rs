@@ -19,8 +19,8 @@ use time::OffsetDateTime;
 
 use super::fold::Acc;
 use super::{
-    ConversationDetail, ConversationFilter, ConversationSummary, Cursor, GroupBy, IdKind, Percentiles, SpanRecord, StatsRow, Store,
-    StoreError, assemble_trace, normalize_trace_id, to_micros,
+    ConversationDetail, ConversationFilter, ConversationSummary, Cursor, GroupBy, IdKind, Percentiles, SpanRecord, StatsRow,
+    Store, StoreError, assemble_trace, normalize_trace_id, to_micros,
 };
 use crate::config::ClickHouseConfig;
 use crate::analytics::{ClickHouseError, client};
@@ -261,6 +261,27 @@ impl SpanSqlRow {
 }
 
 #[derive(Debug, Row, Deserialize)]
+struct IdRow {
+    id: String,
+}
+
+/// The SQL of [`Store::ids_matching`]: the short id is the parameter `short`, never SQL text.
+fn ids_matching_sql(kind: IdKind) -> &'static str {
+    match kind {
+        IdKind::Conversation => {
+            "SELECT DISTINCT conversation_id AS id FROM events
+             WHERE startsWith(conversation_id, {short:String}) OR endsWith(conversation_id, {short:String})
+             ORDER BY id LIMIT {limit:UInt64}"
+        }
+        IdKind::Trace => {
+            "SELECT DISTINCT trace_id AS id FROM events
+             WHERE startsWith(trace_id, {short:String}) OR endsWith(trace_id, {short:String})
+             ORDER BY id LIMIT {limit:UInt64}"
+        }
+    }
+}
+
+#[derive(Debug, Row, Deserialize)]
 struct CursorRow {
     id_s: String,
     payload: String,
@@ -400,28 +421,6 @@ impl Store for ClickHouseStore {
         Ok(out)
     }
 
-    async fn ids_with_prefix(&self, kind: IdKind, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
-        let (sql, prefix) = match kind {
-            IdKind::Conversation => (
-                "SELECT DISTINCT conversation_id FROM conversations WHERE startsWith(conversation_id, {p:String})
-                 ORDER BY conversation_id LIMIT {n:UInt64}",
-                prefix.to_string(),
-            ),
-            IdKind::Trace => (
-                "SELECT DISTINCT trace_id FROM events WHERE startsWith(trace_id, {p:String}) ORDER BY trace_id LIMIT {n:UInt64}",
-                prefix.to_ascii_lowercase(),
-            ),
-        };
-        Ok(self
-            .client
-            .query(sql)
-            .param("p", prefix.as_str())
-            .param("n", limit as u64)
-            .fetch_all::<String>()
-            .await
-            .map_err(ClickHouseError::from)?)
-    }
-
     async fn trace(&self, trace_id: &str) -> Result<Vec<SpanRecord>, StoreError> {
         let id = normalize_trace_id(trace_id)?;
         let spans = self
@@ -464,6 +463,27 @@ impl Store for ClickHouseStore {
         // The local store's order (ClickHouse orders UUIDs differently from their bytes).
         events.sort_by_key(|e| (e.timestamp, e.event_id));
         Ok(assemble_trace(spans.into_iter().map(SpanSqlRow::into_span).collect(), &events))
+    }
+
+    /// Reads the `events` table (as [`Store::conversation`] and the local store do), so a
+    /// conversation that has not ended is found too.
+    async fn ids_matching(&self, kind: IdKind, short: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        let short = match kind {
+            IdKind::Conversation => short.to_string(),
+            IdKind::Trace => short.to_ascii_lowercase(),
+        };
+        if short.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .client
+            .query(ids_matching_sql(kind))
+            .param("short", short.as_str())
+            .param("limit", limit as u64)
+            .fetch_all::<IdRow>()
+            .await
+            .map_err(ClickHouseError::from)?;
+        Ok(rows.into_iter().map(|r| r.id).collect())
     }
 
     /// Ordered by the time ClickHouse received the rows (`inserted_at`), then `event_id`.

@@ -379,31 +379,35 @@ impl Store for LocalStore {
         Ok(assemble_trace(spans, &events))
     }
 
-    async fn ids_with_prefix(&self, kind: IdKind, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
-        let (key, prefix) = match kind {
-            IdKind::Conversation => ("conversation_id", prefix.to_string()),
-            IdKind::Trace => ("trace_id", prefix.to_ascii_lowercase()),
+    async fn events_since(&self, cursor: Option<&Cursor>, limit: usize) -> Result<(Vec<Event>, Cursor), StoreError> {
+        self.read_since(cursor, limit)
+    }
+
+    /// One search of the log for `short` as the log writes it (JSON-escaped, which escapes
+    /// character by character, so the escaped short id is part of the escaped id); only the
+    /// lines that hold it are parsed, and their ids compared.
+    async fn ids_matching(&self, kind: IdKind, short: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        let short = match kind {
+            IdKind::Conversation => short.to_string(),
+            IdKind::Trace => short.to_ascii_lowercase(),
         };
-        // The field as the log writes it, without its closing quote: every line of an id that
-        // starts with the prefix holds it.
-        let needle = field_needle(key, &prefix);
-        let needle = needle.strip_suffix('"').unwrap_or(&needle);
+        if short.is_empty() {
+            return Ok(Vec::new());
+        }
+        let quoted = serde_json::to_string(&short).expect("a string serializes");
+        let needle = &quoted[1..quoted.len() - 1];
         let mut ids = std::collections::BTreeSet::new();
         self.scan(needle, |e| {
             let id = match kind {
                 IdKind::Conversation => e.conversation_id.to_string(),
                 IdKind::Trace => e.trace.trace_id.to_string(),
             };
-            if id.starts_with(&prefix) {
+            if id.starts_with(&short) || id.ends_with(&short) {
                 ids.insert(id);
             }
             false
         })?;
         Ok(ids.into_iter().take(limit).collect())
-    }
-
-    async fn events_since(&self, cursor: Option<&Cursor>, limit: usize) -> Result<(Vec<Event>, Cursor), StoreError> {
-        self.read_since(cursor, limit)
     }
 }
 

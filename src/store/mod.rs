@@ -393,17 +393,18 @@ pub(crate) fn assemble_trace(spans: Vec<SpanRecord>, events: &[Event]) -> Vec<Sp
     out
 }
 
-/// Which kind of id [`Store::ids_with_prefix`] completes.
+/// The fewest characters a short id may have: shorter text is looked up as a whole id only
+/// (see [`Store::ids_matching`]).
+pub const MIN_SHORT_ID: usize = 8;
+
+/// Which ids [`Store::ids_matching`] looks among.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdKind {
-    /// A conversation id.
+    /// Conversation ids.
     Conversation,
-    /// A trace id (32 lowercase hex digits).
+    /// Trace ids (32 lowercase hex digits; a short one is matched in lowercase).
     Trace,
 }
-
-/// The shortest prefix [`Store::ids_with_prefix`] completes (a short id as the tables show it).
-pub const MIN_ID_PREFIX: usize = 8;
 
 /// A position in the event stream, for [`Store::events_since`]. Opaque; only the store that
 /// gave it understands it.
@@ -432,13 +433,14 @@ pub trait Store: Send + Sync {
     /// none. `trace_id` is 32 hex digits in either case ([`StoreError::BadTraceId`] otherwise).
     fn trace(&self, trace_id: &str) -> impl Future<Output = Result<Vec<SpanRecord>, StoreError>> + Send;
 
-    /// The distinct ids of this kind that start with `prefix`, sorted, at most `limit` (a
-    /// unique prefix of a conversation or trace id stands for it, as `query` accepts them).
-    /// A trace prefix is compared in lower case.
-    fn ids_with_prefix(
+    /// The stored conversation or trace ids that begin with `short` or end with it, sorted, at
+    /// most `limit` — to resolve a short id as the list shows it (a prefix, or the last 12
+    /// characters the live view shows). Callers ask only for `short` of [`MIN_SHORT_ID`] or
+    /// more characters; `short` is text to match, never SQL.
+    fn ids_matching(
         &self,
         kind: IdKind,
-        prefix: &str,
+        short: &str,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 

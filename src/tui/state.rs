@@ -387,6 +387,9 @@ pub struct State {
     selected_index: usize,
     /// First row of the list on screen (kept by the view).
     pub list_offset: usize,
+    /// The selected conversation and its row on screen in the last frame (kept by the view,
+    /// so the selection stays where it is on screen while new conversations arrive above it).
+    pub list_anchor: Option<(Arc<str>, usize)>,
     focus: Focus,
     follow: bool,
     paused: bool,
@@ -428,6 +431,7 @@ impl State {
             selected: None,
             selected_index: 0,
             list_offset: 0,
+            list_anchor: None,
             focus: Focus::List,
             follow: false,
             paused: false,

@@ -19,6 +19,13 @@ use crate::types::{Resolution, Speaker};
 /// Terminals at least this wide show the list and the transcript side by side.
 pub const WIDE: u16 = 120;
 
+/// Lists narrower than this leave out the `channel` and `last` (speaker) columns (the
+/// transcript's title shows the channel), and the tenant column is as wide as the longest
+/// tenant on screen, so tenant and agent names stay whole: an 80-column terminal shows
+/// `initech-insurance` and `globex-cards-bot`; only an agent name longer than the rest of the
+/// row is cut.
+const LIST_ALL_COLUMNS: u16 = 86;
+
 const AGENT: Color = Color::Cyan;
 const CUSTOMER: Color = Color::Green;
 const DIM: Style = Style::new().fg(Color::DarkGray);
@@ -32,7 +39,9 @@ pub fn render(frame: &mut Frame, state: &mut State) {
         let [l, t] = Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(body);
         (l, t)
     } else {
-        let [l, t] = Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(body);
+        // Stacked: the list gets the larger share on short terminals (at 80×24, 9 rows).
+        let list = if body.height < 30 { 60 } else { 45 };
+        let [l, t] = Layout::vertical([Constraint::Percentage(list), Constraint::Percentage(100 - list)]).areas(body);
         (l, t)
     };
     render_list(frame, list_area, state);
@@ -142,8 +151,17 @@ fn render_list(frame: &mut Frame, area: Rect, state: &mut State) {
     let block = pane(Line::from(title), focused);
     let inner_height = block.inner(area).height.saturating_sub(1) as usize; // minus the header row
 
-    // Keep the selected row on screen; build only the rows that are.
-    let mut offset = state.list_offset.min(total.saturating_sub(1));
+    // Keep the selected row on screen; build only the rows that are. While the same
+    // conversation stays selected it keeps its row on screen: new conversations arriving above
+    // it scroll the list instead of pushing the selection down and out of view.
+    let mut offset = state.list_offset;
+    if let (Some(sel), Some((id, row))) = (selected, state.list_anchor.clone()) {
+        if state.selected().is_some_and(|c| c.id == id) {
+            offset = sel.saturating_sub(row);
+        }
+    }
+    // No empty rows below the end of the list while there are rows above the screen.
+    let mut offset = offset.min(total.saturating_sub(inner_height.max(1)));
     if let Some(sel) = selected {
         if sel < offset {
             offset = sel;
@@ -152,13 +170,15 @@ fn render_list(frame: &mut Frame, area: Rect, state: &mut State) {
         }
     }
     state.list_offset = offset;
+    state.list_anchor = selected.and_then(|sel| state.selected().map(|c| (c.id.clone(), sel - offset)));
     let end = (offset + inner_height).min(total);
     let ids: Vec<_> = state.rows()[offset..end].to_vec();
-    let rows: Vec<Row> = ids.iter().filter_map(|id| state.conversation(id)).map(|c| list_row(c, now)).collect();
+    let all_columns = area.width >= LIST_ALL_COLUMNS;
+    let tenant_width = ids.iter().filter_map(|id| state.conversation(id)).map(|c| c.tenant.width()).max().unwrap_or(0).clamp(6, 20);
+    let rows: Vec<Row> = ids.iter().filter_map(|id| state.conversation(id)).map(|c| list_row(c, now, all_columns)).collect();
 
-    let header = Row::new(["", "conversation", "tenant", "agent", "channel", "duration", "turns", "last", "sentiment"])
-        .style(Style::new().bold().fg(Color::Gray));
-    let widths = [
+    let mut names = vec!["", "conversation", "tenant", "agent", "channel", "duration", "turns", "last", "sentiment"];
+    let mut widths = vec![
         Constraint::Length(1),
         Constraint::Length(12),
         Constraint::Fill(2),
@@ -169,6 +189,15 @@ fn render_list(frame: &mut Frame, area: Rect, state: &mut State) {
         Constraint::Length(8),
         Constraint::Length(9),
     ];
+    if !all_columns {
+        for i in [7, 4] {
+            names.remove(i);
+            widths.remove(i);
+        }
+        widths[2] = Constraint::Length(tenant_width as u16);
+        widths[3] = Constraint::Fill(1);
+    }
+    let header = Row::new(names).style(Style::new().bold().fg(Color::Gray));
     let table = Table::new(rows, widths)
         .header(header)
         .block(block)
@@ -179,7 +208,7 @@ fn render_list(frame: &mut Frame, area: Rect, state: &mut State) {
     frame.render_stateful_widget(table, area, &mut table_state);
 }
 
-fn list_row(c: &Conv, now: OffsetDateTime) -> Row<'static> {
+fn list_row(c: &Conv, now: OffsetDateTime, all_columns: bool) -> Row<'static> {
     let (mark, mark_style) = match c.resolution {
         None => ("●", Style::new().fg(Color::Green)),
         Some(r) => ("■", Style::new().fg(resolution_colour(r))),
@@ -191,7 +220,7 @@ fn list_row(c: &Conv, now: OffsetDateTime) -> Row<'static> {
     };
     let id = short_id(&c.id);
     let style = if c.is_ended() { DIM } else { Style::new() };
-    Row::new(vec![
+    let mut cells = vec![
         Cell::from(Span::styled(mark, mark_style)),
         Cell::from(id),
         Cell::from(c.tenant.to_string()),
@@ -201,8 +230,12 @@ fn list_row(c: &Conv, now: OffsetDateTime) -> Row<'static> {
         Cell::from(Line::from(c.turns.to_string()).right_aligned()),
         Cell::from(last),
         Cell::from(sentiment(c.sentiment)),
-    ])
-    .style(style)
+    ];
+    if !all_columns {
+        cells.remove(7);
+        cells.remove(4);
+    }
+    Row::new(cells).style(style)
 }
 
 fn render_transcript(frame: &mut Frame, area: Rect, state: &mut State) {
@@ -428,13 +461,14 @@ fn render_footer(frame: &mut Frame, area: Rect, state: &mut State) {
 }
 
 fn render_help(frame: &mut Frame, area: Rect) {
+    // Fits 80×24 whole: at most 76 columns and 19 lines with its border.
     let rows = [
-        ("↑ ↓  j k", "select a conversation (or scroll the transcript when it has focus)"),
+        ("↑ ↓  j k", "select (scrolls the transcript when it has focus)"),
         ("PgUp PgDn", "move ten rows"),
         ("g G  Home End", "first / last"),
         ("Enter  →  l", "focus the transcript"),
         ("Esc  ←  h", "back to the list"),
-        ("/", "filter: tenant:ID agent:ID channel:voice and words of the text"),
+        ("/", "filter: tenant:ID agent:ID channel:voice, or words"),
         ("p  Space", "pause / resume (events are held, not lost)"),
         ("f", "follow the newest conversation"),
         ("e", "show / hide ended conversations"),
@@ -448,8 +482,9 @@ fn render_help(frame: &mut Frame, area: Rect) {
         ]));
     }
     lines.push(Line::from(""));
+    lines.push(Line::styled("  Ids are their last 12 characters; `query conversation` takes them.", DIM));
     lines.push(Line::styled("  any key closes this help", DIM));
-    let w = 86.min(area.width);
+    let w = 74.min(area.width);
     let h = (lines.len() as u16 + 2).min(area.height);
     let popup = Rect { x: area.x + (area.width - w) / 2, y: area.y + (area.height - h) / 2, width: w, height: h };
     frame.render_widget(Clear, popup);
@@ -490,8 +525,9 @@ fn sentiment(s: Option<f64>) -> Span<'static> {
     }
 }
 
-/// The last 12 characters of an id (UUIDv7s share their time prefix).
-fn short_id(id: &str) -> String {
+/// The last 12 characters of an id (UUIDv7s share their time prefix), as the list shows it;
+/// `query conversation` takes it as a short id.
+pub fn short_id(id: &str) -> String {
     let n = id.chars().count();
     if n <= 12 { id.to_string() } else { id.chars().skip(n - 12).collect() }
 }
@@ -622,6 +658,78 @@ mod snapshots {
         let mut s = scene();
         s.key(Key::Char('?'));
         insta::assert_snapshot!(draw(&mut s, 160, 48).backend());
+    }
+
+    // Regression test for issue 12, item 10: at 80×24 the live view showed 6 rows, cut tenant
+    // and agent names to `globex-ca`, and cut off the help overlay.
+    #[test]
+    fn list_at_80x24_shows_nine_rows_and_whole_names() {
+        let terminal = draw(&mut scene(), 80, 24);
+        let text = format!("{}", terminal.backend());
+        let rows = text.lines().filter(|l| l.contains(" conv-00")).count();
+        assert!(rows >= 9, "{rows} rows\n{text}");
+        for name in ["globex-bank", "billing-bot", "support-bot", "acme-telco"] {
+            assert!(text.contains(&format!(" {name} ")), "{name} cut\n{text}");
+        }
+        // The simulation's longest tenant and a long agent name, as `demo` shows them.
+        let mut s = scene();
+        let mut c = crate::tui::testdata::Conv::new(77, "initech-insurance", "initech-claims-bot");
+        s.push(c.start(200.0, crate::types::Channel::Voice));
+        let wide_names = format!("{}", draw(&mut s, 80, 24).backend());
+        assert!(wide_names.contains(" initech-insurance ") && wide_names.contains(" initech-claims-bot "), "{wide_names}");
+        insta::assert_snapshot!(terminal.backend());
+    }
+
+    // Regression test for issue 12, item 10: the help overlay was cut off at 80×24.
+    #[test]
+    fn help_overlay_80x24_is_whole() {
+        let mut s = scene();
+        s.key(Key::Char('?'));
+        let terminal = draw(&mut s, 80, 24);
+        let text = format!("{}", terminal.backend());
+        for part in ["select (scrolls the transcript when it has focus)", "filter: tenant:ID agent:ID channel:voice, or words", "q  Ctrl-C", "any key closes this help"] {
+            assert!(text.contains(part), "{part:?} cut\n{text}");
+        }
+        assert!(text.contains("┏ Keys") && text.lines().any(|l| l.contains("┗━━")), "{text}");
+        insta::assert_snapshot!(terminal.backend());
+    }
+
+    // Regression test for issue 12, item 10: the selection sank out of view while new
+    // conversations arrived.
+    #[test]
+    fn the_selected_row_stays_in_view_while_many_new_conversations_arrive() {
+        let mut s = scene();
+        let selected = s.selected().unwrap().id.to_string();
+        let row_of = |terminal: &Terminal<TestBackend>| {
+            let text = format!("{}", terminal.backend());
+            text.lines().position(|l| l.contains('▶') && l.contains(selected.as_str()))
+        };
+        let before = row_of(&draw(&mut s, 80, 24)).expect("selected row on screen");
+        let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+        for n in 0..200u64 {
+            let mut c = crate::tui::testdata::Conv::new(1000 + n, "globex-bank", "billing-bot");
+            s.push(c.start(300.0 + n as f64, crate::types::Channel::Chat));
+            s.push(c.customer(300.5 + n as f64, "hello", None, 0.0));
+            terminal.draw(|f| render(f, &mut s)).unwrap();
+            assert_eq!(row_of(&terminal), Some(before), "after {} new conversations\n{}", n + 1, terminal.backend());
+        }
+        assert_eq!(s.selected().unwrap().id.to_string(), selected);
+        // Moving the selection still moves it on screen.
+        s.key(Key::Up);
+        terminal.draw(|f| render(f, &mut s)).unwrap();
+        let text = format!("{}", terminal.backend());
+        let moved = text.lines().position(|l| l.contains('▶')).unwrap();
+        assert_eq!(moved + 1, before, "{text}");
+        // Anchored near the end of the list, the screen is still filled: the list scrolls no
+        // further than its last row.
+        s.key(Key::End);
+        for n in 0..20u64 {
+            let mut c = crate::tui::testdata::Conv::new(5000 + n, "acme-telco", "support-bot");
+            s.push(c.start(600.0 + n as f64, crate::types::Channel::Sms));
+            terminal.draw(|f| render(f, &mut s)).unwrap();
+        }
+        let text = format!("{}", terminal.backend());
+        assert_eq!(text.lines().filter(|l| l.starts_with("\"┃") && l.contains("conv-")).count(), 9, "{text}");
     }
 
     #[test]

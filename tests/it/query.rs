@@ -200,7 +200,10 @@ fn query_gives_the_same_answers_from_the_event_log_and_from_clickhouse() {
         "customer  My bill is twice what it should be.",
         "agent     I can see a duplicate charge",
         "intent billing_dispute 0.92",
-        "decisions (4)",
+        // Regression test for issue 12, item 11: the header said "decisions 3, 1 transfer" above
+        // "decisions (4)"; both now give the same two counts.
+        "decisions (3 made, 1 transfer initiated)",
+        "decisions   3 made, 1 transfer initiated",
         "intent_detection → billing_dispute",
         "transfer initiated → billing-humans",
         "error llm_timeout",
@@ -403,59 +406,87 @@ fn local_lookups_by_id_match_a_full_parse() {
     assert_eq!(detail.events.len(), 11, "the completed line is read (10 events, and the late one)");
 }
 
-// Regression test for issue 12, item 9: the lists show 12-character ids, so a unique prefix of
-// 8 or more characters works in `query conversation` and `query trace`, from both stores; an
-// ambiguous prefix lists the matches and exits 2; a hostile or short one is harmless.
+// Regression test for issue 12, item 9: the list shows 12-character ids, but
+// `query conversation <12 chars>` failed.
+/// A unique short id (8 or more characters: a prefix, or the end the live view shows) works in
+/// `query conversation` and `query trace` over both stores; an ambiguous one lists its matches
+/// and exits 2; a hostile one is a parameter, harmless.
 #[test]
-fn a_unique_id_prefix_stands_for_the_id_and_an_ambiguous_one_lists_the_matches() {
+fn short_ids_resolve_in_both_stores_and_ambiguous_ones_exit_2_listing_the_matches() {
     let ch = ClickHouse::start();
     let db = ch.fresh_database();
     let data = tempfile::tempdir().unwrap();
     let apply = bin(&ch, &db, data.path()).args(["schema", "apply"]).output().unwrap();
     assert!(apply.status.success(), "{}", text(&apply));
     let obs = Observability::init(both_sinks(&ch, &db, data.path())).unwrap();
+    let ids = ["0195f3a2-7c1e-7b3d-9a1f-42c8e5d7a901", "0195f3a2-7c1e-7b3d-9a1f-000000000002", "abcdef12-3456-7890-unique", "c-1", "c-10"];
     let mut traces = Vec::new();
-    for id in ["twins-0000-a", "twins-0000-b", "single-777-x"] {
-        let conv = obs.start_conversation(ConversationStart::new("acme", "bot", "cust", Channel::Chat).id(id));
-        conv.track_interaction(Interaction::customer(format!("hello from {id}")));
+    for id in ids {
+        let conv = obs.start_conversation(ConversationStart::new("globex-bank", "billing-bot", "cust-1", Channel::Chat).id(id));
+        conv.track_interaction(Interaction::customer("hello"));
         traces.push(conv.trace_id().to_string());
         conv.end(ConversationEnd::new(Resolution::Resolved));
     }
-    // One generated (UUIDv7) id, as `query conversations` shows it: its first 12 characters.
-    let conv = obs.start_conversation(ConversationStart::new("acme", "bot", "cust", Channel::Voice));
-    let uuid_id = conv.id().to_string();
-    conv.end(ConversationEnd::new(Resolution::Abandoned));
     obs.shutdown(Duration::from_secs(30)).unwrap();
-
+    let run = |source: &str, args: &[&str]| bin(&ch, &db, data.path()).arg("query").args(args).args(["--source", source]).output().unwrap();
+    let count = || ch.query(&format!("SELECT (SELECT count() FROM {db}.events), (SELECT count() FROM system.tables WHERE database = '{db}')"));
+    let before = count();
     for source in ["local", "clickhouse"] {
-        let run = |args: &[&str]| bin(&ch, &db, data.path()).arg("query").args(args).args(["--source", source, "-o", "json"]).output().unwrap();
-        let id_of = |o: &Output| -> String {
-            assert!(o.status.success(), "{source}: {}", text(o));
-            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-            v["conversation"]["conversation_id"].as_str().unwrap().to_string()
-        };
-        assert_eq!(id_of(&run(&["conversation", "single-7"])), "single-777-x", "{source}");
-        assert_eq!(id_of(&run(&["conversation", &uuid_id[..12]])), uuid_id, "{source}");
-        // The exact id wins even when it is the prefix of another.
-        assert_eq!(id_of(&run(&["conversation", "twins-0000-a"])), "twins-0000-a", "{source}");
-
-        let ambiguous = run(&["conversation", "twins-00"]);
-        assert_eq!(ambiguous.status.code(), Some(2), "{source}: {}", text(&ambiguous));
-        let err = stderr(&ambiguous);
-        assert!(err.contains("twins-0000-a") && err.contains("twins-0000-b") && err.contains("more than one"), "{source}: {err}");
-
-        for hopeless in ["twins", "'; DROP TABLE conversations; --", "nomatch-at-all"] {
-            let out = run(&["conversation", hopeless]);
-            assert_eq!(out.status.code(), Some(1), "{source} {hopeless:?}: {}", text(&out));
-            assert!(stderr(&out).contains("no conversation"), "{source}: {}", text(&out));
+        // A prefix, and the last 12 characters as the live view lists them.
+        for (short, whole) in [("abcdef12", ids[2]), ("abcdef12-3456", ids[2]), ("42c8e5d7a901", ids[0]), ("000000000002", ids[1])] {
+            let out = run(source, &["conversation", short]);
+            assert!(out.status.success(), "{short} --source {source}: {}", text(&out));
+            assert!(stdout(&out).starts_with(&format!("conversation {whole}\n")), "{short}: {}", text(&out));
+            let json = run(source, &["conversation", short, "-o", "json"]);
+            let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+            assert_eq!(v["conversation"]["conversation_id"], whole);
+            assert_eq!(v["spans"].as_array().unwrap().len(), 2, "{v}");
         }
-
-        // Traces: the first 12 hex digits, in either case.
-        let trace = run(&["trace", &traces[2][..12].to_ascii_uppercase()]);
-        assert!(trace.status.success(), "{source}: {}", text(&trace));
-        let spans: Vec<serde_json::Value> = serde_json::from_slice(&trace.stdout).unwrap();
-        assert!(!spans.is_empty() && spans.iter().all(|s| s["trace_id"] == traces[2].as_str()), "{source}: {spans:?}");
+        // A whole id that begins another is that id.
+        let out = run(source, &["conversation", "c-1", "-o", "json"]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["conversation"]["conversation_id"], "c-1");
+        // Ambiguous: both matches listed, exit 2.
+        let out = run(source, &["conversation", "0195f3a2"]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        let err = stderr(&out);
+        assert!(err.contains("ambiguous") && err.contains(ids[0]) && err.contains(ids[1]) && !err.contains(ids[2]), "{err}");
+        // Too short to be a short id, and no match.
+        let out = run(source, &["conversation", "0195f3a"]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(stderr(&out).contains("at least 8 characters"), "{}", text(&out));
+        let out = run(source, &["conversation", "zzzzzzzzzz"]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        // Hostile short ids: no match, nothing changes.
+        for hostile in ["'); DROP TABLE events; --", "x' OR 1=1 --", "{short:String}", "%_%_%_%_%_"] {
+            let out = run(source, &["conversation", hostile]);
+            assert_eq!(out.status.code(), Some(1), "{hostile:?} --source {source}: {}", text(&out));
+            assert!(stderr(&out).contains("no conversation"), "{}", text(&out));
+        }
+        // Trace ids: a prefix of 10, or the last 10, in either case; the same tree as the whole id.
+        let whole = stdout(&run(source, &["trace", &traces[2]]));
+        for short in [&traces[2][..10], &traces[2][22..], &traces[2][..10].to_uppercase()] {
+            let out = run(source, &["trace", short]);
+            assert!(out.status.success(), "{short}: {}", text(&out));
+            assert_eq!(stdout(&out), whole);
+        }
+        let out = run(source, &["trace", "1234567"]);
+        assert_eq!(out.status.code(), Some(2), "7 hex digits are a usage error: {}", text(&out));
     }
-    // The tables are as they were: the hostile prefix was a parameter, not SQL.
-    assert_eq!(ch.query_u64(&format!("SELECT count() FROM {db}.conversations FINAL")), 4);
+    assert_eq!(before, count());
+
+    // Regression test for issue 12, item 10: tables were 138–173 columns wide. Piped output
+    // keeps its full width unless COLUMNS says otherwise.
+    for args in [&["conversations"][..], &["stats", "--by", "agent"]] {
+        let full = bin(&ch, &db, data.path()).env_remove("COLUMNS").arg("query").args(args).args(["--source", "local"]).output().unwrap();
+        assert!(full.status.success(), "{}", text(&full));
+        assert!(stdout(&full).lines().any(|l| l.chars().count() > 80), "{}", text(&full));
+        let fitted = bin(&ch, &db, data.path()).env("COLUMNS", "80").arg("query").args(args).args(["--source", "local"]).output().unwrap();
+        assert!(fitted.status.success(), "{}", text(&fitted));
+        let table = stdout(&fitted);
+        assert!(table.lines().all(|l| l.chars().count() <= 80), "{args:?} wider than 80:\n{table}");
+        if args[0] == "conversations" {
+            assert!(!table.contains(ids[0]), "short ids when narrow:\n{table}");
+        }
+    }
 }

@@ -4,6 +4,10 @@
 //! Usage errors (a bad `--since`, an unknown `--by`, `--channel` or `--resolution`, a malformed
 //! trace id) are clap errors: exit 2 with the accepted values. An unknown conversation or trace,
 //! or a store that cannot be read (a ClickHouse that is down), is exit 1 naming the source.
+//!
+//! Short ids: `query conversation` and `query trace` take a whole id, or a short one of at least
+//! [`MIN_SHORT_ID`] characters that begins or ends exactly one stored id (a prefix, or the last
+//! 12 characters the live view lists). A short id that fits several lists them and exits 2.
 
 mod render;
 mod tree;
@@ -18,7 +22,7 @@ use clap::builder::{NonEmptyStringValueParser, PossibleValuesParser, TypedValueP
 use clap::{Subcommand, ValueEnum};
 use serphona_obs::store::clickhouse::ClickHouseStore;
 use serphona_obs::store::local::LocalStore;
-use serphona_obs::store::{ConversationFilter, GroupBy, IdKind, MIN_ID_PREFIX, Store, StoreError, normalize_trace_id};
+use serphona_obs::store::{ConversationFilter, GroupBy, IdKind, MIN_SHORT_ID, Store, StoreError, normalize_trace_id};
 use serphona_obs::types::{Channel, Resolution};
 use time::OffsetDateTime;
 
@@ -134,8 +138,8 @@ pub struct ConversationsArgs {
 /// `query conversation` flags.
 #[derive(Debug, clap::Args)]
 pub struct ConversationArgs {
-    /// The conversation id, or a unique prefix of it of 8 or more characters (the lists show
-    /// the first 12). An ambiguous prefix lists the matches and exits 2.
+    /// The conversation id, or a unique short id: its first 8 or more characters, or its last
+    /// ones (the live view lists the last 12).
     #[arg(value_name = "ID", value_parser = NonEmptyStringValueParser::new())]
     id: String,
     #[command(flatten)]
@@ -145,8 +149,8 @@ pub struct ConversationArgs {
 /// `query trace` flags.
 #[derive(Debug, clap::Args)]
 pub struct TraceArgs {
-    /// The trace id: 32 hex digits, as in the event log's trace_id, or a unique prefix of 8 or
-    /// more. An ambiguous prefix lists the matches and exits 2.
+    /// The trace id: 32 hex digits, as in the event log's trace_id, or a unique prefix (or end)
+    /// of 8 or more of them.
     #[arg(value_name = "TRACE_ID", value_parser = parse_trace_id)]
     trace_id: String,
     #[command(flatten)]
@@ -180,15 +184,19 @@ fn group_parser() -> impl TypedValueParser<Value = GroupBy> {
 
 /// A whole trace id (normalized), or a prefix of 8 to 31 hex digits (lower case).
 fn parse_trace_id(s: &str) -> Result<String, String> {
-    let t = s.trim();
-    if (MIN_ID_PREFIX..32).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Ok(t.to_ascii_lowercase());
+    let short = s.trim().to_ascii_lowercase();
+    if (MIN_SHORT_ID..32).contains(&short.len()) && short.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(short);
     }
     normalize_trace_id(s).map_err(|_| {
-        "expected 32 hexadecimal digits (not all zero), e.g. 4bf92f3577b34da6a3ce929d0e0e4736, or a unique prefix of 8 or more"
-            .to_string()
+        format!(
+            "expected 32 hexadecimal digits (not all zero), e.g. 4bf92f3577b34da6a3ce929d0e0e4736, or a unique prefix of {MIN_SHORT_ID} or more of them"
+        )
     })
 }
+
+/// How many ids an ambiguous short id lists.
+const AMBIGUOUS_SHOWN: usize = 10;
 
 fn parse_meta(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
@@ -286,26 +294,29 @@ impl<S: Store> Reader<'_, S> {
         result.with_context(|| format!("reading {}", self.what))
     }
 
-    /// The one id that starts with `prefix`: an error naming the source when none does, a
-    /// usage error (exit 2) listing them when several do.
-    async fn complete(&self, kind: IdKind, prefix: &str) -> anyhow::Result<String> {
+    /// The one stored id that `short` begins or ends; exit 1 when none does (or `short` is
+    /// shorter than [`MIN_SHORT_ID`]), exit 2 listing them when several do.
+    async fn resolve_short(&self, kind: IdKind, short: &str) -> anyhow::Result<String> {
         let what = match kind {
             IdKind::Conversation => "conversation",
             IdKind::Trace => "trace",
         };
-        if prefix.chars().count() < MIN_ID_PREFIX {
-            anyhow::bail!("no {what} {prefix:?} in {} (a shortened id needs {MIN_ID_PREFIX} or more characters)", self.what);
+        if short.chars().count() < MIN_SHORT_ID {
+            anyhow::bail!("no {what} {short:?} in {} (a short id needs at least {MIN_SHORT_ID} characters)", self.what);
         }
-        const SHOWN: usize = 10;
-        let mut ids = self.call(self.store.ids_with_prefix(kind, prefix, SHOWN + 1)).await?;
+        let mut ids = self.call(self.store.ids_matching(kind, short, AMBIGUOUS_SHOWN + 1)).await?;
         match ids.len() {
-            0 => anyhow::bail!("no {what} {prefix:?} (nor one whose id starts with it) in {}", self.what),
+            0 => anyhow::bail!("no {what} {short:?} in {}", self.what),
             1 => Ok(ids.remove(0)),
             n => {
-                let more = if n > SHOWN { "\n  … and more".to_string() } else { String::new() };
-                ids.truncate(SHOWN);
+                let more = if n > AMBIGUOUS_SHOWN {
+                    ids.truncate(AMBIGUOUS_SHOWN);
+                    "\n  … and more"
+                } else {
+                    ""
+                };
                 Err(super::UsageError(format!(
-                    "{prefix:?} is the start of more than one {what} id in {}; give more of it:\n  {}{more}",
+                    "{what} id {short:?} is ambiguous: it begins or ends these {what} ids in {}:\n  {}{more}\ngive more of its characters",
                     self.what,
                     ids.join("\n  ")
                 ))
@@ -328,39 +339,40 @@ impl<S: Store> Reader<'_, S> {
                 render::conversations(&rows, args.common.output, out)
             }
             Command::Conversation(args) => {
+                // A whole id first (it may also begin other ids: `c-1` and `c-10`), then a short one.
                 let detail = match self.call(self.store.conversation(&args.id)).await? {
                     Some(detail) => detail,
                     None => {
-                        let id = self.complete(IdKind::Conversation, &args.id).await?;
-                        let Some(detail) = self.call(self.store.conversation(&id)).await? else {
-                            anyhow::bail!("no conversation {:?} in {}", id, self.what);
-                        };
-                        detail
+                        let id = self.resolve_short(IdKind::Conversation, &args.id).await?;
+                        match self.call(self.store.conversation(&id)).await? {
+                            Some(detail) => detail,
+                            None => anyhow::bail!("no conversation {:?} in {}", id, self.what),
+                        }
                     }
                 };
-                let id = detail.summary.conversation_id.clone();
                 let mut spans = match normalize_trace_id(&detail.summary.trace_id) {
                     Ok(trace_id) => self.call(self.store.trace(&trace_id)).await?,
                     Err(_) => Vec::new(),
                 };
                 // A trace may hold more than one conversation (both joined one upstream trace).
-                spans.retain(|s| s.conversation_id == id);
+                spans.retain(|s| s.conversation_id == detail.summary.conversation_id);
                 render::conversation(&detail, &spans, args.common.output, out)
             }
             Command::Trace(args) => {
                 let trace_id = match args.trace_id.len() {
                     32 => args.trace_id,
-                    _ => self.complete(IdKind::Trace, &args.trace_id).await?,
+                    _ => self.resolve_short(IdKind::Trace, &args.trace_id).await?,
                 };
-                let spans = self.call(self.store.trace(&trace_id)).await?;
+                let args = TraceArgs { trace_id, ..args };
+                let spans = self.call(self.store.trace(&args.trace_id)).await?;
                 if spans.is_empty() {
                     anyhow::bail!(
                         "no spans of trace {} in {} (a conversation's spans are recorded as its turns, decisions and end happen)",
-                        trace_id,
+                        args.trace_id,
                         self.what
                     );
                 }
-                render::trace(&trace_id, &spans, args.common.output, out)
+                render::trace(&args.trace_id, &spans, args.common.output, out)
             }
             Command::Stats(args) => {
                 let filter = args.filters.to_filter(None)?;

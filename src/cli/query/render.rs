@@ -1,7 +1,11 @@
 //! How `query` prints: tables and the conversation view for people, JSON and CSV for scripts.
 //!
 //! JSON is the library's types serialized as they are (their field names are the documented,
-//! stable format); CSV has a header row and one row per item.
+//! stable format), numbers exact: a float is the shortest text that reads back as the same
+//! `f64`. CSV has a header row and one row per item, its floats rounded to 6 decimal places
+//! with trailing zeros dropped ([`csv_float`]: `4.94`, not `4.9399999999999995`), which keeps
+//! microseconds of a duration in seconds. Tables fit the terminal's width (see
+//! [`crate::cli::output::table_width`]).
 
 use std::io::Write;
 
@@ -29,6 +33,18 @@ fn opt<T: ToString>(v: Option<T>) -> String {
     v.map(|v| v.to_string()).unwrap_or_default()
 }
 
+/// A float for CSV: rounded to 6 decimal places, trailing zeros dropped (`4.94`, `0.333333`,
+/// `12`); empty for `None`.
+pub fn csv_float(v: Option<f64>) -> String {
+    let Some(v) = v else { return String::new() };
+    if !v.is_finite() {
+        return v.to_string();
+    }
+    let text = format!("{v:.6}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text == "-0" { "0".to_string() } else { text.to_string() }
+}
+
 fn fixed(v: Option<f64>, places: usize) -> String {
     v.map_or_else(|| "-".to_string(), |v| format!("{v:.places$}"))
 }
@@ -46,6 +62,7 @@ fn table(header: Vec<String>, rows: Vec<Vec<String>>, right_from: usize) -> Stri
     let mut table = builder.build();
     table.with(Style::rounded());
     table.modify(Columns::new(right_from..), Alignment::right());
+    crate::cli::output::fit(&mut table);
     table.to_string()
 }
 
@@ -90,7 +107,7 @@ pub fn conversations(rows: &[ConversationSummary], format: DataFormat, out: &mut
                     c.language.clone(),
                     rfc3339(c.started_at),
                     opt(c.ended_at.map(rfc3339)),
-                    opt(c.duration_seconds),
+                    csv_float(c.duration_seconds),
                     opt(c.resolution),
                     opt(c.rating),
                     c.agent_turns.to_string(),
@@ -99,7 +116,7 @@ pub fn conversations(rows: &[ConversationSummary], format: DataFormat, out: &mut
                     c.transfers.to_string(),
                     c.errors.to_string(),
                     c.violations.to_string(),
-                    opt(c.mean_sentiment),
+                    csv_float(c.mean_sentiment),
                     opt(c.last_speaker),
                     c.trace_id.clone(),
                     serde_json::to_string(&c.metadata)?,
@@ -110,12 +127,15 @@ pub fn conversations(rows: &[ConversationSummary], format: DataFormat, out: &mut
         }
         DataFormat::Table => {
             let header = ["started", "conversation", "tenant", "agent", "channel", "resolution", "rating", "duration", "turns", "sentiment"];
+            // Narrower than the whole table: ids as the live view lists them (their last 12
+            // characters, which `query conversation` takes), the rest wrapped to fit.
+            let short = crate::cli::output::table_width().is_some_and(|w| w < 150);
             let body = rows
                 .iter()
                 .map(|c| {
                     vec![
                         rfc3339_seconds(c.started_at),
-                        c.conversation_id.clone(),
+                        if short { serphona_obs::tui::view::short_id(&c.conversation_id) } else { c.conversation_id.clone() },
                         c.tenant_id.clone(),
                         c.agent_id.clone(),
                         c.channel.map_or_else(|| "-".into(), |ch| ch.to_string()),
@@ -164,17 +184,17 @@ pub fn stats(rows: &[StatsRow], by: Option<GroupBy>, format: DataFormat, out: &m
                 let mut record = vec![r.group.clone(), r.conversations.to_string(), r.ended.to_string()];
                 record.extend(Resolution::ALL.iter().map(|res| r.by_resolution.get(res.as_str()).copied().unwrap_or(0).to_string()));
                 record.extend([
-                    opt(r.resolution_rate),
-                    opt(r.transfer_rate),
+                    csv_float(r.resolution_rate),
+                    csv_float(r.transfer_rate),
                     r.interactions.to_string(),
-                    opt(r.duration_seconds.p50),
-                    opt(r.duration_seconds.p95),
-                    opt(r.duration_seconds.p99),
-                    opt(r.response_seconds.p50),
-                    opt(r.response_seconds.p95),
-                    opt(r.response_seconds.p99),
-                    opt(r.mean_rating),
-                    opt(r.mean_sentiment),
+                    csv_float(r.duration_seconds.p50),
+                    csv_float(r.duration_seconds.p95),
+                    csv_float(r.duration_seconds.p99),
+                    csv_float(r.response_seconds.p50),
+                    csv_float(r.response_seconds.p95),
+                    csv_float(r.response_seconds.p99),
+                    csv_float(r.mean_rating),
+                    csv_float(r.mean_sentiment),
                 ]);
                 w.write_record(&record)?;
             }
@@ -280,9 +300,9 @@ pub fn conversation(d: &ConversationDetail, spans: &[SpanRecord], format: DataFo
                     e.speaker.to_string(),
                     e.content.clone(),
                     e.metadata.sentiment.map(|s| s.as_str()).unwrap_or_default().to_string(),
-                    opt(e.metadata.sentiment_score),
+                    csv_float(e.metadata.sentiment_score),
                     e.metadata.intent.clone().unwrap_or_default(),
-                    opt(decision_confidence(e).or(e.metadata.confidence)),
+                    csv_float(decision_confidence(e).or(e.metadata.confidence)),
                     detail(e),
                     e.trace.span_id.to_string(),
                 ])?;
@@ -353,7 +373,9 @@ pub fn view(d: &ConversationDetail, spans: &[SpanRecord]) -> String {
                 s.last_speaker.map(|sp| format!("; last: {sp}")).unwrap_or_default()
             ),
         ),
-        ("decisions", format!("{}, {} transfer{}", s.decisions, s.transfers, if s.transfers == 1 { "" } else { "s" })),
+        // The same two counts as the section below: decisions made (a transfer decision among
+        // them) and transfers initiated.
+        ("decisions", format!("{} made, {} transfer{} initiated", s.decisions, s.transfers, if s.transfers == 1 { "" } else { "s" })),
         ("errors", format!("{}, compliance violations {}", s.errors, s.violations)),
         ("sentiment", s.mean_sentiment.map_or_else(|| "-".into(), |v| format!("{v:.2} (mean of the scored turns)"))),
         ("trace", s.trace_id.clone()),
@@ -397,8 +419,13 @@ pub fn view(d: &ConversationDetail, spans: &[SpanRecord]) -> String {
 
     let decisions: Vec<&Event> =
         d.events.iter().filter(|e| matches!(e.kind, EventKind::DecisionMade { .. } | EventKind::TransferInitiated { .. })).collect();
+    let made = decisions.iter().filter(|e| matches!(e.kind, EventKind::DecisionMade { .. })).count();
     line(String::new());
-    line(format!("decisions ({})", decisions.len()));
+    line(format!(
+        "decisions ({made} made, {} transfer{} initiated)",
+        decisions.len() - made,
+        if decisions.len() - made == 1 { "" } else { "s" }
+    ));
     for e in &decisions {
         let text = match &e.kind {
             EventKind::DecisionMade { decision_type, option, reason, confidence, duration_ms } => {
@@ -524,4 +551,47 @@ pub fn trace_view(trace_id: &str, spans: &[SpanRecord]) -> String {
     o.push_str(&tree::render(spans));
     o.push('\n');
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serphona_obs::store::Percentiles;
+
+    use super::*;
+
+    // Regression test for issue 12, item 11: CSV printed float noise (`4.9399999999999995`).
+    #[test]
+    fn csv_floats_are_rounded_to_six_places_without_noise_and_json_stays_exact() {
+        assert_eq!(csv_float(Some(4.9399999999999995)), "4.94");
+        assert_eq!(csv_float(Some(1.0 / 3.0)), "0.333333");
+        assert_eq!(csv_float(Some(12.0)), "12");
+        assert_eq!(csv_float(Some(-0.0000001)), "0");
+        assert_eq!(csv_float(Some(0.000001)), "0.000001");
+        assert_eq!(csv_float(None), "");
+        let row = StatsRow {
+            group: "all".into(),
+            conversations: 3,
+            ended: 3,
+            by_resolution: BTreeMap::from([("resolved".to_string(), 2)]),
+            resolution_rate: Some(2.0 / 3.0),
+            transfer_rate: Some(0.1 + 0.2),
+            interactions: 9,
+            duration_seconds: Percentiles { p50: Some(4.9399999999999995), p95: Some(60.000001), p99: None },
+            response_seconds: Percentiles::default(),
+            mean_rating: Some(4.5),
+            mean_sentiment: Some(-0.30000000000000004),
+        };
+        let mut out = Vec::new();
+        stats(std::slice::from_ref(&row), None, DataFormat::Csv, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let line = text.lines().nth(1).unwrap();
+        assert!(line.contains(",0.666667,0.3,9,4.94,60.000001,,"), "{text}");
+        assert!(line.ends_with(",4.5,-0.3"), "{text}");
+        assert!(!text.contains("0000000"), "{text}");
+        let mut out = Vec::new();
+        stats(&[row], None, DataFormat::Json, &mut out).unwrap();
+        assert!(String::from_utf8(out).unwrap().contains("4.9399999999999995"), "JSON numbers are exact");
+    }
 }
