@@ -49,7 +49,7 @@ impl Args {
             seed: self.seed,
             rate: self.rate.unwrap_or(2.0),
             concurrency: self.concurrency,
-            pace: if self.rate.is_some() { Pace::Realtime { speed: self.speed } } else { Pace::Fast },
+            pace: if self.rate.is_some() { Pace::Realtime { speed: self.speed, max_gap: None } } else { Pace::Fast },
             run_id: None,
         }
     }

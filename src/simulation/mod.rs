@@ -21,23 +21,32 @@ use rand_chacha::ChaCha8Rng;
 use time::OffsetDateTime;
 
 use crate::observability::{Conversation, Observability};
-use crate::types::{DecisionType, Resolution};
+use crate::types::{ConversationEnd, DecisionType, Resolution};
 
 pub use script::{Action, Step};
 
 /// The metadata key that marks a conversation with the run that simulated it.
 pub const RUN_METADATA_KEY: &str = "simulation_run";
 
-/// How fast virtual time runs.
+/// How a run's script time maps to the wall clock.
+///
+/// Whatever the pace, no event is ever dated after the wall clock at the moment it is recorded,
+/// and no event of a conversation is dated after its end.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Pace {
-    /// As fast as the library takes it; timestamps still follow the virtual clock, ending
-    /// about now.
+    /// As fast as the library takes it. The whole schedule is laid out first and placed so its
+    /// last event is at the moment the run starts: timestamps keep the scripts' spacing (email
+    /// threads span hours) and all lie in the past.
     Fast,
-    /// `speed` virtual seconds per real second (1.0 is real time).
+    /// Each event is recorded when the wall clock reaches its time, and dated then: the scripts'
+    /// time is compressed `speed` times (at 10, a 60 s call takes 6 real seconds and is recorded
+    /// as lasting 6 s, so the live view, the event log, `query` and ClickHouse agree).
     Realtime {
-        /// Virtual seconds per real second.
+        /// Script seconds per real second (1.0 is real time).
         speed: f64,
+        /// The longest pause between two steps of one conversation, in script time; longer
+        /// pauses (an email thread's hours) are shortened to it. `None` keeps them.
+        max_gap: Option<Duration>,
     },
 }
 
@@ -81,7 +90,7 @@ impl SimConfig {
         if self.concurrency == 0 {
             return err("concurrency", "must be at least 1".into());
         }
-        if let Pace::Realtime { speed } = self.pace {
+        if let Pace::Realtime { speed, .. } = self.pace {
             if !(speed.is_finite() && speed > 0.0) {
                 return err("speed", format!("{speed} is not a positive number"));
             }
@@ -132,14 +141,106 @@ pub struct SimReport {
 
 struct Active {
     conv: Option<Conversation>,
-    steps: VecDeque<Step>,
-    start_ms: u64,
     /// An error happened; the next turn's HTTP request fails.
     failing: bool,
+    /// When its latest event was dated.
+    last_at: OffsetDateTime,
+}
+
+/// One conversation's remaining script in the scheduler.
+struct Slot {
+    steps: VecDeque<Step>,
+    start_ms: u64,
+}
+
+/// Walks the run's schedule in time order (arrivals at `rate`, at most `concurrency`
+/// conversations at once), calling `on_step(due_ms, slot, step)`; a slot is reused once its
+/// conversation ended. `on_step` returns false to stop. True when the walk was stopped early.
+fn walk(config: &SimConfig, run_id: &str, stop: &AtomicBool, mut on_step: impl FnMut(u64, usize, Step) -> bool) -> bool {
+    let max_gap_ms = match config.pace {
+        Pace::Realtime { max_gap: Some(gap), .. } => Some(u64::try_from(gap.as_millis()).unwrap_or(u64::MAX).max(1)),
+        _ => None,
+    };
+    let mut arrivals = ChaCha8Rng::seed_from_u64(config.seed);
+    let mut next_arrival_ms: u64 = 0;
+    let mut launched = 0usize;
+    let mut slots: Vec<Option<Slot>> = Vec::new();
+    let mut free_slots: Vec<usize> = Vec::new();
+    let mut queue: BinaryHeap<Reverse<(u64, u64, usize)>> = BinaryHeap::new();
+    let mut seq = 0u64;
+    let mut active = 0usize;
+    let mut now_ms: u64 = 0;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return true;
+        }
+        let can_launch = launched < config.conversations && active < config.concurrency;
+        let next_step = queue.peek().map(|Reverse((due, _, _))| *due);
+        // Arrivals wait for a free slot; then they start no earlier than now.
+        let arrival = can_launch.then(|| next_arrival_ms.max(now_ms));
+        let (due, is_arrival) = match (arrival, next_step) {
+            (Some(a), Some(s)) if a <= s => (a, true),
+            (Some(a), None) => (a, true),
+            (_, Some(s)) => (s, false),
+            (None, None) => return false,
+        };
+        now_ms = due;
+        if is_arrival {
+            let index = launched;
+            launched += 1;
+            // Exponential inter-arrival times.
+            let u: f64 = arrivals.random_range(f64::EPSILON..1.0);
+            // Float-to-int casts saturate; the sum cannot overflow within validated bounds.
+            next_arrival_ms = due.saturating_add((-u.ln() / config.rate * 1000.0) as u64);
+            let mut steps = script::generate(config.seed, index as u64, run_id);
+            if let Some(cap) = max_gap_ms {
+                script::cap_gaps(&mut steps, cap);
+            }
+            let slot = free_slots.pop().unwrap_or_else(|| {
+                slots.push(None);
+                slots.len() - 1
+            });
+            slots[slot] = Some(Slot { steps: steps.into(), start_ms: due });
+            active += 1;
+            queue.push(Reverse((due, seq, slot)));
+            seq += 1;
+            continue;
+        }
+        let Reverse((_, _, slot)) = queue.pop().expect("peeked");
+        let entry = slots[slot].as_mut().expect("scheduled slot is active");
+        let step = entry.steps.pop_front().expect("scheduled conversation has a step");
+        match entry.steps.front() {
+            Some(next) => {
+                queue.push(Reverse((entry.start_ms + next.offset_ms, seq, slot)));
+                seq += 1;
+            }
+            None => {
+                slots[slot] = None;
+                free_slots.push(slot);
+                active -= 1;
+            }
+        }
+        if !on_step(due, slot, step) {
+            return true;
+        }
+    }
+}
+
+/// How long the run's schedule is, in script time (from the first arrival to the last end).
+/// The same for every pace except for a `max_gap`; a paced run takes this divided by its speed.
+pub fn schedule_length(config: &SimConfig) -> Duration {
+    let never = AtomicBool::new(false);
+    let mut last = 0u64;
+    walk(config, "", &never, |due, _, _| {
+        last = due;
+        true
+    });
+    Duration::from_millis(last)
 }
 
 /// Runs a simulation through `obs`. `progress` is called after every step (cheap to ignore);
-/// setting `stop` ends the run early (conversations in progress end as abandoned).
+/// setting `stop` ends the run early: conversations in progress end as abandoned, dated at the
+/// moment they are ended (never before their own events).
 ///
 /// Besides the conversations, it records the HTTP requests of the simulated orchestrator's
 /// API through [`Observability::record_http_request`]: `POST /v1/conversations` for a start,
@@ -154,19 +255,14 @@ pub fn run(
     config.validate()?;
     let started = Instant::now();
     let run_id = config.run_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let rate = config.rate;
-    let concurrency = config.concurrency;
-    let base = match config.pace {
-        Pace::Fast => OffsetDateTime::now_utc() - time::Duration::seconds_f64(config.conversations as f64 / rate + 120.0),
-        Pace::Realtime { .. } => OffsetDateTime::now_utc(),
+    // Fast: the schedule ends at the moment the run starts. Paced: it starts then.
+    let (base, speed) = match config.pace {
+        Pace::Fast => {
+            let length = schedule_length(config);
+            (OffsetDateTime::now_utc() - length, None)
+        }
+        Pace::Realtime { speed, .. } => (OffsetDateTime::now_utc(), Some(speed)),
     };
-    let mut arrivals = ChaCha8Rng::seed_from_u64(config.seed);
-    let mut next_arrival_ms: u64 = 0;
-    let mut launched = 0usize;
-    let mut slots: Vec<Option<Active>> = Vec::new();
-    let mut free_slots: Vec<usize> = Vec::new();
-    let mut queue: BinaryHeap<Reverse<(u64, u64, usize)>> = BinaryHeap::new();
-    let mut seq = 0u64;
     let mut report = SimReport {
         run_id: run_id.clone(),
         conversations: 0,
@@ -177,72 +273,45 @@ pub fn run(
         elapsed: Duration::ZERO,
         interrupted: false,
     };
-    let mut active = 0usize;
-    let mut now_ms: u64 = 0;
-
-    loop {
-        if stop.load(Ordering::Relaxed) {
-            report.interrupted = true;
-            break;
-        }
-        let can_launch = launched < config.conversations && active < concurrency;
-        let next_step = queue.peek().map(|Reverse((due, _, _))| *due);
-        // Arrivals wait for a free slot; then they start no earlier than now.
-        let arrival = can_launch.then(|| next_arrival_ms.max(now_ms));
-        let (due, is_arrival) = match (arrival, next_step) {
-            (Some(a), Some(s)) if a <= s => (a, true),
-            (Some(a), None) => (a, true),
-            (_, Some(s)) => (s, false),
-            (None, None) => break,
-        };
-        now_ms = due;
-        if let Pace::Realtime { speed } = config.pace {
-            let target = Duration::from_secs_f64(due as f64 / 1000.0 / speed.max(1e-6));
-            while let Some(wait) = target.checked_sub(started.elapsed()) {
-                if stop.load(Ordering::Relaxed) || wait.is_zero() {
-                    break;
+    let mut open: Vec<Option<Active>> = Vec::new();
+    report.interrupted = walk(config, &run_id, stop, |due, slot, step| {
+        let scheduled = match speed {
+            Some(speed) => {
+                let target = Duration::from_secs_f64(due as f64 / 1000.0 / speed);
+                while let Some(wait) = target.checked_sub(started.elapsed()) {
+                    if stop.load(Ordering::Relaxed) {
+                        return false;
+                    }
+                    if wait.is_zero() {
+                        break;
+                    }
+                    std::thread::sleep(wait.min(Duration::from_millis(50)));
                 }
-                std::thread::sleep(wait.min(Duration::from_millis(50)));
+                base.saturating_add(time::Duration::saturating_seconds_f64(target.as_secs_f64()))
             }
+            None => base.saturating_add(time::Duration::milliseconds(i64::try_from(due).unwrap_or(i64::MAX))),
+        };
+        // Never in the future, even when the clock was adjusted under a run.
+        let at = scheduled.min(OffsetDateTime::now_utc());
+        if open.len() <= slot {
+            open.resize_with(slot + 1, || None);
         }
-        if is_arrival {
-            let index = launched;
-            launched += 1;
-            // Exponential inter-arrival times.
-            let u: f64 = arrivals.random_range(f64::EPSILON..1.0);
-            // Float-to-int casts saturate; the sum cannot overflow within validated bounds.
-            next_arrival_ms = due.saturating_add((-u.ln() / rate * 1000.0) as u64);
-            let steps = script::generate(config.seed, index as u64, &run_id);
-            let slot = free_slots.pop().unwrap_or_else(|| {
-                slots.push(None);
-                slots.len() - 1
-            });
-            slots[slot] = Some(Active { conv: None, steps: steps.into(), start_ms: due, failing: false });
-            active += 1;
-            queue.push(Reverse((due, seq, slot)));
-            seq += 1;
-            continue;
-        }
-        let Reverse((_, _, slot)) = queue.pop().expect("peeked");
-        let entry = slots[slot].as_mut().expect("scheduled slot is active");
-        let step = entry.steps.pop_front().expect("scheduled conversation has a step");
-        let at = base.saturating_add(time::Duration::milliseconds(i64::try_from(due).unwrap_or(i64::MAX)));
-        let ended = perform(obs, entry, step.action, at, &mut report);
-        if ended {
-            slots[slot] = None;
-            free_slots.push(slot);
-            active -= 1;
-        } else if let Some(next) = entry.steps.front() {
-            queue.push(Reverse((entry.start_ms + next.offset_ms, seq, slot)));
-            seq += 1;
+        let entry = open[slot].get_or_insert_with(|| Active { conv: None, failing: false, last_at: at });
+        let at = at.max(entry.last_at);
+        entry.last_at = at;
+        if perform(obs, entry, step.action, at, &mut report) {
+            open[slot] = None;
         }
         progress(Progress { started: report.conversations, ended: report.ended, events: report.events, total: config.conversations });
-    }
-    // Stopped early: what is still open ends as abandoned when its handle drops.
-    for entry in slots.iter_mut().flatten() {
-        if entry.conv.take().is_some() {
-            report.events += 1;
-            *report.events_by_type.entry("conversation.ended").or_default() += 1;
+        true
+    });
+    // Stopped early: what is still open ends as abandoned, now (after its own events).
+    for entry in open.iter_mut().flatten() {
+        if let Some(conv) = entry.conv.take() {
+            let at = OffsetDateTime::now_utc().max(entry.last_at);
+            obs.record_http_request("POST", "/v1/conversations/{id}/end", 200, Duration::from_millis(20));
+            conv.end(ConversationEnd::new(Resolution::Abandoned).tag("interrupted").at(at));
+            count(&mut report, "conversation.ended");
             *report.by_resolution.entry(Resolution::Abandoned).or_default() += 1;
             report.ended += 1;
         }
