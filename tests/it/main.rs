@@ -14,4 +14,5 @@ mod query;
 mod stack;
 mod store;
 mod trace;
+mod simulation;
 mod tui;
