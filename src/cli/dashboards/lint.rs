@@ -947,3 +947,21 @@ fn snippet(body: &str) -> String {
         line.to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Regression test for issue 12, item 13: "no data" passed the lint even on a stack that
+    // held the library's data (21 of 49 panels all NaN after a demo).
+    #[test]
+    fn no_data_fails_the_lint_only_on_a_populated_datasource() {
+        let report = |no_data_on_populated| Report {
+            dashboards: Vec::new(),
+            summary: Summary { panels: 2, ok: 1, no_data: 1, no_data_on_populated, ..Summary::default() },
+        };
+        assert!(!report(0).failed(), "no data on an empty stack is not a failure");
+        assert!(report(1).failed(), "no data on a populated stack is a failure");
+        assert!(report(1).table().contains("1 panels have no data although"), "{}", report(1).table());
+    }
+}
