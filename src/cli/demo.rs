@@ -72,14 +72,8 @@ pub struct Args {
 pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
     let live_view = !args.no_tui && std::io::stdout().is_terminal();
     let pace = match (args.speed, live_view) {
-        (Some(speed), _) => Pace::Realtime {
-            speed,
-            max_gap: Some(DEMO_MAX_GAP),
-        },
-        (None, true) => Pace::Realtime {
-            speed: DEFAULT_LIVE_SPEED,
-            max_gap: Some(DEMO_MAX_GAP),
-        },
+        (Some(speed), _) => Pace::Realtime { speed, max_gap: Some(DEMO_MAX_GAP) },
+        (None, true) => Pace::Realtime { speed: DEFAULT_LIVE_SPEED, max_gap: Some(DEMO_MAX_GAP) },
         (None, false) => Pace::Fast,
     };
     let sim = SimConfig {
@@ -90,8 +84,7 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
         pace,
         run_id: None,
     };
-    sim.validate()
-        .map_err(|e| super::UsageError(format!("--{e}")))?;
+    sim.validate().map_err(|e| super::UsageError(format!("--{e}")))?;
     let mut config = ctx.config;
     // The demo always writes the local event log: its summary is read back from it.
     config.logging.enabled = true;
@@ -111,10 +104,7 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
         }
         other => other?,
     };
-    let metrics_url = obs
-        .metrics_addr()
-        .map(|a| format!("http://{a}/metrics"))
-        .unwrap_or_default();
+    let metrics_url = obs.metrics_addr().map(|a| format!("http://{a}/metrics")).unwrap_or_default();
     eprintln!(
         "serphona-obs demo: {} conversations (seed {}) → event log in {}, metrics at {}",
         args.conversations,
@@ -124,31 +114,17 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
     );
     if let Pace::Realtime { speed, .. } = pace {
         let length = serphona_obs::simulation::schedule_length(&sim).as_secs_f64() / speed;
-        eprintln!(
-            "paced at {speed}×: about {}; q or Ctrl-C ends it early",
-            seconds(Some(length))
-        );
+        eprintln!("paced at {speed}×: about {}; q or Ctrl-C ends it early", seconds(Some(length)));
     }
-    let report = if live_view {
-        watch(&obs, &sim, &data_dir)?
-    } else {
-        super::simulate::drive(&obs, &sim, ctx.interactive)?
-    };
+    let report =
+        if live_view { watch(&obs, &sim, &data_dir)? } else { super::simulate::drive(&obs, &sim, ctx.interactive)? };
     obs.flush(Duration::from_secs(30))?;
     let dropped: u64 = ["queue_full", "shutdown"]
         .iter()
-        .map(|r| {
-            obs.metrics()
-                .pipeline
-                .events_dropped
-                .with_label_values(&[r])
-                .get()
-        })
+        .map(|r| obs.metrics().pipeline.events_dropped.with_label_values(&[r]).get())
         .sum();
     if dropped > 0 {
-        tracing::warn!(
-            "{dropped} events were dropped before the event log (queue full); the summary undercounts"
-        );
+        tracing::warn!("{dropped} events were dropped before the event log (queue full); the summary undercounts");
     }
 
     let store = LocalStore::open(&data_dir);
@@ -185,11 +161,7 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
         Format::Table => {
             let rows: Vec<&StatsRow> = by_channel.iter().chain(total.iter()).collect();
             writeln!(out, "{}", summary_table(&rows))?;
-            let types: Vec<String> = report
-                .events_by_type
-                .iter()
-                .map(|(t, n)| format!("{t} {n}"))
-                .collect();
+            let types: Vec<String> = report.events_by_type.iter().map(|(t, n)| format!("{t} {n}")).collect();
             writeln!(out, "{} events: {}", report.events, types.join(", "))?;
         }
     }
@@ -217,10 +189,7 @@ fn trickle(obs: &Observability, args: &Args, how_long: Duration) -> anyhow::Resu
         seed: args.seed.wrapping_add(1),
         rate: TRICKLE_RATE,
         concurrency: args.concurrency,
-        pace: Pace::Realtime {
-            speed: 1.0,
-            max_gap: Some(Duration::from_secs(5)),
-        },
+        pace: Pace::Realtime { speed: 1.0, max_gap: Some(Duration::from_secs(5)) },
         run_id: None,
     };
     let stop = AtomicBool::new(false);
@@ -228,23 +197,14 @@ fn trickle(obs: &Observability, args: &Args, how_long: Duration) -> anyhow::Resu
     std::thread::scope(|scope| {
         let runner = scope.spawn(|| serphona_obs::simulation::run(obs, &sim, &stop, |_| {}));
         let until = std::time::Instant::now() + how_long;
-        while std::time::Instant::now() < until
-            && !ctrl_c.load(Ordering::Relaxed)
-            && !runner.is_finished()
-        {
+        while std::time::Instant::now() < until && !ctrl_c.load(Ordering::Relaxed) && !runner.is_finished() {
             std::thread::sleep(Duration::from_millis(100));
         }
         // Served long enough: ends the trickle whether or not it finished.
         stop.store(true, Ordering::Relaxed);
         let rest = until.saturating_duration_since(std::time::Instant::now());
-        let report = runner
-            .join()
-            .map_err(|_| anyhow::anyhow!("the trickle's thread panicked"))??;
-        tracing::debug!(
-            "trickle: {} conversations, {} events",
-            report.conversations,
-            report.events
-        );
+        let report = runner.join().map_err(|_| anyhow::anyhow!("the trickle's thread panicked"))??;
+        tracing::debug!("trickle: {} conversations, {} events", report.conversations, report.events);
         // The trickle ran out before the time was up: keep serving.
         let until = std::time::Instant::now() + rest;
         while std::time::Instant::now() < until && !ctrl_c.load(Ordering::Relaxed) {
@@ -257,37 +217,25 @@ fn trickle(obs: &Observability, args: &Args, how_long: Duration) -> anyhow::Resu
 /// Runs the simulation on a thread while the live view shows it, with `N/M ended · q ends`
 /// as its status; `q` ends both (open conversations end as abandoned, dated then) and the
 /// summary follows.
-fn watch(
-    obs: &Observability,
-    sim: &SimConfig,
-    data_dir: &std::path::Path,
-) -> anyhow::Result<SimReport> {
+fn watch(obs: &Observability, sim: &SimConfig, data_dir: &std::path::Path) -> anyhow::Result<SimReport> {
     let receiver = obs.subscribe();
     let stop = super::stop_flag();
     let finished = Arc::new(AtomicBool::new(false));
     let ended = Arc::new(AtomicUsize::new(0));
     let simulation = {
-        let (obs, sim, finished, ended) =
-            (obs.clone(), sim.clone(), finished.clone(), ended.clone());
-        std::thread::Builder::new()
-            .name("serphona-obs-demo".into())
-            .spawn(move || {
-                let report = serphona_obs::simulation::run(&obs, &sim, stop, |p| {
-                    ended.store(p.ended, Ordering::Relaxed)
-                });
-                finished.store(true, Ordering::Relaxed);
-                report
-            })?
+        let (obs, sim, finished, ended) = (obs.clone(), sim.clone(), finished.clone(), ended.clone());
+        std::thread::Builder::new().name("serphona-obs-demo".into()).spawn(move || {
+            let report = serphona_obs::simulation::run(&obs, &sim, stop, |p| ended.store(p.ended, Ordering::Relaxed));
+            finished.store(true, Ordering::Relaxed);
+            report
+        })?
     };
     let label = format!(
         "demo: {} conversations → {}",
         sim.conversations,
         serphona_obs::logging::event_log_dir(data_dir).display()
     );
-    let options = serphona_obs::tui::Options {
-        source: label,
-        ..Default::default()
-    };
+    let options = serphona_obs::tui::Options { source: label, ..Default::default() };
     let total = sim.conversations;
     let status = || {
         Some(if finished.load(Ordering::Relaxed) {
@@ -299,9 +247,7 @@ fn watch(
     let exit = super::tail::watch(options, Kind::Live(receiver), &status);
     // Whatever ended the view ends the simulation too.
     stop.store(true, Ordering::Relaxed);
-    let report = simulation
-        .join()
-        .map_err(|_| anyhow::anyhow!("the simulation thread panicked"))?;
+    let report = simulation.join().map_err(|_| anyhow::anyhow!("the simulation thread panicked"))?;
     exit?;
     Ok(report?)
 }
@@ -310,29 +256,15 @@ fn watch(
 fn summary_table(rows: &[&StatsRow]) -> String {
     let mut header = vec!["channel".to_string(), "conversations".into()];
     header.extend(Resolution::ALL.iter().map(|r| r.to_string()));
-    header.extend([
-        "interactions".into(),
-        "p50 duration".into(),
-        "p95 duration".into(),
-    ]);
+    header.extend(["interactions".into(), "p50 duration".into(), "p95 duration".into()]);
     let mut builder = tabled::builder::Builder::default();
     builder.push_record(header);
     for row in rows {
-        let mut record = vec![
-            if row.group == "all" {
-                "total".into()
-            } else {
-                row.group.clone()
-            },
-            row.conversations.to_string(),
-        ];
-        record.extend(Resolution::ALL.iter().map(|r| {
-            row.by_resolution
-                .get(r.as_str())
-                .copied()
-                .unwrap_or(0)
-                .to_string()
-        }));
+        let mut record =
+            vec![if row.group == "all" { "total".into() } else { row.group.clone() }, row.conversations.to_string()];
+        record.extend(
+            Resolution::ALL.iter().map(|r| row.by_resolution.get(r.as_str()).copied().unwrap_or(0).to_string()),
+        );
         record.extend([
             row.interactions.to_string(),
             seconds(row.duration_seconds.p50),
@@ -359,18 +291,11 @@ mod tests {
             seed: 7,
             rate: 2.0,
             concurrency: 50,
-            pace: Pace::Realtime {
-                speed: DEFAULT_LIVE_SPEED,
-                max_gap: Some(DEMO_MAX_GAP),
-            },
+            pace: Pace::Realtime { speed: DEFAULT_LIVE_SPEED, max_gap: Some(DEMO_MAX_GAP) },
             run_id: None,
         };
-        let real =
-            serphona_obs::simulation::schedule_length(&sim).as_secs_f64() / DEFAULT_LIVE_SPEED;
+        let real = serphona_obs::simulation::schedule_length(&sim).as_secs_f64() / DEFAULT_LIVE_SPEED;
         println!("default paced demo: {real:.1} real seconds");
-        assert!(
-            (30.0..=150.0).contains(&real),
-            "the default paced demo takes {real:.1} real seconds"
-        );
+        assert!((30.0..=150.0).contains(&real), "the default paced demo takes {real:.1} real seconds");
     }
 }

@@ -28,6 +28,10 @@ pub use script::{Action, Step};
 /// The metadata key that marks a conversation with the run that simulated it.
 pub const RUN_METADATA_KEY: &str = "simulation_run";
 
+/// The longest pause within a conversation of a [`Pace::Fast`] run: an email thread's replies
+/// come within 15 minutes, so a run placed to end now starts within the last two hours or so.
+pub const FAST_MAX_GAP: Duration = Duration::from_secs(15 * 60);
+
 /// How a run's script time maps to the wall clock.
 ///
 /// Whatever the pace, no event is ever dated after the wall clock at the moment it is recorded,
@@ -35,8 +39,8 @@ pub const RUN_METADATA_KEY: &str = "simulation_run";
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Pace {
     /// As fast as the library takes it. The whole schedule is laid out first and placed so its
-    /// last event is at the moment the run starts: timestamps keep the scripts' spacing (email
-    /// threads span hours) and all lie in the past.
+    /// last event is at the moment the run starts: timestamps keep the scripts' spacing (pauses
+    /// capped at [`FAST_MAX_GAP`]) and all lie in the past.
     Fast,
     /// Each event is recorded when the wall clock reaches its time, and dated then: the scripts'
     /// time is compressed `speed` times (at 10, a 60 s call takes 6 real seconds and is recorded
@@ -82,13 +86,7 @@ impl SimConfig {
     pub fn validate(&self) -> Result<(), SimConfigError> {
         let err = |setting, message: String| Err(SimConfigError { setting, message });
         if !(self.rate.is_finite() && (0.001..=1_000_000.0).contains(&self.rate)) {
-            return err(
-                "rate",
-                format!(
-                    "{} is not between 0.001 and 1000000 conversations per second",
-                    self.rate
-                ),
-            );
+            return err("rate", format!("{} is not between 0.001 and 1000000 conversations per second", self.rate));
         }
         if self.conversations as f64 / self.rate > 10.0 * 365.0 * 86400.0 {
             return err(
@@ -113,14 +111,7 @@ impl SimConfig {
 
 impl Default for SimConfig {
     fn default() -> Self {
-        SimConfig {
-            conversations: 200,
-            seed: 7,
-            rate: 2.0,
-            concurrency: 50,
-            pace: Pace::Fast,
-            run_id: None,
-        }
+        SimConfig { conversations: 200, seed: 7, rate: 2.0, concurrency: 50, pace: Pace::Fast, run_id: None }
     }
 }
 
@@ -181,12 +172,11 @@ fn walk(
     stop: &AtomicBool,
     mut on_step: impl FnMut(u64, usize, Step) -> bool,
 ) -> bool {
-    let max_gap_ms = match config.pace {
-        Pace::Realtime {
-            max_gap: Some(gap), ..
-        } => Some(u64::try_from(gap.as_millis()).unwrap_or(u64::MAX).max(1)),
-        _ => None,
+    let max_gap = match config.pace {
+        Pace::Realtime { max_gap, .. } => max_gap,
+        Pace::Fast => Some(FAST_MAX_GAP),
     };
+    let max_gap_ms = max_gap.map(|gap| u64::try_from(gap.as_millis()).unwrap_or(u64::MAX).max(1));
     let mut arrivals = ChaCha8Rng::seed_from_u64(config.seed);
     let mut next_arrival_ms: u64 = 0;
     let mut launched = 0usize;
@@ -226,10 +216,7 @@ fn walk(
                 slots.push(None);
                 slots.len() - 1
             });
-            slots[slot] = Some(Slot {
-                steps: steps.into(),
-                start_ms: due,
-            });
+            slots[slot] = Some(Slot { steps: steps.into(), start_ms: due });
             active += 1;
             queue.push(Reverse((due, seq, slot)));
             seq += 1;
@@ -237,10 +224,7 @@ fn walk(
         }
         let Reverse((_, _, slot)) = queue.pop().expect("peeked");
         let entry = slots[slot].as_mut().expect("scheduled slot is active");
-        let step = entry
-            .steps
-            .pop_front()
-            .expect("scheduled conversation has a step");
+        let step = entry.steps.pop_front().expect("scheduled conversation has a step");
         match entry.steps.front() {
             Some(next) => {
                 queue.push(Reverse((entry.start_ms + next.offset_ms, seq, slot)));
@@ -286,10 +270,7 @@ pub fn run(
 ) -> Result<SimReport, SimConfigError> {
     config.validate()?;
     let started = Instant::now();
-    let run_id = config
-        .run_id
-        .clone()
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let run_id = config.run_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     // Fast: the schedule ends at the moment the run starts. Paced: it starts then.
     let (base, speed) = match config.pace {
         Pace::Fast => {
@@ -324,20 +305,14 @@ pub fn run(
                 }
                 base.saturating_add(time::Duration::saturating_seconds_f64(target.as_secs_f64()))
             }
-            None => base.saturating_add(time::Duration::milliseconds(
-                i64::try_from(due).unwrap_or(i64::MAX),
-            )),
+            None => base.saturating_add(time::Duration::milliseconds(i64::try_from(due).unwrap_or(i64::MAX))),
         };
         // Never in the future, even when the clock was adjusted under a run.
         let at = scheduled.min(OffsetDateTime::now_utc());
         if open.len() <= slot {
             open.resize_with(slot + 1, || None);
         }
-        let entry = open[slot].get_or_insert_with(|| Active {
-            conv: None,
-            failing: false,
-            last_at: at,
-        });
+        let entry = open[slot].get_or_insert_with(|| Active { conv: None, failing: false, last_at: at });
         let at = at.max(entry.last_at);
         entry.last_at = at;
         if perform(obs, entry, step.action, at, &mut report) {
@@ -355,22 +330,10 @@ pub fn run(
     for entry in open.iter_mut().flatten() {
         if let Some(conv) = entry.conv.take() {
             let at = OffsetDateTime::now_utc().max(entry.last_at);
-            obs.record_http_request(
-                "POST",
-                "/v1/conversations/{id}/end",
-                200,
-                Duration::from_millis(20),
-            );
-            conv.end(
-                ConversationEnd::new(Resolution::Abandoned)
-                    .tag("interrupted")
-                    .at(at),
-            );
+            obs.record_http_request("POST", "/v1/conversations/{id}/end", 200, Duration::from_millis(20));
+            conv.end(ConversationEnd::new(Resolution::Abandoned).tag("interrupted").at(at));
             count(&mut report, "conversation.ended");
-            *report
-                .by_resolution
-                .entry(Resolution::Abandoned)
-                .or_default() += 1;
+            *report.by_resolution.entry(Resolution::Abandoned).or_default() += 1;
             report.ended += 1;
         }
     }
@@ -400,26 +363,15 @@ fn perform(
         }
         Action::Turn(interaction) => {
             let speaker = interaction.speaker;
-            let took = interaction
-                .latency
-                .and_then(|l| l.response_ms)
-                .unwrap_or(120.0);
-            let status = if std::mem::take(&mut entry.failing) {
-                503
-            } else {
-                200
-            };
+            let took = interaction.latency.and_then(|l| l.response_ms).unwrap_or(120.0);
+            let status = if std::mem::take(&mut entry.failing) { 503 } else { 200 };
             obs.record_http_request(
                 "POST",
                 "/v1/conversations/{id}/turns",
                 status,
                 Duration::from_secs_f64(took / 1000.0),
             );
-            entry
-                .conv
-                .as_ref()
-                .expect("started")
-                .track_interaction(interaction.at(at));
+            entry.conv.as_ref().expect("started").track_interaction(interaction.at(at));
             count(
                 report,
                 match speaker {
@@ -430,47 +382,28 @@ fn perform(
         }
         Action::Decide(decision) => {
             let transfer = decision.decision_type == DecisionType::Transfer;
-            entry
-                .conv
-                .as_ref()
-                .expect("started")
-                .track_decision(decision.at(at));
+            entry.conv.as_ref().expect("started").track_decision(decision.at(at));
             count(report, "decision.made");
             if transfer {
                 count(report, "transfer.initiated");
             }
         }
-        Action::Error {
-            error_type,
-            message,
-        } => {
+        Action::Error { error_type, message } => {
             entry.failing = true; // the next turn's request fails
-            entry
-                .conv
-                .as_ref()
-                .expect("started")
-                .track_error_at(error_type, message, Some(at));
+            entry.conv.as_ref().expect("started").track_error_at(error_type, message, Some(at));
             count(report, "error.occurred");
         }
-        Action::Violation {
-            policy,
-            severity,
-            description,
-        } => {
-            entry
-                .conv
-                .as_ref()
-                .expect("started")
-                .track_compliance_violation_at(policy, severity, description, Some(at));
+        Action::Violation { policy, severity, description } => {
+            entry.conv.as_ref().expect("started").track_compliance_violation_at(
+                policy,
+                severity,
+                description,
+                Some(at),
+            );
             count(report, "compliance.violation");
         }
         Action::End(end) => {
-            obs.record_http_request(
-                "POST",
-                "/v1/conversations/{id}/end",
-                200,
-                Duration::from_millis(20),
-            );
+            obs.record_http_request("POST", "/v1/conversations/{id}/end", 200, Duration::from_millis(20));
             let resolution = end.resolution;
             entry.conv.take().expect("started").end(end.at(at));
             count(report, "conversation.ended");

@@ -114,10 +114,7 @@ const INTENTS: &[Intent] = &[
                 "I found the item: it's a one-time adjustment from last month's outage credit being reversed.",
                 "I've been a customer for ten years. Can you just take it off?",
             ),
-            (
-                "I've removed the adjustment; you'll see the credit on your next bill.",
-                "Okay, thank you.",
-            ),
+            ("I've removed the adjustment; you'll see the credit on your next bill.", "Okay, thank you."),
         ],
         tool: "billing.lookup_invoice",
         queue: "billing-specialists",
@@ -135,14 +132,8 @@ const INTENTS: &[Intent] = &[
                 "I can help you reset it. Can you confirm the email on the account?",
                 "Yes, it's the one ending in example.com.",
             ),
-            (
-                "Thanks. I've sent a new reset link; it can take a minute to arrive.",
-                "Okay, I got it. The code is in.",
-            ),
-            (
-                "Your account is unlocked now. Try logging in again.",
-                "It works, I'm in.",
-            ),
+            ("Thanks. I've sent a new reset link; it can take a minute to arrive.", "Okay, I got it. The code is in."),
+            ("Your account is unlocked now. Try logging in again.", "It works, I'm in."),
         ],
         tool: "identity.send_reset_link",
         queue: "account-security",
@@ -156,18 +147,9 @@ const INTENTS: &[Intent] = &[
             "Can I upgrade to the unlimited plan?",
         ],
         flow: &[
-            (
-                "The Unlimited plan is 15 dollars more per month and includes 50 GB of hotspot.",
-                "Does it start today?",
-            ),
-            (
-                "It would start with your next billing cycle. Shall I switch you?",
-                "Sounds good, let's do it.",
-            ),
-            (
-                "Done: your plan is upgraded. You'll get a confirmation by text.",
-                "Great.",
-            ),
+            ("The Unlimited plan is 15 dollars more per month and includes 50 GB of hotspot.", "Does it start today?"),
+            ("It would start with your next billing cycle. Shall I switch you?", "Sounds good, let's do it."),
+            ("Done: your plan is upgraded. You'll get a confirmation by text.", "Great."),
         ],
         tool: "catalog.quote_plan",
         queue: "sales",
@@ -175,24 +157,14 @@ const INTENTS: &[Intent] = &[
     },
     Intent {
         name: "cancel_service",
-        opening: &[
-            "I want to cancel my service.",
-            "Please close my account.",
-            "I'm moving and want to cancel.",
-        ],
+        opening: &["I want to cancel my service.", "Please close my account.", "I'm moving and want to cancel."],
         flow: &[
-            (
-                "I'm sorry to hear that. May I ask why you're leaving?",
-                "It's just too expensive for me.",
-            ),
+            ("I'm sorry to hear that. May I ask why you're leaving?", "It's just too expensive for me."),
             (
                 "I can offer you three months at half price if you stay.",
                 "No, I've made up my mind. What's the cancellation fee?",
             ),
-            (
-                "There's no fee. Your service will end at the close of this billing period.",
-                "Fine, thanks.",
-            ),
+            ("There's no fee. Your service will end at the close of this billing period.", "Fine, thanks."),
         ],
         tool: "retention.offer",
         queue: "retention",
@@ -206,18 +178,12 @@ const INTENTS: &[Intent] = &[
             "I have no signal at home.",
         ],
         flow: &[
-            (
-                "Let's run a line test from here. Have you restarted the router?",
-                "I already restarted it twice.",
-            ),
+            ("Let's run a line test from here. Have you restarted the router?", "I already restarted it twice."),
             (
                 "The line looks fine. Please unplug the router for thirty seconds and plug it back in.",
                 "Okay, it's plugged back in.",
             ),
-            (
-                "I can see it reconnecting now; the light should turn green.",
-                "Yes, it's green now.",
-            ),
+            ("I can see it reconnecting now; the light should turn green.", "Yes, it's green now."),
         ],
         tool: "network.line_test",
         queue: "tier2-support",
@@ -239,10 +205,7 @@ const INTENTS: &[Intent] = &[
                 "I've opened a dispute for the charges after that. Shall I order a replacement?",
                 "Yes, please. How long until it arrives?",
             ),
-            (
-                "A replacement is on its way and should arrive in 3 to 5 days.",
-                "Thanks.",
-            ),
+            ("A replacement is on its way and should arrive in 3 to 5 days.", "Thanks."),
         ],
         tool: "cards.freeze",
         queue: "fraud-team",
@@ -256,18 +219,9 @@ const INTENTS: &[Intent] = &[
             "I submitted documents last week.",
         ],
         flow: &[
-            (
-                "Your application is in underwriting.",
-                "Do you need anything else from me?",
-            ),
-            (
-                "We have everything we need for now.",
-                "When will I hear back?",
-            ),
-            (
-                "You should get a decision within two business days.",
-                "Okay, thanks.",
-            ),
+            ("Your application is in underwriting.", "Do you need anything else from me?"),
+            ("We have everything we need for now.", "When will I hear back?"),
+            ("You should get a decision within two business days.", "Okay, thanks."),
         ],
         tool: "loans.application_status",
         queue: "loan-officers",
@@ -281,18 +235,12 @@ const INTENTS: &[Intent] = &[
             "An adjuster was supposed to call me.",
         ],
         flow: &[
-            (
-                "Let me look it up. Your claim is with the adjuster now.",
-                "It's been three weeks.",
-            ),
+            ("Let me look it up. Your claim is with the adjuster now.", "It's been three weeks."),
             (
                 "I'm sorry for the wait. The adjuster visit is booked for Thursday.",
                 "Can I send more photos before that?",
             ),
-            (
-                "Yes, you can upload photos in the app under 'My claims'.",
-                "Okay, I'll do that.",
-            ),
+            ("Yes, you can upload photos in the app under 'My claims'.", "Okay, I'll do that."),
         ],
         tool: "claims.lookup",
         queue: "claims-adjusters",
@@ -306,14 +254,8 @@ const INTENTS: &[Intent] = &[
             "I need a blood test.",
         ],
         flow: &[
-            (
-                "There are openings Tuesday at 9:30 and Thursday at 14:00.",
-                "Morning works better for me.",
-            ),
-            (
-                "I've booked Tuesday at 9:30 for you. Does that suit you?",
-                "Tuesday is fine.",
-            ),
+            ("There are openings Tuesday at 9:30 and Thursday at 14:00.", "Morning works better for me."),
+            ("I've booked Tuesday at 9:30 for you. Does that suit you?", "Tuesday is fine."),
             ("You'll get a reminder the day before.", "Great, thank you."),
         ],
         tool: "scheduling.find_slots",
@@ -324,15 +266,9 @@ const INTENTS: &[Intent] = &[
 
 const ERRORS: &[(&str, &str)] = &[
     ("llm_timeout", "LLM did not answer within 8s; retried"),
-    (
-        "asr_failure",
-        "speech recognition returned no transcript for 2.1s of audio",
-    ),
+    ("asr_failure", "speech recognition returned no transcript for 2.1s of audio"),
     ("tts_error", "text-to-speech provider returned 503"),
-    (
-        "tool_call_failed",
-        "tool call failed: upstream returned 500",
-    ),
+    ("tool_call_failed", "tool call failed: upstream returned 500"),
 ];
 
 fn pick<'a, T>(rng: &mut ChaCha8Rng, items: &'a [T]) -> &'a T {
@@ -375,30 +311,15 @@ pub fn generate(seed: u64, index: u64, run_id: &str) -> Vec<Step> {
     let tenant = pick(&mut rng, TENANTS);
     let agent = *pick(&mut rng, tenant.agents);
     let intent = &INTENTS[*pick(&mut rng, tenant.intents)];
-    let channel = weighted(
-        &mut rng,
-        &[
-            (Channel::Voice, 50),
-            (Channel::Chat, 35),
-            (Channel::Sms, 10),
-            (Channel::Email, 5),
-        ],
-    );
-    let language = weighted(
-        &mut rng,
-        &[("en-US", 70), ("es-US", 15), ("en-GB", 10), ("de-DE", 5)],
-    );
+    let channel =
+        weighted(&mut rng, &[(Channel::Voice, 50), (Channel::Chat, 35), (Channel::Sms, 10), (Channel::Email, 5)]);
+    let language = weighted(&mut rng, &[("en-US", 70), ("es-US", 15), ("en-GB", 10), ("de-DE", 5)]);
     let voice = channel == Channel::Voice;
     let customer = format!("cust-{:05}", rng.random_range(0..50_000));
 
     let mut steps = Vec::new();
     let mut t: u64 = 0;
-    let mut push = |t: u64, action: Action| {
-        steps.push(Step {
-            offset_ms: t,
-            action,
-        })
-    };
+    let mut push = |t: u64, action: Action| steps.push(Step { offset_ms: t, action });
     push(
         0,
         Action::Start(
@@ -419,11 +340,7 @@ pub fn generate(seed: u64, index: u64, run_id: &str) -> Vec<Step> {
         }
     };
     let speak = |rng: &mut ChaCha8Rng, text: &str| -> f64 {
-        if voice {
-            text.len() as f64 * rng.random_range(55.0..75.0)
-        } else {
-            0.0
-        }
+        if voice { text.len() as f64 * rng.random_range(55.0..75.0) } else { 0.0 }
     };
     // An agent turn. Sentiment is the customer's, so agent turns carry none. A voice turn
     // that answers a customer carries the latency breakdown from the customer's end of speech
@@ -451,20 +368,12 @@ pub fn generate(seed: u64, index: u64, run_id: &str) -> Vec<Step> {
         }
         turn
     };
-    let respond = |rng: &mut ChaCha8Rng| -> u64 {
-        if voice {
-            rng.random_range(500..2000)
-        } else {
-            rng.random_range(800..4000)
-        }
-    };
+    let respond =
+        |rng: &mut ChaCha8Rng| -> u64 { if voice { rng.random_range(500..2000) } else { rng.random_range(800..4000) } };
 
     // Greeting.
     t += 300;
-    let greeting = format!(
-        "Hi, you've reached {}. I'm the virtual assistant; how can I help you today?",
-        tenant.name
-    );
+    let greeting = format!("Hi, you've reached {}. I'm the virtual assistant; how can I help you today?", tenant.name);
     let g = agent_turn(&mut rng, &greeting, false);
     let g_ms = g.duration_ms.unwrap_or(0.0) as u64;
     push(t, Action::Turn(g));
@@ -475,9 +384,7 @@ pub fn generate(seed: u64, index: u64, run_id: &str) -> Vec<Step> {
     let opening = *pick(&mut rng, intent.opening);
     let confidence = round(rng.random_range(0.72..0.99));
     let spoken = speak(&mut rng, opening);
-    let mut customer_turn = Interaction::customer(opening)
-        .sentiment(round(mood))
-        .intent(intent.name, confidence);
+    let mut customer_turn = Interaction::customer(opening).sentiment(round(mood)).intent(intent.name, confidence);
     if voice {
         customer_turn = customer_turn.duration_ms(round(spoken));
     }
@@ -486,13 +393,9 @@ pub fn generate(seed: u64, index: u64, run_id: &str) -> Vec<Step> {
     push(
         t,
         Action::Decide(
-            Decision::new(
-                DecisionType::IntentDetection,
-                intent.name,
-                "classified from the customer's first statement",
-            )
-            .confidence(confidence)
-            .duration_ms(round(rng.random_range(80.0..300.0))),
+            Decision::new(DecisionType::IntentDetection, intent.name, "classified from the customer's first statement")
+                .confidence(confidence)
+                .duration_ms(round(rng.random_range(80.0..300.0))),
         ),
     );
 
@@ -512,38 +415,24 @@ pub fn generate(seed: u64, index: u64, run_id: &str) -> Vec<Step> {
         Resolution::Resolved => intent.flow.len(),
         _ => rng.random_range(1..intent.flow.len()),
     };
-    let error_at = rng
-        .random_bool(0.05)
-        .then(|| rng.random_range(0..exchanges));
-    let violation_at = rng
-        .random_bool(0.03)
-        .then(|| rng.random_range(0..exchanges));
+    let error_at = rng.random_bool(0.05).then(|| rng.random_range(0..exchanges));
+    let violation_at = rng.random_bool(0.03).then(|| rng.random_range(0..exchanges));
     for k in 0..exchanges {
         t += respond(&mut rng);
         if k == 0 || rng.random_bool(0.3) {
             push(
                 t,
                 Action::Decide(
-                    Decision::new(
-                        DecisionType::ToolCall,
-                        intent.tool,
-                        "look up the customer's account",
-                    )
-                    .confidence(round(rng.random_range(0.8..0.99)))
-                    .duration_ms(round(rng.random_range(120.0..1500.0))),
+                    Decision::new(DecisionType::ToolCall, intent.tool, "look up the customer's account")
+                        .confidence(round(rng.random_range(0.8..0.99)))
+                        .duration_ms(round(rng.random_range(120.0..1500.0))),
                 ),
             );
             t += rng.random_range(150..1500);
         }
         if error_at == Some(k) {
             let (error_type, message) = *pick(&mut rng, ERRORS);
-            push(
-                t,
-                Action::Error {
-                    error_type,
-                    message,
-                },
-            );
+            push(t, Action::Error { error_type, message });
             t += rng.random_range(500..3000);
         }
         let (reply, answer) = intent.flow[k];
@@ -555,11 +444,7 @@ pub fn generate(seed: u64, index: u64, run_id: &str) -> Vec<Step> {
                 t + a_ms,
                 Action::Violation {
                     policy: tenant.policy,
-                    severity: if rng.random_bool(0.5) {
-                        "medium"
-                    } else {
-                        "high"
-                    },
+                    severity: if rng.random_bool(0.5) { "medium" } else { "high" },
                     description: "agent turn breached the tenant's compliance policy",
                 },
             );
@@ -568,13 +453,7 @@ pub fn generate(seed: u64, index: u64, run_id: &str) -> Vec<Step> {
         if outcome == Resolution::Abandoned && k + 1 == exchanges {
             break; // the customer never answers
         }
-        mood = (mood
-            + if outcome == Resolution::Resolved {
-                0.2
-            } else {
-                -0.1
-            })
-        .clamp(-1.0, 1.0);
+        mood = (mood + if outcome == Resolution::Resolved { 0.2 } else { -0.1 }).clamp(-1.0, 1.0);
         let spoken = speak(&mut rng, answer);
         let mut c = Interaction::customer(answer).sentiment(round(mood));
         if voice {
@@ -587,26 +466,14 @@ pub fn generate(seed: u64, index: u64, run_id: &str) -> Vec<Step> {
     t += respond(&mut rng);
     let end = match outcome {
         Resolution::Resolved => {
-            push(
-                t,
-                Action::Turn(agent_turn(
-                    &mut rng,
-                    "Glad I could help. Is there anything else?",
-                    true,
-                )),
-            );
+            push(t, Action::Turn(agent_turn(&mut rng, "Glad I could help. Is there anything else?", true)));
             t += think(&mut rng);
             push(
                 t,
-                Action::Turn(
-                    Interaction::customer("No, that's all. Thanks!")
-                        .sentiment(round((mood + 0.3).min(1.0))),
-                ),
+                Action::Turn(Interaction::customer("No, that's all. Thanks!").sentiment(round((mood + 0.3).min(1.0)))),
             );
             t += 400;
-            ConversationEnd::new(outcome)
-                .rating(weighted(&mut rng, &[(5, 55), (4, 35), (3, 10)]))
-                .tag(intent.name)
+            ConversationEnd::new(outcome).rating(weighted(&mut rng, &[(5, 55), (4, 35), (3, 10)])).tag(intent.name)
         }
         Resolution::Transferred => {
             push(
@@ -618,34 +485,17 @@ pub fn generate(seed: u64, index: u64, run_id: &str) -> Vec<Step> {
                 ),
             );
             t += 200;
-            push(
-                t,
-                Action::Turn(agent_turn(
-                    &mut rng,
-                    "I'm connecting you with a specialist now. Please hold.",
-                    true,
-                )),
-            );
+            push(t, Action::Turn(agent_turn(&mut rng, "I'm connecting you with a specialist now. Please hold.", true)));
             t += rng.random_range(1000..4000);
-            let end = ConversationEnd::new(outcome)
-                .tag(intent.name)
-                .tag("handoff");
-            if rng.random_bool(0.5) {
-                end.rating(weighted(&mut rng, &[(4, 40), (3, 40), (2, 20)]))
-            } else {
-                end
-            }
+            let end = ConversationEnd::new(outcome).tag(intent.name).tag("handoff");
+            if rng.random_bool(0.5) { end.rating(weighted(&mut rng, &[(4, 40), (3, 40), (2, 20)])) } else { end }
         }
         Resolution::Escalated => {
             push(
                 t,
                 Action::Decide(
-                    Decision::new(
-                        DecisionType::Escalation,
-                        "supervisor",
-                        "customer asked for a supervisor",
-                    )
-                    .confidence(round(rng.random_range(0.7..0.99))),
+                    Decision::new(DecisionType::Escalation, "supervisor", "customer asked for a supervisor")
+                        .confidence(round(rng.random_range(0.7..0.99))),
                 ),
             );
             t += 300;
@@ -658,23 +508,12 @@ pub fn generate(seed: u64, index: u64, run_id: &str) -> Vec<Step> {
                 )),
             );
             t += 1500;
-            ConversationEnd::new(outcome)
-                .rating(weighted(&mut rng, &[(3, 40), (2, 40), (1, 20)]))
-                .tag(intent.name)
+            ConversationEnd::new(outcome).rating(weighted(&mut rng, &[(3, 40), (2, 40), (1, 20)])).tag(intent.name)
         }
         Resolution::Unresolved => {
-            push(
-                t,
-                Action::Turn(agent_turn(
-                    &mut rng,
-                    "I'm sorry, I wasn't able to solve this today.",
-                    true,
-                )),
-            );
+            push(t, Action::Turn(agent_turn(&mut rng, "I'm sorry, I wasn't able to solve this today.", true)));
             t += 1200;
-            ConversationEnd::new(outcome)
-                .rating(weighted(&mut rng, &[(1, 50), (2, 40), (3, 10)]))
-                .tag(intent.name)
+            ConversationEnd::new(outcome).rating(weighted(&mut rng, &[(1, 50), (2, 40), (3, 10)])).tag(intent.name)
         }
         _ => {
             // Abandoned: the customer left; the session times out after a while.
@@ -695,10 +534,7 @@ mod tests {
         for i in 0..50 {
             let a = generate(7, i, "run");
             assert_eq!(a, generate(7, i, "run"));
-            assert!(
-                a.windows(2).all(|w| w[0].offset_ms <= w[1].offset_ms),
-                "script {i} goes back in time"
-            );
+            assert!(a.windows(2).all(|w| w[0].offset_ms <= w[1].offset_ms), "script {i} goes back in time");
             assert!(matches!(a.first().unwrap().action, Action::Start(_)));
             assert!(matches!(a.last().unwrap().action, Action::End(_)));
         }
@@ -706,16 +542,7 @@ mod tests {
     }
 
     fn turns(steps: &[Step]) -> Vec<&Interaction> {
-        steps
-            .iter()
-            .filter_map(|s| {
-                if let Action::Turn(t) = &s.action {
-                    Some(t)
-                } else {
-                    None
-                }
-            })
-            .collect()
+        steps.iter().filter_map(|s| if let Action::Turn(t) = &s.action { Some(t) } else { None }).collect()
     }
 
     // Regression test for issue 12, item 12: a conversation repeated "Morning works better for
@@ -728,10 +555,7 @@ mod tests {
             let lines: Vec<&str> = turns(&steps).iter().map(|t| t.content.as_str()).collect();
             let mut seen = std::collections::BTreeSet::new();
             for line in &lines {
-                assert!(
-                    seen.insert(*line),
-                    "script {i} repeats {line:?}: {lines:#?}"
-                );
+                assert!(seen.insert(*line), "script {i} repeats {line:?}: {lines:#?}");
             }
             // Each flow line comes after the ones before it in its intent's flow.
             for intent in INTENTS {
@@ -742,26 +566,16 @@ mod tests {
                     .map(|line| lines.iter().position(|l| l == line))
                     .collect();
                 let present: Vec<usize> = positions.iter().map_while(|p| *p).collect();
-                assert!(
-                    present.windows(2).all(|w| w[0] < w[1]),
-                    "script {i} is out of its flow's order: {lines:#?}"
-                );
+                assert!(present.windows(2).all(|w| w[0] < w[1]), "script {i} is out of its flow's order: {lines:#?}");
                 assert!(
                     positions[present.len()..].iter().all(Option::is_none),
                     "script {i} skips part of its flow: {lines:#?}"
                 );
             }
-            let confirm = lines
-                .iter()
-                .position(|l| l.starts_with("Yes, it's the one ending"));
-            let link = lines
-                .iter()
-                .position(|l| l.contains("sent a new reset link"));
+            let confirm = lines.iter().position(|l| l.starts_with("Yes, it's the one ending"));
+            let link = lines.iter().position(|l| l.contains("sent a new reset link"));
             if let Some(link) = link {
-                assert!(
-                    confirm.is_some_and(|c| c < link),
-                    "script {i}: reset link before the address was confirmed"
-                );
+                assert!(confirm.is_some_and(|c| c < link), "script {i}: reset link before the address was confirmed");
             }
         }
     }
@@ -796,10 +610,7 @@ mod tests {
                 }
             }
         }
-        assert!(
-            with_latency > 100,
-            "voice answers carry latency ({with_latency})"
-        );
+        assert!(with_latency > 100, "voice answers carry latency ({with_latency})");
     }
 
     // Regression test for issue 12, item 2: capped pauses keep the order and shorten only
@@ -808,18 +619,9 @@ mod tests {
     fn capping_gaps_shortens_only_long_pauses() {
         let mut steps: Vec<Step> = [0, 1_000, 3_601_000, 3_602_000]
             .into_iter()
-            .map(|offset_ms| Step {
-                offset_ms,
-                action: Action::Error {
-                    error_type: "x",
-                    message: "y",
-                },
-            })
+            .map(|offset_ms| Step { offset_ms, action: Action::Error { error_type: "x", message: "y" } })
             .collect();
         cap_gaps(&mut steps, 60_000);
-        assert_eq!(
-            steps.iter().map(|s| s.offset_ms).collect::<Vec<_>>(),
-            vec![0, 1_000, 61_000, 62_000]
-        );
+        assert_eq!(steps.iter().map(|s| s.offset_ms).collect::<Vec<_>>(), vec![0, 1_000, 61_000, 62_000]);
     }
 }

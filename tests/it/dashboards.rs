@@ -37,12 +37,7 @@ fn text(o: &Output) -> String {
 /// The binary without the developer's Grafana settings either.
 fn bin() -> Command {
     let mut cmd = crate::support::bin();
-    for key in [
-        "GRAFANA_URL",
-        "GRAFANA_TOKEN",
-        "GRAFANA_USER",
-        "GRAFANA_PASSWORD",
-    ] {
+    for key in ["GRAFANA_URL", "GRAFANA_TOKEN", "GRAFANA_USER", "GRAFANA_PASSWORD"] {
         cmd.env_remove(key);
     }
     cmd
@@ -54,22 +49,15 @@ fn repo_dashboards() -> PathBuf {
 
 fn read(name: &str) -> Value {
     let path = repo_dashboards().join(name);
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn json_out(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", text(o)))
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", text(o)))
 }
 
 fn panels(d: &Value) -> Vec<&Value> {
-    d["panels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["type"] != "row")
-        .collect()
+    d["panels"].as_array().unwrap().iter().filter(|p| p["type"] != "row").collect()
 }
 
 fn all_queries(d: &Value) -> String {
@@ -131,28 +119,16 @@ fn the_dashboards_have_the_panels_variables_and_datasources_of_the_issue() {
             ],
         ),
     ];
-    let uids: BTreeSet<&str> = [
-        "serphona-prometheus",
-        "serphona-loki",
-        "serphona-tempo",
-        "serphona-clickhouse",
-    ]
-    .into();
+    let uids: BTreeSet<&str> = ["serphona-prometheus", "serphona-loki", "serphona-tempo", "serphona-clickhouse"].into();
     let mut used = BTreeSet::new();
     for ((file, uid), (_, titles)) in DASHBOARDS.iter().zip(want) {
         let d = read(file);
         assert_eq!(d["uid"], *uid, "{file}");
         assert_eq!(d["tags"], json!(["serphona"]), "{file}");
         assert!(d["schemaVersion"].as_i64().unwrap() >= 39, "{file}");
-        let have: BTreeSet<&str> = panels(&d)
-            .iter()
-            .map(|p| p["title"].as_str().unwrap())
-            .collect();
+        let have: BTreeSet<&str> = panels(&d).iter().map(|p| p["title"].as_str().unwrap()).collect();
         for t in titles {
-            assert!(
-                have.contains(t),
-                "{file} has no panel {t:?}; it has {have:?}"
-            );
+            assert!(have.contains(t), "{file} has no panel {t:?}; it has {have:?}");
         }
         // tenant, agent and channel: Prometheus label_values with All and multi.
         let vars = d["templating"]["list"].as_array().unwrap();
@@ -165,20 +141,8 @@ fn the_dashboards_have_the_panels_variables_and_datasources_of_the_issue() {
                 "{file} {}",
                 v["name"]
             );
-            assert!(
-                v["definition"]
-                    .as_str()
-                    .unwrap()
-                    .starts_with("label_values("),
-                "{file} {}",
-                v["name"]
-            );
-            assert_eq!(
-                (&v["includeAll"], &v["multi"]),
-                (&json!(true), &json!(true)),
-                "{file} {}",
-                v["name"]
-            );
+            assert!(v["definition"].as_str().unwrap().starts_with("label_values("), "{file} {}", v["name"]);
+            assert_eq!((&v["includeAll"], &v["multi"]), (&json!(true), &json!(true)), "{file} {}", v["name"]);
         }
         // Every datasource reference is a provisioned uid with its type.
         let text = d.to_string();
@@ -199,16 +163,10 @@ fn the_dashboards_have_the_panels_variables_and_datasources_of_the_issue() {
             used.insert("serphona-tempo");
         }
     }
-    assert_eq!(
-        used, uids,
-        "the dashboards use every provisioned datasource"
-    );
+    assert_eq!(used, uids, "the dashboards use every provisioned datasource");
 
     // The seed's metric names, exactly, and the ClickHouse plugin's macros.
-    let all: String = DASHBOARDS
-        .iter()
-        .map(|(f, _)| all_queries(&read(f)))
-        .collect();
+    let all: String = DASHBOARDS.iter().map(|(f, _)| all_queries(&read(f))).collect();
     for name in [
         "conversation_total",
         "conversation_duration_seconds_count",
@@ -234,59 +192,25 @@ fn the_dashboards_have_the_panels_variables_and_datasources_of_the_issue() {
 /// The built-in dashboards pass the structure lint (no servers).
 #[test]
 fn dashboards_lint_passes_on_the_built_in_dashboards() {
-    let out = bin()
-        .args(["dashboards", "lint", "--output", "json"])
-        .output()
-        .unwrap();
+    let out = bin().args(["dashboards", "lint", "--output", "json"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let report = json_out(&out);
     let s = &report["summary"];
     assert_eq!(
-        (
-            s["dashboards"].as_u64(),
-            s["errors"].as_u64(),
-            s["dashboard_problems"].as_u64()
-        ),
+        (s["dashboards"].as_u64(), s["errors"].as_u64(), s["dashboard_problems"].as_u64()),
         (Some(3), Some(0), Some(0)),
         "{s}"
     );
     assert!(s["panels"].as_u64().unwrap() >= 40, "{s}");
-    let files: Vec<&str> = report["dashboards"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["file"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        files,
-        [
-            "dashboards/conversations.json",
-            "dashboards/performance.json",
-            "dashboards/quality.json"
-        ]
-    );
+    let files: Vec<&str> =
+        report["dashboards"].as_array().unwrap().iter().map(|d| d["file"].as_str().unwrap()).collect();
+    assert_eq!(files, ["dashboards/conversations.json", "dashboards/performance.json", "dashboards/quality.json"]);
     // The same from the files on disk, as a table.
-    let out = bin()
-        .args([
-            "dashboards",
-            "lint",
-            "--assets-dir",
-            env!("CARGO_MANIFEST_DIR"),
-        ])
-        .output()
-        .unwrap();
+    let out = bin().args(["dashboards", "lint", "--assets-dir", env!("CARGO_MANIFEST_DIR")]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        table.starts_with("╭") && table.contains("│ quality.json "),
-        "{table}"
-    );
-    assert!(
-        table.contains(
-            " ok, 0 no data, 0 errors, 0 not run; 0 dashboard problems, 0 variable errors"
-        ),
-        "{table}"
-    );
+    assert!(table.starts_with("╭") && table.contains("│ quality.json "), "{table}");
+    assert!(table.contains(" ok, 0 no data, 0 errors, 0 not run; 0 dashboard problems, 0 variable errors"), "{table}");
 }
 
 /// A copy with a duplicate panel id, overlapping panels, an unknown datasource uid and an
@@ -300,78 +224,45 @@ fn dashboards_lint_names_each_problem_of_a_broken_copy() {
         let panels = d["panels"].as_array_mut().unwrap();
         let ids: Vec<i64> = panels.iter().map(|p| p["id"].as_i64().unwrap()).collect();
         // Panel "Compliance score" takes the id of "Average sentiment".
-        let sentiment = panels
-            .iter()
-            .position(|p| p["title"] == "Average sentiment")
-            .unwrap();
-        let compliance = panels
-            .iter()
-            .position(|p| p["title"] == "Compliance score")
-            .unwrap();
+        let sentiment = panels.iter().position(|p| p["title"] == "Average sentiment").unwrap();
+        let compliance = panels.iter().position(|p| p["title"] == "Compliance score").unwrap();
         panels[compliance]["id"] = json!(ids[sentiment]);
         // "Transfer rate" moves onto "Average response time".
-        let transfer = panels
-            .iter()
-            .position(|p| p["title"] == "Transfer rate")
-            .unwrap();
+        let transfer = panels.iter().position(|p| p["title"] == "Transfer rate").unwrap();
         panels[transfer]["gridPos"]["x"] = json!(14);
         // "Top detected intents" goes to a datasource nobody provisions.
-        let intents = panels
-            .iter()
-            .position(|p| p["title"] == "Top detected intents")
-            .unwrap();
+        let intents = panels.iter().position(|p| p["title"] == "Top detected intents").unwrap();
         panels[intents]["targets"][0]["datasource"]["uid"] = json!("my-clickhouse");
         // "Policy violations" filters by a variable the dashboard does not define.
-        let violations = panels
-            .iter()
-            .position(|p| p["title"] == "Policy violations")
-            .unwrap();
+        let violations = panels.iter().position(|p| p["title"] == "Policy violations").unwrap();
         let expr = panels[violations]["targets"][0]["expr"]
             .as_str()
             .unwrap()
             .replace("tenant_id=~\"$tenant\"", "tenant_id=~\"$customer\"");
         panels[violations]["targets"][0]["expr"] = json!(expr);
     }
-    std::fs::write(
-        dir.path().join("dashboards/quality.json"),
-        serde_json::to_string_pretty(&d).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("dashboards/quality.json"), serde_json::to_string_pretty(&d).unwrap()).unwrap();
 
-    let out = bin()
-        .args(["dashboards", "lint", "--assets-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = bin().args(["dashboards", "lint", "--assets-dir"]).arg(dir.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let table = String::from_utf8_lossy(&out.stdout);
-    let sentiment_id = read("quality.json")["panels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["title"] == "Average sentiment")
-        .unwrap()["id"]
-        .clone();
+    let sentiment_id =
+        read("quality.json")["panels"].as_array().unwrap().iter().find(|p| p["title"] == "Average sentiment").unwrap()
+            ["id"]
+            .clone();
     for part in [
         format!("duplicate panel id {sentiment_id}: used by 2 panels (\"Average sentiment\", \"Compliance score\")"),
-        "panel 5 \"Transfer rate\" (x=14 y=1 w=6 h=5) overlaps panel 4 \"Average response time\" (x=12 y=1 w=6 h=5)".to_string(),
+        "panel 5 \"Transfer rate\" (x=14 y=1 w=6 h=5) overlaps panel 4 \"Average response time\" (x=12 y=1 w=6 h=5)"
+            .to_string(),
         "query A: datasource: uid \"my-clickhouse\" is not a provisioned datasource".to_string(),
         "query A: $customer is not a template variable of the dashboard (defined: agent, channel, tenant)".to_string(),
     ] {
         assert!(table.contains(&part), "the report does not say {part:?}:\n{}", text(&out));
     }
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("dashboards lint found problems"),
-        "{}",
-        text(&out)
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dashboards lint found problems"), "{}", text(&out));
 
     // The JSON report: the four panels in error, the others fine.
-    let out = bin()
-        .args(["dashboards", "lint", "--output", "json", "--assets-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = bin().args(["dashboards", "lint", "--output", "json", "--assets-dir"]).arg(dir.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let report = json_out(&out);
     let errors: BTreeSet<&str> = report["dashboards"][0]["panels"]
@@ -397,17 +288,9 @@ fn dashboards_lint_names_each_problem_of_a_broken_copy() {
 
     // Not JSON at all is an error too.
     std::fs::write(dir.path().join("dashboards/quality.json"), "{ not json").unwrap();
-    let out = bin()
-        .args(["dashboards", "lint", "--assets-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = bin().args(["dashboards", "lint", "--assets-dir"]).arg(dir.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("not valid JSON"),
-        "{}",
-        text(&out)
-    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not valid JSON"), "{}", text(&out));
 }
 
 /// Kills a child process on drop.
@@ -428,11 +311,7 @@ fn dashboards_lint_runs_every_panel_against_prometheus_and_clickhouse() {
     let ch = ClickHouse::start();
     let db = ch.fresh_database();
     let data = tempfile::tempdir().unwrap();
-    let apply = ch
-        .cli(&db, data.path())
-        .args(["schema", "apply"])
-        .output()
-        .unwrap();
+    let apply = ch.cli(&db, data.path()).args(["schema", "apply"]).output().unwrap();
     assert!(apply.status.success(), "{}", text(&apply));
     let sim = ch
         .cli(&db, data.path())
@@ -468,16 +347,10 @@ fn dashboards_lint_runs_every_panel_against_prometheus_and_clickhouse() {
         .expect("run serphona-obs demo");
     let _demo = Child(demo);
     let prom = Prometheus::start(&[addr]);
-    prom.wait_for(
-        "80 ended conversations and a compliance violation from the demo",
-        Duration::from_secs(90),
-        |p| {
-            p.value("sum(conversation_duration_seconds_count)")
-                .is_some_and(|n| n >= 80.0)
-                && p.value("sum(serphona_obs_compliance_violations_total)")
-                    .is_some_and(|n| n >= 1.0)
-        },
-    );
+    prom.wait_for("80 ended conversations and a compliance violation from the demo", Duration::from_secs(90), |p| {
+        p.value("sum(conversation_duration_seconds_count)").is_some_and(|n| n >= 80.0)
+            && p.value("sum(serphona_obs_compliance_violations_total)").is_some_and(|n| n >= 1.0)
+    });
     prom.wait_for_scrapes(10, Duration::from_secs(60));
 
     let lint = |format: &str| {
@@ -499,8 +372,7 @@ fn dashboards_lint_runs_every_panel_against_prometheus_and_clickhouse() {
     let out = lint("table");
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
     println!("{table}");
-    std::fs::write(REPORT, &table)
-        .unwrap_or_else(|e| panic!("cannot save the report to {REPORT}: {e}"));
+    std::fs::write(REPORT, &table).unwrap_or_else(|e| panic!("cannot save the report to {REPORT}: {e}"));
     assert!(out.status.success(), "{}", text(&out));
 
     let out = lint("json");
@@ -508,11 +380,7 @@ fn dashboards_lint_runs_every_panel_against_prometheus_and_clickhouse() {
     let report = json_out(&out);
     let s = &report["summary"];
     assert_eq!(
-        (
-            s["errors"].as_u64(),
-            s["dashboard_problems"].as_u64(),
-            s["variable_errors"].as_u64()
-        ),
+        (s["errors"].as_u64(), s["dashboard_problems"].as_u64(), s["variable_errors"].as_u64()),
         (Some(0), Some(0), Some(0)),
         "{s}"
     );
@@ -531,10 +399,7 @@ fn dashboards_lint_runs_every_panel_against_prometheus_and_clickhouse() {
     }
     assert!(errors.is_empty(), "queries failed:\n{}", errors.join("\n"));
     let (panels, ok) = (s["panels"].as_u64().unwrap(), s["ok"].as_u64().unwrap());
-    assert!(
-        ok * 10 >= panels * 9,
-        "data on {ok} of {panels} panels, fewer than 90%:\n{table}"
-    );
+    assert!(ok * 10 >= panels * 9, "data on {ok} of {panels} panels, fewer than 90%:\n{table}");
     // Both datasources answered with data.
     let kinds: BTreeSet<&str> = report["dashboards"]
         .as_array()
@@ -554,11 +419,7 @@ fn dashboards_lint_reports_the_servers_error_for_a_bad_query() {
     let ch = ClickHouse::start();
     let db = ch.fresh_database();
     let data = tempfile::tempdir().unwrap();
-    let apply = ch
-        .cli(&db, data.path())
-        .args(["schema", "apply"])
-        .output()
-        .unwrap();
+    let apply = ch.cli(&db, data.path()).args(["schema", "apply"]).output().unwrap();
     assert!(apply.status.success(), "{}", text(&apply));
     let prom = Prometheus::start(&["127.0.0.1:1"]);
 
@@ -567,36 +428,20 @@ fn dashboards_lint_reports_the_servers_error_for_a_bad_query() {
     let mut d = read("conversations.json");
     {
         let panels = d["panels"].as_array_mut().unwrap();
-        let rate = panels
-            .iter()
-            .position(|p| p["title"] == "Conversation rate per hour")
-            .unwrap();
-        panels[rate]["targets"][0]["expr"] =
-            json!("sum(rate(conversation_total[$__rate_interval])");
-        let duration = panels
-            .iter()
-            .position(|p| p["title"] == "Average duration per channel")
-            .unwrap();
-        let sql = panels[duration]["targets"][0]["rawSql"]
-            .as_str()
-            .unwrap()
-            .replace("conversations_hourly", "no_such_table");
+        let rate = panels.iter().position(|p| p["title"] == "Conversation rate per hour").unwrap();
+        panels[rate]["targets"][0]["expr"] = json!("sum(rate(conversation_total[$__rate_interval])");
+        let duration = panels.iter().position(|p| p["title"] == "Average duration per channel").unwrap();
+        let sql =
+            panels[duration]["targets"][0]["rawSql"].as_str().unwrap().replace("conversations_hourly", "no_such_table");
         panels[duration]["targets"][0]["rawSql"] = json!(sql);
-        let recent = panels
-            .iter()
-            .position(|p| p["title"] == "Recent conversations")
-            .unwrap();
+        let recent = panels.iter().position(|p| p["title"] == "Recent conversations").unwrap();
         let sql = panels[recent]["targets"][0]["rawSql"]
             .as_str()
             .unwrap()
             .replace("$__timeFilter(started_at)", "$__timeFiltr(started_at)");
         panels[recent]["targets"][0]["rawSql"] = json!(sql);
     }
-    std::fs::write(
-        dir.path().join("dashboards/conversations.json"),
-        serde_json::to_string(&d).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("dashboards/conversations.json"), serde_json::to_string(&d).unwrap()).unwrap();
     let out = bin()
         .args([
             "dashboards",
@@ -615,29 +460,15 @@ fn dashboards_lint_reports_the_servers_error_for_a_bad_query() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let report = json_out(&out);
     let detail = |title: &str| -> String {
-        let p = report["dashboards"][0]["panels"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["title"] == title)
-            .unwrap();
+        let p = report["dashboards"][0]["panels"].as_array().unwrap().iter().find(|p| p["title"] == title).unwrap();
         assert_eq!(p["status"], "error", "{p}");
         p["detail"].as_str().unwrap().to_string()
     };
-    assert!(
-        detail("Conversation rate per hour").contains("bad_data"),
-        "{}",
-        detail("Conversation rate per hour")
-    );
-    assert!(
-        detail("Average duration per channel").contains("Code: 60"),
-        "{}",
-        detail("Average duration per channel")
-    );
+    assert!(detail("Conversation rate per hour").contains("bad_data"), "{}", detail("Conversation rate per hour"));
+    assert!(detail("Average duration per channel").contains("Code: 60"), "{}", detail("Average duration per channel"));
     // A misspelt macro is caught before the query runs.
     assert!(
-        detail("Recent conversations")
-            .contains("$__timeFiltr is not a Grafana built-in variable or ClickHouse macro"),
+        detail("Recent conversations").contains("$__timeFiltr is not a Grafana built-in variable or ClickHouse macro"),
         "{}",
         detail("Recent conversations")
     );
@@ -652,34 +483,14 @@ fn dashboards_lint_reports_the_servers_error_for_a_bad_query() {
 
     // A server that is down stops the lint, naming it.
     let down = format!("http://{}", crate::support::free_addr());
-    let out = bin()
-        .args(["dashboards", "lint", "--prometheus-url", &down])
-        .output()
-        .unwrap();
+    let out = bin().args(["dashboards", "lint", "--prometheus-url", &down]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(&format!(
-            "cannot reach Prometheus at {down}/ (--prometheus-url)"
-        )),
-        "{}",
-        text(&out)
-    );
+    assert!(stderr.contains(&format!("cannot reach Prometheus at {down}/ (--prometheus-url)")), "{}", text(&out));
 }
 
 fn provision(g: &Grafana, args: &[&str]) -> Output {
-    bin()
-        .args([
-            "dashboards",
-            "provision",
-            "--grafana-url",
-            &g.url(),
-            "--output",
-            "json",
-        ])
-        .args(args)
-        .output()
-        .unwrap()
+    bin().args(["dashboards", "provision", "--grafana-url", &g.url(), "--output", "json"]).args(args).output().unwrap()
 }
 
 fn actions(o: &Output) -> Vec<(String, String)> {
@@ -687,21 +498,12 @@ fn actions(o: &Output) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|x| {
-            (
-                x["uid"].as_str().unwrap().to_string(),
-                x["action"].as_str().unwrap().to_string(),
-            )
-        })
+        .map(|x| (x["uid"].as_str().unwrap().to_string(), x["action"].as_str().unwrap().to_string()))
         .collect()
 }
 
 fn writes(requests: &[grafana::Request]) -> Vec<String> {
-    requests
-        .iter()
-        .filter(|r| r.method != "GET")
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect()
+    requests.iter().filter(|r| r.method != "GET").map(|r| format!("{} {}", r.method, r.path)).collect()
 }
 
 /// The folder and the three dashboards are upserted; a second run writes nothing; a changed
@@ -721,27 +523,15 @@ fn dashboards_provision_upserts_the_folder_and_dashboards_idempotently() {
     .map(|(u, a)| (u.to_string(), a.to_string()))
     .collect();
     assert_eq!(actions(&out), first);
-    assert_eq!(
-        g.folders(),
-        [("serphona".to_string(), "Serphona".to_string())].into()
-    );
+    assert_eq!(g.folders(), [("serphona".to_string(), "Serphona".to_string())].into());
     let requests = g.requests();
     assert_eq!(
         writes(&requests),
-        [
-            "POST /api/folders",
-            "POST /api/dashboards/db",
-            "POST /api/dashboards/db",
-            "POST /api/dashboards/db"
-        ]
+        ["POST /api/folders", "POST /api/dashboards/db", "POST /api/dashboards/db", "POST /api/dashboards/db"]
     );
     for r in requests.iter().filter(|r| r.path == "/api/dashboards/db") {
         let body = r.body.as_ref().unwrap();
-        assert_eq!(
-            (&body["folderUid"], &body["overwrite"]),
-            (&json!("serphona"), &json!(true)),
-            "{body}"
-        );
+        assert_eq!((&body["folderUid"], &body["overwrite"]), (&json!("serphona"), &json!(true)), "{body}");
         assert_eq!(body["dashboard"]["id"], Value::Null);
     }
     // What Grafana holds is the files' JSON, plus its own id and version.
@@ -759,16 +549,8 @@ fn dashboards_provision_upserts_the_folder_and_dashboards_idempotently() {
     let before = g.requests().len();
     let out = provision(&g, &["--token", grafana::TOKEN]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        actions(&out).iter().all(|(_, a)| a == "unchanged"),
-        "{}",
-        text(&out)
-    );
-    assert_eq!(
-        writes(&g.requests()[before..]),
-        Vec::<String>::new(),
-        "the second run wrote"
-    );
+    assert!(actions(&out).iter().all(|(_, a)| a == "unchanged"), "{}", text(&out));
+    assert_eq!(writes(&g.requests()[before..]), Vec::<String>::new(), "the second run wrote");
 
     // One dashboard changed on disk: only it is written, with basic authentication from the
     // environment this time.
@@ -779,21 +561,11 @@ fn dashboards_provision_upserts_the_folder_and_dashboards_idempotently() {
         if file == "quality.json" {
             d["title"] = json!("Serphona / Quality (edited)");
         }
-        std::fs::write(
-            dir.path().join("dashboards").join(file),
-            serde_json::to_string_pretty(&d).unwrap(),
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("dashboards").join(file), serde_json::to_string_pretty(&d).unwrap()).unwrap();
     }
     let before = g.requests().len();
     let out = bin()
-        .args([
-            "dashboards",
-            "provision",
-            "--grafana-url",
-            &g.url(),
-            "--assets-dir",
-        ])
+        .args(["dashboards", "provision", "--grafana-url", &g.url(), "--assets-dir"])
         .arg(dir.path())
         .env("GRAFANA_USER", grafana::USER)
         .env("GRAFANA_PASSWORD", grafana::PASSWORD)
@@ -801,19 +573,10 @@ fn dashboards_provision_upserts_the_folder_and_dashboards_idempotently() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(writes(&g.requests()[before..]), ["POST /api/dashboards/db"]);
-    assert_eq!(
-        g.dashboards()["serphona-quality"].0["title"],
-        "Serphona / Quality (edited)"
-    );
+    assert_eq!(g.dashboards()["serphona-quality"].0["title"], "Serphona / Quality (edited)");
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        table.contains("0 created, 1 updated, 3 unchanged"),
-        "{table}"
-    );
-    assert!(
-        table.contains("serphona-quality") && table.contains("updated"),
-        "{table}"
-    );
+    assert!(table.contains("0 created, 1 updated, 3 unchanged"), "{table}");
+    assert!(table.contains("serphona-quality") && table.contains("updated"), "{table}");
 
     // A dashboard Grafana has from its own provisioning files is never overwritten: when it
     // differs, the error says where to change it.
@@ -827,11 +590,7 @@ fn dashboards_provision_upserts_the_folder_and_dashboards_idempotently() {
         "{}",
         text(&out)
     );
-    assert_eq!(
-        writes(&g.requests()[before..]),
-        Vec::<String>::new(),
-        "a provisioned dashboard was written"
-    );
+    assert_eq!(writes(&g.requests()[before..]), Vec::<String>::new(), "a provisioned dashboard was written");
 }
 
 /// A 401 names the URL and the credentials to pass; exit 1. So does a Grafana that is down.
@@ -839,21 +598,11 @@ fn dashboards_provision_upserts_the_folder_and_dashboards_idempotently() {
 fn dashboards_provision_says_what_to_do_on_401_and_when_grafana_is_down() {
     let g = Grafana::start();
     for (args, given) in [
-        (
-            vec!["--token", "wrong"],
-            "the token given (--token or GRAFANA_TOKEN)",
-        ),
-        (
-            vec!["--user", "admin", "--password", "wrong"],
-            "user \"admin\"",
-        ),
+        (vec!["--token", "wrong"], "the token given (--token or GRAFANA_TOKEN)"),
+        (vec!["--user", "admin", "--password", "wrong"], "user \"admin\""),
         (vec![], "no credentials"),
     ] {
-        let out = bin()
-            .args(["dashboards", "provision", "--grafana-url", &g.url()])
-            .args(&args)
-            .output()
-            .unwrap();
+        let out = bin().args(["dashboards", "provision", "--grafana-url", &g.url()]).args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{}", text(&out));
         let stderr = String::from_utf8_lossy(&out.stderr);
         for part in [
@@ -863,38 +612,17 @@ fn dashboards_provision_says_what_to_do_on_401_and_when_grafana_is_down() {
             "--token TOKEN",
             "--user USER --password PASSWORD",
         ] {
-            assert!(
-                stderr.contains(part),
-                "{args:?}: stderr does not say {part:?}:\n{}",
-                text(&out)
-            );
+            assert!(stderr.contains(part), "{args:?}: stderr does not say {part:?}:\n{}", text(&out));
         }
     }
-    assert!(
-        writes(&g.requests()).is_empty(),
-        "nothing may be written without credentials"
-    );
+    assert!(writes(&g.requests()).is_empty(), "nothing may be written without credentials");
     assert!(g.folders().is_empty() && g.dashboards().is_empty());
 
     let down = format!("http://{}", crate::support::free_addr());
-    let out = bin()
-        .args([
-            "dashboards",
-            "provision",
-            "--grafana-url",
-            &down,
-            "--token",
-            "t",
-        ])
-        .output()
-        .unwrap();
+    let out = bin().args(["dashboards", "provision", "--grafana-url", &down, "--token", "t"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(&format!("cannot reach Grafana at {down}/")),
-        "{}",
-        text(&out)
-    );
+    assert!(stderr.contains(&format!("cannot reach Grafana at {down}/")), "{}", text(&out));
 
     // A broken dashboard is never sent.
     let dir = tempfile::tempdir().unwrap();
@@ -904,29 +632,13 @@ fn dashboards_provision_says_what_to_do_on_401_and_when_grafana_is_down() {
     std::fs::write(dir.path().join("dashboards/quality.json"), d.to_string()).unwrap();
     let before = g.requests().len();
     let out = bin()
-        .args([
-            "dashboards",
-            "provision",
-            "--grafana-url",
-            &g.url(),
-            "--token",
-            grafana::TOKEN,
-            "--assets-dir",
-        ])
+        .args(["dashboards", "provision", "--grafana-url", &g.url(), "--token", grafana::TOKEN, "--assets-dir"])
         .arg(dir.path())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("goes past the grid's 24 columns"),
-        "{}",
-        text(&out)
-    );
-    assert_eq!(
-        g.requests().len(),
-        before,
-        "a request went to Grafana with a broken dashboard"
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("goes past the grid's 24 columns"), "{}", text(&out));
+    assert_eq!(g.requests().len(), before, "a request went to Grafana with a broken dashboard");
 }
 
 // Regression test for issue 12, item 13: after `demo --no-tui --conversations 300
@@ -938,14 +650,7 @@ fn after_a_demo_with_keep_serving_every_prometheus_panel_has_data() {
     let dir = tempfile::tempdir().unwrap();
     let demo = bin()
         .env("SERPHONA_OBS_DATA_DIR", dir.path())
-        .args([
-            "demo",
-            "--no-tui",
-            "--conversations",
-            "300",
-            "--keep-serving",
-            "600",
-        ])
+        .args(["demo", "--no-tui", "--conversations", "300", "--keep-serving", "600"])
         .args(["--metrics-addr", &addr.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -954,18 +659,11 @@ fn after_a_demo_with_keep_serving_every_prometheus_panel_has_data() {
     let _demo = Child(demo);
     let prom = Prometheus::start(&[addr]);
     // The burst is over and the trickle has started and ended conversations since.
-    prom.wait_for(
-        "the keep-serving trickle's conversations",
-        Duration::from_secs(180),
-        |p| {
-            p.value("sum(increase(conversation_duration_seconds_count[30s]))")
-                .is_some_and(|n| n >= 3.0)
-                && p.value("sum(increase(serphona_obs_voice_turn_latency_seconds_count[30s]))")
-                    .is_some_and(|n| n >= 3.0)
-                && p.value("sum(increase(conversation_customer_rating_count[2m]))")
-                    .is_some_and(|n| n >= 3.0)
-        },
-    );
+    prom.wait_for("the keep-serving trickle's conversations", Duration::from_secs(180), |p| {
+        p.value("sum(increase(conversation_duration_seconds_count[30s]))").is_some_and(|n| n >= 3.0)
+            && p.value("sum(increase(serphona_obs_voice_turn_latency_seconds_count[30s]))").is_some_and(|n| n >= 3.0)
+            && p.value("sum(increase(conversation_customer_rating_count[2m]))").is_some_and(|n| n >= 3.0)
+    });
     prom.wait_for_scrapes(5, Duration::from_secs(60));
     let lint = |format: &str| {
         bin()
@@ -989,31 +687,15 @@ fn after_a_demo_with_keep_serving_every_prometheus_panel_has_data() {
     println!("{table}");
     assert!(out.status.success(), "{}", text(&out));
     let report = json_out(&lint("json"));
-    assert_eq!(
-        report["summary"]["populated"],
-        json!(["prometheus"]),
-        "{}",
-        report["summary"]
-    );
+    assert_eq!(report["summary"]["populated"], json!(["prometheus"]), "{}", report["summary"]);
     let mut without = Vec::new();
     for d in report["dashboards"].as_array().unwrap() {
         for p in d["panels"].as_array().unwrap() {
-            let prometheus = p["queries"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|q| q["datasource"] == "prometheus");
+            let prometheus = p["queries"].as_array().unwrap().iter().all(|q| q["datasource"] == "prometheus");
             if prometheus && p["status"] != "ok" {
-                without.push(format!(
-                    "{} {}: {} {}",
-                    d["file"], p["title"], p["status"], p["detail"]
-                ));
+                without.push(format!("{} {}: {} {}", d["file"], p["title"], p["status"], p["detail"]));
             }
         }
     }
-    assert!(
-        without.is_empty(),
-        "Prometheus panels without data after the demo:\n{}\n{table}",
-        without.join("\n")
-    );
+    assert!(without.is_empty(), "Prometheus panels without data after the demo:\n{}\n{table}", without.join("\n"));
 }

@@ -24,10 +24,7 @@ fn observability(dir: &std::path::Path) -> Observability {
 
 /// Runs `sim`, stopping it after `stop_after` events when given; returns every event with
 /// the wall-clock time it reached the live broadcast (after it was recorded).
-fn run(
-    sim: &SimConfig,
-    stop_after: Option<u64>,
-) -> (Vec<(Value, OffsetDateTime)>, simulation::SimReport) {
+fn run(sim: &SimConfig, stop_after: Option<u64>) -> (Vec<(Value, OffsetDateTime)>, simulation::SimReport) {
     let dir = tempfile::tempdir().unwrap();
     let obs = observability(dir.path());
     let mut receiver = obs.subscribe();
@@ -49,22 +46,12 @@ fn run(
     obs.shutdown(Duration::from_secs(30)).expect("shutdown");
     drop(obs);
     let seen = collector.join().unwrap();
-    assert_eq!(
-        seen.len() as u64,
-        report.events,
-        "the live broadcast saw every event"
-    );
+    assert_eq!(seen.len() as u64, report.events, "the live broadcast saw every event");
     (seen, report)
 }
 
 fn ts(v: &Value, field: &str) -> OffsetDateTime {
-    OffsetDateTime::parse(
-        v[field]
-            .as_str()
-            .unwrap_or_else(|| panic!("no {field} in {v}")),
-        &Rfc3339,
-    )
-    .unwrap()
+    OffsetDateTime::parse(v[field].as_str().unwrap_or_else(|| panic!("no {field} in {v}")), &Rfc3339).unwrap()
 }
 
 /// The clock's rules over the events of one run.
@@ -72,20 +59,11 @@ fn check_clock(events: &[(Value, OffsetDateTime)]) {
     let mut by_conversation: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
     for (event, received) in events {
         let at = ts(event, "timestamp");
-        assert!(
-            at <= *received,
-            "event dated {at}, after the moment it was recorded ({received}): {event}"
-        );
-        by_conversation
-            .entry(event["conversation_id"].as_str().unwrap().to_string())
-            .or_default()
-            .push(event);
+        assert!(at <= *received, "event dated {at}, after the moment it was recorded ({received}): {event}");
+        by_conversation.entry(event["conversation_id"].as_str().unwrap().to_string()).or_default().push(event);
     }
     for (id, events) in &by_conversation {
-        let started = events
-            .iter()
-            .find(|e| e["event_type"] == "conversation.started")
-            .expect("a start");
+        let started = events.iter().find(|e| e["event_type"] == "conversation.started").expect("a start");
         let ended = events
             .iter()
             .find(|e| e["event_type"] == "conversation.ended")
@@ -112,20 +90,10 @@ fn check_clock(events: &[(Value, OffsetDateTime)]) {
 // hours in the future.
 #[test]
 fn a_fast_simulation_dates_nothing_in_the_future_and_nothing_after_a_conversations_end() {
-    let sim = SimConfig {
-        conversations: 120,
-        seed: 5,
-        rate: 2.0,
-        concurrency: 50,
-        pace: Pace::Fast,
-        run_id: None,
-    };
+    let sim = SimConfig { conversations: 120, seed: 5, rate: 2.0, concurrency: 50, pace: Pace::Fast, run_id: None };
     let (events, report) = run(&sim, None);
     assert!(!report.interrupted);
-    assert!(
-        events.iter().any(|(e, _)| e["channel"] == "email"),
-        "the run has an email thread"
-    );
+    assert!(events.iter().any(|(e, _)| e["channel"] == "email"), "the run has an email thread");
     check_clock(&events);
 }
 
@@ -138,29 +106,16 @@ fn an_interrupted_paced_run_ends_open_conversations_after_their_own_events() {
         seed: 7,
         rate: 4.0,
         concurrency: 50,
-        pace: Pace::Realtime {
-            speed: 40.0,
-            max_gap: Some(Duration::from_secs(60)),
-        },
+        pace: Pace::Realtime { speed: 40.0, max_gap: Some(Duration::from_secs(60)) },
         run_id: None,
     };
     let (events, report) = run(&sim, Some(150));
     assert!(report.interrupted);
     let interrupted = events
         .iter()
-        .filter(|(e, _)| {
-            e["tags"]
-                .as_array()
-                .is_some_and(|t| t.iter().any(|t| t == "interrupted"))
-        })
+        .filter(|(e, _)| e["tags"].as_array().is_some_and(|t| t.iter().any(|t| t == "interrupted")))
         .count();
-    assert!(
-        interrupted > 0,
-        "some conversations were open when the run stopped"
-    );
-    assert_eq!(
-        report.ended, report.conversations,
-        "every started conversation ended"
-    );
+    assert!(interrupted > 0, "some conversations were open when the run stopped");
+    assert_eq!(report.ended, report.conversations, "every started conversation ended");
     check_clock(&events);
 }

@@ -14,13 +14,8 @@ struct Tmux {
 
 impl Tmux {
     fn start(width: u16, height: u16, dir: &Path) -> Tmux {
-        which("tmux")
-            .expect("tmux is not installed: scripts/test.sh installs it (apt-get install tmux)");
-        let socket = format!(
-            "serphona-obs-test-{}-{}",
-            std::process::id(),
-            dir.file_name().unwrap().to_string_lossy()
-        );
+        which("tmux").expect("tmux is not installed: scripts/test.sh installs it (apt-get install tmux)");
+        let socket = format!("serphona-obs-test-{}-{}", std::process::id(), dir.file_name().unwrap().to_string_lossy());
         let tmux = Tmux { socket };
         let out = tmux.cmd(&[
             "new-session",
@@ -38,31 +33,18 @@ impl Tmux {
             "--norc",
             "--noprofile",
         ]);
-        assert!(
-            out.status.success(),
-            "tmux new-session: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "tmux new-session: {}", String::from_utf8_lossy(&out.stderr));
         tmux
     }
 
     fn cmd(&self, args: &[&str]) -> Output {
-        Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .expect("run tmux")
+        Command::new("tmux").arg("-L").arg(&self.socket).args(args).output().expect("run tmux")
     }
 
     fn keys(&self, keys: &[&str]) {
         for key in keys {
             let out = self.cmd(&["send-keys", "-t", "t", key]);
-            assert!(
-                out.status.success(),
-                "send-keys {key}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert!(out.status.success(), "send-keys {key}: {}", String::from_utf8_lossy(&out.stderr));
             // Separate key presses (an Esc followed at once by a key reads as Alt+key).
             std::thread::sleep(Duration::from_millis(150));
         }
@@ -120,20 +102,11 @@ fn selected_id(screen: &str) -> Option<String> {
 
 /// Speakers shown in the transcript (the right pane).
 fn transcript_speakers(screen: &str) -> (bool, bool) {
-    let right: Vec<String> = screen
-        .lines()
-        .map(|l| l.chars().skip(88).collect())
-        .collect();
+    let right: Vec<String> = screen.lines().map(|l| l.chars().skip(88).collect()).collect();
     let is = |who: &str| {
         right.iter().any(|l| {
-            let words: Vec<&str> = l
-                .trim_start_matches(['│', '┃'])
-                .split_whitespace()
-                .collect();
-            words.len() >= 2
-                && words[0].len() == 8
-                && words[0].chars().nth(2) == Some(':')
-                && words[1] == who
+            let words: Vec<&str> = l.trim_start_matches(['│', '┃']).split_whitespace().collect();
+            words.len() >= 2 && words[0].len() == 8 && words[0].chars().nth(2) == Some(':') && words[1] == who
         })
     };
     (is("agent"), is("customer"))
@@ -154,20 +127,13 @@ fn demo_live_view_in_tmux_shows_conversations_and_transcripts_and_restores_the_t
     // The header, at least 5 conversations, and a transcript with both speakers (moving down
     // the list while the selected one has only one speaker so far).
     let screen = tmux.wait_for("the header and 5 conversations", 30, |s| {
-        s.contains("events/s")
-            && s.contains("active")
-            && s.contains("Conversations")
-            && list_rows(s).len() >= 5
+        s.contains("events/s") && s.contains("active") && s.contains("Conversations") && list_rows(s).len() >= 5
     });
     assert!(screen.contains("Transcript"), "{screen}");
     let until = Instant::now() + Duration::from_secs(40);
     let mut last_move = Instant::now();
     while transcript_speakers(&tmux.screen()) != (true, true) {
-        assert!(
-            Instant::now() < until,
-            "no transcript with both speakers; the screen:\n{}",
-            tmux.screen()
-        );
+        assert!(Instant::now() < until, "no transcript with both speakers; the screen:\n{}", tmux.screen());
         if last_move.elapsed() > Duration::from_secs(4) {
             tmux.keys(&["j"]);
             last_move = Instant::now();
@@ -178,14 +144,11 @@ fn demo_live_view_in_tmux_shows_conversations_and_transcripts_and_restores_the_t
     // j moves the selection to another conversation (from the top of the list: g).
     tmux.keys(&["g"]);
     // (New conversations keep arriving above it, so it is near the top, not always first.)
-    let top = tmux.wait_for("g to select a row near the top", 5, |s| {
-        list_rows(s).iter().take(10).any(|r| r.contains('▶'))
-    });
+    let top =
+        tmux.wait_for("g to select a row near the top", 5, |s| list_rows(s).iter().take(10).any(|r| r.contains('▶')));
     let before = selected_id(&top).expect("a selected row");
     tmux.keys(&["j"]);
-    tmux.wait_for("j to select another conversation", 5, |s| {
-        selected_id(s).is_some_and(|id| id != before)
-    });
+    tmux.wait_for("j to select another conversation", 5, |s| selected_id(s).is_some_and(|id| id != before));
 
     // Enter focuses the transcript (its border turns heavy); Esc goes back.
     tmux.keys(&["Enter"]);
@@ -196,19 +159,12 @@ fn demo_live_view_in_tmux_shows_conversations_and_transcripts_and_restores_the_t
     // / opens the filter; typing filters the list by tenant.
     tmux.keys(&["/"]);
     tmux.wait_for("the filter prompt", 5, |s| s.contains("/ filter:"));
-    for key in [
-        "t", "e", "n", "a", "n", "t", ":", "a", "c", "m", "e", "-", "t", "e", "l", "c", "o",
-    ] {
+    for key in ["t", "e", "n", "a", "n", "t", ":", "a", "c", "m", "e", "-", "t", "e", "l", "c", "o"] {
         tmux.keys(&[key]);
     }
-    let filtered = tmux.wait_for("the filtered list", 5, |s| {
-        s.contains("filter: tenant:acme-telco")
-    });
+    let filtered = tmux.wait_for("the filtered list", 5, |s| s.contains("filter: tenant:acme-telco"));
     let rows = list_rows(&filtered);
-    assert!(
-        !rows.is_empty() && rows.iter().all(|r| r.contains("acme-telco")),
-        "{filtered}"
-    );
+    assert!(!rows.is_empty() && rows.iter().all(|r| r.contains("acme-telco")), "{filtered}");
     tmux.keys(&["Enter"]);
 
     // q quits with 0, the summary follows and the shell prompt is back on a normal screen.
@@ -221,18 +177,14 @@ fn demo_live_view_in_tmux_shows_conversations_and_transcripts_and_restores_the_t
         screen.contains("p95 duration") && screen.contains("total"),
         "the summary table follows the view:\n{screen}"
     );
-    assert!(
-        !screen.contains("events/s"),
-        "the live view is gone from the screen:\n{screen}"
-    );
+    assert!(!screen.contains("events/s"), "the live view is gone from the screen:\n{screen}");
 }
 
 // Regression test for issue 12, items 1 and 2: the paced demo dated events minutes ahead of
 // the wall clock, and on `q` ended open conversations before their own turns (durations of
 // 0.0, a p50 of `0.0s`); nothing showed how far the run was.
 #[test]
-fn demo_quit_early_in_tmux_leaves_no_event_in_the_future_or_after_its_end_and_the_summary_matches_query_stats()
- {
+fn demo_quit_early_in_tmux_leaves_no_event_in_the_future_or_after_its_end_and_the_summary_matches_query_stats() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let tmux = Tmux::start(160, 48, dir.path());
@@ -245,9 +197,7 @@ fn demo_quit_early_in_tmux_leaves_no_event_in_the_future_or_after_its_end_and_th
     let started = Instant::now();
     tmux.type_line(&command);
     // The progress and the hint that q ends the run.
-    tmux.wait_for("the progress status", 30, |s| {
-        s.contains("/200 ended · q ends") && list_rows(s).len() >= 5
-    });
+    tmux.wait_for("the progress status", 30, |s| s.contains("/200 ended · q ends") && list_rows(s).len() >= 5);
     if let Some(rest) = Duration::from_secs(5).checked_sub(started.elapsed()) {
         std::thread::sleep(rest);
     }
@@ -256,116 +206,57 @@ fn demo_quit_early_in_tmux_leaves_no_event_in_the_future_or_after_its_end_and_th
         s.contains("SERPHONA_EXIT=") && s.trim_end().ends_with("serphona-test$")
     });
     let quit = time::OffsetDateTime::now_utc();
-    let history = String::from_utf8_lossy(
-        &tmux
-            .cmd(&["capture-pane", "-p", "-J", "-S", "-1000", "-t", "t"])
-            .stdout,
-    )
-    .into_owned();
+    let history =
+        String::from_utf8_lossy(&tmux.cmd(&["capture-pane", "-p", "-J", "-S", "-1000", "-t", "t"]).stdout).into_owned();
     assert!(history.contains("SERPHONA_EXIT=0"), "{history}");
     let lines: Vec<&str> = history.lines().collect();
-    let open = lines
-        .iter()
-        .position(|l| *l == "{")
-        .unwrap_or_else(|| panic!("no JSON summary:\n{history}"));
-    let close = open
-        + lines[open..]
-            .iter()
-            .position(|l| *l == "}")
-            .expect("the JSON summary ends");
+    let open = lines.iter().position(|l| *l == "{").unwrap_or_else(|| panic!("no JSON summary:\n{history}"));
+    let close = open + lines[open..].iter().position(|l| *l == "}").expect("the JSON summary ends");
     let summary: serde_json::Value =
         serde_json::from_str(&lines[open..=close].join("\n")).expect("the summary is JSON");
 
     // The event log: nothing dated after the run, nothing of a conversation after its end.
     let parse = |v: &serde_json::Value| {
-        time::OffsetDateTime::parse(
-            v.as_str().expect("a timestamp"),
-            &time::format_description::well_known::Rfc3339,
-        )
-        .unwrap()
+        time::OffsetDateTime::parse(v.as_str().expect("a timestamp"), &time::format_description::well_known::Rfc3339)
+            .unwrap()
     };
     let mut events: std::collections::BTreeMap<String, Vec<serde_json::Value>> = Default::default();
-    for (_, path) in
-        serphona_obs::logging::list_segments(&serphona_obs::logging::event_log_dir(&data)).unwrap()
-    {
+    for (_, path) in serphona_obs::logging::list_segments(&serphona_obs::logging::event_log_dir(&data)).unwrap() {
         for line in std::fs::read_to_string(path).unwrap().lines() {
             let event: serde_json::Value = serde_json::from_str(line).unwrap();
-            assert!(
-                parse(&event["timestamp"]) <= quit,
-                "an event dated after the run ended at {quit}: {event}"
-            );
-            events
-                .entry(event["conversation_id"].as_str().unwrap().to_string())
-                .or_default()
-                .push(event);
+            assert!(parse(&event["timestamp"]) <= quit, "an event dated after the run ended at {quit}: {event}");
+            events.entry(event["conversation_id"].as_str().unwrap().to_string()).or_default().push(event);
         }
     }
-    assert!(
-        events.len() >= 5,
-        "{} conversations in the log",
-        events.len()
-    );
+    assert!(events.len() >= 5, "{} conversations in the log", events.len());
     let mut interrupted = 0;
     for (id, events) in &events {
         let end = events
             .iter()
             .find(|e| e["event_type"] == "conversation.ended")
             .unwrap_or_else(|| panic!("{id} never ended"));
-        let start = events
-            .iter()
-            .find(|e| e["event_type"] == "conversation.started")
-            .expect("a start");
+        let start = events.iter().find(|e| e["event_type"] == "conversation.started").expect("a start");
         let (start_at, end_at) = (parse(&start["timestamp"]), parse(&end["timestamp"]));
         for e in events {
-            assert!(
-                parse(&e["timestamp"]) <= end_at,
-                "{id}: {} after its end: {e}",
-                e["event_type"]
-            );
+            assert!(parse(&e["timestamp"]) <= end_at, "{id}: {} after its end: {e}", e["event_type"]);
         }
         let duration = end["duration_seconds"].as_f64().unwrap();
-        assert!(
-            (duration - (end_at - start_at).as_seconds_f64()).abs() < 0.002,
-            "{id}: duration {duration}"
-        );
-        interrupted += usize::from(
-            end["tags"]
-                .as_array()
-                .is_some_and(|t| t.iter().any(|t| t == "interrupted")),
-        );
+        assert!((duration - (end_at - start_at).as_seconds_f64()).abs() < 0.002, "{id}: duration {duration}");
+        interrupted += usize::from(end["tags"].as_array().is_some_and(|t| t.iter().any(|t| t == "interrupted")));
     }
     assert!(interrupted > 0, "q ended some conversations in progress");
 
     // The summary's durations are `query stats`'.
-    let out = bin()
-        .args(["--data-dir"])
-        .arg(&data)
-        .args(["query", "stats", "-o", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = bin().args(["--data-dir"]).arg(&data).args(["query", "stats", "-o", "json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let all = stats
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["group"] == "all")
-        .expect("an all row");
+    let all = stats.as_array().unwrap().iter().find(|r| r["group"] == "all").expect("an all row");
     assert_eq!(
         summary["total"]["duration_seconds"], all["duration_seconds"],
         "summary {} vs query stats {all}",
         summary["total"]
     );
-    assert!(
-        all["duration_seconds"]["p50"]
-            .as_f64()
-            .is_some_and(|p| p > 0.0),
-        "p50 duration {all}"
-    );
+    assert!(all["duration_seconds"]["p50"].as_f64().is_some_and(|p| p > 0.0), "p50 duration {all}");
 }
 
 #[test]
@@ -373,53 +264,19 @@ fn tail_without_a_terminal_says_so_and_streams_json_when_asked() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     let out = bin()
-        .args([
-            "demo",
-            "--no-tui",
-            "-n",
-            "20",
-            "--data-dir",
-            d,
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
+        .args(["demo", "--no-tui", "-n", "20", "--data-dir", d, "--metrics-addr", "127.0.0.1:0"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let out = bin().args(["tail", "--data-dir", d]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--output json"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--output json"), "{}", String::from_utf8_lossy(&out.stderr));
 
-    let all = serphona_obs::store::local::LocalStore::open(dir.path())
-        .read_all()
-        .unwrap();
-    let out = bin()
-        .args([
-            "tail",
-            "--data-dir",
-            d,
-            "--source",
-            "local",
-            "--output",
-            "json",
-            "--no-follow",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let all = serphona_obs::store::local::LocalStore::open(dir.path()).read_all().unwrap();
+    let out =
+        bin().args(["tail", "--data-dir", d, "--source", "local", "--output", "json", "--no-follow"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let lines: Vec<serphona_obs::types::Event> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serphona_obs::types::Event::from_json(l).unwrap())
@@ -428,27 +285,13 @@ fn tail_without_a_terminal_says_so_and_streams_json_when_asked() {
 
     // Pre-filters: one tenant; one channel keeps whole conversations of that channel.
     let tenant = all[0].tenant_id.to_string();
-    let out = bin()
-        .args([
-            "tail",
-            "--data-dir",
-            d,
-            "--output",
-            "json",
-            "--no-follow",
-            "--tenant",
-            &tenant,
-        ])
-        .output()
-        .unwrap();
+    let out =
+        bin().args(["tail", "--data-dir", d, "--output", "json", "--no-follow", "--tenant", &tenant]).output().unwrap();
     let got: Vec<serphona_obs::types::Event> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serphona_obs::types::Event::from_json(l).unwrap())
         .collect();
-    assert_eq!(
-        got.len(),
-        all.iter().filter(|e| *e.tenant_id == *tenant).count()
-    );
+    assert_eq!(got.len(), all.iter().filter(|e| *e.tenant_id == *tenant).count());
     assert!(!got.is_empty() && got.len() < all.len());
 
     // stdin: a service's logs with other lines among the events.
@@ -464,12 +307,7 @@ fn tail_without_a_terminal_says_so_and_streams_json_when_asked() {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 10);
@@ -483,28 +321,12 @@ fn tail_follows_clickhouse_across_polls_without_duplicates_or_gaps() {
     let ch = crate::support::clickhouse::ClickHouse::start();
     let db = ch.fresh_database();
     let dir = tempfile::tempdir().unwrap();
-    let out = ch
-        .cli(&db, dir.path())
-        .args(["schema", "apply"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = ch.cli(&db, dir.path()).args(["schema", "apply"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let mut child = ch
         .cli(&db, dir.path())
-        .args([
-            "tail",
-            "--source",
-            "clickhouse",
-            "--output",
-            "json",
-            "--since",
-            "1h",
-        ])
+        .args(["tail", "--source", "clickhouse", "--output", "json", "--since", "1h"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -528,22 +350,12 @@ fn tail_follows_clickhouse_across_polls_without_duplicates_or_gaps() {
             .args(["simulate", "-n", "40", "--seed", &seed.to_string()])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         std::thread::sleep(Duration::from_secs(1));
     }
-    let logged = serphona_obs::store::local::LocalStore::open(dir.path())
-        .read_all()
-        .unwrap();
+    let logged = serphona_obs::store::local::LocalStore::open(dir.path()).read_all().unwrap();
     let in_ch = ch.query_u64(&format!("SELECT count(DISTINCT event_id) FROM {db}.events"));
-    assert_eq!(
-        in_ch,
-        logged.len() as u64,
-        "every logged event is in ClickHouse"
-    );
+    assert_eq!(in_ch, logged.len() as u64, "every logged event is in ClickHouse");
     let until = Instant::now() + Duration::from_secs(60);
     while lines.lock().unwrap().len() < logged.len() && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(200));
@@ -554,27 +366,13 @@ fn tail_follows_clickhouse_across_polls_without_duplicates_or_gaps() {
     let status = child.wait().unwrap();
     reader.join().unwrap();
     let got = lines.lock().unwrap().clone();
-    let mut ids: Vec<uuid::Uuid> = got
-        .iter()
-        .map(|l| serphona_obs::types::Event::from_json(l).unwrap().event_id)
-        .collect();
+    let mut ids: Vec<uuid::Uuid> =
+        got.iter().map(|l| serphona_obs::types::Event::from_json(l).unwrap().event_id).collect();
     let n = ids.len();
     ids.sort();
     ids.dedup();
     let mut want: Vec<uuid::Uuid> = logged.iter().map(|e| e.event_id).collect();
     want.sort();
-    assert_eq!(
-        n,
-        ids.len(),
-        "duplicates: {} lines, {} distinct (tail {status:?})",
-        n,
-        ids.len()
-    );
-    assert_eq!(
-        ids,
-        want,
-        "tail saw every event once: {} of {}",
-        ids.len(),
-        want.len()
-    );
+    assert_eq!(n, ids.len(), "duplicates: {} lines, {} distinct (tail {status:?})", n, ids.len());
+    assert_eq!(ids, want, "tail saw every event once: {} of {}", ids.len(), want.len());
 }

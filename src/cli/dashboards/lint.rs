@@ -183,28 +183,17 @@ pub async fn run(
     rate_interval: Duration,
 ) -> anyhow::Result<Report> {
     let http = http_client(Duration::from_secs(60))?;
-    let runner = Runner {
-        http,
-        servers,
-        window: Window::ending(OffsetDateTime::now_utc(), range, rate_interval),
-    };
+    let runner = Runner { http, servers, window: Window::ending(OffsetDateTime::now_utc(), range, rate_interval) };
     runner.check_reachable().await?;
     let populated = runner.populated().await;
     let mut dashboards = Vec::new();
     for file in files {
         dashboards.push(runner.dashboard(file).await);
     }
-    let mut summary = Summary {
-        dashboards: dashboards.len(),
-        ..Summary::default()
-    };
+    let mut summary = Summary { dashboards: dashboards.len(), ..Summary::default() };
     for d in &dashboards {
         summary.dashboard_problems += d.problems.len();
-        summary.variable_errors += d
-            .variables
-            .iter()
-            .filter(|v| v.status == Status::Error)
-            .count();
+        summary.variable_errors += d.variables.iter().filter(|v| v.status == Status::Error).count();
         for p in &d.panels {
             summary.panels += 1;
             match p.status {
@@ -212,12 +201,8 @@ pub async fn run(
                 Status::NoData => {
                     summary.no_data += 1;
                     // Every datasource it asks holds the library's data: the panel is broken.
-                    let asked: Vec<Kind> = p
-                        .queries
-                        .iter()
-                        .filter(|q| q.status == Status::NoData)
-                        .filter_map(|q| q.datasource)
-                        .collect();
+                    let asked: Vec<Kind> =
+                        p.queries.iter().filter(|q| q.status == Status::NoData).filter_map(|q| q.datasource).collect();
                     if !asked.is_empty() && asked.iter().all(|k| populated.contains(k)) {
                         summary.no_data_on_populated += 1;
                     }
@@ -228,10 +213,7 @@ pub async fn run(
         }
     }
     summary.populated = populated.iter().map(|k| k.name()).collect();
-    Ok(Report {
-        dashboards,
-        summary,
-    })
+    Ok(Report { dashboards, summary })
 }
 
 impl Report {
@@ -280,11 +262,7 @@ impl Report {
                 });
             }
             for p in &d.panels {
-                let mut kinds: Vec<&str> = p
-                    .queries
-                    .iter()
-                    .filter_map(|q| q.datasource.map(Kind::name))
-                    .collect();
+                let mut kinds: Vec<&str> = p.queries.iter().filter_map(|q| q.datasource.map(Kind::name)).collect();
                 kinds.dedup();
                 lines.push(Line {
                     dashboard: name.clone(),
@@ -343,11 +321,7 @@ impl Runner<'_> {
             }
         }
         if let Some(ch) = &self.servers.clickhouse {
-            if matches!(
-                self.sql(ch, "SELECT 1 FROM conversations LIMIT 1", false)
-                    .await,
-                Outcome::Data(_)
-            ) {
+            if matches!(self.sql(ch, "SELECT 1 FROM conversations LIMIT 1", false).await, Outcome::Data(_)) {
                 kinds.push(Kind::ClickHouse);
             }
         }
@@ -358,18 +332,8 @@ impl Runner<'_> {
     async fn check_reachable(&self) -> anyhow::Result<()> {
         let s = self.servers;
         let checks = [
-            (
-                s.prometheus.as_ref(),
-                "Prometheus",
-                "--prometheus-url",
-                "-/ready",
-            ),
-            (
-                s.clickhouse.as_ref().map(|c| &c.url),
-                "ClickHouse",
-                "--clickhouse-url",
-                "ping",
-            ),
+            (s.prometheus.as_ref(), "Prometheus", "--prometheus-url", "-/ready"),
+            (s.clickhouse.as_ref().map(|c| &c.url), "ClickHouse", "--clickhouse-url", "ping"),
             (s.loki.as_ref(), "Loki", "--loki-url", "ready"),
         ];
         for (url, name, flag, path) in checks {
@@ -377,10 +341,9 @@ impl Runner<'_> {
             let probe = join(url, path);
             match self.http.get(probe.clone()).send().await {
                 Ok(r) if r.status().is_success() => {}
-                Ok(r) => anyhow::bail!(
-                    "{name} at {url} ({flag}) is not ready: GET {probe} answered HTTP {}",
-                    r.status()
-                ),
+                Ok(r) => {
+                    anyhow::bail!("{name} at {url} ({flag}) is not ready: GET {probe} answered HTTP {}", r.status())
+                }
                 Err(e) => {
                     anyhow::bail!("cannot reach {name} at {url} ({flag}): {}", error_chain(&e))
                 }
@@ -417,11 +380,8 @@ impl Runner<'_> {
             if !p.shows_queries() {
                 continue;
             }
-            let own: Vec<String> = problems
-                .iter()
-                .filter(|pr| pr.panel == Some(i))
-                .map(|pr| pr.message.clone())
-                .collect();
+            let own: Vec<String> =
+                problems.iter().filter(|pr| pr.panel == Some(i)).map(|pr| pr.message.clone()).collect();
             panels.push(self.panel(p, own, &vars).await);
         }
         // Problems of rows (ids, grid) are reported with the dashboard.
@@ -441,17 +401,10 @@ impl Runner<'_> {
         }
     }
 
-    async fn variable(
-        &self,
-        v: &model::Variable<'_>,
-        vars: &HashMap<String, expand::Value>,
-    ) -> Option<VariableReport> {
+    async fn variable(&self, v: &model::Variable<'_>, vars: &HashMap<String, expand::Value>) -> Option<VariableReport> {
         let kind = v.datasource().and_then(|d| d.uid().and_then(Kind::of_uid));
         // Without a Prometheus to ask there is nothing to say about a variable's values.
-        if v.kind() != "query"
-            || kind != Some(Kind::Prometheus)
-            || self.servers.prometheus.is_none()
-        {
+        if v.kind() != "query" || kind != Some(Kind::Prometheus) || self.servers.prometheus.is_none() {
             return None;
         }
         let raw = v.query().unwrap_or("");
@@ -462,19 +415,11 @@ impl Runner<'_> {
             Ok(values) => {
                 let shown: Vec<&str> = values.iter().take(8).map(String::as_str).collect();
                 let more = if values.len() > 8 { ", …" } else { "" };
-                (
-                    Status::Ok,
-                    format!("{} values: {}{more}", values.len(), shown.join(", ")),
-                )
+                (Status::Ok, format!("{} values: {}{more}", values.len(), shown.join(", ")))
             }
             Err(e) => (Status::Error, e),
         };
-        Some(VariableReport {
-            name: v.name().to_string(),
-            query,
-            status,
-            detail,
-        })
+        Some(VariableReport { name: v.name().to_string(), query, status, detail })
     }
 
     /// `label_values(selector, label)` / `label_values(label)` through
@@ -484,40 +429,21 @@ impl Runner<'_> {
             .trim()
             .strip_prefix("label_values(")
             .and_then(|r| r.strip_suffix(')'))
-            .ok_or_else(|| {
-                format!("the lint runs label_values(…) variable queries only, not {query:?}")
-            })?;
+            .ok_or_else(|| format!("the lint runs label_values(…) variable queries only, not {query:?}"))?;
         let (selector, label) = match inner.rfind(',') {
             Some(i) => (Some(inner[..i].trim()), inner[i + 1..].trim()),
             None => (None, inner.trim()),
         };
         let mut params = vec![
-            (
-                "start".to_string(),
-                self.window.from.unix_timestamp().to_string(),
-            ),
-            (
-                "end".to_string(),
-                self.window.to.unix_timestamp().to_string(),
-            ),
+            ("start".to_string(), self.window.from.unix_timestamp().to_string()),
+            ("end".to_string(), self.window.to.unix_timestamp().to_string()),
         ];
         if let Some(s) = selector {
             params.push(("match[]".to_string(), s.to_string()));
         }
-        let url = with_params(
-            &join(base, &format!("api/v1/label/{label}/values")),
-            &params,
-        );
+        let url = with_params(&join(base, &format!("api/v1/label/{label}/values")), &params);
         let data = self.prometheus_get(url).await?;
-        Ok(data
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(Json::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default())
+        Ok(data.as_array().map(|a| a.iter().filter_map(Json::as_str).map(str::to_string).collect()).unwrap_or_default())
     }
 
     async fn panel(
@@ -526,18 +452,13 @@ impl Runner<'_> {
         problems: Vec<String>,
         vars: &HashMap<String, expand::Value>,
     ) -> PanelReport {
-        let panel_kind = p
-            .datasource()
-            .and_then(|d| d.uid().filter(|u| *u != MIXED).and_then(Kind::of_uid));
+        let panel_kind = p.datasource().and_then(|d| d.uid().filter(|u| *u != MIXED).and_then(Kind::of_uid));
         let mut queries = Vec::new();
         for t in p.targets() {
             if t.hidden() {
                 continue;
             }
-            let kind = t
-                .datasource()
-                .and_then(|d| d.uid().and_then(Kind::of_uid))
-                .or(panel_kind);
+            let kind = t.datasource().and_then(|d| d.uid().and_then(Kind::of_uid)).or(panel_kind);
             let raw = t.query().unwrap_or("");
             let (query, outcome) = self.query(kind, &t, raw, vars).await;
             let (status, detail) = match outcome {
@@ -546,55 +467,25 @@ impl Runner<'_> {
                 Outcome::Failed(e) => (Status::Error, e),
                 Outcome::Skipped(why) => (Status::NotRun, why),
             };
-            queries.push(QueryReport {
-                ref_id: t.ref_id().to_string(),
-                datasource: kind,
-                query,
-                status,
-                detail,
-            });
+            queries.push(QueryReport { ref_id: t.ref_id().to_string(), datasource: kind, query, status, detail });
         }
-        let failed: Vec<&QueryReport> = queries
-            .iter()
-            .filter(|q| q.status == Status::Error)
-            .collect();
+        let failed: Vec<&QueryReport> = queries.iter().filter(|q| q.status == Status::Error).collect();
         let (status, detail) = if !problems.is_empty() {
             (Status::Error, problems.join("; "))
         } else if !failed.is_empty() {
-            (
-                Status::Error,
-                failed
-                    .iter()
-                    .map(|q| format!("{}: {}", q.ref_id, q.detail))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
+            (Status::Error, failed.iter().map(|q| format!("{}: {}", q.ref_id, q.detail)).collect::<Vec<_>>().join("; "))
         } else if let Some(q) = queries.iter().find(|q| q.status == Status::Ok) {
             let others = queries.iter().filter(|o| o.status == Status::Ok).count() - 1;
             let detail = if queries.len() == 1 {
                 q.detail.clone()
             } else {
-                format!(
-                    "{}: {} ({} of {} queries with data)",
-                    q.ref_id,
-                    q.detail,
-                    others + 1,
-                    queries.len()
-                )
+                format!("{}: {} ({} of {} queries with data)", q.ref_id, q.detail, others + 1, queries.len())
             };
             (Status::Ok, detail)
         } else if !self.servers.any() {
-            (
-                Status::Ok,
-                "structure ok (queries not run: no server URL given)".into(),
-            )
+            (Status::Ok, "structure ok (queries not run: no server URL given)".into())
         } else if queries.iter().all(|q| q.status == Status::NotRun) {
-            (
-                Status::NotRun,
-                queries
-                    .first()
-                    .map_or_else(|| "no queries".into(), |q| q.detail.clone()),
-            )
+            (Status::NotRun, queries.first().map_or_else(|| "no queries".into(), |q| q.detail.clone()))
         } else {
             let empty: Vec<String> = queries
                 .iter()
@@ -649,31 +540,17 @@ impl Runner<'_> {
                 };
                 (q, outcome)
             }
-            Some(Kind::Tempo) => (
-                raw.to_string(),
-                Outcome::Skipped("Tempo queries are not run by the lint".into()),
-            ),
-            None => (
-                raw.to_string(),
-                Outcome::Failed("no datasource of the provisioned set".into()),
-            ),
+            Some(Kind::Tempo) => (raw.to_string(), Outcome::Skipped("Tempo queries are not run by the lint".into())),
+            None => (raw.to_string(), Outcome::Failed("no datasource of the provisioned set".into())),
         }
     }
 
     async fn prometheus_get(&self, url: url::Url) -> Result<Json, String> {
-        let response = self
-            .http
-            .get(url.clone())
-            .send()
-            .await
-            .map_err(|e| format!("GET {url}: {}", error_chain(&e)))?;
+        let response =
+            self.http.get(url.clone()).send().await.map_err(|e| format!("GET {url}: {}", error_chain(&e)))?;
         let status = response.status();
-        let body = response
-            .text()
-            .await
-            .map_err(|e| format!("reading Prometheus' answer: {e}"))?;
-        let json: Json = serde_json::from_str(&body)
-            .map_err(|_| format!("HTTP {status}: {}", snippet(&body)))?;
+        let body = response.text().await.map_err(|e| format!("reading Prometheus' answer: {e}"))?;
+        let json: Json = serde_json::from_str(&body).map_err(|_| format!("HTTP {status}: {}", snippet(&body)))?;
         if json["status"] != "success" {
             return Err(format!(
                 "{}: {}",
@@ -691,10 +568,7 @@ impl Runner<'_> {
         let url = if instant {
             with_params(
                 &join(base, "api/v1/query"),
-                &[
-                    ("query".into(), q.into()),
-                    ("time".into(), w.to.unix_timestamp().to_string()),
-                ],
+                &[("query".into(), q.into()), ("time".into(), w.to.unix_timestamp().to_string())],
             )
         } else {
             with_params(
@@ -711,33 +585,20 @@ impl Runner<'_> {
             Ok(d) => d,
             Err(e) => return Outcome::Failed(e),
         };
-        let finite = |v: &Json| {
-            v.get(1)
-                .and_then(Json::as_str)
-                .and_then(|s| s.parse::<f64>().ok())
-                .is_some_and(f64::is_finite)
-        };
+        let finite =
+            |v: &Json| v.get(1).and_then(Json::as_str).and_then(|s| s.parse::<f64>().ok()).is_some_and(f64::is_finite);
         let result = &data["result"];
         match data["resultType"].as_str() {
             Some("matrix") => {
                 let series = result.as_array().cloned().unwrap_or_default();
-                let with_data = series
-                    .iter()
-                    .filter(|s| s["values"].as_array().is_some_and(|v| v.iter().any(finite)))
-                    .count();
+                let with_data =
+                    series.iter().filter(|s| s["values"].as_array().is_some_and(|v| v.iter().any(finite))).count();
                 let points: usize = series
                     .iter()
-                    .map(|s| {
-                        s["values"]
-                            .as_array()
-                            .map_or(0, |v| v.iter().filter(|p| finite(p)).count())
-                    })
+                    .map(|s| s["values"].as_array().map_or(0, |v| v.iter().filter(|p| finite(p)).count()))
                     .sum();
                 if with_data > 0 {
-                    Outcome::Data(format!(
-                        "{with_data} series, {points} point{}",
-                        if points == 1 { "" } else { "s" }
-                    ))
+                    Outcome::Data(format!("{with_data} series, {points} point{}", if points == 1 { "" } else { "s" }))
                 } else if series.is_empty() {
                     Outcome::Empty("no series".into())
                 } else {
@@ -796,63 +657,38 @@ impl Runner<'_> {
         let json: Json = match serde_json::from_str(&body) {
             Ok(j) => j,
             Err(e) => {
-                return Outcome::Failed(format!(
-                    "ClickHouse's answer is not JSON ({e}): {}",
-                    snippet(&body)
-                ));
+                return Outcome::Failed(format!("ClickHouse's answer is not JSON ({e}): {}", snippet(&body)));
             }
         };
         let meta: Vec<(String, String)> = json["meta"]
             .as_array()
             .into_iter()
             .flatten()
-            .map(|c| {
-                (
-                    c["name"].as_str().unwrap_or("").to_string(),
-                    c["type"].as_str().unwrap_or("").to_string(),
-                )
-            })
+            .map(|c| (c["name"].as_str().unwrap_or("").to_string(), c["type"].as_str().unwrap_or("").to_string()))
             .collect();
         let is_time = |t: &str| {
-            let t = t
-                .trim_start_matches("Nullable(")
-                .trim_start_matches("LowCardinality(");
+            let t = t.trim_start_matches("Nullable(").trim_start_matches("LowCardinality(");
             t.starts_with("DateTime") || t.starts_with("Date")
         };
         let rows = json["data"].as_array().cloned().unwrap_or_default();
-        let time_col = meta
-            .iter()
-            .find(|(_, t)| is_time(t))
-            .map(|(n, _)| n.clone());
+        let time_col = meta.iter().find(|(_, t)| is_time(t)).map(|(n, _)| n.clone());
         if time_series {
             let Some(tc) = &time_col else {
                 return Outcome::Failed(format!(
                     "a time series query (format 0) must return a date/time column (alias it `time`); it returned {}",
-                    meta.iter()
-                        .map(|(n, t)| format!("{n} {t}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    meta.iter().map(|(n, t)| format!("{n} {t}")).collect::<Vec<_>>().join(", ")
                 ));
             };
-            let times: Vec<&str> = rows
-                .iter()
-                .filter_map(|r| r[tc.as_str()].as_str())
-                .collect();
+            let times: Vec<&str> = rows.iter().filter_map(|r| r[tc.as_str()].as_str()).collect();
             if times.windows(2).any(|w| w[0] > w[1]) {
                 return Outcome::Failed(format!(
                     "a time series query must be sorted by {tc} ascending (ORDER BY {tc})"
                 ));
             }
         }
-        let values: Vec<&String> = meta
-            .iter()
-            .filter(|(n, t)| Some(n) != time_col.as_ref() && !is_time(t))
-            .map(|(n, _)| n)
-            .collect();
-        let with_data = rows
-            .iter()
-            .filter(|r| values.iter().any(|c| !r[c.as_str()].is_null()))
-            .count();
+        let values: Vec<&String> =
+            meta.iter().filter(|(n, t)| Some(n) != time_col.as_ref() && !is_time(t)).map(|(n, _)| n).collect();
+        let with_data = rows.iter().filter(|r| values.iter().any(|c| !r[c.as_str()].is_null())).count();
         if with_data > 0 {
             Outcome::Data(format!("{} rows", rows.len()))
         } else if rows.is_empty() {
@@ -883,14 +719,8 @@ impl Runner<'_> {
             return Outcome::Failed(format!("HTTP {status}: {}", snippet(&body)));
         }
         let json: Json = serde_json::from_str(&body).unwrap_or_default();
-        let result = json["data"]["result"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let lines: usize = result
-            .iter()
-            .map(|s| s["values"].as_array().map_or(0, Vec::len))
-            .sum();
+        let result = json["data"]["result"].as_array().cloned().unwrap_or_default();
+        let lines: usize = result.iter().map(|s| s["values"].as_array().map_or(0, Vec::len)).sum();
         if lines > 0 {
             Outcome::Data(format!("{} streams, {lines} lines", result.len()))
         } else {
@@ -905,9 +735,7 @@ fn values(d: &Json) -> HashMap<String, expand::Value> {
         .iter()
         .map(|v| {
             let value = if v.include_all() {
-                expand::Value::All {
-                    custom: v.all_value().map(str::to_string),
-                }
+                expand::Value::All { custom: v.all_value().map(str::to_string) }
             } else {
                 match v.current().filter(|c| c != "$__all") {
                     Some(c) => expand::Value::One(c),
@@ -922,19 +750,14 @@ fn values(d: &Json) -> HashMap<String, expand::Value> {
 /// `base` + `path`, keeping a base path (Grafana or Prometheus behind a prefix).
 pub fn join(base: &url::Url, path: &str) -> url::Url {
     let mut u = base.clone();
-    let joined = format!(
-        "{}/{}",
-        u.path().trim_end_matches('/'),
-        path.trim_start_matches('/')
-    );
+    let joined = format!("{}/{}", u.path().trim_end_matches('/'), path.trim_start_matches('/'));
     u.set_path(&joined);
     u
 }
 
 fn with_params(url: &url::Url, params: &[(String, String)]) -> url::Url {
     let mut u = url.clone();
-    u.query_pairs_mut()
-        .extend_pairs(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    u.query_pairs_mut().extend_pairs(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     u
 }
 
