@@ -2,10 +2,10 @@
 //! default, then a summary read back through the store.
 
 use std::io::{IsTerminal, Write};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serphona_obs::config::DEFAULT_METRICS_LISTEN;
@@ -20,11 +20,14 @@ use tabled::settings::{Alignment, Style};
 use super::Context;
 use super::tail::source::Kind;
 
-/// Virtual seconds per real second of the live view's run.
+/// Script seconds per real second of the live view's run.
 const DEFAULT_LIVE_SPEED: f64 = 10.0;
-/// The longest wait between two steps of a conversation in a paced demo (an email thread's
-/// hours between replies would keep the demo running for 20 minutes).
-const LIVE_MAX_GAP: Duration = Duration::from_secs(30);
+/// The longest pause within a paced demo's conversation, in script time: an email thread's
+/// hours become a minute, so the default demo ends in about two real minutes.
+const DEMO_MAX_GAP: Duration = Duration::from_secs(60);
+/// The trickle that keeps the dashboards' rates alive while `--keep-serving` runs: new
+/// conversations per real second.
+const TRICKLE_RATE: f64 = 1.0;
 use super::output::{Format, seconds};
 
 /// `demo` flags.
@@ -34,8 +37,10 @@ pub struct Args {
     /// without a terminal).
     #[arg(long)]
     pub no_tui: bool,
-    /// Virtual seconds per real second. The live view paces the run at 10 by default so
-    /// conversations unfold as you watch; without it the run goes as fast as it can.
+    /// Script seconds per real second. The live view paces the run at 10 by default so
+    /// conversations unfold as you watch (events are dated when they happen, so a paced
+    /// conversation lasts its script's time divided by X, and pauses longer than a minute of
+    /// script time are shortened to one); without it the run goes as fast as it can.
     #[arg(long, value_name = "X")]
     pub speed: Option<f64>,
     /// Conversations to simulate.
@@ -53,7 +58,9 @@ pub struct Args {
     /// Serve /metrics here (default 127.0.0.1:9464, or a free port when that is taken).
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
-    /// Keep /metrics up this many seconds after the run, so a scraper can read it.
+    /// Keep /metrics up this many seconds after the run, so a scraper can read it; a trickle
+    /// of new conversations (about one a second, paced in real time) goes on meanwhile, so
+    /// the dashboards' rates have traffic to show.
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     pub keep_serving: u64,
     /// table or json.
@@ -65,8 +72,8 @@ pub struct Args {
 pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
     let live_view = !args.no_tui && std::io::stdout().is_terminal();
     let pace = match (args.speed, live_view) {
-        (Some(speed), _) => Pace::Realtime { speed, max_gap: Some(LIVE_MAX_GAP) },
-        (None, true) => Pace::Realtime { speed: DEFAULT_LIVE_SPEED, max_gap: Some(LIVE_MAX_GAP) },
+        (Some(speed), _) => Pace::Realtime { speed, max_gap: Some(DEMO_MAX_GAP) },
+        (None, true) => Pace::Realtime { speed: DEFAULT_LIVE_SPEED, max_gap: Some(DEMO_MAX_GAP) },
         (None, false) => Pace::Fast,
     };
     let sim = SimConfig {
@@ -105,7 +112,12 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
         serphona_obs::sinks::event_log::event_log_dir(&data_dir).display(),
         metrics_url
     );
-    let report = if live_view { watch(&obs, &sim, &data_dir)? } else { super::simulate::drive(&obs, &sim, ctx.interactive)? };
+    if let Pace::Realtime { speed, .. } = pace {
+        let length = serphona_obs::simulation::schedule_length(&sim).as_secs_f64() / speed;
+        eprintln!("paced at {speed}×: about {}; q or Ctrl-C ends it early", seconds(Some(length)));
+    }
+    let report =
+        if live_view { watch(&obs, &sim, &data_dir)? } else { super::simulate::drive(&obs, &sim, ctx.interactive)? };
     obs.flush(Duration::from_secs(30))?;
     let dropped: u64 = ["queue_full", "shutdown"]
         .iter()
@@ -157,40 +169,87 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
     drop(out);
 
     if args.keep_serving > 0 {
-        eprintln!("serving {metrics_url} for {}s (Ctrl-C to stop)", args.keep_serving);
-        let until = std::time::Instant::now() + Duration::from_secs(args.keep_serving);
-        let stop = super::stop_flag();
-        while std::time::Instant::now() < until && !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        eprintln!(
+            "serving {metrics_url} for {}s with a trickle of new conversations (Ctrl-C to stop)",
+            args.keep_serving
+        );
+        trickle(&obs, &args, Duration::from_secs(args.keep_serving))?;
     }
     super::shutdown::shutdown(&obs, ctx.interactive)?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs the simulation on a thread while the live view shows it; `q` ends both (open
-/// conversations end as abandoned) and the summary follows.
+/// Keeps a paced trickle of new conversations going for `how_long` (or until Ctrl-C), so a
+/// scraper sees the counters move and the dashboards' rates, ratios and quantiles have data.
+/// Conversations still open at the end end as abandoned, dated then.
+fn trickle(obs: &Observability, args: &Args, how_long: Duration) -> anyhow::Result<()> {
+    let sim = SimConfig {
+        // At most one a second for as long as it serves.
+        conversations: (how_long.as_secs_f64() * TRICKLE_RATE).ceil().max(1.0) as usize,
+        seed: args.seed.wrapping_add(1),
+        rate: TRICKLE_RATE,
+        concurrency: args.concurrency,
+        pace: Pace::Realtime { speed: 1.0, max_gap: Some(Duration::from_secs(5)) },
+        run_id: None,
+    };
+    let stop = AtomicBool::new(false);
+    let ctrl_c = super::stop_flag();
+    std::thread::scope(|scope| {
+        let runner = scope.spawn(|| serphona_obs::simulation::run(obs, &sim, &stop, |_| {}));
+        let until = std::time::Instant::now() + how_long;
+        while std::time::Instant::now() < until && !ctrl_c.load(Ordering::Relaxed) && !runner.is_finished() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Served long enough: ends the trickle whether or not it finished.
+        stop.store(true, Ordering::Relaxed);
+        let rest = until.saturating_duration_since(std::time::Instant::now());
+        let report = runner.join().map_err(|_| anyhow::anyhow!("the trickle's thread panicked"))??;
+        tracing::debug!("trickle: {} conversations, {} events", report.conversations, report.events);
+        // The trickle ran out before the time was up: keep serving.
+        let until = std::time::Instant::now() + rest;
+        while std::time::Instant::now() < until && !ctrl_c.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    })
+}
+
+/// Runs the simulation on a thread while the live view shows it, with `N/M ended · q ends`
+/// as its status; `q` ends both (open conversations end as abandoned, dated then) and the
+/// summary follows.
 fn watch(obs: &Observability, sim: &SimConfig, data_dir: &std::path::Path) -> anyhow::Result<SimReport> {
     let receiver = obs.subscribe();
     let stop = super::stop_flag();
     let finished = Arc::new(AtomicBool::new(false));
+    let ended = Arc::new(AtomicUsize::new(0));
     let simulation = {
-        let (obs, sim, finished) = (obs.clone(), sim.clone(), finished.clone());
+        let (obs, sim, finished, ended) = (obs.clone(), sim.clone(), finished.clone(), ended.clone());
         std::thread::Builder::new().name("serphona-obs-demo".into()).spawn(move || {
-            let report = super::simulate::drive(&obs, &sim, false);
+            let report = serphona_obs::simulation::run(&obs, &sim, stop, |p| ended.store(p.ended, Ordering::Relaxed));
             finished.store(true, Ordering::Relaxed);
             report
         })?
     };
-    let label = format!("demo: {} conversations → {}", sim.conversations, serphona_obs::sinks::event_log::event_log_dir(data_dir).display());
+    let label = format!(
+        "demo: {} conversations → {}",
+        sim.conversations,
+        serphona_obs::sinks::event_log::event_log_dir(data_dir).display()
+    );
     let options = serphona_obs::tui::Options { source: label, ..Default::default() };
-    let status = || finished.load(Ordering::Relaxed).then(|| "simulation finished · q shows the summary".to_string());
+    let total = sim.conversations;
+    let status = || {
+        Some(if finished.load(Ordering::Relaxed) {
+            "simulation finished · q shows the summary".to_string()
+        } else {
+            format!("{}/{total} ended · q ends", ended.load(Ordering::Relaxed))
+        })
+    };
     let exit = super::tail::watch(options, Kind::Live(receiver), &status);
     // Whatever ended the view ends the simulation too.
     stop.store(true, Ordering::Relaxed);
     let report = simulation.join().map_err(|_| anyhow::anyhow!("the simulation thread panicked"))?;
     exit?;
-    report
+    Ok(report?)
 }
 
 /// Conversations by channel and resolution, turns, and duration percentiles.
@@ -201,8 +260,11 @@ fn summary_table(rows: &[&StatsRow]) -> String {
     let mut builder = tabled::builder::Builder::default();
     builder.push_record(header);
     for row in rows {
-        let mut record = vec![if row.group == "all" { "total".into() } else { row.group.clone() }, row.conversations.to_string()];
-        record.extend(Resolution::ALL.iter().map(|r| row.by_resolution.get(r.as_str()).copied().unwrap_or(0).to_string()));
+        let mut record =
+            vec![if row.group == "all" { "total".into() } else { row.group.clone() }, row.conversations.to_string()];
+        record.extend(
+            Resolution::ALL.iter().map(|r| row.by_resolution.get(r.as_str()).copied().unwrap_or(0).to_string()),
+        );
         record.extend([
             row.interactions.to_string(),
             seconds(row.duration_seconds.p50),
@@ -215,4 +277,26 @@ fn summary_table(rows: &[&StatsRow]) -> String {
     table.modify(Columns::new(1..), Alignment::right());
     super::output::fit(&mut table);
     table.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Regression test for issue 12, item 2: the default paced demo ran for about 20 real
+    // minutes (email threads kept their hours-long pauses).
+    #[test]
+    fn the_default_paced_demo_ends_in_about_two_minutes() {
+        let sim = SimConfig {
+            conversations: 200,
+            seed: 7,
+            rate: 2.0,
+            concurrency: 50,
+            pace: Pace::Realtime { speed: DEFAULT_LIVE_SPEED, max_gap: Some(DEMO_MAX_GAP) },
+            run_id: None,
+        };
+        let real = serphona_obs::simulation::schedule_length(&sim).as_secs_f64() / DEFAULT_LIVE_SPEED;
+        println!("default paced demo: {real:.1} real seconds");
+        assert!((30.0..=150.0).contains(&real), "the default paced demo takes {real:.1} real seconds");
+    }
 }

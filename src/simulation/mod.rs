@@ -8,14 +8,6 @@
 //! virtual clock (arrivals at `rate` per second, at most `concurrency` at once), so the same
 //! seed gives the same conversations, durations and outcomes whether the run is paced in real
 //! time or goes as fast as it can.
-//!
-//! Timestamps are never in the future. Before a run, the schedule is played once without
-//! recording anything to find when its last step falls; the virtual clock is then anchored so
-//! that this last step is dated no later than the moment it is recorded: a run as fast as it
-//! can ends about now, and a paced run at `speed` is anchored `(speed - 1) / speed` of its
-//! virtual length in the past, so every event is dated before the wall clock at the moment it
-//! is written. A run stopped early ends its open conversations at the wall clock, which is
-//! after every event they have.
 
 mod script;
 
@@ -29,25 +21,35 @@ use rand_chacha::ChaCha8Rng;
 use time::OffsetDateTime;
 
 use crate::observability::{Conversation, Observability};
-use crate::types::{DecisionType, Resolution};
+use crate::types::{ConversationEnd, DecisionType, Resolution};
 
 pub use script::{Action, Step};
 
 /// The metadata key that marks a conversation with the run that simulated it.
 pub const RUN_METADATA_KEY: &str = "simulation_run";
 
-/// How fast virtual time runs.
+/// The longest pause within a conversation of a [`Pace::Fast`] run: an email thread's replies
+/// come within 15 minutes, so a run placed to end now starts within the last two hours or so.
+pub const FAST_MAX_GAP: Duration = Duration::from_secs(15 * 60);
+
+/// How a run's script time maps to the wall clock.
+///
+/// Whatever the pace, no event is ever dated after the wall clock at the moment it is recorded,
+/// and no event of a conversation is dated after its end.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Pace {
-    /// As fast as the library takes it; timestamps still follow the virtual clock, ending
-    /// about now.
+    /// As fast as the library takes it. The whole schedule is laid out first and placed so its
+    /// last event is at the moment the run starts: timestamps keep the scripts' spacing (pauses
+    /// capped at [`FAST_MAX_GAP`]) and all lie in the past.
     Fast,
-    /// `speed` virtual seconds per real second (1.0 is real time).
+    /// Each event is recorded when the wall clock reaches its time, and dated then: the scripts'
+    /// time is compressed `speed` times (at 10, a 60 s call takes 6 real seconds and is recorded
+    /// as lasting 6 s, so the live view, the event log, `query` and ClickHouse agree).
     Realtime {
-        /// Virtual seconds per real second.
+        /// Script seconds per real second (1.0 is real time).
         speed: f64,
-        /// Waits between a conversation's steps are cut to this (a live demo does not wait
-        /// hours for an email reply); `None` keeps them.
+        /// The longest pause between two steps of one conversation, in script time; longer
+        /// pauses (an email thread's hours) are shortened to it. `None` keeps them.
         max_gap: Option<Duration>,
     },
 }
@@ -87,7 +89,13 @@ impl SimConfig {
             return err("rate", format!("{} is not between 0.001 and 1000000 conversations per second", self.rate));
         }
         if self.conversations as f64 / self.rate > 10.0 * 365.0 * 86400.0 {
-            return err("rate", format!("{} conversations at {} per second would span more than 10 years", self.conversations, self.rate));
+            return err(
+                "rate",
+                format!(
+                    "{} conversations at {} per second would span more than 10 years",
+                    self.conversations, self.rate
+                ),
+            );
         }
         if self.concurrency == 0 {
             return err("concurrency", "must be at least 1".into());
@@ -145,129 +153,110 @@ struct Active {
     conv: Option<Conversation>,
     /// An error happened; the next turn's HTTP request fails.
     failing: bool,
+    /// When its latest event was dated.
+    last_at: OffsetDateTime,
 }
 
-/// A conversation's remaining steps on the schedule.
-struct Planned {
+/// One conversation's remaining script in the scheduler.
+struct Slot {
     steps: VecDeque<Step>,
     start_ms: u64,
 }
 
-/// The discrete-event schedule: arrivals (exponential inter-arrival times at `rate`, waiting
-/// for a free slot) and each conversation's steps at their offsets, in virtual milliseconds.
-/// Deterministic for a config and run id, so it can be played once to measure it and again to
-/// run it.
-struct Schedule<'a> {
-    config: &'a SimConfig,
-    run_id: &'a str,
-    arrivals: ChaCha8Rng,
-    next_arrival_ms: u64,
-    launched: usize,
-    slots: Vec<Option<Planned>>,
-    free_slots: Vec<usize>,
-    queue: BinaryHeap<Reverse<(u64, u64, usize)>>,
-    seq: u64,
-    active: usize,
-    now_ms: u64,
-}
-
-impl<'a> Schedule<'a> {
-    fn new(config: &'a SimConfig, run_id: &'a str) -> Schedule<'a> {
-        Schedule {
-            config,
-            run_id,
-            arrivals: ChaCha8Rng::seed_from_u64(config.seed),
-            next_arrival_ms: 0,
-            launched: 0,
-            slots: Vec::new(),
-            free_slots: Vec::new(),
-            queue: BinaryHeap::new(),
-            seq: 0,
-            active: 0,
-            now_ms: 0,
+/// Walks the run's schedule in time order (arrivals at `rate`, at most `concurrency`
+/// conversations at once), calling `on_step(due_ms, slot, step)`; a slot is reused once its
+/// conversation ended. `on_step` returns false to stop. True when the walk was stopped early.
+fn walk(
+    config: &SimConfig,
+    run_id: &str,
+    stop: &AtomicBool,
+    mut on_step: impl FnMut(u64, usize, Step) -> bool,
+) -> bool {
+    let max_gap = match config.pace {
+        Pace::Realtime { max_gap, .. } => max_gap,
+        Pace::Fast => Some(FAST_MAX_GAP),
+    };
+    let max_gap_ms = max_gap.map(|gap| u64::try_from(gap.as_millis()).unwrap_or(u64::MAX).max(1));
+    let mut arrivals = ChaCha8Rng::seed_from_u64(config.seed);
+    let mut next_arrival_ms: u64 = 0;
+    let mut launched = 0usize;
+    let mut slots: Vec<Option<Slot>> = Vec::new();
+    let mut free_slots: Vec<usize> = Vec::new();
+    let mut queue: BinaryHeap<Reverse<(u64, u64, usize)>> = BinaryHeap::new();
+    let mut seq = 0u64;
+    let mut active = 0usize;
+    let mut now_ms: u64 = 0;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return true;
         }
-    }
-
-    /// The next step: when (virtual ms), which conversation slot, and what; `None` when the
-    /// run is over. Arrivals are handled on the way.
-    fn next(&mut self) -> Option<(u64, usize, Step)> {
-        loop {
-            let can_launch = self.launched < self.config.conversations && self.active < self.config.concurrency;
-            let next_step = self.queue.peek().map(|Reverse((due, _, _))| *due);
-            // Arrivals wait for a free slot; then they start no earlier than now.
-            let arrival = can_launch.then(|| self.next_arrival_ms.max(self.now_ms));
-            let (due, is_arrival) = match (arrival, next_step) {
-                (Some(a), Some(s)) if a <= s => (a, true),
-                (Some(a), None) => (a, true),
-                (_, Some(s)) => (s, false),
-                (None, None) => return None,
-            };
-            self.now_ms = due;
-            if is_arrival {
-                self.arrive(due);
-                continue;
+        let can_launch = launched < config.conversations && active < config.concurrency;
+        let next_step = queue.peek().map(|Reverse((due, _, _))| *due);
+        // Arrivals wait for a free slot; then they start no earlier than now.
+        let arrival = can_launch.then(|| next_arrival_ms.max(now_ms));
+        let (due, is_arrival) = match (arrival, next_step) {
+            (Some(a), Some(s)) if a <= s => (a, true),
+            (Some(a), None) => (a, true),
+            (_, Some(s)) => (s, false),
+            (None, None) => return false,
+        };
+        now_ms = due;
+        if is_arrival {
+            let index = launched;
+            launched += 1;
+            // Exponential inter-arrival times.
+            let u: f64 = arrivals.random_range(f64::EPSILON..1.0);
+            // Float-to-int casts saturate; the sum cannot overflow within validated bounds.
+            next_arrival_ms = due.saturating_add((-u.ln() / config.rate * 1000.0) as u64);
+            let mut steps = script::generate(config.seed, index as u64, run_id);
+            if let Some(cap) = max_gap_ms {
+                script::cap_gaps(&mut steps, cap);
             }
-            let Reverse((_, _, slot)) = self.queue.pop().expect("peeked");
-            let planned = self.slots[slot].as_mut().expect("scheduled slot is active");
-            let step = planned.steps.pop_front().expect("scheduled conversation has a step");
-            if let Some(next) = planned.steps.front() {
-                self.queue.push(Reverse((planned.start_ms + next.offset_ms, self.seq, slot)));
-                self.seq += 1;
-            } else {
-                self.slots[slot] = None;
-                self.free_slots.push(slot);
-                self.active -= 1;
+            let slot = free_slots.pop().unwrap_or_else(|| {
+                slots.push(None);
+                slots.len() - 1
+            });
+            slots[slot] = Some(Slot { steps: steps.into(), start_ms: due });
+            active += 1;
+            queue.push(Reverse((due, seq, slot)));
+            seq += 1;
+            continue;
+        }
+        let Reverse((_, _, slot)) = queue.pop().expect("peeked");
+        let entry = slots[slot].as_mut().expect("scheduled slot is active");
+        let step = entry.steps.pop_front().expect("scheduled conversation has a step");
+        match entry.steps.front() {
+            Some(next) => {
+                queue.push(Reverse((entry.start_ms + next.offset_ms, seq, slot)));
+                seq += 1;
             }
-            return Some((due, slot, step));
+            None => {
+                slots[slot] = None;
+                free_slots.push(slot);
+                active -= 1;
+            }
         }
-    }
-
-    fn arrive(&mut self, due: u64) {
-        let index = self.launched;
-        self.launched += 1;
-        // Exponential inter-arrival times.
-        let u: f64 = self.arrivals.random_range(f64::EPSILON..1.0);
-        // Float-to-int casts saturate; the sum cannot overflow within validated bounds.
-        self.next_arrival_ms = due.saturating_add((-u.ln() / self.config.rate * 1000.0) as u64);
-        let mut steps = script::generate(self.config.seed, index as u64, self.run_id);
-        if let Pace::Realtime { max_gap: Some(max_gap), .. } = self.config.pace {
-            compress_gaps(&mut steps, max_gap.as_millis() as u64);
+        if !on_step(due, slot, step) {
+            return true;
         }
-        let slot = self.free_slots.pop().unwrap_or_else(|| {
-            self.slots.push(None);
-            self.slots.len() - 1
-        });
-        self.slots[slot] = Some(Planned { steps: steps.into(), start_ms: due });
-        self.active += 1;
-        self.queue.push(Reverse((due, self.seq, slot)));
-        self.seq += 1;
     }
 }
 
-/// Cuts every wait between consecutive steps to `max_gap_ms`.
-fn compress_gaps(steps: &mut [Step], max_gap_ms: u64) {
-    let mut shift = 0;
-    let mut previous = 0;
-    for step in steps {
-        let gap = step.offset_ms - previous;
-        previous = step.offset_ms;
-        shift += gap.saturating_sub(max_gap_ms);
-        step.offset_ms -= shift;
-    }
-}
-
-/// When the schedule's last step falls (virtual ms), played without recording anything.
-fn virtual_length_ms(config: &SimConfig, run_id: &str) -> u64 {
-    let mut schedule = Schedule::new(config, run_id);
-    let mut last = 0;
-    while let Some((due, _, _)) = schedule.next() {
+/// How long the run's schedule is, in script time (from the first arrival to the last end).
+/// The same for every pace except for a `max_gap`; a paced run takes this divided by its speed.
+pub fn schedule_length(config: &SimConfig) -> Duration {
+    let never = AtomicBool::new(false);
+    let mut last = 0u64;
+    walk(config, "", &never, |due, _, _| {
         last = due;
-    }
-    last
+        true
+    });
+    Duration::from_millis(last)
 }
 
 /// Runs a simulation through `obs`. `progress` is called after every step (cheap to ignore);
-/// setting `stop` ends the run early (conversations in progress end as abandoned).
+/// setting `stop` ends the run early: conversations in progress end as abandoned, dated at the
+/// moment they are ended (never before their own events).
 ///
 /// Besides the conversations, it records the HTTP requests of the simulated orchestrator's
 /// API through [`Observability::record_http_request`]: `POST /v1/conversations` for a start,
@@ -280,18 +269,16 @@ pub fn run(
     mut progress: impl FnMut(Progress),
 ) -> Result<SimReport, SimConfigError> {
     config.validate()?;
-    let run_id = config.run_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    // Anchor the virtual clock so that nothing is dated in the future (see the module docs).
-    let length = time::Duration::milliseconds(i64::try_from(virtual_length_ms(config, &run_id)).unwrap_or(i64::MAX));
     let started = Instant::now();
-    let now = OffsetDateTime::now_utc();
-    let base = match config.pace {
-        Pace::Fast => now - length,
-        Pace::Realtime { speed, .. } if speed > 1.0 => now - length * ((speed - 1.0) / speed),
-        Pace::Realtime { .. } => now,
+    let run_id = config.run_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    // Fast: the schedule ends at the moment the run starts. Paced: it starts then.
+    let (base, speed) = match config.pace {
+        Pace::Fast => {
+            let length = schedule_length(config);
+            (OffsetDateTime::now_utc() - length, None)
+        }
+        Pace::Realtime { speed, .. } => (OffsetDateTime::now_utc(), Some(speed)),
     };
-    let mut schedule = Schedule::new(config, &run_id);
-    let mut slots: Vec<Option<Active>> = Vec::new();
     let mut report = SimReport {
         run_id: run_id.clone(),
         conversations: 0,
@@ -302,42 +289,50 @@ pub fn run(
         elapsed: Duration::ZERO,
         interrupted: false,
     };
-
-    loop {
-        if stop.load(Ordering::Relaxed) {
-            report.interrupted = true;
-            break;
-        }
-        let Some((due, slot, step)) = schedule.next() else { break };
-        if let Pace::Realtime { speed, .. } = config.pace {
-            let target = Duration::from_secs_f64(due as f64 / 1000.0 / speed.max(1e-6));
-            while let Some(wait) = target.checked_sub(started.elapsed()) {
-                if stop.load(Ordering::Relaxed) || wait.is_zero() {
-                    break;
+    let mut open: Vec<Option<Active>> = Vec::new();
+    report.interrupted = walk(config, &run_id, stop, |due, slot, step| {
+        let scheduled = match speed {
+            Some(speed) => {
+                let target = Duration::from_secs_f64(due as f64 / 1000.0 / speed);
+                while let Some(wait) = target.checked_sub(started.elapsed()) {
+                    if stop.load(Ordering::Relaxed) {
+                        return false;
+                    }
+                    if wait.is_zero() {
+                        break;
+                    }
+                    std::thread::sleep(wait.min(Duration::from_millis(50)));
                 }
-                std::thread::sleep(wait.min(Duration::from_millis(50)));
+                base.saturating_add(time::Duration::saturating_seconds_f64(target.as_secs_f64()))
             }
-            if stop.load(Ordering::Relaxed) {
-                report.interrupted = true;
-                break;
-            }
+            None => base.saturating_add(time::Duration::milliseconds(i64::try_from(due).unwrap_or(i64::MAX))),
+        };
+        // Never in the future, even when the clock was adjusted under a run.
+        let at = scheduled.min(OffsetDateTime::now_utc());
+        if open.len() <= slot {
+            open.resize_with(slot + 1, || None);
         }
-        if slots.len() <= slot {
-            slots.resize_with(slot + 1, || None);
-        }
-        let entry = slots[slot].get_or_insert_with(|| Active { conv: None, failing: false });
-        let at = base.saturating_add(time::Duration::milliseconds(i64::try_from(due).unwrap_or(i64::MAX)));
+        let entry = open[slot].get_or_insert_with(|| Active { conv: None, failing: false, last_at: at });
+        let at = at.max(entry.last_at);
+        entry.last_at = at;
         if perform(obs, entry, step.action, at, &mut report) {
-            slots[slot] = None;
+            open[slot] = None;
         }
-        progress(Progress { started: report.conversations, ended: report.ended, events: report.events, total: config.conversations });
-    }
-    // Stopped early: what is still open ends as abandoned (at the wall clock, after all its
-    // events) when its handle drops.
-    for entry in slots.iter_mut().flatten() {
-        if entry.conv.take().is_some() {
-            report.events += 1;
-            *report.events_by_type.entry("conversation.ended").or_default() += 1;
+        progress(Progress {
+            started: report.conversations,
+            ended: report.ended,
+            events: report.events,
+            total: config.conversations,
+        });
+        true
+    });
+    // Stopped early: what is still open ends as abandoned, now (after its own events).
+    for entry in open.iter_mut().flatten() {
+        if let Some(conv) = entry.conv.take() {
+            let at = OffsetDateTime::now_utc().max(entry.last_at);
+            obs.record_http_request("POST", "/v1/conversations/{id}/end", 200, Duration::from_millis(20));
+            conv.end(ConversationEnd::new(Resolution::Abandoned).tag("interrupted").at(at));
+            count(&mut report, "conversation.ended");
             *report.by_resolution.entry(Resolution::Abandoned).or_default() += 1;
             report.ended += 1;
         }
@@ -352,7 +347,13 @@ fn count(report: &mut SimReport, event_type: &'static str) {
 }
 
 /// Carries out one step; true when the conversation ended.
-fn perform(obs: &Observability, entry: &mut Active, action: Action, at: OffsetDateTime, report: &mut SimReport) -> bool {
+fn perform(
+    obs: &Observability,
+    entry: &mut Active,
+    action: Action,
+    at: OffsetDateTime,
+    report: &mut SimReport,
+) -> bool {
     match action {
         Action::Start(start) => {
             obs.record_http_request("POST", "/v1/conversations", 201, Duration::from_millis(35));
@@ -364,12 +365,20 @@ fn perform(obs: &Observability, entry: &mut Active, action: Action, at: OffsetDa
             let speaker = interaction.speaker;
             let took = interaction.latency.and_then(|l| l.response_ms).unwrap_or(120.0);
             let status = if std::mem::take(&mut entry.failing) { 503 } else { 200 };
-            obs.record_http_request("POST", "/v1/conversations/{id}/turns", status, Duration::from_secs_f64(took / 1000.0));
+            obs.record_http_request(
+                "POST",
+                "/v1/conversations/{id}/turns",
+                status,
+                Duration::from_secs_f64(took / 1000.0),
+            );
             entry.conv.as_ref().expect("started").track_interaction(interaction.at(at));
-            count(report, match speaker {
-                crate::types::TurnSpeaker::Agent => "interaction.agent",
-                crate::types::TurnSpeaker::Customer => "interaction.customer",
-            });
+            count(
+                report,
+                match speaker {
+                    crate::types::TurnSpeaker::Agent => "interaction.agent",
+                    crate::types::TurnSpeaker::Customer => "interaction.customer",
+                },
+            );
         }
         Action::Decide(decision) => {
             let transfer = decision.decision_type == DecisionType::Transfer;
@@ -385,7 +394,12 @@ fn perform(obs: &Observability, entry: &mut Active, action: Action, at: OffsetDa
             count(report, "error.occurred");
         }
         Action::Violation { policy, severity, description } => {
-            entry.conv.as_ref().expect("started").track_compliance_violation_at(policy, severity, description, Some(at));
+            entry.conv.as_ref().expect("started").track_compliance_violation_at(
+                policy,
+                severity,
+                description,
+                Some(at),
+            );
             count(report, "compliance.violation");
         }
         Action::End(end) => {

@@ -16,14 +16,22 @@ use crate::support::clickhouse::ClickHouse;
 use crate::support::grafana::{self, Grafana};
 use crate::support::prometheus::Prometheus;
 
-const DASHBOARDS: [(&str, &str); 3] =
-    [("conversations.json", "serphona-conversations"), ("quality.json", "serphona-quality"), ("performance.json", "serphona-performance")];
+const DASHBOARDS: [(&str, &str); 3] = [
+    ("conversations.json", "serphona-conversations"),
+    ("quality.json", "serphona-quality"),
+    ("performance.json", "serphona-performance"),
+];
 
 /// Where the lint report of the peers test is saved (for the release notes).
 const REPORT: &str = "/tmp/dashboards-lint-report.txt";
 
 fn text(o: &Output) -> String {
-    format!("status {:?}\nstdout:\n{}\nstderr:\n{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// The binary without the developer's Grafana settings either.
@@ -127,18 +135,28 @@ fn the_dashboards_have_the_panels_variables_and_datasources_of_the_issue() {
         let names: Vec<&str> = vars.iter().map(|v| v["name"].as_str().unwrap()).collect();
         assert_eq!(names, ["tenant", "agent", "channel"], "{file}");
         for v in vars {
-            assert_eq!(v["datasource"], json!({"type": "prometheus", "uid": "serphona-prometheus"}), "{file} {}", v["name"]);
+            assert_eq!(
+                v["datasource"],
+                json!({"type": "prometheus", "uid": "serphona-prometheus"}),
+                "{file} {}",
+                v["name"]
+            );
             assert!(v["definition"].as_str().unwrap().starts_with("label_values("), "{file} {}", v["name"]);
             assert_eq!((&v["includeAll"], &v["multi"]), (&json!(true), &json!(true)), "{file} {}", v["name"]);
         }
         // Every datasource reference is a provisioned uid with its type.
         let text = d.to_string();
-        for (u, kind) in
-            [("serphona-prometheus", "prometheus"), ("serphona-clickhouse", "grafana-clickhouse-datasource"), ("serphona-loki", "loki")]
-        {
+        for (u, kind) in [
+            ("serphona-prometheus", "prometheus"),
+            ("serphona-clickhouse", "grafana-clickhouse-datasource"),
+            ("serphona-loki", "loki"),
+        ] {
             if text.contains(&format!("\"uid\":\"{u}\"")) {
                 used.insert(u);
-                assert!(text.contains(&format!("{{\"type\":\"{kind}\",\"uid\":\"{u}\"}}")), "{file}: {u} without its type {kind}");
+                assert!(
+                    text.contains(&format!("{{\"type\":\"{kind}\",\"uid\":\"{u}\"}}")),
+                    "{file}: {u} without its type {kind}"
+                );
             }
         }
         if text.contains("\"datasourceUid\":\"serphona-tempo\"") {
@@ -178,9 +196,14 @@ fn dashboards_lint_passes_on_the_built_in_dashboards() {
     assert!(out.status.success(), "{}", text(&out));
     let report = json_out(&out);
     let s = &report["summary"];
-    assert_eq!((s["dashboards"].as_u64(), s["errors"].as_u64(), s["dashboard_problems"].as_u64()), (Some(3), Some(0), Some(0)), "{s}");
+    assert_eq!(
+        (s["dashboards"].as_u64(), s["errors"].as_u64(), s["dashboard_problems"].as_u64()),
+        (Some(3), Some(0), Some(0)),
+        "{s}"
+    );
     assert!(s["panels"].as_u64().unwrap() >= 40, "{s}");
-    let files: Vec<&str> = report["dashboards"].as_array().unwrap().iter().map(|d| d["file"].as_str().unwrap()).collect();
+    let files: Vec<&str> =
+        report["dashboards"].as_array().unwrap().iter().map(|d| d["file"].as_str().unwrap()).collect();
     assert_eq!(files, ["dashboards/conversations.json", "dashboards/performance.json", "dashboards/quality.json"]);
     // The same from the files on disk, as a table.
     let out = bin().args(["dashboards", "lint", "--assets-dir", env!("CARGO_MANIFEST_DIR")]).output().unwrap();
@@ -212,7 +235,10 @@ fn dashboards_lint_names_each_problem_of_a_broken_copy() {
         panels[intents]["targets"][0]["datasource"]["uid"] = json!("my-clickhouse");
         // "Policy violations" filters by a variable the dashboard does not define.
         let violations = panels.iter().position(|p| p["title"] == "Policy violations").unwrap();
-        let expr = panels[violations]["targets"][0]["expr"].as_str().unwrap().replace("tenant_id=~\"$tenant\"", "tenant_id=~\"$customer\"");
+        let expr = panels[violations]["targets"][0]["expr"]
+            .as_str()
+            .unwrap()
+            .replace("tenant_id=~\"$tenant\"", "tenant_id=~\"$customer\"");
         panels[violations]["targets"][0]["expr"] = json!(expr);
     }
     std::fs::write(dir.path().join("dashboards/quality.json"), serde_json::to_string_pretty(&d).unwrap()).unwrap();
@@ -221,10 +247,13 @@ fn dashboards_lint_names_each_problem_of_a_broken_copy() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let table = String::from_utf8_lossy(&out.stdout);
     let sentiment_id =
-        read("quality.json")["panels"].as_array().unwrap().iter().find(|p| p["title"] == "Average sentiment").unwrap()["id"].clone();
+        read("quality.json")["panels"].as_array().unwrap().iter().find(|p| p["title"] == "Average sentiment").unwrap()
+            ["id"]
+            .clone();
     for part in [
         format!("duplicate panel id {sentiment_id}: used by 2 panels (\"Average sentiment\", \"Compliance score\")"),
-        "panel 5 \"Transfer rate\" (x=14 y=1 w=6 h=5) overlaps panel 4 \"Average response time\" (x=12 y=1 w=6 h=5)".to_string(),
+        "panel 5 \"Transfer rate\" (x=14 y=1 w=6 h=5) overlaps panel 4 \"Average response time\" (x=12 y=1 w=6 h=5)"
+            .to_string(),
         "query A: datasource: uid \"my-clickhouse\" is not a provisioned datasource".to_string(),
         "query A: $customer is not a template variable of the dashboard (defined: agent, channel, tenant)".to_string(),
     ] {
@@ -245,7 +274,13 @@ fn dashboards_lint_names_each_problem_of_a_broken_copy() {
         .collect();
     assert_eq!(
         errors,
-        BTreeSet::from(["Average sentiment", "Compliance score", "Transfer rate", "Top detected intents", "Policy violations"]),
+        BTreeSet::from([
+            "Average sentiment",
+            "Compliance score",
+            "Transfer rate",
+            "Top detected intents",
+            "Policy violations"
+        ]),
         "{}",
         report["dashboards"][0]
     );
@@ -293,7 +328,18 @@ fn dashboards_lint_runs_every_panel_against_prometheus_and_clickhouse() {
     let demo = ch
         .cli(&db, demo_dir.path())
         .env("SERPHONA_OBS_CLICKHOUSE_ENABLED", "true")
-        .args(["demo", "--no-tui", "--conversations", "600", "--rate", "0.01", "--speed", "1000", "--keep-serving", "300"])
+        .args([
+            "demo",
+            "--no-tui",
+            "--conversations",
+            "600",
+            "--rate",
+            "0.01",
+            "--speed",
+            "1000",
+            "--keep-serving",
+            "300",
+        ])
         .args(["--metrics-addr", &addr.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -309,9 +355,17 @@ fn dashboards_lint_runs_every_panel_against_prometheus_and_clickhouse() {
 
     let lint = |format: &str| {
         bin()
-            .args(["dashboards", "lint", "--prometheus-url", prom.url(), "--clickhouse-url", &ch.url(), "--clickhouse-database", &db])
-            // The simulated run ends now and began hours ago (its email threads take hours).
-            .args(["--range", "6h", "--output", format])
+            .args([
+                "dashboards",
+                "lint",
+                "--prometheus-url",
+                prom.url(),
+                "--clickhouse-url",
+                &ch.url(),
+                "--clickhouse-database",
+                &db,
+            ])
+            .args(["--range", "15m", "--output", format])
             .output()
             .unwrap()
     };
@@ -325,7 +379,11 @@ fn dashboards_lint_runs_every_panel_against_prometheus_and_clickhouse() {
     assert!(out.status.success(), "{}", text(&out));
     let report = json_out(&out);
     let s = &report["summary"];
-    assert_eq!((s["errors"].as_u64(), s["dashboard_problems"].as_u64(), s["variable_errors"].as_u64()), (Some(0), Some(0), Some(0)), "{s}");
+    assert_eq!(
+        (s["errors"].as_u64(), s["dashboard_problems"].as_u64(), s["variable_errors"].as_u64()),
+        (Some(0), Some(0), Some(0)),
+        "{s}"
+    );
     let mut errors = Vec::new();
     for d in report["dashboards"].as_array().unwrap() {
         for p in d["panels"].as_array().unwrap() {
@@ -373,15 +431,28 @@ fn dashboards_lint_reports_the_servers_error_for_a_bad_query() {
         let rate = panels.iter().position(|p| p["title"] == "Conversation rate per hour").unwrap();
         panels[rate]["targets"][0]["expr"] = json!("sum(rate(conversation_total[$__rate_interval])");
         let duration = panels.iter().position(|p| p["title"] == "Average duration per channel").unwrap();
-        let sql = panels[duration]["targets"][0]["rawSql"].as_str().unwrap().replace("conversations_hourly", "no_such_table");
+        let sql =
+            panels[duration]["targets"][0]["rawSql"].as_str().unwrap().replace("conversations_hourly", "no_such_table");
         panels[duration]["targets"][0]["rawSql"] = json!(sql);
         let recent = panels.iter().position(|p| p["title"] == "Recent conversations").unwrap();
-        let sql = panels[recent]["targets"][0]["rawSql"].as_str().unwrap().replace("$__timeFilter(started_at)", "$__timeFiltr(started_at)");
+        let sql = panels[recent]["targets"][0]["rawSql"]
+            .as_str()
+            .unwrap()
+            .replace("$__timeFilter(started_at)", "$__timeFiltr(started_at)");
         panels[recent]["targets"][0]["rawSql"] = json!(sql);
     }
     std::fs::write(dir.path().join("dashboards/conversations.json"), serde_json::to_string(&d).unwrap()).unwrap();
     let out = bin()
-        .args(["dashboards", "lint", "--prometheus-url", prom.url(), "--clickhouse-url", &ch.url(), "--clickhouse-database", &db])
+        .args([
+            "dashboards",
+            "lint",
+            "--prometheus-url",
+            prom.url(),
+            "--clickhouse-url",
+            &ch.url(),
+            "--clickhouse-database",
+            &db,
+        ])
         .args(["--output", "json", "--assets-dir"])
         .arg(dir.path())
         .output()
@@ -402,7 +473,12 @@ fn dashboards_lint_reports_the_servers_error_for_a_bad_query() {
         detail("Recent conversations")
     );
     // Nothing is scraped: the other Prometheus panels have no data, which is not an error.
-    let active = report["dashboards"][0]["panels"].as_array().unwrap().iter().find(|p| p["title"] == "Active conversations").unwrap();
+    let active = report["dashboards"][0]["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["title"] == "Active conversations")
+        .unwrap();
     assert_eq!(active["status"], "no data", "{active}");
 
     // A server that is down stops the lint, naming it.
@@ -449,7 +525,10 @@ fn dashboards_provision_upserts_the_folder_and_dashboards_idempotently() {
     assert_eq!(actions(&out), first);
     assert_eq!(g.folders(), [("serphona".to_string(), "Serphona".to_string())].into());
     let requests = g.requests();
-    assert_eq!(writes(&requests), ["POST /api/folders", "POST /api/dashboards/db", "POST /api/dashboards/db", "POST /api/dashboards/db"]);
+    assert_eq!(
+        writes(&requests),
+        ["POST /api/folders", "POST /api/dashboards/db", "POST /api/dashboards/db", "POST /api/dashboards/db"]
+    );
     for r in requests.iter().filter(|r| r.path == "/api/dashboards/db") {
         let body = r.body.as_ref().unwrap();
         assert_eq!((&body["folderUid"], &body["overwrite"]), (&json!("serphona"), &json!(true)), "{body}");
@@ -506,7 +585,11 @@ fn dashboards_provision_upserts_the_folder_and_dashboards_idempotently() {
     let out = provision(&g, &["--token", grafana::TOKEN]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("has dashboard \"serphona-performance\" from its own provisioning files"), "{}", text(&out));
+    assert!(
+        stderr.contains("has dashboard \"serphona-performance\" from its own provisioning files"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(writes(&g.requests()[before..]), Vec::<String>::new(), "a provisioned dashboard was written");
 }
 
@@ -522,7 +605,13 @@ fn dashboards_provision_says_what_to_do_on_401_and_when_grafana_is_down() {
         let out = bin().args(["dashboards", "provision", "--grafana-url", &g.url()]).args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{}", text(&out));
         let stderr = String::from_utf8_lossy(&out.stderr);
-        for part in [&format!("Grafana at {}/ refused", g.url()), "HTTP 401", given, "--token TOKEN", "--user USER --password PASSWORD"] {
+        for part in [
+            &format!("Grafana at {}/ refused", g.url()),
+            "HTTP 401",
+            given,
+            "--token TOKEN",
+            "--user USER --password PASSWORD",
+        ] {
             assert!(stderr.contains(part), "{args:?}: stderr does not say {part:?}:\n{}", text(&out));
         }
     }
@@ -550,4 +639,63 @@ fn dashboards_provision_says_what_to_do_on_401_and_when_grafana_is_down() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("goes past the grid's 24 columns"), "{}", text(&out));
     assert_eq!(g.requests().len(), before, "a request went to Grafana with a broken dashboard");
+}
+
+// Regression test for issue 12, item 13: after `demo --no-tui --conversations 300
+// --keep-serving 60` scraped by the real Prometheus, 21 of 49 panels had "no data: all NaN"
+// (rates over counters the burst left flat, 0/0 in the ratios and quantiles).
+#[test]
+fn after_a_demo_with_keep_serving_every_prometheus_panel_has_data() {
+    let addr = crate::support::free_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let demo = bin()
+        .env("SERPHONA_OBS_DATA_DIR", dir.path())
+        .args(["demo", "--no-tui", "--conversations", "300", "--keep-serving", "600"])
+        .args(["--metrics-addr", &addr.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run serphona-obs demo");
+    let _demo = Child(demo);
+    let prom = Prometheus::start(&[addr]);
+    // The burst is over and the trickle has started and ended conversations since.
+    prom.wait_for("the keep-serving trickle's conversations", Duration::from_secs(180), |p| {
+        p.value("sum(increase(conversation_duration_seconds_count[30s]))").is_some_and(|n| n >= 3.0)
+            && p.value("sum(increase(serphona_obs_voice_turn_latency_seconds_count[30s]))").is_some_and(|n| n >= 3.0)
+            && p.value("sum(increase(conversation_customer_rating_count[2m]))").is_some_and(|n| n >= 3.0)
+    });
+    prom.wait_for_scrapes(5, Duration::from_secs(60));
+    let lint = |format: &str| {
+        bin()
+            .args([
+                "dashboards",
+                "lint",
+                "--prometheus-url",
+                prom.url(),
+                "--range",
+                "5m",
+                "--rate-interval",
+                "30s",
+                "-o",
+                format,
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = lint("table");
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{table}");
+    assert!(out.status.success(), "{}", text(&out));
+    let report = json_out(&lint("json"));
+    assert_eq!(report["summary"]["populated"], json!(["prometheus"]), "{}", report["summary"]);
+    let mut without = Vec::new();
+    for d in report["dashboards"].as_array().unwrap() {
+        for p in d["panels"].as_array().unwrap() {
+            let prometheus = p["queries"].as_array().unwrap().iter().all(|q| q["datasource"] == "prometheus");
+            if prometheus && p["status"] != "ok" {
+                without.push(format!("{} {}: {} {}", d["file"], p["title"], p["status"], p["detail"]));
+            }
+        }
+    }
+    assert!(without.is_empty(), "Prometheus panels without data after the demo:\n{}\n{table}", without.join("\n"));
 }

@@ -515,13 +515,15 @@ fn prometheus_scrapes_the_demo_binary() {
     }
     let guard = Kill(child);
     let prom = Prometheus::start(&[addr]);
-    prom.wait_for("sum(conversation_total) == 200 from the demo binary", WAIT, |p| {
-        p.value("sum(conversation_total)") == Some(200.0)
+    // (--keep-serving adds a trickle of new conversations after the demo's 200: issue 12, item 13.)
+    prom.wait_for("sum(conversation_duration_seconds_count) >= 200 from the demo binary", WAIT, |p| {
+        p.value("sum(conversation_duration_seconds_count)").is_some_and(|n| n >= 200.0)
     });
     prom.wait_for_scrapes(2, WAIT);
     assert_seed_contract(&prom);
     // Every ended conversation is in the duration histogram and the resolution rates add up.
-    assert_eq!(prom.value("sum(conversation_duration_seconds_count)"), Some(200.0));
+    let (started, ended) = (prom.value("sum(conversation_total)").unwrap(), prom.value("sum(conversation_duration_seconds_count)").unwrap());
+    assert!(ended >= 200.0 && ended <= started, "{ended} ended of {started} started");
     let rates = prom.query_vector("sum by (tenant_id, agent_id) (conversation_resolution_rate)");
     assert!(rates.len() >= 4, "one rate set per tenant/agent pair: {rates:?}");
     assert!(rates.iter().all(|s| close(s.value, 1.0)), "{rates:?}");

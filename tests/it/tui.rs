@@ -94,7 +94,10 @@ fn list_rows(screen: &str) -> Vec<String> {
 
 /// The conversation id cell of the selected row (the one with ▶).
 fn selected_id(screen: &str) -> Option<String> {
-    list_rows(screen).into_iter().find(|l| l.contains('▶')).and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+    list_rows(screen)
+        .into_iter()
+        .find(|l| l.contains('▶'))
+        .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
 }
 
 /// Speakers shown in the transcript (the right pane).
@@ -141,7 +144,8 @@ fn demo_live_view_in_tmux_shows_conversations_and_transcripts_and_restores_the_t
     // j moves the selection to another conversation (from the top of the list: g).
     tmux.keys(&["g"]);
     // (New conversations keep arriving above it, so it is near the top, not always first.)
-    let top = tmux.wait_for("g to select a row near the top", 5, |s| list_rows(s).iter().take(10).any(|r| r.contains('▶')));
+    let top =
+        tmux.wait_for("g to select a row near the top", 5, |s| list_rows(s).iter().take(10).any(|r| r.contains('▶')));
     let before = selected_id(&top).expect("a selected row");
     tmux.keys(&["j"]);
     tmux.wait_for("j to select another conversation", 5, |s| selected_id(s).is_some_and(|id| id != before));
@@ -165,17 +169,104 @@ fn demo_live_view_in_tmux_shows_conversations_and_transcripts_and_restores_the_t
 
     // q quits with 0, the summary follows and the shell prompt is back on a normal screen.
     tmux.keys(&["q"]);
-    let screen = tmux.wait_for("exit code and prompt", 30, |s| s.contains("SERPHONA_EXIT=") && s.trim_end().ends_with("serphona-test$"));
+    let screen = tmux.wait_for("exit code and prompt", 30, |s| {
+        s.contains("SERPHONA_EXIT=") && s.trim_end().ends_with("serphona-test$")
+    });
     assert!(screen.contains("SERPHONA_EXIT=0"), "{screen}");
-    assert!(screen.contains("p95 duration") && screen.contains("total"), "the summary table follows the view:\n{screen}");
+    assert!(
+        screen.contains("p95 duration") && screen.contains("total"),
+        "the summary table follows the view:\n{screen}"
+    );
     assert!(!screen.contains("events/s"), "the live view is gone from the screen:\n{screen}");
+}
+
+// Regression test for issue 12, items 1 and 2: the paced demo dated events minutes ahead of
+// the wall clock, and on `q` ended open conversations before their own turns (durations of
+// 0.0, a p50 of `0.0s`); nothing showed how far the run was.
+#[test]
+fn demo_quit_early_in_tmux_leaves_no_event_in_the_future_or_after_its_end_and_the_summary_matches_query_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let tmux = Tmux::start(160, 48, dir.path());
+    tmux.wait_for("the shell prompt", 10, |s| s.contains("serphona-test$"));
+    let command = format!(
+        "{} demo --data-dir {} --metrics-addr 127.0.0.1:0 --conversations 200 --output json; echo SERPHONA_EXIT=$?",
+        env!("CARGO_BIN_EXE_serphona-obs"),
+        data.display()
+    );
+    let started = Instant::now();
+    tmux.type_line(&command);
+    // The progress and the hint that q ends the run.
+    tmux.wait_for("the progress status", 30, |s| s.contains("/200 ended · q ends") && list_rows(s).len() >= 5);
+    if let Some(rest) = Duration::from_secs(5).checked_sub(started.elapsed()) {
+        std::thread::sleep(rest);
+    }
+    tmux.keys(&["q"]);
+    tmux.wait_for("exit code and prompt", 30, |s| {
+        s.contains("SERPHONA_EXIT=") && s.trim_end().ends_with("serphona-test$")
+    });
+    let quit = time::OffsetDateTime::now_utc();
+    let history =
+        String::from_utf8_lossy(&tmux.cmd(&["capture-pane", "-p", "-J", "-S", "-1000", "-t", "t"]).stdout).into_owned();
+    assert!(history.contains("SERPHONA_EXIT=0"), "{history}");
+    let lines: Vec<&str> = history.lines().collect();
+    let open = lines.iter().position(|l| *l == "{").unwrap_or_else(|| panic!("no JSON summary:\n{history}"));
+    let close = open + lines[open..].iter().position(|l| *l == "}").expect("the JSON summary ends");
+    let summary: serde_json::Value =
+        serde_json::from_str(&lines[open..=close].join("\n")).expect("the summary is JSON");
+
+    // The event log: nothing dated after the run, nothing of a conversation after its end.
+    let parse = |v: &serde_json::Value| {
+        time::OffsetDateTime::parse(v.as_str().expect("a timestamp"), &time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let mut events: std::collections::BTreeMap<String, Vec<serde_json::Value>> = Default::default();
+    for (_, path) in serphona_obs::sinks::event_log::list_segments(&serphona_obs::sinks::event_log::event_log_dir(&data)).unwrap() {
+        for line in std::fs::read_to_string(path).unwrap().lines() {
+            let event: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(parse(&event["timestamp"]) <= quit, "an event dated after the run ended at {quit}: {event}");
+            events.entry(event["conversation_id"].as_str().unwrap().to_string()).or_default().push(event);
+        }
+    }
+    assert!(events.len() >= 5, "{} conversations in the log", events.len());
+    let mut interrupted = 0;
+    for (id, events) in &events {
+        let end = events
+            .iter()
+            .find(|e| e["event_type"] == "conversation.ended")
+            .unwrap_or_else(|| panic!("{id} never ended"));
+        let start = events.iter().find(|e| e["event_type"] == "conversation.started").expect("a start");
+        let (start_at, end_at) = (parse(&start["timestamp"]), parse(&end["timestamp"]));
+        for e in events {
+            assert!(parse(&e["timestamp"]) <= end_at, "{id}: {} after its end: {e}", e["event_type"]);
+        }
+        let duration = end["duration_seconds"].as_f64().unwrap();
+        assert!((duration - (end_at - start_at).as_seconds_f64()).abs() < 0.002, "{id}: duration {duration}");
+        interrupted += usize::from(end["tags"].as_array().is_some_and(|t| t.iter().any(|t| t == "interrupted")));
+    }
+    assert!(interrupted > 0, "q ended some conversations in progress");
+
+    // The summary's durations are `query stats`'.
+    let out = bin().args(["--data-dir"]).arg(&data).args(["query", "stats", "-o", "json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let all = stats.as_array().unwrap().iter().find(|r| r["group"] == "all").expect("an all row");
+    assert_eq!(
+        summary["total"]["duration_seconds"], all["duration_seconds"],
+        "summary {} vs query stats {all}",
+        summary["total"]
+    );
+    assert!(all["duration_seconds"]["p50"].as_f64().is_some_and(|p| p > 0.0), "p50 duration {all}");
 }
 
 #[test]
 fn tail_without_a_terminal_says_so_and_streams_json_when_asked() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    let out = bin().args(["demo", "--no-tui", "-n", "20", "--data-dir", d, "--metrics-addr", "127.0.0.1:0"]).output().unwrap();
+    let out = bin()
+        .args(["demo", "--no-tui", "-n", "20", "--data-dir", d, "--metrics-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let out = bin().args(["tail", "--data-dir", d]).output().unwrap();
@@ -183,17 +274,23 @@ fn tail_without_a_terminal_says_so_and_streams_json_when_asked() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--output json"), "{}", String::from_utf8_lossy(&out.stderr));
 
     let all = serphona_obs::store::local::LocalStore::open(dir.path()).read_all().unwrap();
-    let out = bin().args(["tail", "--data-dir", d, "--source", "local", "--output", "json", "--no-follow"]).output().unwrap();
+    let out =
+        bin().args(["tail", "--data-dir", d, "--source", "local", "--output", "json", "--no-follow"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<serphona_obs::types::Event> =
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| serphona_obs::types::Event::from_json(l).unwrap()).collect();
+    let lines: Vec<serphona_obs::types::Event> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serphona_obs::types::Event::from_json(l).unwrap())
+        .collect();
     assert_eq!(lines, all, "every event of the log, once, in order");
 
     // Pre-filters: one tenant; one channel keeps whole conversations of that channel.
     let tenant = all[0].tenant_id.to_string();
-    let out = bin().args(["tail", "--data-dir", d, "--output", "json", "--no-follow", "--tenant", &tenant]).output().unwrap();
-    let got: Vec<serphona_obs::types::Event> =
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| serphona_obs::types::Event::from_json(l).unwrap()).collect();
+    let out =
+        bin().args(["tail", "--data-dir", d, "--output", "json", "--no-follow", "--tenant", &tenant]).output().unwrap();
+    let got: Vec<serphona_obs::types::Event> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serphona_obs::types::Event::from_json(l).unwrap())
+        .collect();
     assert_eq!(got.len(), all.iter().filter(|e| *e.tenant_id == *tenant).count());
     assert!(!got.is_empty() && got.len() < all.len());
 
@@ -269,7 +366,8 @@ fn tail_follows_clickhouse_across_polls_without_duplicates_or_gaps() {
     let status = child.wait().unwrap();
     reader.join().unwrap();
     let got = lines.lock().unwrap().clone();
-    let mut ids: Vec<uuid::Uuid> = got.iter().map(|l| serphona_obs::types::Event::from_json(l).unwrap().event_id).collect();
+    let mut ids: Vec<uuid::Uuid> =
+        got.iter().map(|l| serphona_obs::types::Event::from_json(l).unwrap().event_id).collect();
     let n = ids.len();
     ids.sort();
     ids.dedup();

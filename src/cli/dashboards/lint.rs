@@ -93,6 +93,12 @@ pub struct Summary {
     pub ok: usize,
     /// Panels whose queries returned nothing.
     pub no_data: usize,
+    /// Of those, the panels whose datasources hold the library's data (a populated stack):
+    /// the query is wrong, or yields NaN where it should yield nothing; a failure.
+    pub no_data_on_populated: usize,
+    /// The datasources that hold the library's data (Prometheus: a series of its metrics in
+    /// the range; ClickHouse: a row in `conversations`).
+    pub populated: Vec<&'static str>,
     /// Panels with a structure problem or a failed query.
     pub errors: usize,
     /// Panels not run.
@@ -170,10 +176,16 @@ pub struct QueryReport {
 }
 
 /// Runs the lint over `files`.
-pub async fn run(files: &[DashboardFile], servers: &Servers, range: Duration, rate_interval: Duration) -> anyhow::Result<Report> {
+pub async fn run(
+    files: &[DashboardFile],
+    servers: &Servers,
+    range: Duration,
+    rate_interval: Duration,
+) -> anyhow::Result<Report> {
     let http = http_client(Duration::from_secs(60))?;
     let runner = Runner { http, servers, window: Window::ending(OffsetDateTime::now_utc(), range, rate_interval) };
     runner.check_reachable().await?;
+    let populated = runner.populated().await;
     let mut dashboards = Vec::new();
     for file in files {
         dashboards.push(runner.dashboard(file).await);
@@ -186,19 +198,32 @@ pub async fn run(files: &[DashboardFile], servers: &Servers, range: Duration, ra
             summary.panels += 1;
             match p.status {
                 Status::Ok => summary.ok += 1,
-                Status::NoData => summary.no_data += 1,
+                Status::NoData => {
+                    summary.no_data += 1;
+                    // Every datasource it asks holds the library's data: the panel is broken.
+                    let asked: Vec<Kind> =
+                        p.queries.iter().filter(|q| q.status == Status::NoData).filter_map(|q| q.datasource).collect();
+                    if !asked.is_empty() && asked.iter().all(|k| populated.contains(k)) {
+                        summary.no_data_on_populated += 1;
+                    }
+                }
                 Status::Error => summary.errors += 1,
                 Status::NotRun => summary.not_run += 1,
             }
         }
     }
+    summary.populated = populated.iter().map(|k| k.name()).collect();
     Ok(Report { dashboards, summary })
 }
 
 impl Report {
-    /// Whether the lint failed: any structure problem, failed query or failed variable.
+    /// Whether the lint failed: any structure problem, failed query or failed variable, or a
+    /// panel without data on a populated datasource.
     pub fn failed(&self) -> bool {
-        self.summary.errors > 0 || self.summary.dashboard_problems > 0 || self.summary.variable_errors > 0
+        self.summary.errors > 0
+            || self.summary.dashboard_problems > 0
+            || self.summary.variable_errors > 0
+            || self.summary.no_data_on_populated > 0
     }
 
     /// The report as a table, with a summary line.
@@ -255,6 +280,13 @@ impl Report {
             "\n{} dashboards, {} panels: {} ok, {} no data, {} errors, {} not run; {} dashboard problems, {} variable errors\n",
             s.dashboards, s.panels, s.ok, s.no_data, s.errors, s.not_run, s.dashboard_problems, s.variable_errors
         ));
+        if s.no_data_on_populated > 0 {
+            out.push_str(&format!(
+                "{} panels have no data although {} hold the library's data: their queries are wrong or yield NaN\n",
+                s.no_data_on_populated,
+                s.populated.join(" and ")
+            ));
+        }
         out
     }
 }
@@ -274,6 +306,28 @@ enum Outcome {
 }
 
 impl Runner<'_> {
+    /// The datasources given that hold the library's data: a Prometheus with a series of its
+    /// metrics in the range, a ClickHouse with a row in `conversations`. On those, a panel
+    /// without data is a failure.
+    async fn populated(&self) -> Vec<Kind> {
+        let mut kinds = Vec::new();
+        if let Some(base) = &self.servers.prometheus {
+            let q = format!(
+                "count(count_over_time({{__name__=~\"conversation_total|serphona_obs_events_accepted_total\"}}[{}s]))",
+                (self.window.to - self.window.from).whole_seconds().max(1)
+            );
+            if matches!(self.promql(base, &q, true).await, Outcome::Data(_)) {
+                kinds.push(Kind::Prometheus);
+            }
+        }
+        if let Some(ch) = &self.servers.clickhouse {
+            if matches!(self.sql(ch, "SELECT 1 FROM conversations LIMIT 1", false).await, Outcome::Data(_)) {
+                kinds.push(Kind::ClickHouse);
+            }
+        }
+        kinds
+    }
+
     /// Fails the whole lint, naming the server, when a server given cannot be reached.
     async fn check_reachable(&self) -> anyhow::Result<()> {
         let s = self.servers;
@@ -287,8 +341,12 @@ impl Runner<'_> {
             let probe = join(url, path);
             match self.http.get(probe.clone()).send().await {
                 Ok(r) if r.status().is_success() => {}
-                Ok(r) => anyhow::bail!("{name} at {url} ({flag}) is not ready: GET {probe} answered HTTP {}", r.status()),
-                Err(e) => anyhow::bail!("cannot reach {name} at {url} ({flag}): {}", error_chain(&e)),
+                Ok(r) => {
+                    anyhow::bail!("{name} at {url} ({flag}) is not ready: GET {probe} answered HTTP {}", r.status())
+                }
+                Err(e) => {
+                    anyhow::bail!("cannot reach {name} at {url} ({flag}): {}", error_chain(&e))
+                }
             }
         }
         Ok(())
@@ -322,14 +380,25 @@ impl Runner<'_> {
             if !p.shows_queries() {
                 continue;
             }
-            let own: Vec<String> = problems.iter().filter(|pr| pr.panel == Some(i)).map(|pr| pr.message.clone()).collect();
+            let own: Vec<String> =
+                problems.iter().filter(|pr| pr.panel == Some(i)).map(|pr| pr.message.clone()).collect();
             panels.push(self.panel(p, own, &vars).await);
         }
         // Problems of rows (ids, grid) are reported with the dashboard.
         let panel_list = model::panels(json);
-        let dashboard_problems =
-            problems.iter().filter(|pr| pr.panel.is_none_or(|i| !panel_list[i].shows_queries())).map(|pr| pr.message.clone()).collect();
-        DashboardReport { file: file.path.clone(), uid: text("uid"), title: text("title"), problems: dashboard_problems, variables, panels }
+        let dashboard_problems = problems
+            .iter()
+            .filter(|pr| pr.panel.is_none_or(|i| !panel_list[i].shows_queries()))
+            .map(|pr| pr.message.clone())
+            .collect();
+        DashboardReport {
+            file: file.path.clone(),
+            uid: text("uid"),
+            title: text("title"),
+            problems: dashboard_problems,
+            variables,
+            panels,
+        }
     }
 
     async fn variable(&self, v: &model::Variable<'_>, vars: &HashMap<String, expand::Value>) -> Option<VariableReport> {
@@ -377,7 +446,12 @@ impl Runner<'_> {
         Ok(data.as_array().map(|a| a.iter().filter_map(Json::as_str).map(str::to_string).collect()).unwrap_or_default())
     }
 
-    async fn panel(&self, p: &model::Panel<'_>, problems: Vec<String>, vars: &HashMap<String, expand::Value>) -> PanelReport {
+    async fn panel(
+        &self,
+        p: &model::Panel<'_>,
+        problems: Vec<String>,
+        vars: &HashMap<String, expand::Value>,
+    ) -> PanelReport {
         let panel_kind = p.datasource().and_then(|d| d.uid().filter(|u| *u != MIXED).and_then(Kind::of_uid));
         let mut queries = Vec::new();
         for t in p.targets() {
@@ -413,11 +487,22 @@ impl Runner<'_> {
         } else if queries.iter().all(|q| q.status == Status::NotRun) {
             (Status::NotRun, queries.first().map_or_else(|| "no queries".into(), |q| q.detail.clone()))
         } else {
-            let empty: Vec<String> =
-                queries.iter().filter(|q| q.status == Status::NoData).map(|q| format!("{}: {}", q.ref_id, q.detail)).collect();
+            let empty: Vec<String> = queries
+                .iter()
+                .filter(|q| q.status == Status::NoData)
+                .map(|q| format!("{}: {}", q.ref_id, q.detail))
+                .collect();
             (Status::NoData, empty.join("; "))
         };
-        PanelReport { id: p.id(), title: p.title().to_string(), kind: p.kind().to_string(), status, detail, problems, queries }
+        PanelReport {
+            id: p.id(),
+            title: p.title().to_string(),
+            kind: p.kind().to_string(),
+            status,
+            detail,
+            problems,
+            queries,
+        }
     }
 
     async fn query(
@@ -461,12 +546,17 @@ impl Runner<'_> {
     }
 
     async fn prometheus_get(&self, url: url::Url) -> Result<Json, String> {
-        let response = self.http.get(url.clone()).send().await.map_err(|e| format!("GET {url}: {}", error_chain(&e)))?;
+        let response =
+            self.http.get(url.clone()).send().await.map_err(|e| format!("GET {url}: {}", error_chain(&e)))?;
         let status = response.status();
         let body = response.text().await.map_err(|e| format!("reading Prometheus' answer: {e}"))?;
         let json: Json = serde_json::from_str(&body).map_err(|_| format!("HTTP {status}: {}", snippet(&body)))?;
         if json["status"] != "success" {
-            return Err(format!("{}: {}", json["errorType"].as_str().unwrap_or("error"), json["error"].as_str().unwrap_or(&body)));
+            return Err(format!(
+                "{}: {}",
+                json["errorType"].as_str().unwrap_or("error"),
+                json["error"].as_str().unwrap_or(&body)
+            ));
         }
         Ok(json["data"].clone())
     }
@@ -476,7 +566,10 @@ impl Runner<'_> {
     async fn promql(&self, base: &url::Url, q: &str, instant: bool) -> Outcome {
         let w = &self.window;
         let url = if instant {
-            with_params(&join(base, "api/v1/query"), &[("query".into(), q.into()), ("time".into(), w.to.unix_timestamp().to_string())])
+            with_params(
+                &join(base, "api/v1/query"),
+                &[("query".into(), q.into()), ("time".into(), w.to.unix_timestamp().to_string())],
+            )
         } else {
             with_params(
                 &join(base, "api/v1/query_range"),
@@ -492,14 +585,18 @@ impl Runner<'_> {
             Ok(d) => d,
             Err(e) => return Outcome::Failed(e),
         };
-        let finite = |v: &Json| v.get(1).and_then(Json::as_str).and_then(|s| s.parse::<f64>().ok()).is_some_and(f64::is_finite);
+        let finite =
+            |v: &Json| v.get(1).and_then(Json::as_str).and_then(|s| s.parse::<f64>().ok()).is_some_and(f64::is_finite);
         let result = &data["result"];
         match data["resultType"].as_str() {
             Some("matrix") => {
                 let series = result.as_array().cloned().unwrap_or_default();
-                let with_data = series.iter().filter(|s| s["values"].as_array().is_some_and(|v| v.iter().any(finite))).count();
-                let points: usize =
-                    series.iter().map(|s| s["values"].as_array().map_or(0, |v| v.iter().filter(|p| finite(p)).count())).sum();
+                let with_data =
+                    series.iter().filter(|s| s["values"].as_array().is_some_and(|v| v.iter().any(finite))).count();
+                let points: usize = series
+                    .iter()
+                    .map(|s| s["values"].as_array().map_or(0, |v| v.iter().filter(|p| finite(p)).count()))
+                    .sum();
                 if with_data > 0 {
                     Outcome::Data(format!("{with_data} series, {points} point{}", if points == 1 { "" } else { "s" }))
                 } else if series.is_empty() {
@@ -530,7 +627,11 @@ impl Runner<'_> {
     async fn sql(&self, ch: &ClickHouseServer, sql: &str, time_series: bool) -> Outcome {
         let url = with_params(
             &ch.url,
-            &[("database".into(), ch.database.clone()), ("default_format".into(), "JSON".into()), ("query".into(), sql.to_string())],
+            &[
+                ("database".into(), ch.database.clone()),
+                ("default_format".into(), "JSON".into()),
+                ("query".into(), sql.to_string()),
+            ],
         );
         let mut request = self.http.get(url);
         if !ch.user.is_empty() {
@@ -541,7 +642,9 @@ impl Runner<'_> {
         }
         let response = match request.send().await {
             Ok(r) => r,
-            Err(e) => return Outcome::Failed(format!("ClickHouse at {}: {}", ch.url, error_chain(&e))),
+            Err(e) => {
+                return Outcome::Failed(format!("ClickHouse at {}: {}", ch.url, error_chain(&e)));
+            }
         };
         let status = response.status();
         let body = match response.text().await {
@@ -553,7 +656,9 @@ impl Runner<'_> {
         }
         let json: Json = match serde_json::from_str(&body) {
             Ok(j) => j,
-            Err(e) => return Outcome::Failed(format!("ClickHouse's answer is not JSON ({e}): {}", snippet(&body))),
+            Err(e) => {
+                return Outcome::Failed(format!("ClickHouse's answer is not JSON ({e}): {}", snippet(&body)));
+            }
         };
         let meta: Vec<(String, String)> = json["meta"]
             .as_array()
@@ -576,10 +681,13 @@ impl Runner<'_> {
             };
             let times: Vec<&str> = rows.iter().filter_map(|r| r[tc.as_str()].as_str()).collect();
             if times.windows(2).any(|w| w[0] > w[1]) {
-                return Outcome::Failed(format!("a time series query must be sorted by {tc} ascending (ORDER BY {tc})"));
+                return Outcome::Failed(format!(
+                    "a time series query must be sorted by {tc} ascending (ORDER BY {tc})"
+                ));
             }
         }
-        let values: Vec<&String> = meta.iter().filter(|(n, t)| Some(n) != time_col.as_ref() && !is_time(t)).map(|(n, _)| n).collect();
+        let values: Vec<&String> =
+            meta.iter().filter(|(n, t)| Some(n) != time_col.as_ref() && !is_time(t)).map(|(n, _)| n).collect();
         let with_data = rows.iter().filter(|r| values.iter().any(|c| !r[c.as_str()].is_null())).count();
         if with_data > 0 {
             Outcome::Data(format!("{} rows", rows.len()))
@@ -613,7 +721,11 @@ impl Runner<'_> {
         let json: Json = serde_json::from_str(&body).unwrap_or_default();
         let result = json["data"]["result"].as_array().cloned().unwrap_or_default();
         let lines: usize = result.iter().map(|s| s["values"].as_array().map_or(0, Vec::len)).sum();
-        if lines > 0 { Outcome::Data(format!("{} streams, {lines} lines", result.len())) } else { Outcome::Empty("no lines".into()) }
+        if lines > 0 {
+            Outcome::Data(format!("{} streams, {lines} lines", result.len()))
+        } else {
+            Outcome::Empty("no lines".into())
+        }
     }
 }
 
@@ -652,6 +764,27 @@ fn with_params(url: &url::Url, params: &[(String, String)]) -> url::Url {
 /// The first line of a server's error body, at most 400 characters.
 fn snippet(body: &str) -> String {
     let line = body.trim().lines().next().unwrap_or("").trim();
-    if line.chars().count() > 400 { format!("{}…", line.chars().take(400).collect::<String>()) } else { line.to_string() }
+    if line.chars().count() > 400 {
+        format!("{}…", line.chars().take(400).collect::<String>())
+    } else {
+        line.to_string()
+    }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Regression test for issue 12, item 13: "no data" passed the lint even on a stack that
+    // held the library's data (21 of 49 panels all NaN after a demo).
+    #[test]
+    fn no_data_fails_the_lint_only_on_a_populated_datasource() {
+        let report = |no_data_on_populated| Report {
+            dashboards: Vec::new(),
+            summary: Summary { panels: 2, ok: 1, no_data: 1, no_data_on_populated, ..Summary::default() },
+        };
+        assert!(!report(0).failed(), "no data on an empty stack is not a failure");
+        assert!(report(1).failed(), "no data on a populated stack is a failure");
+        assert!(report(1).table().contains("1 panels have no data although"), "{}", report(1).table());
+    }
+}
