@@ -245,6 +245,8 @@ fn every_output_exits_0_on_a_closed_pipe() {
         vec!["simulate", "-n", "3", "--metrics-addr", "127.0.0.1:0"],
         vec!["tail", "-o", "json", "--no-follow"],
         vec!["schema", "apply", "--dry-run"],
+        vec!["dashboards", "lint", "-o", "json"],
+        vec!["dashboards", "lint"],
         vec!["--help"],
         vec!["query", "stats", "--help"],
     ];

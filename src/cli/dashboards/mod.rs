@@ -7,6 +7,7 @@ mod model;
 mod provision;
 mod structure;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -168,10 +169,14 @@ fn run_lint(ctx: &Context, args: LintArgs) -> anyhow::Result<ExitCode> {
         return Err(UsageError("--range and --rate-interval must be longer than 0s".into()).into());
     }
     let report = super::runtime()?.block_on(lint::run(&files, &servers, args.range, args.rate_interval))?;
+    // Written, not printed: a closed pipe is an error that exits 0 (print! would panic).
+    let mut out = std::io::stdout().lock();
     match args.output {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Format::Table => print!("{}", report.table()),
+        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?,
+        Format::Table => write!(out, "{}", report.table())?,
     }
+    out.flush()?;
+    drop(out);
     if report.failed() {
         eprintln!("error: dashboards lint found problems (status error above)");
         return Ok(ExitCode::from(1));
@@ -217,8 +222,9 @@ fn run_provision(args: ProvisionArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let outcomes = super::runtime()?.block_on(provision::run(base, auth, &files))?;
+    let mut out = std::io::stdout().lock();
     match args.output {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&outcomes)?),
+        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&outcomes)?)?,
         Format::Table => {
             use tabled::{Table, Tabled, settings::Style};
             #[derive(Tabled)]
@@ -238,15 +244,17 @@ fn run_provision(args: ProvisionArgs) -> anyhow::Result<ExitCode> {
                 version: o.version.map_or_else(|| "-".into(), |v| v.to_string()),
                 url: o.url.clone(),
             });
-            println!("{}", Table::new(lines).with(Style::rounded()));
+            writeln!(out, "{}", Table::new(lines).with(Style::rounded()))?;
             let count = |a: provision::Action| outcomes.iter().filter(|o| o.action == a).count();
-            println!(
+            writeln!(
+                out,
                 "{} created, {} updated, {} unchanged",
                 count(provision::Action::Created),
                 count(provision::Action::Updated),
                 count(provision::Action::Unchanged)
-            );
+            )?;
         }
     }
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
