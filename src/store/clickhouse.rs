@@ -468,13 +468,7 @@ impl Store for ClickHouseStore {
     /// Reads the `events` table (as [`Store::conversation`] and the local store do), so a
     /// conversation that has not ended is found too.
     async fn ids_matching(&self, kind: IdKind, short: &str, limit: usize) -> Result<Vec<String>, StoreError> {
-        let short = match kind {
-            IdKind::Conversation => short.to_string(),
-            IdKind::Trace => short.to_ascii_lowercase(),
-        };
-        if short.is_empty() {
-            return Ok(Vec::new());
-        }
+        let Some(short) = kind.normalize(short) else { return Ok(Vec::new()) };
         let rows = self
             .client
             .query(ids_matching_sql(kind))

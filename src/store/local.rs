@@ -387,13 +387,7 @@ impl Store for LocalStore {
     /// character by character, so the escaped short id is part of the escaped id); only the
     /// lines that hold it are parsed, and their ids compared.
     async fn ids_matching(&self, kind: IdKind, short: &str, limit: usize) -> Result<Vec<String>, StoreError> {
-        let short = match kind {
-            IdKind::Conversation => short.to_string(),
-            IdKind::Trace => short.to_ascii_lowercase(),
-        };
-        if short.is_empty() {
-            return Ok(Vec::new());
-        }
+        let Some(short) = kind.normalize(short) else { return Ok(Vec::new()) };
         let quoted = serde_json::to_string(&short).expect("a string serializes");
         let needle = &quoted[1..quoted.len() - 1];
         let mut ids = std::collections::BTreeSet::new();

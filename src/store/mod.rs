@@ -406,6 +406,17 @@ pub enum IdKind {
     Trace,
 }
 
+impl IdKind {
+    /// A short id as the stores match it (a trace's in lowercase); `None` when empty.
+    pub(crate) fn normalize(self, short: &str) -> Option<String> {
+        let short = match self {
+            IdKind::Conversation => short.to_string(),
+            IdKind::Trace => short.to_ascii_lowercase(),
+        };
+        (!short.is_empty()).then_some(short)
+    }
+}
+
 /// A position in the event stream, for [`Store::events_since`]. Opaque; only the store that
 /// gave it understands it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

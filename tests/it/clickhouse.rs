@@ -47,12 +47,6 @@ fn bin(ch: &ClickHouse, db: &str, data_dir: &Path) -> Command {
     ch.cli(db, data_dir)
 }
 
-/// `serphona-obs schema apply` on `db`.
-fn apply_with_cli(ch: &ClickHouse, db: &str, data_dir: &Path) {
-    let apply = bin(ch, db, data_dir).args(["schema", "apply"]).output().unwrap();
-    assert!(apply.status.success(), "{}", text(&apply));
-}
-
 fn text(o: &Output) -> String {
     format!("status {:?}\nstdout:\n{}\nstderr:\n{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
@@ -146,7 +140,7 @@ fn simulate_with_clickhouse_delivers_every_row_once_with_one_row_per_conversatio
     let ch = ClickHouse::start();
     let db = ch.fresh_database();
     let data = tempfile::tempdir().unwrap();
-    apply_with_cli(&ch, &db, data.path());
+    ch.apply_schema(&db, data.path());
     let sim = bin(&ch, &db, data.path())
         .env("SERPHONA_OBS_CLICKHOUSE_ENABLED", "true")
         .env("SERPHONA_OBS_CLICKHOUSE_BATCH_SIZE", "300")
@@ -263,7 +257,7 @@ fn batches_spooled_by_a_killed_process_are_delivered_on_the_next_start() {
     let mut ch = ClickHouse::start();
     let db = ch.fresh_database();
     let data = tempfile::tempdir().unwrap();
-    apply_with_cli(&ch, &db, data.path());
+    ch.apply_schema(&db, data.path());
     ch.stop();
 
     let mut child = bin(&ch, &db, data.path())
@@ -315,7 +309,7 @@ fn a_row_the_table_rejects_is_counted_logged_with_its_code_and_not_retried() {
     let ch = ClickHouse::start();
     let db = ch.fresh_database();
     let data = tempfile::tempdir().unwrap();
-    apply_with_cli(&ch, &db, data.path());
+    ch.apply_schema(&db, data.path());
     ch.query(&format!("ALTER TABLE {db}.interactions ADD CONSTRAINT no_third_turn CHECK turn != 3"));
 
     let sim = bin(&ch, &db, data.path())

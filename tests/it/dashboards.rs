@@ -311,8 +311,7 @@ fn dashboards_lint_runs_every_panel_against_prometheus_and_clickhouse() {
     let ch = ClickHouse::start();
     let db = ch.fresh_database();
     let data = tempfile::tempdir().unwrap();
-    let apply = ch.cli(&db, data.path()).args(["schema", "apply"]).output().unwrap();
-    assert!(apply.status.success(), "{}", text(&apply));
+    ch.apply_schema(&db, data.path());
     let sim = ch
         .cli(&db, data.path())
         .env("SERPHONA_OBS_CLICKHOUSE_ENABLED", "true")
@@ -419,8 +418,7 @@ fn dashboards_lint_reports_the_servers_error_for_a_bad_query() {
     let ch = ClickHouse::start();
     let db = ch.fresh_database();
     let data = tempfile::tempdir().unwrap();
-    let apply = ch.cli(&db, data.path()).args(["schema", "apply"]).output().unwrap();
-    assert!(apply.status.success(), "{}", text(&apply));
+    ch.apply_schema(&db, data.path());
     let prom = Prometheus::start(&["127.0.0.1:1"]);
 
     let dir = tempfile::tempdir().unwrap();

@@ -104,8 +104,7 @@ fn query_gives_the_same_answers_from_the_event_log_and_from_clickhouse() {
     let ch = ClickHouse::start();
     let db = ch.fresh_database();
     let data = tempfile::tempdir().unwrap();
-    let apply = bin(&ch, &db, data.path()).args(["schema", "apply"]).output().unwrap();
-    assert!(apply.status.success(), "{}", text(&apply));
+    ch.apply_schema(&db, data.path());
 
     // 150 simulated conversations into both stores, through the binary …
     let sim = bin(&ch, &db, data.path())
@@ -416,8 +415,7 @@ fn short_ids_resolve_in_both_stores_and_ambiguous_ones_exit_2_listing_the_matche
     let ch = ClickHouse::start();
     let db = ch.fresh_database();
     let data = tempfile::tempdir().unwrap();
-    let apply = bin(&ch, &db, data.path()).args(["schema", "apply"]).output().unwrap();
-    assert!(apply.status.success(), "{}", text(&apply));
+    ch.apply_schema(&db, data.path());
     let obs = Observability::init(both_sinks(&ch, &db, data.path())).unwrap();
     let ids = ["0195f3a2-7c1e-7b3d-9a1f-42c8e5d7a901", "0195f3a2-7c1e-7b3d-9a1f-000000000002", "abcdef12-3456-7890-unique", "c-1", "c-10"];
     let mut traces = Vec::new();

@@ -70,8 +70,7 @@ fn the_seeds_column_lists_select_what_the_event_log_says() {
     let ch = ClickHouse::start();
     let db = ch.fresh_database();
     let data = tempfile::tempdir().unwrap();
-    let apply = ch.cli(&db, data.path()).args(["schema", "apply"]).output().unwrap();
-    assert!(apply.status.success(), "{}", text(&apply));
+    ch.apply_schema(&db, data.path());
     let sim = ch
         .cli(&db, data.path())
         .env("SERPHONA_OBS_CLICKHOUSE_ENABLED", "true")

@@ -321,8 +321,7 @@ fn tail_follows_clickhouse_across_polls_without_duplicates_or_gaps() {
     let ch = crate::support::clickhouse::ClickHouse::start();
     let db = ch.fresh_database();
     let dir = tempfile::tempdir().unwrap();
-    let out = ch.cli(&db, dir.path()).args(["schema", "apply"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    ch.apply_schema(&db, dir.path());
 
     let mut child = ch
         .cli(&db, dir.path())

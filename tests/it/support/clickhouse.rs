@@ -115,6 +115,19 @@ impl ClickHouse {
         cmd
     }
 
+    /// `serphona-obs schema apply` on `db` through the real binary ([`cli`](Self::cli));
+    /// panics with its output when it fails.
+    pub fn apply_schema(&self, db: &str, data_dir: &Path) {
+        let out = self.cli(db, data_dir).args(["schema", "apply"]).output().expect("run serphona-obs schema apply");
+        assert!(
+            out.status.success(),
+            "schema apply: {:?}\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The library's config for `db` on this peer, with the event log in `data_dir` too:
     /// compression off (the chDB front needs it), metrics off, batches flushed every 200 ms.
     pub fn library_config(&self, db: &str, data_dir: &Path) -> serphona_obs::Config {
