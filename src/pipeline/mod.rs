@@ -31,7 +31,8 @@ pub const MAX_DISPATCH_BATCH: usize = 1024;
 pub struct SharedEvent {
     event: Arc<Event>,
     /// The JSON line without its newline; `None` when the event cannot be serialized (only a
-    /// hand-built event with a timestamp RFC 3339 cannot express, see [`Event::to_json`]).
+    /// hand-built event with a timestamp RFC 3339 cannot express, see [`Event::to_json`]), or
+    /// when no sink of the pipeline sends lines ([`Sink::wants_lines`]).
     line: Option<Arc<str>>,
 }
 
@@ -40,6 +41,11 @@ impl SharedEvent {
     pub fn new(event: Event) -> SharedEvent {
         let line = event.to_json().ok().map(Arc::from);
         SharedEvent { event: Arc::new(event), line }
+    }
+
+    /// Shares an event without encoding it (no sink sends lines).
+    fn unencoded(event: Event) -> SharedEvent {
+        SharedEvent { event: Arc::new(event), line: None }
     }
 
     /// The event, shared.
@@ -94,6 +100,12 @@ pub trait Sink: Send + 'static {
     /// Takes a batch of events (already processed, each encoded once); a sink that keeps them
     /// clones the handles, not the events.
     fn write(&mut self, events: &[SharedEvent]) -> Result<(), SinkError>;
+    /// Whether the sink uses the events' JSON lines ([`SharedEvent::line`]). The dispatcher
+    /// encodes them only when some sink does; a sink that only looks at the events (the live
+    /// broadcast) says false.
+    fn wants_lines(&self) -> bool {
+        true
+    }
     /// Makes everything written so far durable or delivered.
     fn flush(&mut self) -> Result<(), SinkError> {
         Ok(())
@@ -207,7 +219,8 @@ impl Pipeline {
         metrics.queue_capacity.set(capacity as i64);
         let warn = sinks.iter().map(|_| WarnEvery::new(WARN_EVERY)).collect();
         let sink_metrics = sinks.iter().map(|s| metrics.sink(s.name())).collect();
-        let dispatcher = Dispatcher { rx, ctl: ctl_rx, processors, sinks, metrics: metrics.clone(), sink_metrics, warn };
+        let encode = sinks.iter().any(|s| s.wants_lines());
+        let dispatcher = Dispatcher { rx, ctl: ctl_rx, processors, sinks, metrics: metrics.clone(), sink_metrics, warn, encode };
         let thread = std::thread::Builder::new()
             .name("serphona-obs-dispatch".into())
             .spawn(move || dispatcher.run())
@@ -321,6 +334,8 @@ struct Dispatcher {
     sink_metrics: Vec<SinkMetrics>,
     /// Each sink's failure warning, at most once a minute.
     warn: Vec<WarnEvery>,
+    /// Some sink uses the JSON lines: encode each event once.
+    encode: bool,
 }
 
 impl Dispatcher {
@@ -429,7 +444,7 @@ impl Dispatcher {
                     None
                 })
             })
-            .map(SharedEvent::new)
+            .map(if self.encode { SharedEvent::new } else { SharedEvent::unencoded })
             .collect();
         if !batch.is_empty() {
             for i in 0..self.sinks.len() {
@@ -469,4 +484,52 @@ fn guard(sink: &str, call: &str, f: impl FnOnce() -> Result<(), SinkError>) -> R
             .unwrap_or_else(|| "unknown panic".into());
         Err(SinkError::Other { sink: sink.to_string(), message: format!("{call} panicked: {message}") })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::metrics::Metrics;
+
+    /// Records whether each event came with its line.
+    struct Lines {
+        wants: bool,
+        seen: Arc<Mutex<Vec<bool>>>,
+    }
+
+    impl Sink for Lines {
+        fn name(&self) -> &str {
+            "lines"
+        }
+        fn wants_lines(&self) -> bool {
+            self.wants
+        }
+        fn write(&mut self, events: &[SharedEvent]) -> Result<(), SinkError> {
+            self.seen.lock().unwrap().extend(events.iter().map(|e| e.line().is_some()));
+            Ok(())
+        }
+    }
+
+    fn lines_seen(wanting: &[bool]) -> Vec<Vec<bool>> {
+        let metrics = Metrics::new(100).unwrap().pipeline.clone();
+        let seen: Vec<Arc<Mutex<Vec<bool>>>> = wanting.iter().map(|_| Arc::default()).collect();
+        let sinks: Vec<Box<dyn Sink>> =
+            wanting.iter().zip(&seen).map(|(w, s)| Box::new(Lines { wants: *w, seen: s.clone() }) as Box<dyn Sink>).collect();
+        let pipeline = Pipeline::start(16, WhenFull::Block, Vec::new(), sinks, metrics);
+        for i in 0..3 {
+            pipeline.send(crate::types::test_event(&format!("e{i}"))).unwrap();
+        }
+        pipeline.shutdown(Duration::from_secs(5)).unwrap();
+        seen.iter().map(|s| s.lock().unwrap().clone()).collect()
+    }
+
+    #[test]
+    fn events_are_encoded_once_for_the_sinks_that_send_lines_and_not_at_all_without_one() {
+        // One sink wants lines: every sink gets the same encoded events.
+        assert_eq!(lines_seen(&[false, true]), vec![vec![true; 3], vec![true; 3]]);
+        // None does (only a live view, say): nothing is serialized.
+        assert_eq!(lines_seen(&[false]), vec![vec![false; 3]]);
+    }
 }

@@ -32,6 +32,11 @@ impl Sink for LiveSink {
         "live"
     }
 
+    /// The live view takes the events themselves.
+    fn wants_lines(&self) -> bool {
+        false
+    }
+
     fn write(&mut self, events: &[SharedEvent]) -> Result<(), SinkError> {
         if self.tx.receiver_count() == 0 {
             return Ok(());
