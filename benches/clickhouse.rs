@@ -98,7 +98,7 @@ const AGENT: [(&str, &str, f64); 4] = [
 /// with sentiment, intent and the voice latency parts.
 fn turn(i: usize) -> Interaction {
     let k = (i / 2) % CUSTOMER.len();
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         let (content, intent, sentiment) = CUSTOMER[k];
         Interaction::customer(content).sentiment(sentiment).intent(intent, 0.91).duration_ms(4200.0)
     } else {

@@ -119,13 +119,13 @@ impl Window {
 /// A duration as Grafana writes intervals: `15s`, `2m`, `1h`, `1500ms`.
 pub fn grafana_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         format!("{ms}ms")
     } else {
         let s = ms / 1000;
-        if s != 0 && s % 3600 == 0 {
+        if s != 0 && s.is_multiple_of(3600) {
             format!("{}h", s / 3600)
-        } else if s != 0 && s % 60 == 0 {
+        } else if s != 0 && s.is_multiple_of(60) {
             format!("{}m", s / 60)
         } else {
             format!("{s}s")
