@@ -165,8 +165,11 @@ pub(super) fn encode(streams: &[(StreamKey, Vec<Entry>)], environment: &str, met
     serde_json::to_vec(&body).expect("a push body of strings serializes")
 }
 
+/// Gzip at level 1: the push thread spent most of its time in deflate at the default level 6,
+/// and Loki's buffer overflowed under sustained load; level 1 deflates several times faster,
+/// for a somewhat larger body (figures in BENCHMARKS.md, "Sinks").
 pub(super) fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(bytes.len() / 4), flate2::Compression::default());
+    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(bytes.len() / 4), flate2::Compression::fast());
     encoder.write_all(bytes).expect("writing to a Vec cannot fail");
     encoder.finish().expect("writing to a Vec cannot fail")
 }
