@@ -765,6 +765,39 @@ mod snapshots {
         assert_eq!(text.lines().filter(|l| l.starts_with("\"┃") && l.contains("conv-")).count(), 9, "{text}");
     }
 
+    // Issue 13: rendering reads the data and never writes it; the view state it keeps
+    // (offsets, the clamped transcript scroll) settles after one frame.
+    #[test]
+    fn rendering_twice_gives_the_same_frame_and_leaves_the_data_as_it_was() {
+        for (width, height) in [(160, 48), (80, 24)] {
+            let mut s = scene();
+            s.key(Key::Enter);
+            for _ in 0..50 {
+                s.key(Key::Up); // scrolled past the transcript's top: the renderer clamps it
+            }
+            let data_before = format!("{:?}", s.data);
+            let first = draw(&mut s, width, height);
+            let view_after_first = s.view.clone();
+            let second = draw(&mut s, width, height);
+            assert_eq!(first.backend().buffer(), second.backend().buffer(), "{width}x{height}");
+            assert_eq!(s.view, view_after_first, "{width}x{height}");
+            assert_eq!(format!("{:?}", s.data), data_before, "{width}x{height}");
+        }
+    }
+
+    // Issue 13: the same data drawn through two view states shows each one's own selection.
+    #[test]
+    fn two_views_of_the_same_data_keep_their_own_selection() {
+        let s = scene();
+        let mut other = ViewState::new();
+        let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+        terminal.draw(|f| render(f, &s.data, &mut other)).unwrap();
+        assert_eq!(other.selected_index(), Some(0));
+        assert_eq!(s.view.selected_index(), Some(2));
+        assert_eq!(other.selected_id().map(|id| id.to_string()).as_deref(), Some("conv-0011"));
+        assert_eq!(s.view.selected_id().map(|id| id.to_string()).as_deref(), Some("conv-0009"));
+    }
+
     #[test]
     fn waiting_for_conversations_80x24() {
         let mut s = Scene::new(Options { source: "clickhouse http://localhost:8123/analytics".into(), ..Options::default() });

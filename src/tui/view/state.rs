@@ -639,4 +639,58 @@ mod tests {
         assert!(!s.help_open());
         assert_eq!(s.key(Key::CtrlC), Action::Quit);
     }
+
+    // Issue 13: the selection is anchored by id: conversations arriving (above it, newer, and
+    // below it, older) move its row but not which conversation is selected, and the view's
+    // own reads take `&self`: between updates they show the list as it was.
+    #[test]
+    fn arriving_conversations_do_not_move_the_selected_id() {
+        let mut s = fed(contact_center(6));
+        s.key(Key::Down);
+        s.key(Key::Down);
+        assert_eq!(s.selected().map(|c| c.id.to_string()).as_deref(), Some("conv-0003"));
+        for n in 100..140u64 {
+            let mut c = C::new(n, "acme-telco", "support-bot");
+            // Half start before everything shown (older), half after (newer).
+            let secs = if n % 2 == 0 { -100.0 - n as f64 } else { 100.0 + n as f64 };
+            s.push(c.start(secs, Channel::Chat));
+            assert_eq!(s.view.rows().len(), 6 + (n - 100) as usize, "no update yet: the list as it was");
+            assert_eq!(s.selected().map(|c| c.id.to_string()).as_deref(), Some("conv-0003"));
+        }
+        assert_eq!(s.selected_index(), Some(20 + 2), "below the 20 newer ones");
+        assert_eq!(s.view.rows().len(), 46);
+    }
+
+    // Issue 13: the free-text filter searches what the data kept up to date as entries came
+    // and went, the same text the filter once built on demand.
+    #[test]
+    fn the_filter_searches_the_turns_still_kept() {
+        let mut s = S::new(Options { max_entries: 3, ..Options::default() });
+        let mut c = C::new(1, "Acme-Telco", "Bot");
+        s.push(c.start(0.0, Channel::Voice));
+        for (i, text) in ["Alpha ONE", "Beta two", "ΣΊΣΥΦΟΣ three", "Delta four"].iter().enumerate() {
+            s.push(c.customer(1.0 + i as f64, text, None, 0.0));
+        }
+        let conv = s.conversation("conv-0001").unwrap();
+        let mut expected = format!("{} {} {} {}", conv.id, conv.tenant, conv.agent, conv.customer);
+        for e in &conv.entries {
+            if let crate::tui::state::EntryKind::Turn { text, .. } = &e.kind {
+                expected.push(' ');
+                expected.push_str(text);
+            }
+        }
+        assert_eq!(conv.search_text(), expected.to_lowercase());
+        assert_eq!(conv.search_text(), "conv-0001 acme-telco bot cust-1 beta two σίσυφος three delta four");
+        for (filter, shown) in [("alpha", 0), ("acme-telco beta", 1), ("σίσυφος", 1), ("cust-1", 1)] {
+            s.key(Key::Char('/'));
+            for _ in 0..40 {
+                s.key(Key::Backspace);
+            }
+            for ch in filter.chars() {
+                s.key(Key::Char(ch));
+            }
+            s.key(Key::Enter);
+            assert_eq!(s.rows().len(), shown, "{filter}");
+        }
+    }
 }
