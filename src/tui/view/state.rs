@@ -197,9 +197,9 @@ impl ViewState {
         let mut keyed: Vec<(OffsetDateTime, u64, Arc<str>)> = convs
             .iter()
             .filter(|c| {
-                !((!show_ended && c.is_ended())
-                    || want_channel.is_some_and(|w| c.channel.is_some_and(|ch| ch != w))
-                    || !self.filter.matches(c))
+                (show_ended || !c.is_ended())
+                    && want_channel.is_none_or(|w| c.channel.is_none_or(|ch| ch == w))
+                    && self.filter.matches(c)
             })
             .map(|c| (c.started_at, c.seq(), c.id.clone()))
             .collect();
