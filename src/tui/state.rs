@@ -7,8 +7,9 @@
 //!
 //! Per entity, as in tokio-console: [`conversations`] holds each conversation ([`Conv`]: its
 //! transcript and the figures derived from it) and the collection of them ([`Conversations`]);
-//! [`State`] adds the figures of the header (rates, the response-time sparkline, the
-//! resolution mix) and the events held while paused.
+//! [`stats`] the figures of the header (rates, the response-time sparkline, the resolution
+//! mix); [`prefilter`] which events are kept at all. [`State`] puts them together with the
+//! events held while paused and the source's counters (dropped, skipped, status).
 //!
 //! Two clocks: *data time* is the newest event timestamp seen (durations of live
 //! conversations, "ended in the last minute" — so a replayed log or a fast simulation looks
@@ -18,16 +19,19 @@
 //! [`ViewState`]: super::view::ViewState
 
 pub mod conversations;
+pub mod prefilter;
+pub mod stats;
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
-use crate::types::{Channel, Event, EventKind, Resolution};
+use crate::types::{Channel, Event, Resolution};
 
 pub use conversations::{Conv, Conversations, Entry, EntryKind};
+pub use prefilter::Prefilter;
+pub use stats::{SPARK_POINTS, Stats};
 
 /// Limits and pre-filters of the view.
 #[derive(Debug, Clone)]
@@ -68,67 +72,16 @@ impl Default for Options {
     }
 }
 
-/// The `--tenant --agent --channel` pre-filter of `tail`, shared by the live view and
-/// `--output json`. Only the start and end events carry the channel, so it remembers the
-/// channel of each conversation between its start and its end; events of a conversation whose
-/// start it has not seen pass (it may be on the channel).
-#[derive(Debug, Default)]
-pub struct Prefilter {
-    tenant: Option<String>,
-    agent: Option<String>,
-    channel: Option<Channel>,
-    channels: HashMap<Arc<str>, Channel>,
-}
-
-impl Prefilter {
-    /// A filter; `None` lets everything through.
-    pub fn new(tenant: Option<String>, agent: Option<String>, channel: Option<Channel>) -> Prefilter {
-        Prefilter { tenant, agent, channel, channels: HashMap::new() }
-    }
-
-    /// Whether the event passes.
-    pub fn admits(&mut self, e: &Event) -> bool {
-        if self.tenant.as_deref().is_some_and(|t| *e.tenant_id != *t)
-            || self.agent.as_deref().is_some_and(|a| *e.agent_id != *a)
-        {
-            return false;
-        }
-        let Some(want) = self.channel else { return true };
-        match &e.kind {
-            EventKind::ConversationStarted { channel, .. } => {
-                self.channels.insert(e.conversation_id.clone(), *channel);
-                *channel == want
-            }
-            EventKind::ConversationEnded { channel, .. } => {
-                self.channels.remove(&*e.conversation_id);
-                *channel == want
-            }
-            _ => self.channels.get(&*e.conversation_id).is_none_or(|c| *c == want),
-        }
-    }
-}
-
-/// Samples of the response-time sparkline kept.
-pub const SPARK_POINTS: usize = 120;
-
 /// The data of the live view: the conversations and the header's figures.
 #[derive(Debug)]
 pub struct State {
     opts: Options,
     prefilter: Prefilter,
     conversations: Conversations,
+    stats: Stats,
     paused: bool,
     held: VecDeque<Event>,
-    // Header figures.
-    events_total: u64,
-    bucket_start: Option<Instant>,
-    bucket_events: u64,
-    bucket_responses: Vec<f64>,
-    events_per_second: f64,
-    p95_history: VecDeque<Option<u64>>,
-    data_now: Option<OffsetDateTime>,
-    recent_ends: VecDeque<OffsetDateTime>,
-    resolutions: [u64; Resolution::ALL.len()],
+    // The source's figures.
     dropped: u64,
     skipped: u64,
     evicted: u64,
@@ -142,17 +95,9 @@ impl State {
             prefilter: Prefilter::new(opts.tenant.clone(), opts.agent.clone(), opts.channel),
             opts,
             conversations: Conversations::new(),
+            stats: Stats::new(),
             paused: false,
             held: VecDeque::new(),
-            events_total: 0,
-            bucket_start: None,
-            bucket_events: 0,
-            bucket_responses: Vec::new(),
-            events_per_second: 0.0,
-            p95_history: VecDeque::with_capacity(SPARK_POINTS),
-            data_now: None,
-            recent_ends: VecDeque::new(),
-            resolutions: [0; Resolution::ALL.len()],
             dropped: 0,
             skipped: 0,
             evicted: 0,
@@ -213,21 +158,10 @@ impl State {
     /// The passing of wall time: closes the events-per-second bucket and the sparkline point
     /// once a second has passed, and evicts old ended conversations.
     pub fn tick(&mut self, now: Instant) {
-        let start = *self.bucket_start.get_or_insert(now);
-        let elapsed = now.saturating_duration_since(start);
-        if elapsed >= Duration::from_secs(1) {
-            self.events_per_second = self.bucket_events as f64 / elapsed.as_secs_f64();
-            let mut responses = std::mem::take(&mut self.bucket_responses);
-            responses.sort_by(f64::total_cmp);
-            let p95 = crate::store::nearest_rank(&responses, 0.95).map(|s| (s * 1000.0).round() as u64);
-            if self.p95_history.len() == SPARK_POINTS {
-                self.p95_history.pop_front();
-            }
-            self.p95_history.push_back(p95);
-            self.bucket_events = 0;
-            self.bucket_start = Some(now);
-        }
-        self.evict(now);
+        self.stats.tick(now);
+        let o = &self.opts;
+        let gone = self.conversations.evict(now, o.keep_ended, o.max_ended, o.max_conversations);
+        self.evicted += gone as u64;
     }
 
     // ---- reads ----------------------------------------------------------------------------
@@ -235,6 +169,11 @@ impl State {
     /// The conversations held.
     pub fn conversations(&self) -> &Conversations {
         &self.conversations
+    }
+
+    /// The header's figures.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     /// A conversation by id.
@@ -249,23 +188,23 @@ impl State {
 
     /// Events applied so far.
     pub fn events_total(&self) -> u64 {
-        self.events_total
+        self.stats.events_total()
     }
 
     /// Events per second over the last closed bucket.
     pub fn events_per_second(&self) -> f64 {
-        self.events_per_second
+        self.stats.events_per_second()
     }
 
     /// Agent response time p95 per second, milliseconds, oldest first (`None`: no agent turn
     /// in that second).
     pub fn p95_history(&self) -> &VecDeque<Option<u64>> {
-        &self.p95_history
+        self.stats.p95_history()
     }
 
     /// Data time: the newest event timestamp seen.
     pub fn data_now(&self) -> Option<OffsetDateTime> {
-        self.data_now
+        self.stats.data_now()
     }
 
     /// Live (not ended) conversations held.
@@ -280,14 +219,12 @@ impl State {
 
     /// Conversations that ended in the minute before data time.
     pub fn ended_last_minute(&self) -> usize {
-        let Some(now) = self.data_now else { return 0 };
-        let from = now - time::Duration::MINUTE;
-        self.recent_ends.iter().filter(|t| **t > from).count()
+        self.stats.ended_last_minute()
     }
 
     /// Ended conversations per resolution since the view started ([`Resolution::ALL`] order).
     pub fn resolution_mix(&self) -> [(Resolution, u64); Resolution::ALL.len()] {
-        std::array::from_fn(|i| (Resolution::ALL[i], self.resolutions[i]))
+        self.stats.resolution_mix()
     }
 
     /// Events lost before the view.
@@ -313,36 +250,15 @@ impl State {
     // ---- internals ------------------------------------------------------------------------
 
     fn apply(&mut self, e: &Event) {
-        self.events_total += 1;
-        self.bucket_events += 1;
-        if self.data_now.is_none_or(|t| e.timestamp > t) {
-            self.data_now = Some(e.timestamp);
-        }
-        if let EventKind::AgentTurn { response_time_seconds: Some(r), .. } = &e.kind {
-            self.bucket_responses.push(*r);
-        }
-        if let Some(resolution) = self.conversations.apply(e, self.opts.max_entries).ended {
-            let i = Resolution::ALL.iter().position(|r| *r == resolution).unwrap_or(0);
-            self.resolutions[i] += 1;
-            self.recent_ends.push_back(e.timestamp);
-        }
-    }
-
-    fn evict(&mut self, wall: Instant) {
-        if let Some(now) = self.data_now {
-            let minute_ago = now - time::Duration::MINUTE;
-            while self.recent_ends.front().is_some_and(|t| *t <= minute_ago) {
-                self.recent_ends.pop_front();
-            }
-        }
-        let o = &self.opts;
-        let gone = self.conversations.evict(wall, o.keep_ended, o.max_ended, o.max_conversations);
-        self.evicted += gone as u64;
+        let applied = self.conversations.apply(e, self.opts.max_entries);
+        self.stats.record(e, applied);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
     use crate::tui::testdata::{Conv as C, T0, contact_center};
     use crate::tui::view::ViewState;
