@@ -628,6 +628,7 @@ mod snapshots {
             self.data.push(event);
         }
 
+        // Brings the view up to date with the data, as a frame does, then reads it.
         fn selected_id(&mut self) -> Option<String> {
             self.view.update(&self.data);
             self.view.selected_id().map(|id| id.to_string())

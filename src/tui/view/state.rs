@@ -431,6 +431,8 @@ mod tests {
             crate::tui::handle_key(&mut self.data, &mut self.view, key)
         }
 
+        // What a frame does: bring the view up to date with the data, then read it (the
+        // view's own reads take `&self`).
         fn rows(&mut self) -> &[Arc<str>] {
             self.view.update(&self.data);
             self.view.rows()
