@@ -22,7 +22,7 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use serphona_obs::simulation::{self, Pace, SimConfig};
 use serphona_obs::store::local::LocalStore;
-use serphona_obs::tui::{Key, Options, State, view};
+use serphona_obs::tui::{Key, Options, State, ViewState, view};
 use serphona_obs::types::{Event, EventKind};
 use serphona_obs::{Config, Observability};
 
@@ -94,29 +94,31 @@ fn main() {
         .collect();
     let mut group = c.benchmark_group("frame_160x48");
     let conversations_of = |events: &[Event]| {
-        let mut state = fed(events);
-        let n = state.rows().len();
-        (state, n)
+        let state = fed(events);
+        let mut view_state = ViewState::new();
+        view_state.update(&state);
+        let n = view_state.rows().len();
+        (state, view_state, n)
     };
-    let (mut big, big_n) = conversations_of(&many);
+    let (big, mut big_view, big_n) = conversations_of(&many);
     let few_ids: std::collections::HashSet<Arc<str>> = many.iter().map(|e| e.conversation_id.clone()).take(2_000).collect();
     let mut few_ids_sorted: Vec<_> = few_ids.into_iter().collect();
     few_ids_sorted.sort();
     few_ids_sorted.truncate(100);
     let few_set: std::collections::HashSet<_> = few_ids_sorted.into_iter().collect();
     let few_events: Vec<Event> = many.iter().filter(|e| few_set.contains(&e.conversation_id)).cloned().collect();
-    let (mut small, small_n) = conversations_of(&few_events);
+    let (small, mut small_view, small_n) = conversations_of(&few_events);
     eprintln!("frame: {big_n} live conversations ({} events) vs {small_n}", many.len());
     assert_eq!(small_n, 100.min(big_n));
-    for (name, state) in [("live_100_baseline", &mut small), ("live_10000", &mut big)] {
+    for (name, state, view_state) in [("live_100_baseline", &small, &mut small_view), ("live_10000", &big, &mut big_view)] {
         let mut terminal = Terminal::new(TestBackend::new(160, 48)).unwrap();
         group.bench_function(name, |b| {
             b.iter(|| {
                 // Hiding and showing ended conversations marks the list changed, as a new
                 // conversation would: every frame rebuilds and re-sorts it (the worst case).
-                state.key(Key::Char('e'));
-                state.key(Key::Char('e'));
-                terminal.draw(|f| view::render(f, state)).unwrap();
+                view_state.key(state, Key::Char('e'));
+                view_state.key(state, Key::Char('e'));
+                terminal.draw(|f| view::render(f, state, view_state)).unwrap();
             })
         });
     }

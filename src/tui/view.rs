@@ -1,4 +1,5 @@
-//! Renders the live view from [`State`]: a header (source, events/s, active, ended in the
+//! Renders the live view from the data ([`State`], only read) and the view's own state
+//! ([`ViewState`], in [`state`]: selection, focus, scrolling, help, the filter): a header (source, events/s, active, ended in the
 //! last minute, resolution mix, agent response p95 sparkline, dropped events), the
 //! conversation list, the selected conversation's transcript and a footer with the keys.
 //!
@@ -13,7 +14,11 @@ use ratatui::widgets::{Block, BorderType, Borders, Cell, Clear, Paragraph, Row, 
 use time::OffsetDateTime;
 use unicode_width::UnicodeWidthStr;
 
-use super::state::{Conv, Entry, EntryKind, Focus, State};
+pub mod state;
+
+pub use state::{Action, Filter, Focus, Key, ViewState};
+
+use super::state::{Conv, Entry, EntryKind, State};
 use crate::types::{Resolution, Speaker};
 
 /// Terminals at least this wide show the list and the transcript side by side.
@@ -30,8 +35,11 @@ const AGENT: Color = Color::Cyan;
 const CUSTOMER: Color = Color::Green;
 const DIM: Style = Style::new().fg(Color::DarkGray);
 
-/// Draws one frame.
-pub fn render(frame: &mut Frame, state: &mut State) {
+/// Draws one frame of the data `state` as `view` shows it. Brings `view`'s list up to date
+/// first ([`ViewState::update`]), and keeps in it where the list and the transcript are
+/// scrolled to; the data is only read.
+pub fn render(frame: &mut Frame, state: &State, view: &mut ViewState) {
+    view.update(state);
     let [header, body, footer] =
         Layout::vertical([Constraint::Length(3), Constraint::Min(4), Constraint::Length(1)]).areas(frame.area());
     render_header(frame, header, state);
@@ -44,10 +52,10 @@ pub fn render(frame: &mut Frame, state: &mut State) {
         let [l, t] = Layout::vertical([Constraint::Percentage(list), Constraint::Percentage(100 - list)]).areas(body);
         (l, t)
     };
-    render_list(frame, list_area, state);
-    render_transcript(frame, transcript_area, state);
-    render_footer(frame, footer, state);
-    if state.help_open() {
+    render_list(frame, list_area, state, view);
+    render_transcript(frame, transcript_area, state, view);
+    render_footer(frame, footer, state, view);
+    if view.help_open() {
         render_help(frame, frame.area());
     }
 }
@@ -56,7 +64,7 @@ fn sep() -> Span<'static> {
     Span::styled(" │ ", DIM)
 }
 
-fn render_header(frame: &mut Frame, area: Rect, state: &mut State) {
+fn render_header(frame: &mut Frame, area: Rect, state: &State) {
     let [line1, line2, line3] =
         Layout::vertical([Constraint::Length(1), Constraint::Length(1), Constraint::Length(1)]).areas(area);
     let mut spans = vec![
@@ -123,12 +131,12 @@ fn render_header(frame: &mut Frame, area: Rect, state: &mut State) {
     frame.render_widget(Sparkline::default().data(&data).style(Style::new().fg(Color::Magenta)), spark_area);
 }
 
-fn render_list(frame: &mut Frame, area: Rect, state: &mut State) {
-    let focused = state.focus() == Focus::List;
+fn render_list(frame: &mut Frame, area: Rect, state: &State, view: &mut ViewState) {
+    let focused = view.focus() == Focus::List;
     let now = state.data_now().unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    let total = state.rows().len();
+    let total = view.rows().len();
     if total == 0 {
-        let text = if state.filter_text().is_empty() {
+        let text = if view.filter_text().is_empty() {
             "waiting for conversations…"
         } else {
             "no conversation matches the filter (/ to change, Esc in the filter to clear)"
@@ -136,16 +144,16 @@ fn render_list(frame: &mut Frame, area: Rect, state: &mut State) {
         frame.render_widget(Paragraph::new(Line::styled(text, DIM)).block(pane(Line::from(" Conversations "), focused)), area);
         return;
     }
-    let selected = state.selected_index();
+    let selected = view.selected_index();
     let live = state.active();
     let mut title = vec![Span::styled(" Conversations ", Style::new().bold()), Span::raw(format!("{total} shown · {live} live "))];
-    if !state.showing_ended() {
+    if !view.showing_ended() {
         title.push(Span::styled("· ended hidden ", DIM));
     }
-    if !state.filter_text().is_empty() {
-        title.push(Span::styled(format!("· filter: {} ", state.filter_text()), Style::new().fg(Color::Yellow)));
+    if !view.filter_text().is_empty() {
+        title.push(Span::styled(format!("· filter: {} ", view.filter_text()), Style::new().fg(Color::Yellow)));
     }
-    if state.following() {
+    if view.following() {
         title.push(Span::styled("· following newest ", Style::new().fg(Color::Cyan)));
     }
     let block = pane(Line::from(title), focused);
@@ -154,9 +162,9 @@ fn render_list(frame: &mut Frame, area: Rect, state: &mut State) {
     // Keep the selected row on screen; build only the rows that are. While the same
     // conversation stays selected it keeps its row on screen: new conversations arriving above
     // it scroll the list instead of pushing the selection down and out of view.
-    let mut offset = state.list_offset;
-    if let (Some(sel), Some((id, row))) = (selected, state.list_anchor.clone()) {
-        if state.selected().is_some_and(|c| c.id == id) {
+    let mut offset = view.list_offset;
+    if let (Some(sel), Some((id, row))) = (selected, view.list_anchor.clone()) {
+        if view.selected(state).is_some_and(|c| c.id == id) {
             offset = sel.saturating_sub(row);
         }
     }
@@ -169,10 +177,10 @@ fn render_list(frame: &mut Frame, area: Rect, state: &mut State) {
             offset = sel + 1 - inner_height;
         }
     }
-    state.list_offset = offset;
-    state.list_anchor = selected.and_then(|sel| state.selected().map(|c| (c.id.clone(), sel - offset)));
+    view.list_offset = offset;
+    view.list_anchor = selected.and_then(|sel| view.selected(state).map(|c| (c.id.clone(), sel - offset)));
     let end = (offset + inner_height).min(total);
-    let ids: Vec<_> = state.rows()[offset..end].to_vec();
+    let ids = &view.rows()[offset..end];
     let all_columns = area.width >= LIST_ALL_COLUMNS;
     let tenant_width = ids.iter().filter_map(|id| state.conversation(id)).map(|c| c.tenant.width()).max().unwrap_or(0).clamp(6, 20);
     let rows: Vec<Row> = ids.iter().filter_map(|id| state.conversation(id)).map(|c| list_row(c, now, all_columns)).collect();
@@ -238,9 +246,9 @@ fn list_row(c: &Conv, now: OffsetDateTime, all_columns: bool) -> Row<'static> {
     Row::new(cells).style(style)
 }
 
-fn render_transcript(frame: &mut Frame, area: Rect, state: &mut State) {
-    let focused = state.focus() == Focus::Transcript;
-    let Some(conv) = state.selected() else {
+fn render_transcript(frame: &mut Frame, area: Rect, state: &State, view: &mut ViewState) {
+    let focused = view.focus() == Focus::Transcript;
+    let Some(conv) = view.selected(state) else {
         frame.render_widget(
             Paragraph::new(Line::styled("select a conversation (↑/↓, j/k)", DIM)).block(pane(Line::from(" Transcript "), focused)),
             area,
@@ -267,8 +275,8 @@ fn render_transcript(frame: &mut Frame, area: Rect, state: &mut State) {
     }
     let height = inner.height as usize;
     let max_scroll = lines.len().saturating_sub(height);
-    let scroll = state.transcript_scroll.min(max_scroll);
-    state.transcript_scroll = scroll;
+    let scroll = view.transcript_scroll.min(max_scroll);
+    view.transcript_scroll = scroll;
     let start = lines.len().saturating_sub(height + scroll);
     let shown: Vec<Line> = lines.into_iter().skip(start).take(height).collect();
     frame.render_widget(Paragraph::new(shown).block(block), area);
@@ -429,9 +437,9 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
     lines
 }
 
-fn render_footer(frame: &mut Frame, area: Rect, state: &mut State) {
+fn render_footer(frame: &mut Frame, area: Rect, state: &State, view: &ViewState) {
     let key = |k: &'static str| Span::styled(k, Style::new().bold().fg(Color::Cyan));
-    let line = if let Some(input) = state.filter_input() {
+    let line = if let Some(input) = view.filter_input() {
         Line::from(vec![
             key(" / filter: "),
             Span::raw(input.to_string()),
@@ -445,7 +453,7 @@ fn render_footer(frame: &mut Frame, area: Rect, state: &mut State) {
             ("⏎", "open"),
             ("/", "filter"),
             ("p", if state.paused().is_some() { "resume" } else { "pause" }),
-            ("f", if state.following() { "unfollow" } else { "follow" }),
+            ("f", if view.following() { "unfollow" } else { "follow" }),
             ("e", "ended"),
             ("?", "help"),
             ("q", "quit"),
@@ -598,26 +606,52 @@ mod snapshots {
     use ratatui::backend::TestBackend;
 
     use super::*;
-    use crate::tui::state::{Key, Options};
+    use crate::tui::state::Options;
     use crate::tui::testdata::contact_center;
 
+    /// The data and the view state, as the app loop holds them.
+    struct Scene {
+        data: State,
+        view: ViewState,
+    }
+
+    impl Scene {
+        fn new(options: Options) -> Scene {
+            Scene { data: State::new(options), view: ViewState::new() }
+        }
+
+        fn key(&mut self, key: Key) -> Action {
+            crate::tui::handle_key(&mut self.data, &mut self.view, key)
+        }
+
+        fn push(&mut self, event: crate::types::Event) {
+            self.data.push(event);
+        }
+
+        // Brings the view up to date with the data, as a frame does, then reads it.
+        fn selected_id(&mut self) -> Option<String> {
+            self.view.update(&self.data);
+            self.view.selected_id().map(|id| id.to_string())
+        }
+    }
+
     /// 12 conversations, a closed one-second bucket, conv-0009 (transferred) selected.
-    fn scene() -> State {
-        let mut s = State::new(Options { source: "local .serphona-obs/events".into(), ..Options::default() });
+    fn scene() -> Scene {
+        let mut s = Scene::new(Options { source: "local .serphona-obs/events".into(), ..Options::default() });
         let t = Instant::now();
-        s.tick(t);
+        s.data.tick(t);
         for e in contact_center(12) {
             s.push(e);
         }
-        s.tick(t + Duration::from_secs(1));
+        s.data.tick(t + Duration::from_secs(1));
         s.key(Key::Down);
         s.key(Key::Down);
         s
     }
 
-    fn draw(state: &mut State, width: u16, height: u16) -> Terminal<TestBackend> {
+    fn draw(scene: &mut Scene, width: u16, height: u16) -> Terminal<TestBackend> {
         let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
-        terminal.draw(|f| render(f, state)).unwrap();
+        terminal.draw(|f| render(f, &scene.data, &mut scene.view)).unwrap();
         terminal
     }
 
@@ -647,9 +681,9 @@ mod snapshots {
         let mut s = scene();
         s.key(Key::Char('e'));
         s.key(Key::Char('p'));
-        s.add_dropped(1234);
-        s.set_skipped(3);
-        s.set_status(Some("stdin closed".into()));
+        s.data.add_dropped(1234);
+        s.data.set_skipped(3);
+        s.data.set_status(Some("stdin closed".into()));
         insta::assert_snapshot!(draw(&mut s, 160, 48).backend());
     }
 
@@ -699,7 +733,7 @@ mod snapshots {
     #[test]
     fn the_selected_row_stays_in_view_while_many_new_conversations_arrive() {
         let mut s = scene();
-        let selected = s.selected().unwrap().id.to_string();
+        let selected = s.selected_id().unwrap();
         let row_of = |terminal: &Terminal<TestBackend>| {
             let text = format!("{}", terminal.backend());
             text.lines().position(|l| l.contains('▶') && l.contains(selected.as_str()))
@@ -710,13 +744,13 @@ mod snapshots {
             let mut c = crate::tui::testdata::Conv::new(1000 + n, "globex-bank", "billing-bot");
             s.push(c.start(300.0 + n as f64, crate::types::Channel::Chat));
             s.push(c.customer(300.5 + n as f64, "hello", None, 0.0));
-            terminal.draw(|f| render(f, &mut s)).unwrap();
+            terminal.draw(|f| render(f, &s.data, &mut s.view)).unwrap();
             assert_eq!(row_of(&terminal), Some(before), "after {} new conversations\n{}", n + 1, terminal.backend());
         }
-        assert_eq!(s.selected().unwrap().id.to_string(), selected);
+        assert_eq!(s.selected_id().unwrap(), selected);
         // Moving the selection still moves it on screen.
         s.key(Key::Up);
-        terminal.draw(|f| render(f, &mut s)).unwrap();
+        terminal.draw(|f| render(f, &s.data, &mut s.view)).unwrap();
         let text = format!("{}", terminal.backend());
         let moved = text.lines().position(|l| l.contains('▶')).unwrap();
         assert_eq!(moved + 1, before, "{text}");
@@ -726,15 +760,48 @@ mod snapshots {
         for n in 0..20u64 {
             let mut c = crate::tui::testdata::Conv::new(5000 + n, "acme-telco", "support-bot");
             s.push(c.start(600.0 + n as f64, crate::types::Channel::Sms));
-            terminal.draw(|f| render(f, &mut s)).unwrap();
+            terminal.draw(|f| render(f, &s.data, &mut s.view)).unwrap();
         }
         let text = format!("{}", terminal.backend());
         assert_eq!(text.lines().filter(|l| l.starts_with("\"┃") && l.contains("conv-")).count(), 9, "{text}");
     }
 
+    // Issue 13: rendering reads the data and never writes it; the view state it keeps
+    // (offsets, the clamped transcript scroll) settles after one frame.
+    #[test]
+    fn rendering_twice_gives_the_same_frame_and_leaves_the_data_as_it_was() {
+        for (width, height) in [(160, 48), (80, 24)] {
+            let mut s = scene();
+            s.key(Key::Enter);
+            for _ in 0..50 {
+                s.key(Key::Up); // scrolled past the transcript's top: the renderer clamps it
+            }
+            let data_before = format!("{:?}", s.data);
+            let first = draw(&mut s, width, height);
+            let view_after_first = s.view.clone();
+            let second = draw(&mut s, width, height);
+            assert_eq!(first.backend().buffer(), second.backend().buffer(), "{width}x{height}");
+            assert_eq!(s.view, view_after_first, "{width}x{height}");
+            assert_eq!(format!("{:?}", s.data), data_before, "{width}x{height}");
+        }
+    }
+
+    // Issue 13: the same data drawn through two view states shows each one's own selection.
+    #[test]
+    fn two_views_of_the_same_data_keep_their_own_selection() {
+        let s = scene();
+        let mut other = ViewState::new();
+        let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+        terminal.draw(|f| render(f, &s.data, &mut other)).unwrap();
+        assert_eq!(other.selected_index(), Some(0));
+        assert_eq!(s.view.selected_index(), Some(2));
+        assert_eq!(other.selected_id().map(|id| id.to_string()).as_deref(), Some("conv-0011"));
+        assert_eq!(s.view.selected_id().map(|id| id.to_string()).as_deref(), Some("conv-0009"));
+    }
+
     #[test]
     fn waiting_for_conversations_80x24() {
-        let mut s = State::new(Options { source: "clickhouse http://localhost:8123/analytics".into(), ..Options::default() });
+        let mut s = Scene::new(Options { source: "clickhouse http://localhost:8123/analytics".into(), ..Options::default() });
         insta::assert_snapshot!(draw(&mut s, 80, 24).backend());
     }
 }

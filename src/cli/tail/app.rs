@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::TryRecvError;
 use crossterm::event::{self, Event as TermEvent, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
-use serphona_obs::tui::{Action, Key, State, view};
+use serphona_obs::tui::{Action, Key, State, ViewState, handle_key, view};
 
 use super::source::{Feed, Source};
 
@@ -74,6 +74,7 @@ pub fn run(
     crate::cli::hold_diagnostics();
     let _restore = Restore;
     let mut terminal = ratatui::try_init().map_err(|e| anyhow::anyhow!("cannot set up the terminal: {e}"))?;
+    let mut view_state = ViewState::new();
     let mut last_draw: Option<Instant> = None;
     let mut dirty = true;
     let mut source_open = true;
@@ -122,7 +123,7 @@ pub fn run(
         state.tick(Instant::now());
 
         if dirty && last_draw.is_none_or(|t| t.elapsed() >= FRAME) {
-            terminal.draw(|frame| view::render(frame, &mut state))?;
+            terminal.draw(|frame| view::render(frame, &state, &mut view_state))?;
             last_draw = Some(Instant::now());
             dirty = false;
         }
@@ -135,7 +136,7 @@ pub fn run(
                 TermEvent::Key(k) if k.kind != KeyEventKind::Release => {
                     if let Some(k) = key(k) {
                         dirty = true;
-                        if state.key(k) == Action::Quit {
+                        if handle_key(&mut state, &mut view_state, k) == Action::Quit {
                             // In raw mode Ctrl-C is a key, not SIGINT: it still means an
                             // interrupt (exit 130, after the terminal is restored).
                             if k == Key::CtrlC {
