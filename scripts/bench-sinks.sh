@@ -76,12 +76,14 @@ rows = [
     ("event log bytes per event", lambda r: r["written_bytes_per_event"]["event_log"]),
     ("Loki bytes per event", lambda r: r["written_bytes_per_event"]["loki"]),
     ("ClickHouse bytes per event", lambda r: r["written_bytes_per_event"]["clickhouse"]),
+    ("Loki lines delivered, share", lambda r: r["delivered"]["loki"] / r["events"]),
 ]
 print(f"| median of {len(runs['this'])} runs, {runs['this'][0]['events']:,} events each | baseline {sys.argv[2]} | this {sys.argv[3]} | ratio |")
 print("|---|---|---|---|")
 for name, f in rows:
     b, t = med("baseline", f), med("this", f)
-    print(f"| {name} | {b:,.1f} | {t:,.1f} | {t / b:.2f}x |")
+    fmt = "{:,.3f}" if b < 10 else "{:,.1f}"
+    print(f"| {name} | {fmt.format(b)} | {fmt.format(t)} | {t / b:.2f}x |")
 dropped = sum(r["dropped"] for side in runs.values() for r in side)
 print(f"\ndropped in all runs: {dropped}")
 EOF
