@@ -71,7 +71,8 @@ for line in open(sys.argv[1]):
 def med(side, f):
     return statistics.median(f(r) for r in runs[side])
 rows = [
-    ("events per second", lambda r: r["events_per_second"]),
+    ("events accepted per second", lambda r: r["events_per_second"]),
+    ("events delivered to every sink per second", lambda r: min(r["events"], *r["delivered"].values()) / r["seconds"]),
     ("allocated bytes per event", lambda r: r["allocated_bytes_per_event"]),
     ("event log bytes per event", lambda r: r["written_bytes_per_event"]["event_log"]),
     ("Loki bytes per event", lambda r: r["written_bytes_per_event"]["loki"]),
