@@ -2,7 +2,10 @@
 //! `<data_dir>/events/events-000001.jsonl`, a new file when one reaches `max_file_bytes`.
 //!
 //! Files are only appended to (`O_APPEND`, one write per batch of whole lines), never renamed,
-//! so readers (`query`, `tail`) can follow them while they grow.
+//! so readers (`query`, `tail`) can follow them while they grow. Every reader reads them with
+//! [`read::LineReader`], which skips and reports damaged lines instead of failing.
+
+pub mod read;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
