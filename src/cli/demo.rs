@@ -98,7 +98,7 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
     let obs = match Observability::init(config.clone()) {
         // Another demo or service has the default port: the demo still runs, elsewhere.
         Err(Error::Metrics(e)) if !explicit_addr => {
-            tracing::info!("{e}; using a free port instead");
+            tracing::info!("{}; using a free port instead", serphona_obs::ErrorChain(&e));
             config.metrics.listen = "127.0.0.1:0".parse().expect("valid");
             Observability::init(config)?
         }

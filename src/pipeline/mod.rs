@@ -130,7 +130,7 @@ pub trait Processor: Send + 'static {
 #[non_exhaustive]
 pub enum SinkError {
     /// A file operation failed.
-    #[error("{sink}: {context} {}: {source}", path.display())]
+    #[error("{sink}: {context} {}", path.display())]
     Io {
         /// The sink.
         sink: String,
@@ -419,7 +419,7 @@ impl Dispatcher {
         if self.warn[sink].ready() {
             tracing::warn!(
                 sink = %name,
-                error = %error,
+                error = %crate::ErrorChain(error),
                 events,
                 "serphona-obs sink failed (counted in serphona_obs_batches_failed_total; logged at most once a minute)"
             );

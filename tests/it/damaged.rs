@@ -147,3 +147,95 @@ fn lines_of_the_wrong_schema_or_not_json_are_skipped() {
     assert!(err.contains(&format!("skipped 2 damaged lines in {} (first at byte {offset}", segment.display())), "{err}");
     assert!(err.contains("1 invalid_json") && err.contains("1 wrong_schema"), "{err}");
 }
+
+/// `cmd` as an unprivileged user when the tests run as root (root may write anywhere), via
+/// util-linux's `setpriv`.
+fn unprivileged(cmd: &Command) -> Command {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let root = status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    let mut wrapped = if root {
+        let setpriv = crate::support::which("setpriv").expect("setpriv (util-linux) to run the binary as nobody");
+        let mut w = Command::new(setpriv);
+        w.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(cmd.get_program());
+        w
+    } else {
+        Command::new(cmd.get_program())
+    };
+    wrapped.args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    wrapped
+}
+
+/// Issue 14, item 5: "Permission denied (os error 13)" was printed twice (the error's message
+/// held its cause, and the chain printed the cause again).
+#[test]
+fn an_unwritable_data_dir_names_its_cause_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let parent = dir.path().join("locked");
+    std::fs::create_dir(&parent).unwrap();
+    std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o555)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = parent.join("data");
+    let mut cmd = bin();
+    cmd.args(["simulate", "-n", "1", "--metrics-addr", "127.0.0.1:0", "--data-dir"]).arg(&data);
+    cmd.env("SERPHONA_OBS_TRACING_ENABLED", "false");
+    let out = unprivileged(&cmd).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = stderr(&out);
+    assert_eq!(err.matches("os error 13").count(), 1, "{err}");
+    assert!(err.contains(&data.join("events").display().to_string()), "{err}");
+}
+
+/// Issue 14, item 4: a 10,000-character tenant id made 10 KB label values (700 KB of a 780 KB
+/// /metrics), and a NUL byte went into the exposition as it was.
+#[test]
+fn hostile_label_values_are_capped_and_cleaned_and_the_exposition_parses() {
+    use serphona_obs::types::*;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = serphona_obs::Config::default();
+    config.data_dir = dir.path().to_path_buf();
+    config.metrics.listen = "127.0.0.1:0".parse().unwrap();
+    config.tracing.enabled = false;
+    let obs = serphona_obs::Observability::init(config).unwrap();
+    let tenant = format!("{}\0\n\u{1b}[2J名", "t".repeat(10_000));
+    let agent = format!("agent\0{}", "名".repeat(5_000));
+    for i in 0..3 {
+        let conv = obs.start_conversation(ConversationStart::new(tenant.as_str(), agent.as_str(), format!("c{i}"), Channel::Voice));
+        conv.track_interaction(Interaction::customer("hi").sentiment(0.2));
+        conv.track_interaction(Interaction::agent("hello"));
+        conv.end(ConversationEnd::new(Resolution::Resolved).rating(4));
+    }
+    obs.record_http_request("GET\0", &"/x".repeat(5_000), 200, Duration::from_millis(3));
+    let addr = obs.metrics_addr().unwrap();
+    let body = reqwest::blocking::get(format!("http://{addr}/metrics")).unwrap().bytes().unwrap();
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    assert!(text.len() < 100_000, "/metrics is {} bytes", text.len());
+    assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "a control character in /metrics");
+    for line in text.lines().filter(|l| l.starts_with("conversation_total{")) {
+        let value = line.split("tenant_id=\"").nth(1).unwrap().split('"').next().unwrap();
+        assert_eq!(value.len(), serphona_obs::metrics::MAX_LABEL_VALUE_BYTES, "{line}");
+    }
+    assert!(text.contains("agent_id=\"agent名"), "the agent id loses its NUL and is cut on a character boundary");
+
+    // Prometheus' own parser reads it (promtool check metrics: exit 1 is a parse failure;
+    // lint findings about naming are not what this test is about).
+    let promtool = crate::support::which("promtool").expect("promtool (Debian package prometheus; scripts/test.sh installs it)");
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!report.contains("parsing error") && !report.contains("error while linting"), "{report}");
+    obs.shutdown(Duration::from_secs(5)).unwrap();
+}

@@ -200,11 +200,11 @@ fn local(ctx: Ctx, data_dir: PathBuf) {
             Err(e) => {
                 // Without --follow nothing would come of retrying: the read fails and tail ends.
                 if !ctx.follow {
-                    ctx.send(Feed::Failed(e.to_string()));
+                    ctx.send(Feed::Failed(serphona_obs::ErrorChain(&e).to_string()));
                     return;
                 }
                 failing = true;
-                if !ctx.send(Feed::Status(Some(format!("{e}; retrying")))) {
+                if !ctx.send(Feed::Status(Some(format!("{}; retrying", serphona_obs::ErrorChain(&e))))) {
                     return;
                 }
             }

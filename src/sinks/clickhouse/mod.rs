@@ -231,7 +231,7 @@ impl Inserts {
                 Err(e) => {
                     // Another process replayed it meanwhile, or it is damaged.
                     if entry.path.exists() {
-                        tracing::error!(error = %e, "serphona-obs: an unreadable spool file was moved aside as *.bad");
+                        tracing::error!(error = %crate::ErrorChain(&e), "serphona-obs: an unreadable spool file was moved aside as *.bad");
                         let _ = self.spool.quarantine(&entry.path);
                         self.metrics.spool_dropped().inc();
                     }
@@ -280,7 +280,7 @@ impl Inserts {
             }
             Err(e) => {
                 self.metrics.spool_dropped().inc_by(batch.events.len() as u64);
-                tracing::error!(error = %e, events = batch.events.len(), "serphona-obs: cannot spool a ClickHouse batch; it is lost");
+                tracing::error!(error = %crate::ErrorChain(&e), events = batch.events.len(), "serphona-obs: cannot spool a ClickHouse batch; it is lost");
                 self.refresh_spool_gauge();
             }
         }
@@ -369,7 +369,7 @@ impl Inserts {
             "serphona-obs: ClickHouse rejected a row for good; it is not retried (kept in the spool's rejected.jsonl)"
         );
         if let Err(e) = self.spool.reject(event) {
-            tracing::error!(error = %e, "serphona-obs: cannot keep a rejected row");
+            tracing::error!(error = %crate::ErrorChain(&e), "serphona-obs: cannot keep a rejected row");
         }
     }
 

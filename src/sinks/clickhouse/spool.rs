@@ -30,13 +30,13 @@ struct Header {
 
 /// A spool operation failed.
 #[derive(Debug, thiserror::Error)]
-#[error("spool {}: {context}: {source}", path.display())]
+#[error("spool {}: {context}", path.display())]
 pub struct SpoolError {
     /// The file or folder.
     pub path: PathBuf,
     /// What was being done.
     pub context: &'static str,
-    /// Why.
+    /// Why (the error's source, not repeated in its message).
     pub source: std::io::Error,
 }
 
