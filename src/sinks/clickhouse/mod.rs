@@ -226,18 +226,40 @@ impl Inserts {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
-            let batch = match self.spool.read(&entry.path) {
-                Ok(b) => b,
+            let read = match self.spool.read(&entry.path) {
+                Ok(read) => read,
                 Err(e) => {
-                    // Another process replayed it meanwhile, or it is damaged.
+                    // Another process replayed it meanwhile, or it cannot be read at all.
                     if entry.path.exists() {
                         tracing::error!(error = %crate::ErrorChain(&e), "serphona-obs: an unreadable spool file was moved aside as *.bad");
                         let _ = self.spool.quarantine(&entry.path);
-                        self.metrics.spool_dropped().inc();
                     }
                     continue;
                 }
             };
+            let batch = read.batch;
+            if read.damaged_lines > 0 {
+                // The damaged file is kept aside as it is; its good events are spooled again
+                // under the same batch id, so the loss is counted once.
+                self.metrics.spool_dropped().inc_by(read.lost_events);
+                let kept = self.spool.quarantine(&entry.path);
+                tracing::error!(
+                    file = %entry.path.display(),
+                    damaged_lines = read.damaged_lines,
+                    lost_events = read.lost_events,
+                    events = batch.events.len(),
+                    "serphona-obs: a spool file has damaged lines; their events are lost (counted in \
+                     serphona_obs_spool_dropped_events_total), the others are delivered; the file is kept as *.bad"
+                );
+                if kept.is_err() || batch.events.is_empty() {
+                    continue;
+                }
+                if let Err(e) = self.spool.push(&batch) {
+                    self.metrics.spool_dropped().inc_by(batch.events.len() as u64);
+                    tracing::error!(error = %crate::ErrorChain(&e), "serphona-obs: cannot spool a ClickHouse batch; it is lost");
+                    continue;
+                }
+            }
             let effort = match deadline {
                 Some(d) => Effort::Until(d),
                 None => Effort::Once,
