@@ -123,6 +123,12 @@ impl SinkMetrics {
         self.all.spool_dropped.with_label_values(&[&self.name])
     }
 
+    /// `serphona_obs_sink_write_errors_total{sink,kind}`: failed writes by kind (`disk_full`,
+    /// `io`, `other`).
+    pub fn write_error(&self, kind: &str) -> IntCounter {
+        self.all.write_errors.with_label_values(&[&self.name, kind])
+    }
+
     /// `serphona_obs_rows_rejected_total{sink,table,code}`.
     pub fn rejected(&self, table: &str, code: &str) -> IntCounter {
         self.all.rows_rejected.with_label_values(&[&self.name, table, code])
@@ -182,6 +188,8 @@ pub struct SelfMetrics {
     pub events_spooled: IntCounterVec,
     /// Events dropped from the full disk spool (or unreadable there), by sink.
     pub spool_dropped: IntCounterVec,
+    /// Failed writes (a batch to a sink, a batch to a spool), by sink and kind.
+    pub write_errors: IntCounterVec,
 }
 
 impl SelfMetrics {
@@ -267,7 +275,16 @@ impl SelfMetrics {
                 ),
                 &["sink"],
             )?,
+            write_errors: IntCounterVec::new(
+                Opts::new(
+                    "serphona_obs_sink_write_errors_total",
+                    "Failed writes of a sink (a batch to the event log, a batch to a spool), by sink and kind: \
+                     disk_full (no space, file too large, quota), io, other.",
+                ),
+                &["sink", "kind"],
+            )?,
         };
+        registry.register(Box::new(m.write_errors.clone()))?;
         registry.register(Box::new(m.events_accepted.clone()))?;
         registry.register(Box::new(m.events_delivered.clone()))?;
         registry.register(Box::new(m.export_retries.clone()))?;

@@ -239,3 +239,52 @@ fn hostile_label_values_are_capped_and_cleaned_and_the_exposition_parses() {
     assert!(!report.contains("parsing error") && !report.contains("error while linting"), "{report}");
     obs.shutdown(Duration::from_secs(5)).unwrap();
 }
+
+/// The binary under `ulimit -f KB` with SIGXFSZ ignored, so writes past the limit fail with
+/// EFBIG as on a full disk.
+fn with_file_size_limit(kb: u64, args: &[&str]) -> Command {
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c").arg(format!("trap '' XFSZ; ulimit -f {kb}; exec \"$0\" \"$@\"")).arg(env!("CARGO_BIN_EXE_serphona-obs")).args(args);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("SERPHONA_OBS_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env_remove("RUST_LOG").env("SERPHONA_OBS_TRACING_ENABLED", "false");
+    cmd
+}
+
+/// Issue 14, item 3: a full disk lost a dispatch batch of 1,024 events from the event log
+/// (and with ClickHouse down, all of them), and `simulate` exited 0 with a success summary.
+#[test]
+fn a_full_disk_is_counted_reported_once_and_fails_simulate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let down = format!("http://{}", crate::support::free_addr());
+    let cmd = {
+        let mut c = with_file_size_limit(256, &["simulate", "-n", "300", "-o", "json", "--metrics-addr", "127.0.0.1:0", "--data-dir", d]);
+        c.env("SERPHONA_OBS_CLICKHOUSE_ENABLED", "true").env("SERPHONA_OBS_CLICKHOUSE_ENDPOINT", &down);
+        c.env("SERPHONA_OBS_PIPELINE_SHUTDOWN_TIMEOUT", "2s");
+        c
+    };
+    let out = run_within(cmd, Duration::from_secs(120));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    let events = summary["events"].as_u64().unwrap();
+    let lost_log = summary["events_lost_event_log"].as_u64().unwrap();
+    let lost_spool = summary["events_lost_spool"].as_u64().unwrap();
+    assert!(lost_log > 0 && lost_spool > 0, "{summary}");
+    assert_eq!(summary["events_lost"].as_u64().unwrap(), lost_log + lost_spool);
+    // What the event log holds and what it lost add up to every event.
+    let written: usize = serphona_obs::sinks::event_log::list_segments(&dir.path().join("events"))
+        .unwrap()
+        .iter()
+        .map(|(_, p)| line_count(p))
+        .sum();
+    assert_eq!(written as u64 + lost_log, events, "{summary}");
+    let err = stderr(&out);
+    assert!(err.contains(&format!("error: {} events were lost", lost_log + lost_spool)), "{err}");
+    assert_eq!(err.matches("serphona-obs sink failed").count(), 1, "one error line for the event log, not one per batch:\n{err}");
+    assert!(err.matches("cannot spool a ClickHouse batch").count() <= 1, "{err}");
+    assert!(err.contains("File too large"), "{err}");
+}

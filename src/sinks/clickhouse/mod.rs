@@ -79,6 +79,7 @@ impl ClickHouseSink {
             down: None,
             backoff: Backoff::new(MIN_BACKOFF, MAX_BACKOFF),
             warn: WarnEvery::new(WARN_EVERY),
+            spool_warn: WarnEvery::new(WARN_EVERY),
         };
         delivery.refresh_spool_gauge();
         // Replay what a previous process left, as soon as we start.
@@ -136,6 +137,8 @@ struct Inserts {
     down: Option<Instant>,
     backoff: Backoff,
     warn: WarnEvery,
+    /// Spool write failures, logged at most once a minute.
+    spool_warn: WarnEvery,
 }
 
 /// How hard to try one batch.
@@ -302,7 +305,16 @@ impl Inserts {
             }
             Err(e) => {
                 self.metrics.spool_dropped().inc_by(batch.events.len() as u64);
-                tracing::error!(error = %crate::ErrorChain(&e), events = batch.events.len(), "serphona-obs: cannot spool a ClickHouse batch; it is lost");
+                self.metrics.write_error(crate::pipeline::io_error_kind(&e.source)).inc();
+                // One line, not one per batch: a full disk fails every batch alike.
+                if self.spool_warn.ready() {
+                    tracing::error!(
+                        error = %crate::ErrorChain(&e),
+                        events = batch.events.len(),
+                        "serphona-obs: cannot spool a ClickHouse batch; it is lost (counted in \
+                         serphona_obs_spool_dropped_events_total; logged at most once a minute)"
+                    );
+                }
                 self.refresh_spool_gauge();
             }
         }
