@@ -8,6 +8,7 @@ mod clickhouse;
 mod completions;
 mod damaged;
 mod dashboards;
+mod doctor;
 mod loki;
 mod library;
 mod middleware;

@@ -92,7 +92,7 @@ pub struct Spool {
 impl Spool {
     /// Opens (creating) the spool folder.
     pub fn open(dir: PathBuf, max_bytes: u64) -> Result<Spool, SpoolError> {
-        std::fs::create_dir_all(&dir).map_err(|source| SpoolError { path: dir.clone(), context: "create", source })?;
+        crate::sinks::event_log::create_private_dir(&dir).map_err(|source| SpoolError { path: dir.clone(), context: "create", source })?;
         Ok(Spool { dir, max_bytes })
     }
 
@@ -153,7 +153,7 @@ impl Spool {
         let path = self.dir.join(format!("batch-{}.jsonl", batch.id));
         let tmp = self.dir.join(format!(".tmp-{}", batch.id));
         let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
+            let mut f = crate::sinks::event_log::private_file().write(true).create(true).truncate(true).open(&tmp)?;
             f.write_all(&buf)?;
             f.sync_data()?;
             std::fs::rename(&tmp, &path)
@@ -168,25 +168,7 @@ impl Spool {
     /// Reads a spooled batch back, line by line: a damaged line loses only its event
     /// ([`SpoolRead::lost_events`]). An error only when the file cannot be read at all.
     pub fn read(&self, path: &Path) -> Result<SpoolRead, SpoolError> {
-        let bytes = std::fs::read(path).map_err(|source| SpoolError { path: path.to_path_buf(), context: "read", source })?;
-        let header_end = bytes.iter().position(|&b| b == b'\n').map_or(bytes.len(), |p| p + 1);
-        let header: Option<Header> = serde_json::from_slice(&bytes[..header_end]).ok();
-        let mut damaged_lines = u64::from(header.is_none());
-        let mut events = Vec::new();
-        let mut reader = LineReader::new(&bytes[header_end..], header_end as u64);
-        loop {
-            match reader.next(AtEnd::Torn).map_err(|source| SpoolError { path: path.to_path_buf(), context: "read", source })? {
-                Next::Event(event) => events.push(SharedEvent::new(event)),
-                Next::Damaged(_) => damaged_lines += 1,
-                Next::End => break,
-            }
-        }
-        let lost_events = match &header {
-            Some(h) => (h.events as u64).saturating_sub(events.len() as u64),
-            None => damaged_lines - 1,
-        };
-        let id = header.map(|h| h.batch_id).or_else(|| batch_id_of(path)).unwrap_or_else(Uuid::now_v7);
-        Ok(SpoolRead { batch: SealedBatch { id, events }, damaged_lines, lost_events })
+        read_file(path)
     }
 
     /// Removes a delivered batch (already gone is fine: another process replayed it).
@@ -213,13 +195,36 @@ impl Spool {
         if event.write_json_line(&mut line).is_err() {
             return Ok(());
         }
-        let mut f = std::fs::OpenOptions::new()
+        let mut f = crate::sinks::event_log::private_file()
             .create(true)
             .append(true)
             .open(&path)
             .map_err(|source| SpoolError { path: path.clone(), context: "open", source })?;
         f.write_all(&line).map_err(|source| SpoolError { path, context: "append", source })
     }
+}
+
+/// Reads a spool file back (see [`Spool::read`]); `doctor` reads with it too.
+pub fn read_file(path: &Path) -> Result<SpoolRead, SpoolError> {
+    let bytes = std::fs::read(path).map_err(|source| SpoolError { path: path.to_path_buf(), context: "read", source })?;
+    let header_end = bytes.iter().position(|&b| b == b'\n').map_or(bytes.len(), |p| p + 1);
+    let header: Option<Header> = serde_json::from_slice(&bytes[..header_end]).ok();
+    let mut damaged_lines = u64::from(header.is_none());
+    let mut events = Vec::new();
+    let mut reader = LineReader::new(&bytes[header_end..], header_end as u64);
+    loop {
+        match reader.next(AtEnd::Torn).map_err(|source| SpoolError { path: path.to_path_buf(), context: "read", source })? {
+            Next::Event(event) => events.push(SharedEvent::new(event)),
+            Next::Damaged(_) => damaged_lines += 1,
+            Next::End => break,
+        }
+    }
+    let lost_events = match &header {
+        Some(h) => (h.events as u64).saturating_sub(events.len() as u64),
+        None => damaged_lines - 1,
+    };
+    let id = header.map(|h| h.batch_id).or_else(|| batch_id_of(path)).unwrap_or_else(Uuid::now_v7);
+    Ok(SpoolRead { batch: SealedBatch { id, events }, damaged_lines, lost_events })
 }
 
 /// The batch id in a spool file's name (`batch-<id>.jsonl`).
