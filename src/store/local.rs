@@ -160,7 +160,7 @@ impl LocalStore {
                         let hit = from + at;
                         let start = window[..hit].rfind('\n').map_or(0, |p| p + 1);
                         let end = window[hit..].find('\n').map_or(window.len(), |p| hit + p);
-                        take(window_at + start, window[start..end].as_bytes(), out);
+                        take(window_at + start, &window.as_bytes()[start..end], out);
                         from = (end + 1).min(window.len());
                     }
                 }

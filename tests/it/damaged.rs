@@ -195,6 +195,7 @@ fn an_unwritable_data_dir_names_its_cause_once() {
 /// Issue 14, item 4: a 10,000-character tenant id made 10 KB label values (700 KB of a 780 KB
 /// /metrics), and a NUL byte went into the exposition as it was.
 #[test]
+#[allow(clippy::field_reassign_with_default)] // the way the crate docs show it
 fn hostile_label_values_are_capped_and_cleaned_and_the_exposition_parses() {
     use serphona_obs::types::*;
     let dir = tempfile::tempdir().unwrap();

@@ -87,6 +87,8 @@ pub enum AtEnd {
 
 /// What [`LineReader::next`] found.
 #[derive(Debug)]
+// Events are the common case: boxing them would add an allocation per line.
+#[allow(clippy::large_enum_variant)]
 pub enum Next {
     /// An event.
     Event(Event),
