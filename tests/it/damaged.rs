@@ -289,3 +289,53 @@ fn a_full_disk_is_counted_reported_once_and_fails_simulate() {
     assert!(err.matches("cannot spool a ClickHouse batch").count() <= 1, "{err}");
     assert!(err.contains("File too large"), "{err}");
 }
+
+/// Issue 14, item 2: a damaged spool file lost its whole batch and counted 1. Now the replay
+/// delivers its good events to the real ClickHouse engine, counts the lost ones, and keeps the
+/// file as `*.bad`.
+#[test]
+fn a_damaged_spool_file_delivers_its_good_events_and_counts_the_lost_ones() {
+    let ch = crate::support::clickhouse::ClickHouse::start();
+    let db = ch.fresh_database();
+    let (dir, segment) = simulated(2);
+    ch.apply_schema(&db, dir.path());
+    let text_of = std::fs::read_to_string(&segment).unwrap();
+    let lines: Vec<&str> = text_of.lines().take(5).collect();
+    let ids: Vec<String> =
+        lines.iter().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event_id"].as_str().unwrap().to_string()).collect();
+    let batch_id = "01937a2c-0000-7000-8000-0000000000aa";
+    let mut file = format!("{{\"batch_id\":\"{batch_id}\",\"events\":5}}\n").into_bytes();
+    file.extend_from_slice(format!("{}\n{}\n", lines[0], lines[1]).as_bytes());
+    // The third event cut inside a character, the fifth torn at the end.
+    let third = lines[2].as_bytes();
+    let cut = lines[2].find("\"content\"").unwrap() + 14;
+    file.extend_from_slice(&[&third[..cut], "名".as_bytes().split_at(1).0, b"\n"].concat());
+    file.extend_from_slice(format!("{}\n", lines[3]).as_bytes());
+    file.extend_from_slice(&lines[4].as_bytes()[..lines[4].len() / 2]);
+    let spool_dir = serphona_obs::sinks::clickhouse::spool::spool_dir(dir.path());
+    std::fs::create_dir_all(&spool_dir).unwrap();
+    let path = spool_dir.join(format!("batch-{batch_id}.jsonl"));
+    std::fs::write(&path, &file).unwrap();
+
+    // Any start of the library on this data dir replays the spool.
+    let out = ch
+        .cli(&db, dir.path())
+        .env("SERPHONA_OBS_CLICKHOUSE_ENABLED", "true")
+        .args(["simulate", "-n", "1", "-o", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "lost events fail the run: {}", text(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["events_lost_spool"], 2, "{summary}");
+    assert!(stderr(&out).contains("a spool file has damaged lines"), "{}", text(&out));
+    let delivered: Vec<String> = ch
+        .query(&format!("SELECT toString(event_id) FROM {db}.events WHERE event_id IN ('{}') ORDER BY event_id", ids.join("','")))
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let mut want = vec![ids[0].clone(), ids[1].clone(), ids[3].clone()];
+    want.sort();
+    assert_eq!(delivered, want);
+    assert!(!path.exists());
+    assert!(spool_dir.join(format!("batch-{batch_id}.jsonl.bad")).exists(), "the damaged file is kept");
+}
