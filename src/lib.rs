@@ -67,7 +67,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 pub use config::Config;
-pub use observability::{Conversation, Error, Observability, ObservabilityBuilder};
+pub use observability::{Conversation, Error, ErrorChain, Observability, ObservabilityBuilder};
 
 static GLOBAL: OnceLock<Observability> = OnceLock::new();
 

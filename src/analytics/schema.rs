@@ -39,7 +39,7 @@ pub const MIGRATIONS_TABLE: &str = "schema_migrations";
 #[non_exhaustive]
 pub enum SchemaError {
     /// A migrations folder or file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Io {
         /// The file or folder.
         path: PathBuf,

@@ -98,7 +98,7 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
     let obs = match Observability::init(config.clone()) {
         // Another demo or service has the default port: the demo still runs, elsewhere.
         Err(Error::Metrics(e)) if !explicit_addr => {
-            tracing::info!("{e}; using a free port instead");
+            tracing::info!("{}; using a free port instead", serphona_obs::ErrorChain(&e));
             config.metrics.listen = "127.0.0.1:0".parse().expect("valid");
             Observability::init(config)?
         }
@@ -127,6 +127,7 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
         tracing::warn!("{dropped} events were dropped before the event log (queue full); the summary undercounts");
     }
 
+    let lost = super::shutdown::lost(&obs);
     let store = LocalStore::open(&data_dir);
     let filter = ConversationFilter {
         metadata: vec![(RUN_METADATA_KEY.to_string(), report.run_id.clone())],
@@ -154,6 +155,8 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
                     "total": total.first(),
                     "event_log": serphona_obs::sinks::event_log::event_log_dir(&data_dir),
                     "metrics_url": metrics_url,
+                    "events_lost": lost.total(),
+                    "damaged_lines": store.skipped_lines(),
                 }),
             )?;
             writeln!(out)?;
@@ -163,6 +166,9 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
             writeln!(out, "{}", summary_table(&rows))?;
             let types: Vec<String> = report.events_by_type.iter().map(|(t, n)| format!("{t} {n}")).collect();
             writeln!(out, "{} events: {}", report.events, types.join(", "))?;
+            if let Some(message) = lost.message() {
+                writeln!(out, "error: {message}; the summary undercounts")?;
+            }
         }
     }
     out.flush()?;
@@ -175,7 +181,14 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
         );
         trickle(&obs, &args, Duration::from_secs(args.keep_serving))?;
     }
-    super::shutdown::shutdown(&obs, ctx.interactive)?;
+    for file in store.damage().files() {
+        tracing::warn!("{file}");
+    }
+    let delivered = super::shutdown::shutdown(&obs, ctx.interactive)?;
+    if let Some(message) = delivered.lost.message() {
+        eprintln!("error: {message}");
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -6,6 +6,7 @@ mod completions;
 mod config;
 mod dashboards;
 mod demo;
+mod doctor;
 mod output;
 mod query;
 mod schema;
@@ -78,6 +79,9 @@ enum Command {
     Config(config::Command),
     /// Shell completion script.
     Completions(completions::Args),
+    /// Check the data dir: damaged lines in the event log and the spools, pending spooled
+    /// events, checkpoint files, file modes. Exit 1 on damage.
+    Doctor(doctor::Args),
 }
 
 /// A usage or configuration error: exit code 2.
@@ -216,6 +220,7 @@ fn run(cli: Cli, config_from_env: bool) -> anyhow::Result<ExitCode> {
         Command::Dashboards(command) => dashboards::run(ctx, command),
         Command::Tail(args) => tail::run(ctx, args),
         Command::Query(command) => query::run(ctx, command),
+        Command::Doctor(args) => doctor::run(ctx, args),
     }
 }
 

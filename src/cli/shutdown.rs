@@ -19,6 +19,53 @@ pub struct Delivered {
     /// Events of this run the ClickHouse sink put in its disk spool, when the spool is not empty
     /// at the end (they are sent on the next start); else 0.
     pub spooled: u64,
+    /// Events lost on the way to disk.
+    pub lost: Lost,
+}
+
+/// Events of this run that were lost on the way to disk (issue 14, item 3: a full disk lost
+/// them while `simulate` printed a success summary and exited 0).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lost {
+    /// Events the local event log could not write (`serphona_obs_sink_events_failed_total{sink="event_log"}`).
+    pub event_log: u64,
+    /// Events the ClickHouse spool could not keep (`serphona_obs_spool_dropped_events_total{sink="clickhouse"}`).
+    pub spool: u64,
+}
+
+impl Lost {
+    /// All of them.
+    pub fn total(&self) -> u64 {
+        self.event_log + self.spool
+    }
+
+    /// `N events were lost: …`, or `None` when none were.
+    pub fn message(&self) -> Option<String> {
+        if self.total() == 0 {
+            return None;
+        }
+        let mut parts = Vec::new();
+        if self.event_log > 0 {
+            parts.push(format!("{} not written to the event log", self.event_log));
+        }
+        if self.spool > 0 {
+            parts.push(format!("{} not kept in the ClickHouse spool", self.spool));
+        }
+        Some(format!(
+            "{} events were lost ({}); see the error above (a full disk?) and serphona_obs_sink_write_errors_total",
+            self.total(),
+            parts.join(", ")
+        ))
+    }
+}
+
+/// What was lost so far (see [`Lost`]).
+pub fn lost(obs: &Observability) -> Lost {
+    let pipeline = &obs.metrics().pipeline;
+    Lost {
+        event_log: pipeline.events_failed.with_label_values(&["event_log"]).get(),
+        spool: pipeline.spool_dropped.with_label_values(&[serphona_obs::sinks::clickhouse::SINK_NAME]).get(),
+    }
 }
 
 /// The destinations the shutdown may wait for, in words.
@@ -96,7 +143,7 @@ pub fn shutdown(obs: &Observability, interactive: bool) -> anyhow::Result<Delive
             }
         }
     });
-    let delivered = Delivered { elapsed: start.elapsed(), spooled: spooled(obs) };
+    let delivered = Delivered { elapsed: start.elapsed(), spooled: spooled(obs), lost: lost(obs) };
     if delivered.spooled > 0 {
         tracing::warn!(
             "ClickHouse at {} did not take {} events of this run by the deadline ({}, pipeline.shutdown_timeout): they are in the spool {} and are sent on the next start",

@@ -109,6 +109,9 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
                     "by_resolution": by_resolution,
                     "events_dropped": dropped,
                     "events_spooled": delivered.spooled,
+                    "events_lost": delivered.lost.total(),
+                    "events_lost_event_log": delivered.lost.event_log,
+                    "events_lost_spool": delivered.lost.spool,
                     "elapsed_seconds": elapsed.as_secs_f64(),
                     "simulation_seconds": report.elapsed.as_secs_f64(),
                     "shutdown_seconds": delivered.elapsed.as_secs_f64(),
@@ -136,6 +139,9 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
             if dropped > 0 {
                 writeln!(out, "warning: {dropped} events were dropped because the queue was full")?;
             }
+            if let Some(message) = delivered.lost.message() {
+                writeln!(out, "error: {message}")?;
+            }
             if delivered.spooled > 0 {
                 writeln!(
                     out,
@@ -145,6 +151,13 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
                 )?;
             }
         }
+    }
+    if let Some(message) = delivered.lost.message() {
+        // The summary says it on stdout; the error goes to stderr as well, and the exit code
+        // says the run did not record everything.
+        drop(out);
+        eprintln!("error: {message}");
+        return Ok(ExitCode::FAILURE);
     }
     Ok(if report.interrupted { ExitCode::from(super::EXIT_INTERRUPTED) } else { ExitCode::SUCCESS })
 }

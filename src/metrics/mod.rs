@@ -20,6 +20,28 @@ use crate::types::{Channel, Resolution};
 /// The value unbounded labels take past the cap.
 pub const OVERFLOW_LABEL: &str = "other";
 
+/// The longest label value, in bytes: longer values are cut (on a character boundary) by
+/// [`label_value`].
+pub const MAX_LABEL_VALUE_BYTES: usize = 128;
+
+/// A label value as the metrics record it: control characters (NUL, newlines, escapes…)
+/// removed and cut to at most [`MAX_LABEL_VALUE_BYTES`] bytes on a character boundary. Every
+/// free-text label value of the series methods passes here (issue 14: a 10,000-character
+/// tenant id made 10 KB label values, and a NUL byte went into the exposition as it was).
+pub fn label_value(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.len() <= MAX_LABEL_VALUE_BYTES && !value.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(MAX_LABEL_VALUE_BYTES);
+    for c in value.chars().filter(|c| !c.is_control()) {
+        if out.len() + c.len_utf8() > MAX_LABEL_VALUE_BYTES {
+            break;
+        }
+        out.push(c);
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// The conversation metrics' names, exactly (a contract: dashboards and alerts use them).
 pub const SEED_METRICS: [&str; 11] = [
     "conversation_total",
@@ -43,7 +65,7 @@ pub enum MetricsError {
     #[error("cannot register metric: {0}")]
     Register(#[from] prometheus::Error),
     /// The `/metrics` endpoint could not listen.
-    #[error("cannot serve /metrics on {addr}: {source} (set metrics.listen or SERPHONA_OBS_METRICS_LISTEN to a free address, e.g. 127.0.0.1:0)")]
+    #[error("cannot serve /metrics on {addr} (set metrics.listen or SERPHONA_OBS_METRICS_LISTEN to a free address, e.g. 127.0.0.1:0)")]
     Bind {
         /// The configured address.
         addr: std::net::SocketAddr,
@@ -99,6 +121,12 @@ impl SinkMetrics {
     /// unreadable, unwritable).
     pub fn spool_dropped(&self) -> IntCounter {
         self.all.spool_dropped.with_label_values(&[&self.name])
+    }
+
+    /// `serphona_obs_sink_write_errors_total{sink,kind}`: failed writes by kind (`disk_full`,
+    /// `io`, `other`).
+    pub fn write_error(&self, kind: &str) -> IntCounter {
+        self.all.write_errors.with_label_values(&[&self.name, kind])
     }
 
     /// `serphona_obs_rows_rejected_total{sink,table,code}`.
@@ -160,6 +188,8 @@ pub struct SelfMetrics {
     pub events_spooled: IntCounterVec,
     /// Events dropped from the full disk spool (or unreadable there), by sink.
     pub spool_dropped: IntCounterVec,
+    /// Failed writes (a batch to a sink, a batch to a spool), by sink and kind.
+    pub write_errors: IntCounterVec,
 }
 
 impl SelfMetrics {
@@ -245,7 +275,16 @@ impl SelfMetrics {
                 ),
                 &["sink"],
             )?,
+            write_errors: IntCounterVec::new(
+                Opts::new(
+                    "serphona_obs_sink_write_errors_total",
+                    "Failed writes of a sink (a batch to the event log, a batch to a spool), by sink and kind: \
+                     disk_full (no space, file too large, quota), io, other.",
+                ),
+                &["sink", "kind"],
+            )?,
         };
+        registry.register(Box::new(m.write_errors.clone()))?;
         registry.register(Box::new(m.events_accepted.clone()))?;
         registry.register(Box::new(m.events_delivered.clone()))?;
         registry.register(Box::new(m.export_retries.clone()))?;
@@ -282,6 +321,7 @@ impl LabelCap {
     }
 
     fn get(&self, value: &str, overflow: &IntCounterVec) -> Arc<str> {
+        let value = &*label_value(value);
         let mut seen = self.seen.lock().expect("label cap lock");
         if let Some(v) = seen.get(value) {
             return v.clone();
@@ -539,12 +579,12 @@ impl Metrics {
 
     /// `serphona_obs_voice_latency_seconds{tenant_id,part}`.
     pub fn voice_latency_part(&self, tenant: &str, part: &str, seconds: f64) {
-        self.voice_latency.with_label_values(&[tenant, part]).observe(seconds);
+        self.voice_latency.with_label_values(&[tenant, &label_value(part)]).observe(seconds);
     }
 
     /// `error_rate{service,error_type}`.
     pub fn error(&self, service: &str, error_type: &str) {
-        self.error_rate.with_label_values(&[service, &self.error_type_label(error_type)]).inc();
+        self.error_rate.with_label_values(&[&*label_value(service), &*self.error_type_label(error_type)]).inc();
     }
 
     /// `serphona_obs_compliance_violations_total{tenant_id,policy,severity}`; a severity other
@@ -559,7 +599,9 @@ impl Metrics {
 
     /// `http_request_duration_seconds{method,path,status}`.
     pub fn http_request(&self, method: &str, route: &str, status: &str, seconds: f64) {
-        self.http_request_duration.with_label_values(&[method, route, status]).observe(seconds);
+        self.http_request_duration
+            .with_label_values(&[&label_value(method), &label_value(route), &label_value(status)])
+            .observe(seconds);
     }
 
     /// Records an ended conversation's resolution and refreshes the tenant/agent's rates.
@@ -607,6 +649,18 @@ mod tests {
         assert_eq!(m.pipeline.label_overflow.with_label_values(&["tenant_id"]).get(), 2);
         // Agents have their own cap.
         assert_eq!(&*m.agent_label("c"), "c");
+    }
+
+    #[test]
+    fn label_values_are_cut_on_a_character_boundary_and_lose_control_characters() {
+        assert_eq!(label_value("t1"), "t1");
+        assert_eq!(label_value("a\0b\nc\u{1b}[31m"), "abc[31m");
+        let long = "名".repeat(100); // 300 bytes
+        let cut = label_value(&long);
+        assert_eq!(cut.len(), 126);
+        assert!(cut.chars().all(|c| c == '名'));
+        let m = Metrics::new(10).unwrap();
+        assert_eq!(m.tenant_label(&"x".repeat(10_000)).len(), MAX_LABEL_VALUE_BYTES);
     }
 
     #[test]

@@ -4,6 +4,30 @@ use crate::metrics::MetricsError;
 use crate::pipeline::{PipelineError, SinkError};
 use crate::trace::TraceError;
 
+/// An error and its causes on one line, `error: cause: cause`, each cause once (a cause whose
+/// text the line already holds is not repeated). For logs: `error = %ErrorChain(&e)`.
+///
+/// The crate's errors follow one rule: a cause is the error's [`source`](std::error::Error::source)
+/// and is not repeated in its message, so `{:#}` of an `anyhow::Error` and this print each
+/// cause once (issue 14: "Permission denied (os error 13)" was printed twice).
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'a));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut line = self.0.to_string();
+        let mut cause = self.0.source();
+        while let Some(c) = cause {
+            let text = c.to_string();
+            if !line.contains(&text) {
+                line.push_str(": ");
+                line.push_str(&text);
+            }
+            cause = c.source();
+        }
+        f.write_str(&line)
+    }
+}
+
 /// What can go wrong setting up or using the library.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

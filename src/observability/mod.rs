@@ -11,7 +11,7 @@ mod error;
 
 pub use builder::ObservabilityBuilder;
 pub use conversation::Conversation;
-pub use error::Error;
+pub use error::{Error, ErrorChain};
 
 use conversation::{ConvInner, ConvSeries, ConvState};
 

@@ -130,7 +130,7 @@ pub trait Processor: Send + 'static {
 #[non_exhaustive]
 pub enum SinkError {
     /// A file operation failed.
-    #[error("{sink}: {context} {}: {source}", path.display())]
+    #[error("{sink}: {context} {}", path.display())]
     Io {
         /// The sink.
         sink: String,
@@ -149,6 +149,23 @@ pub enum SinkError {
         /// What happened.
         message: String,
     },
+}
+
+impl SinkError {
+    /// What kind of failure, as the `kind` label of `serphona_obs_sink_write_errors_total`:
+    /// `disk_full` (no space, file too large, quota), `io` (another file error), `other`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkError::Io { source, .. } => io_error_kind(source),
+            SinkError::Other { .. } => "other",
+        }
+    }
+}
+
+/// `disk_full` for an error of a full disk (no space, file too large, quota exceeded), else `io`.
+pub fn io_error_kind(error: &std::io::Error) -> &'static str {
+    use std::io::ErrorKind::{FileTooLarge, QuotaExceeded, StorageFull};
+    if matches!(error.kind(), StorageFull | FileTooLarge | QuotaExceeded) { "disk_full" } else { "io" }
 }
 
 /// Flush or shutdown did not complete.
@@ -415,11 +432,12 @@ impl Dispatcher {
         let m = &self.sink_metrics[sink];
         m.batches_failed.inc();
         m.events_failed.inc_by(events as u64);
+        m.write_error(error.kind()).inc();
         let name = m.name();
         if self.warn[sink].ready() {
             tracing::warn!(
                 sink = %name,
-                error = %error,
+                error = %crate::ErrorChain(error),
                 events,
                 "serphona-obs sink failed (counted in serphona_obs_batches_failed_total; logged at most once a minute)"
             );

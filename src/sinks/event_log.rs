@@ -2,7 +2,10 @@
 //! `<data_dir>/events/events-000001.jsonl`, a new file when one reaches `max_file_bytes`.
 //!
 //! Files are only appended to (`O_APPEND`, one write per batch of whole lines), never renamed,
-//! so readers (`query`, `tail`) can follow them while they grow.
+//! so readers (`query`, `tail`) can follow them while they grow. Every reader reads them with
+//! [`read::LineReader`], which skips and reports damaged lines instead of failing.
+
+pub mod read;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -12,6 +15,21 @@ use crate::pipeline::{SharedEvent, Sink, SinkError};
 
 const PREFIX: &str = "events-";
 const SUFFIX: &str = ".jsonl";
+
+/// Creates a folder (and its parents) readable by its owner only (mode 0700): the data dir
+/// holds transcripts.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// Options that create a file readable by its owner only (mode 0600).
+pub fn private_file() -> OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = OpenOptions::new();
+    options.mode(0o600);
+    options
+}
 
 /// The folder of the event log under a data dir.
 pub fn event_log_dir(data_dir: &Path) -> PathBuf {
@@ -62,7 +80,7 @@ impl EventLogSink {
     /// instead of corrupting the next event.
     pub fn open(data_dir: &Path, max_bytes: u64, max_files: usize) -> Result<EventLogSink, SinkError> {
         let dir = event_log_dir(data_dir);
-        std::fs::create_dir_all(&dir).map_err(io_error("cannot create the event log folder", &dir))?;
+        create_private_dir(&dir).map_err(io_error("cannot create the event log folder", &dir))?;
         let seq = list_segments(&dir).map_err(io_error("cannot list", &dir))?.last().map_or(1, |(seq, _)| *seq);
         let path = segment_path(&dir, seq);
         let (file, size) = open_segment(&path)?;
@@ -187,7 +205,7 @@ impl Sink for EventLogSink {
 
 /// Opens (creating) a file of the log for appending, with its current size.
 fn open_segment(path: &Path) -> Result<(File, u64), SinkError> {
-    let file = OpenOptions::new().create(true).append(true).read(true).open(path).map_err(io_error("cannot open", path))?;
+    let file = private_file().create(true).append(true).read(true).open(path).map_err(io_error("cannot open", path))?;
     let size = file.metadata().map_err(io_error("cannot stat", path))?.len();
     Ok((file, size))
 }

@@ -1,8 +1,10 @@
 //! The [`Store`] over the local event log: reads the JSON lines under `<data_dir>/events`.
 //!
-//! Every call reads the files afresh, so it sees what other processes appended. Lines that do
-//! not parse (e.g. a line cut short by a crash) are skipped and counted ([`LocalStore::skipped_lines`]).
-//! A line still being written (no newline yet) is left for the next read.
+//! Every call reads the files afresh, so it sees what other processes appended. Lines are read
+//! with the event log's [`LineReader`]: damaged lines (not UTF-8, not JSON, not an event, or
+//! the torn last line of an older file) are skipped and recorded with their file and offset
+//! ([`LocalStore::damage`]). A partial last line of the newest file is still being written
+//! and is left for the next read.
 //!
 //! **Looking one conversation or trace up** ([`Store::conversation`], [`Store::trace`]) does not
 //! parse every line: it reads the files in blocks and searches them for the id as the event
@@ -12,12 +14,13 @@
 //! costs about twice reading the files, and a 37th of parsing every line (see BENCHMARKS.md).
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use super::fold::Acc;
 use super::*;
+use crate::sinks::event_log::read::{AtEnd, DamageLog, Damaged, LineReader, Next, parse_line};
 use crate::sinks::event_log::{event_log_dir, list_segments};
 use crate::types::Event;
 
@@ -25,18 +28,33 @@ use crate::types::Event;
 #[derive(Debug)]
 pub struct LocalStore {
     dir: PathBuf,
-    skipped: AtomicU64,
+    damage: Mutex<DamageLog>,
 }
 
 impl LocalStore {
     /// The store of the event log under `data_dir` (which may not exist yet: then it is empty).
     pub fn open(data_dir: &Path) -> LocalStore {
-        LocalStore { dir: event_log_dir(data_dir), skipped: AtomicU64::new(0) }
+        LocalStore { dir: event_log_dir(data_dir), damage: Mutex::new(DamageLog::default()) }
     }
 
-    /// Lines skipped because they did not parse, over all reads so far.
+    /// Damaged lines skipped, over all reads so far (each line once).
     pub fn skipped_lines(&self) -> u64 {
-        self.skipped.load(Ordering::Relaxed)
+        self.damage.lock().unwrap_or_else(std::sync::PoisonError::into_inner).lines()
+    }
+
+    /// The damaged lines skipped so far, by file and offset.
+    pub fn damage(&self) -> DamageLog {
+        self.damage.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn record(&self, path: &Path, damaged: &Damaged) {
+        self.damage.lock().unwrap_or_else(std::sync::PoisonError::into_inner).record(path, damaged);
+    }
+
+    /// How to read the end of a segment: the newest may still be written to; an older one
+    /// will not grow, so a partial last line there is torn.
+    fn at_end(index: usize, count: usize) -> AtEnd {
+        if index + 1 == count { AtEnd::Wait } else { AtEnd::Torn }
     }
 
     fn io(&self, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
@@ -53,21 +71,16 @@ impl LocalStore {
 
     /// Calls `visit` with every event in the log, in file order, holding one at a time.
     fn for_each(&self, mut visit: impl FnMut(Event)) -> Result<(), StoreError> {
-        for (_, path) in list_segments(&self.dir).map_err(self.io(&self.dir))? {
-            let Some(file) = self.open_segment(&path)? else { continue };
-            let mut reader = BufReader::with_capacity(1 << 16, file);
-            let mut line = String::new();
+        let segments = list_segments(&self.dir).map_err(self.io(&self.dir))?;
+        for (i, (_, path)) in segments.iter().enumerate() {
+            let Some(file) = self.open_segment(path)? else { continue };
+            let at_end = Self::at_end(i, segments.len());
+            let mut reader = LineReader::new(file, 0);
             loop {
-                line.clear();
-                let n = reader.read_line(&mut line).map_err(self.io(&path))?;
-                if n == 0 {
-                    break;
-                }
-                if !line.ends_with('\n') {
-                    break; // being written; the next read sees it whole
-                }
-                if let Some(event) = self.parse(&line) {
-                    visit(event);
+                match reader.next(at_end).map_err(self.io(path))? {
+                    Next::Event(event) => visit(event),
+                    Next::Damaged(damaged) => self.record(path, &damaged),
+                    Next::End => break,
                 }
             }
         }
@@ -83,6 +96,8 @@ impl LocalStore {
         for (_, path) in list_segments(&self.dir).map_err(self.io(&self.dir))? {
             let Some(mut file) = self.open_segment(&path)? else { continue };
             buf.clear();
+            // The file offset of buf[0].
+            let mut base = 0u64;
             loop {
                 let before = buf.len();
                 let n = (&mut file).take(SCAN_BLOCK as u64).read_to_end(&mut buf).map_err(self.io(&path))?;
@@ -90,8 +105,9 @@ impl LocalStore {
                 // newline is still being written: left for the next read.
                 if let Some(last) = buf[before..].iter().rposition(|&b| b == b'\n') {
                     let end = before + last + 1;
-                    self.search_block(&buf[..end], needle, &mut keep, &mut out);
+                    self.search_block(&path, base, &buf[..end], needle, &mut keep, &mut out);
                     buf.drain(..end);
+                    base += end as u64;
                 }
                 if n == 0 {
                     break;
@@ -101,12 +117,25 @@ impl LocalStore {
         Ok(out)
     }
 
-    /// The events of the lines of `block` (whole lines) that hold `needle`.
-    fn search_block(&self, block: &[u8], needle: &str, keep: &mut impl FnMut(&Event) -> bool, out: &mut Vec<Event>) {
-        let mut take = |line: &str, out: &mut Vec<Event>| {
-            if let Some(event) = self.parse(line).filter(|e| keep(e)) {
-                out.push(event);
+    /// The events of the lines of `block` (whole lines, starting at offset `base` of `path`)
+    /// that hold `needle`. Damaged lines that hold it are recorded.
+    fn search_block(
+        &self,
+        path: &Path,
+        base: u64,
+        block: &[u8],
+        needle: &str,
+        keep: &mut impl FnMut(&Event) -> bool,
+        out: &mut Vec<Event>,
+    ) {
+        let mut take = |at: usize, line: &[u8], out: &mut Vec<Event>| match parse_line(line) {
+            Ok(Some(event)) => {
+                if keep(&event) {
+                    out.push(event);
+                }
             }
+            Ok(None) => {}
+            Err(kind) => self.record(path, &Damaged { offset: base + at as u64, len: line.len() as u64 + 1, kind }),
         };
         match std::str::from_utf8(block) {
             Ok(text) => {
@@ -121,6 +150,7 @@ impl LocalStore {
                     let cut = (window_start + SCAN_WINDOW).min(text.len());
                     let window_end = bytes[cut..].iter().position(|&b| b == b'\n').map_or(text.len(), |p| cut + p + 1);
                     let window = &text[window_start..window_end];
+                    let window_at = window_start;
                     window_start = window_end;
                     if !window.contains(probe) {
                         continue;
@@ -130,7 +160,7 @@ impl LocalStore {
                         let hit = from + at;
                         let start = window[..hit].rfind('\n').map_or(0, |p| p + 1);
                         let end = window[hit..].find('\n').map_or(window.len(), |p| hit + p);
-                        take(&window[start..end], out);
+                        take(window_at + start, &window.as_bytes()[start..end], out);
                         from = (end + 1).min(window.len());
                     }
                 }
@@ -138,15 +168,16 @@ impl LocalStore {
             // A line that is not UTF-8 (a corrupted file) is skipped and counted if it could
             // hold the needle; the other lines of the block are searched one by one.
             Err(_) => {
+                let mut at = 0;
                 for line in block.split(|&b| b == b'\n') {
-                    match std::str::from_utf8(line) {
-                        Ok(text) if text.contains(needle) => take(text, out),
-                        Ok(_) => {}
-                        Err(_) => {
-                            if line.windows(needle.len()).any(|w| w == needle.as_bytes()) {
-                                self.skipped.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
+                    let start = at;
+                    at += line.len() + 1;
+                    let holds = match std::str::from_utf8(line) {
+                        Ok(text) => text.contains(needle),
+                        Err(_) => line.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                    };
+                    if holds {
+                        take(start, line, out);
                     }
                 }
             }
@@ -160,20 +191,6 @@ impl LocalStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.io(path)(e)),
         }
-    }
-
-    /// The event of one line (its newline may be there); `None` for a blank line, and for one
-    /// that does not parse, which is counted in [`skipped_lines`](Self::skipped_lines).
-    fn parse(&self, line: &str) -> Option<Event> {
-        let line = line.trim_end();
-        if line.is_empty() {
-            return None;
-        }
-        let event = Event::from_json(line).ok();
-        if event.is_none() {
-            self.skipped.fetch_add(1, Ordering::Relaxed);
-        }
-        event
     }
 
     fn summaries(&self) -> Result<Vec<Acc>, StoreError> {
@@ -205,7 +222,8 @@ impl LocalStore {
         if segments.last().is_none_or(|(last, _)| *last < seq) {
             (seq, offset) = (0, 0);
         }
-        for (s, path) in segments {
+        let count = segments.len();
+        for (i, (s, path)) in segments.into_iter().enumerate() {
             if s < seq {
                 continue;
             }
@@ -219,17 +237,17 @@ impl LocalStore {
                 offset = 0; // the file was replaced by a shorter one
             }
             file.seek(SeekFrom::Start(offset)).map_err(self.io(&path))?;
-            let mut reader = BufReader::with_capacity(1 << 16, file);
-            let mut line = String::new();
+            // A line still being written stops the read: the next one resumes before it.
+            let at_end = Self::at_end(i, count);
+            let mut reader = LineReader::new(file, offset);
             while events.len() < limit {
-                line.clear();
-                let n = reader.read_line(&mut line).map_err(self.io(&path))?;
-                if n == 0 || !line.ends_with('\n') {
-                    break; // the end, or a line still being written: resume before it
+                match reader.next(at_end).map_err(self.io(&path))? {
+                    Next::Event(event) => events.push(event),
+                    Next::Damaged(damaged) => self.record(&path, &damaged),
+                    Next::End => break,
                 }
-                offset += n as u64;
-                events.extend(self.parse(&line));
             }
+            offset = reader.offset();
             if events.len() >= limit {
                 break;
             }
@@ -477,5 +495,60 @@ mod tests {
         assert_eq!(store.skipped_lines(), 1);
         let all = store.read_all().unwrap();
         assert_eq!(found, all.into_iter().filter(|e| &*e.conversation_id == "a").collect::<Vec<_>>());
+    }
+}
+
+#[cfg(test)]
+mod damage_tests {
+    use super::*;
+    use crate::sinks::event_log::read::DamageKind;
+
+    /// Issue 14, item 1: one torn line cutting a multi-byte character made the whole log
+    /// unreadable ("stream did not contain valid UTF-8").
+    #[tokio::test]
+    async fn a_line_torn_inside_a_character_is_skipped_with_its_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let events_dir = event_log_dir(dir.path());
+        std::fs::create_dir_all(&events_dir).unwrap();
+        let line = |id: &str, content: &str| {
+            let mut e = crate::types::test_event(content);
+            e.conversation_id = id.into();
+            e.to_json().unwrap() + "\n"
+        };
+        let good = line("c1", "für 名前");
+        let cut = good.find("名").unwrap() + 1;
+        let mut first = good.clone().into_bytes();
+        let torn_at = first.len() as u64;
+        first.extend_from_slice(&good.as_bytes()[..cut]);
+        first.push(b'\n');
+        first.extend_from_slice(line("c1", "after").as_bytes());
+        // An older segment that ends in a torn line, and the newest one still being written.
+        first.extend_from_slice(&good.as_bytes()[..cut]);
+        std::fs::write(events_dir.join("events-000001.jsonl"), &first).unwrap();
+        let c2 = line("c2", "x");
+        let mut second = c2.clone().into_bytes();
+        second.extend_from_slice(&good.as_bytes()[..20]);
+        std::fs::write(events_dir.join("events-000002.jsonl"), &second).unwrap();
+
+        let store = LocalStore::open(dir.path());
+        let all = store.read_all().unwrap();
+        assert_eq!(all.iter().map(|e| e.content.as_str()).collect::<Vec<_>>(), ["für 名前", "after", "x"]);
+        let files = store.damage().files();
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert_eq!(files[0].lines, 2);
+        assert_eq!(files[0].first_offset, torn_at);
+        assert_eq!(files[0].by_kind.get(&DamageKind::InvalidUtf8), Some(&1));
+        assert_eq!(files[0].by_kind.get(&DamageKind::Torn), Some(&1));
+        // Read again: the same lines, counted once.
+        let _ = store.read_all().unwrap();
+        assert_eq!(store.skipped_lines(), 2);
+
+        // Events since a cursor read past the damage, and stop before the partial line.
+        let (events, cursor) = store.events_since(None, 100).await.unwrap();
+        assert_eq!(events.len(), 3);
+        assert_eq!(cursor.0, format!("2:{}", c2.len()));
+        // The lookup finds the conversation around its damaged line.
+        let found = store.conversation("c1").await.unwrap().unwrap();
+        assert_eq!(found.events.len(), 2);
     }
 }

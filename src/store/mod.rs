@@ -30,7 +30,7 @@ use crate::types::{Channel, Event, EventKind, Resolution};
 #[non_exhaustive]
 pub enum StoreError {
     /// A file of the local event log could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Io {
         /// The file or folder.
         path: std::path::PathBuf,

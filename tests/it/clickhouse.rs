@@ -282,7 +282,7 @@ fn batches_spooled_by_a_killed_process_are_delivered_on_the_next_start() {
 
     let mut spooled = HashSet::new();
     for entry in store.entries().unwrap() {
-        for e in store.read(&entry.path).unwrap().events {
+        for e in store.read(&entry.path).unwrap().batch.events {
             spooled.insert(e.event_id.to_string());
         }
     }

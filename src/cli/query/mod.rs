@@ -255,8 +255,8 @@ pub fn run(ctx: Context, command: Command) -> anyhow::Result<ExitCode> {
                 timeout: None,
             };
             runtime.block_on(reader.run(command, &mut out))?;
-            if store.skipped_lines() > 0 {
-                tracing::warn!("{} lines of the event log do not parse and were skipped", store.skipped_lines());
+            for file in store.damage().files() {
+                tracing::warn!("{file}");
             }
         }
         Source::Clickhouse => {

@@ -158,6 +158,9 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
         },
     };
     source.stop();
+    for file in source.counters.damage().files() {
+        tracing::warn!("{file}");
+    }
     match failed {
         Some(message) => Err(anyhow::anyhow!(message)),
         None => Ok(ExitCode::SUCCESS),

@@ -5,7 +5,7 @@
 //! over is counted as dropped and shown in the header.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use serphona_obs::config::ClickHouseConfig;
+use serphona_obs::sinks::event_log::read::{AtEnd, DamageLog, LineReader, Next};
 use serphona_obs::sinks::live::LiveReceiver;
 use serphona_obs::store::clickhouse::ClickHouseStore;
 use serphona_obs::store::local::LocalStore;
@@ -50,6 +51,15 @@ pub struct Counters {
     pub dropped: AtomicU64,
     /// Input lines that were not events.
     pub skipped: AtomicU64,
+    /// Those lines, by file and offset (for the warning when `tail` ends).
+    pub damage: std::sync::Mutex<DamageLog>,
+}
+
+impl Counters {
+    /// The damaged lines seen so far.
+    pub fn damage(&self) -> DamageLog {
+        self.damage.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
 }
 
 /// Which source.
@@ -173,6 +183,7 @@ fn local(ctx: Ctx, data_dir: PathBuf) {
                     ctx.send(Feed::Status(None));
                 }
                 ctx.counters.skipped.store(store.skipped_lines(), Ordering::Relaxed);
+                *ctx.counters.damage.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = store.damage();
                 cursor = Some(next);
                 let full = events.len() == PAGE;
                 if !events.is_empty() && !ctx.send(Feed::Events(events)) {
@@ -187,8 +198,13 @@ fn local(ctx: Ctx, data_dir: PathBuf) {
                 }
             }
             Err(e) => {
+                // Without --follow nothing would come of retrying: the read fails and tail ends.
+                if !ctx.follow {
+                    ctx.send(Feed::Failed(serphona_obs::ErrorChain(&e).to_string()));
+                    return;
+                }
                 failing = true;
-                if !ctx.send(Feed::Status(Some(format!("{e}; retrying")))) {
+                if !ctx.send(Feed::Status(Some(format!("{}; retrying", serphona_obs::ErrorChain(&e))))) {
                     return;
                 }
             }
@@ -273,56 +289,45 @@ fn file(ctx: Ctx, path: PathBuf) {
     }
 }
 
-/// JSON event lines. Lines that are not events (other log lines of a service) are counted as
-/// skipped. A file is followed as it grows; a partial last line waits for its newline.
+/// JSON event lines, read with the event log's [`LineReader`]. Lines that are not events
+/// (other log lines of a service, damaged lines) are counted as skipped, with their offsets.
+/// A file is followed as it grows (a partial last line waits for its newline); without
+/// following, a partial last line at the end is read as it is.
 fn lines(ctx: Ctx, input: impl Read, followed: Option<PathBuf>) {
-    let name = followed.as_ref().map_or_else(|| "stdin".to_string(), |p| p.display().to_string());
+    let name = followed.as_ref().map_or_else(|| PathBuf::from("-"), PathBuf::clone);
     let follow = followed.is_some() && ctx.follow;
-    let mut reader = BufReader::with_capacity(1 << 16, input);
-    let mut line = String::new();
+    let at_end = if follow { AtEnd::Wait } else { AtEnd::Torn };
+    let mut reader = LineReader::new(input, 0);
     let mut batch = Vec::with_capacity(1024);
-    let take = |line: &str, batch: &mut Vec<Event>| match Event::from_json(line.trim_end()) {
-        Ok(event) => batch.push(event),
-        Err(_) if line.trim().is_empty() => {}
-        Err(_) => {
-            ctx.counters.skipped.fetch_add(1, Ordering::Relaxed);
-        }
-    };
     while !ctx.stopped() {
-        let n = match reader.read_line(&mut line) {
-            Ok(n) => n,
+        match reader.next(at_end) {
+            Ok(Next::Event(event)) => {
+                batch.push(event);
+                if batch.len() >= 1024 && !ctx.send(Feed::Events(std::mem::take(&mut batch))) {
+                    return;
+                }
+            }
+            Ok(Next::Damaged(damaged)) => {
+                ctx.counters.skipped.fetch_add(1, Ordering::Relaxed);
+                ctx.counters.damage.lock().unwrap_or_else(std::sync::PoisonError::into_inner).record(&name, &damaged);
+            }
+            Ok(Next::End) => {
+                if !batch.is_empty() && !ctx.send(Feed::Events(std::mem::take(&mut batch))) {
+                    return;
+                }
+                if !follow {
+                    ctx.send(Feed::Done);
+                    return;
+                }
+                if !ctx.sleep() {
+                    return;
+                }
+            }
             Err(e) => {
-                ctx.send(Feed::Failed(format!("cannot read {name}: {e}")));
+                ctx.send(Feed::Failed(format!("cannot read {}: {e}", name.display())));
                 return;
             }
-        };
-        if n > 0 && line.ends_with('\n') {
-            take(&line, &mut batch);
-            line.clear();
-            if batch.len() >= 1024 && !ctx.send(Feed::Events(std::mem::take(&mut batch))) {
-                return;
-            }
-            continue;
         }
-        // The end for now. A partial last line stays in `line`; a followed file appends the
-        // rest to it on a later read.
-        if !batch.is_empty() && !ctx.send(Feed::Events(std::mem::take(&mut batch))) {
-            return;
-        }
-        if follow {
-            if !ctx.sleep() {
-                return;
-            }
-            continue;
-        }
-        if !line.is_empty() {
-            take(&line, &mut batch);
-            if !batch.is_empty() {
-                ctx.send(Feed::Events(batch));
-            }
-        }
-        ctx.send(Feed::Done);
-        return;
     }
 }
 

@@ -79,6 +79,7 @@ impl ClickHouseSink {
             down: None,
             backoff: Backoff::new(MIN_BACKOFF, MAX_BACKOFF),
             warn: WarnEvery::new(WARN_EVERY),
+            spool_warn: WarnEvery::new(WARN_EVERY),
         };
         delivery.refresh_spool_gauge();
         // Replay what a previous process left, as soon as we start.
@@ -136,6 +137,8 @@ struct Inserts {
     down: Option<Instant>,
     backoff: Backoff,
     warn: WarnEvery,
+    /// Spool write failures, logged at most once a minute.
+    spool_warn: WarnEvery,
 }
 
 /// How hard to try one batch.
@@ -226,18 +229,40 @@ impl Inserts {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
-            let batch = match self.spool.read(&entry.path) {
-                Ok(b) => b,
+            let read = match self.spool.read(&entry.path) {
+                Ok(read) => read,
                 Err(e) => {
-                    // Another process replayed it meanwhile, or it is damaged.
+                    // Another process replayed it meanwhile, or it cannot be read at all.
                     if entry.path.exists() {
-                        tracing::error!(error = %e, "serphona-obs: an unreadable spool file was moved aside as *.bad");
+                        tracing::error!(error = %crate::ErrorChain(&e), "serphona-obs: an unreadable spool file was moved aside as *.bad");
                         let _ = self.spool.quarantine(&entry.path);
-                        self.metrics.spool_dropped().inc();
                     }
                     continue;
                 }
             };
+            let batch = read.batch;
+            if read.damaged_lines > 0 {
+                // The damaged file is kept aside as it is; its good events are spooled again
+                // under the same batch id, so the loss is counted once.
+                self.metrics.spool_dropped().inc_by(read.lost_events);
+                let kept = self.spool.quarantine(&entry.path);
+                tracing::error!(
+                    file = %entry.path.display(),
+                    damaged_lines = read.damaged_lines,
+                    lost_events = read.lost_events,
+                    events = batch.events.len(),
+                    "serphona-obs: a spool file has damaged lines; their events are lost (counted in \
+                     serphona_obs_spool_dropped_events_total), the others are delivered; the file is kept as *.bad"
+                );
+                if kept.is_err() || batch.events.is_empty() {
+                    continue;
+                }
+                if let Err(e) = self.spool.push(&batch) {
+                    self.metrics.spool_dropped().inc_by(batch.events.len() as u64);
+                    tracing::error!(error = %crate::ErrorChain(&e), "serphona-obs: cannot spool a ClickHouse batch; it is lost");
+                    continue;
+                }
+            }
             let effort = match deadline {
                 Some(d) => Effort::Until(d),
                 None => Effort::Once,
@@ -280,7 +305,16 @@ impl Inserts {
             }
             Err(e) => {
                 self.metrics.spool_dropped().inc_by(batch.events.len() as u64);
-                tracing::error!(error = %e, events = batch.events.len(), "serphona-obs: cannot spool a ClickHouse batch; it is lost");
+                self.metrics.write_error(crate::pipeline::io_error_kind(&e.source)).inc();
+                // One line, not one per batch: a full disk fails every batch alike.
+                if self.spool_warn.ready() {
+                    tracing::error!(
+                        error = %crate::ErrorChain(&e),
+                        events = batch.events.len(),
+                        "serphona-obs: cannot spool a ClickHouse batch; it is lost (counted in \
+                         serphona_obs_spool_dropped_events_total; logged at most once a minute)"
+                    );
+                }
                 self.refresh_spool_gauge();
             }
         }
@@ -369,7 +403,7 @@ impl Inserts {
             "serphona-obs: ClickHouse rejected a row for good; it is not retried (kept in the spool's rejected.jsonl)"
         );
         if let Err(e) = self.spool.reject(event) {
-            tracing::error!(error = %e, "serphona-obs: cannot keep a rejected row");
+            tracing::error!(error = %crate::ErrorChain(&e), "serphona-obs: cannot keep a rejected row");
         }
     }
 

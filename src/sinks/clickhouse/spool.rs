@@ -5,7 +5,9 @@
 //! N events as event-log lines. It is written to a temporary name and renamed, so a crash never
 //! leaves half a batch under a batch name. Batch ids are UUIDv7, so names sort oldest first. The
 //! spool is bounded: when a new batch would pass `max_bytes`, the oldest batches are dropped and
-//! counted. A file that cannot be read back is renamed `*.bad` and counted, never deleted.
+//! counted. A file is read back line by line with the event log's reader: a damaged line
+//! loses only its event (counted), the others are delivered, and the damaged file is kept as
+//! `*.bad`, never deleted.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,7 @@ use uuid::Uuid;
 
 use super::batch::SealedBatch;
 use crate::pipeline::SharedEvent;
+use crate::sinks::event_log::read::{AtEnd, LineReader, Next};
 use crate::types::Event;
 
 /// The spool's folder under the data dir.
@@ -30,13 +33,13 @@ struct Header {
 
 /// A spool operation failed.
 #[derive(Debug, thiserror::Error)]
-#[error("spool {}: {context}: {source}", path.display())]
+#[error("spool {}: {context}", path.display())]
 pub struct SpoolError {
     /// The file or folder.
     pub path: PathBuf,
     /// What was being done.
     pub context: &'static str,
-    /// Why.
+    /// Why (the error's source, not repeated in its message).
     pub source: std::io::Error,
 }
 
@@ -58,6 +61,18 @@ pub struct Pushed {
     pub bytes: u64,
 }
 
+/// A spooled batch read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpoolRead {
+    /// The batch: its id (from the header, else from the file name) and the events that read.
+    pub batch: SealedBatch,
+    /// Lines that were skipped (the header included when it is damaged).
+    pub damaged_lines: u64,
+    /// Events lost: those the header counts that did not read back (or, without a readable
+    /// header, the damaged lines after it).
+    pub lost_events: u64,
+}
+
 /// One spooled batch on disk.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SpoolEntry {
@@ -77,7 +92,7 @@ pub struct Spool {
 impl Spool {
     /// Opens (creating) the spool folder.
     pub fn open(dir: PathBuf, max_bytes: u64) -> Result<Spool, SpoolError> {
-        std::fs::create_dir_all(&dir).map_err(|source| SpoolError { path: dir.clone(), context: "create", source })?;
+        crate::sinks::event_log::create_private_dir(&dir).map_err(|source| SpoolError { path: dir.clone(), context: "create", source })?;
         Ok(Spool { dir, max_bytes })
     }
 
@@ -128,7 +143,7 @@ impl Spool {
         let mut total: u64 = entries.iter().map(|e| e.bytes).sum();
         while total + buf.len() as u64 > self.max_bytes && !entries.is_empty() {
             let oldest = entries.remove(0);
-            let events = self.read(&oldest.path).map(|b| b.events.len()).unwrap_or(0);
+            let events = self.read(&oldest.path).map(|r| r.batch.events.len()).unwrap_or(0);
             if std::fs::remove_file(&oldest.path).is_ok() {
                 evicted.batches += 1;
                 evicted.events += events;
@@ -138,7 +153,7 @@ impl Spool {
         let path = self.dir.join(format!("batch-{}.jsonl", batch.id));
         let tmp = self.dir.join(format!(".tmp-{}", batch.id));
         let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
+            let mut f = crate::sinks::event_log::private_file().write(true).create(true).truncate(true).open(&tmp)?;
             f.write_all(&buf)?;
             f.sync_data()?;
             std::fs::rename(&tmp, &path)
@@ -150,26 +165,10 @@ impl Spool {
         Ok(Pushed { evicted, bytes: total + buf.len() as u64 })
     }
 
-    /// Reads a spooled batch back.
-    pub fn read(&self, path: &Path) -> Result<SealedBatch, SpoolError> {
-        let bad = |message: String| SpoolError {
-            path: path.to_path_buf(),
-            context: "read",
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, message),
-        };
-        let text =
-            std::fs::read_to_string(path).map_err(|source| SpoolError { path: path.to_path_buf(), context: "read", source })?;
-        let mut lines = text.lines();
-        let header: Header = serde_json::from_str(lines.next().unwrap_or_default())
-            .map_err(|e| bad(format!("bad header: {e}")))?;
-        let events = lines
-            .enumerate()
-            .map(|(i, l)| Event::from_json(l).map(SharedEvent::new).map_err(|e| bad(format!("line {}: {e}", i + 2))))
-            .collect::<Result<Vec<_>, _>>()?;
-        if events.len() != header.events {
-            return Err(bad(format!("header says {} events, the file has {}", header.events, events.len())));
-        }
-        Ok(SealedBatch { id: header.batch_id, events })
+    /// Reads a spooled batch back, line by line: a damaged line loses only its event
+    /// ([`SpoolRead::lost_events`]). An error only when the file cannot be read at all.
+    pub fn read(&self, path: &Path) -> Result<SpoolRead, SpoolError> {
+        read_file(path)
     }
 
     /// Removes a delivered batch (already gone is fine: another process replayed it).
@@ -196,13 +195,42 @@ impl Spool {
         if event.write_json_line(&mut line).is_err() {
             return Ok(());
         }
-        let mut f = std::fs::OpenOptions::new()
+        let mut f = crate::sinks::event_log::private_file()
             .create(true)
             .append(true)
             .open(&path)
             .map_err(|source| SpoolError { path: path.clone(), context: "open", source })?;
         f.write_all(&line).map_err(|source| SpoolError { path, context: "append", source })
     }
+}
+
+/// Reads a spool file back (see [`Spool::read`]); `doctor` reads with it too.
+pub fn read_file(path: &Path) -> Result<SpoolRead, SpoolError> {
+    let bytes = std::fs::read(path).map_err(|source| SpoolError { path: path.to_path_buf(), context: "read", source })?;
+    let header_end = bytes.iter().position(|&b| b == b'\n').map_or(bytes.len(), |p| p + 1);
+    let header: Option<Header> = serde_json::from_slice(&bytes[..header_end]).ok();
+    let mut damaged_lines = u64::from(header.is_none());
+    let mut events = Vec::new();
+    let mut reader = LineReader::new(&bytes[header_end..], header_end as u64);
+    loop {
+        match reader.next(AtEnd::Torn).map_err(|source| SpoolError { path: path.to_path_buf(), context: "read", source })? {
+            Next::Event(event) => events.push(SharedEvent::new(event)),
+            Next::Damaged(_) => damaged_lines += 1,
+            Next::End => break,
+        }
+    }
+    let lost_events = match &header {
+        Some(h) => (h.events as u64).saturating_sub(events.len() as u64),
+        None => damaged_lines - 1,
+    };
+    let id = header.map(|h| h.batch_id).or_else(|| batch_id_of(path)).unwrap_or_else(Uuid::now_v7);
+    Ok(SpoolRead { batch: SealedBatch { id, events }, damaged_lines, lost_events })
+}
+
+/// The batch id in a spool file's name (`batch-<id>.jsonl`).
+fn batch_id_of(path: &Path) -> Option<Uuid> {
+    let name = path.file_name()?.to_str()?;
+    name.strip_prefix("batch-")?.split('.').next()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -223,8 +251,8 @@ mod tests {
         spool.push(&b).unwrap();
         let entries = spool.entries().unwrap();
         assert_eq!(entries.len(), 2);
-        assert_eq!(spool.read(&entries[0].path).unwrap(), a);
-        assert_eq!(spool.read(&entries[1].path).unwrap(), b);
+        assert_eq!(spool.read(&entries[0].path).unwrap().batch, a);
+        assert_eq!(spool.read(&entries[1].path).unwrap().batch, b);
         assert_eq!(spool.bytes(), entries.iter().map(|e| e.bytes).sum::<u64>());
 
         // A bound that holds about one batch evicts the oldest.
@@ -235,22 +263,43 @@ mod tests {
         assert_eq!(pushed.bytes, small.bytes());
         let left = small.entries().unwrap();
         assert_eq!(left.len(), 1);
-        assert_eq!(small.read(&left[0].path).unwrap().id, b.id);
+        assert_eq!(small.read(&left[0].path).unwrap().batch.id, b.id);
 
         spool.remove(&entries[0].path).unwrap();
         spool.remove(&entries[0].path).unwrap();
         assert_eq!(spool.entries().unwrap().len(), 1);
     }
 
+    /// Issue 14, item 2: a damaged spool file lost its whole batch and counted 1.
     #[test]
-    fn a_truncated_file_is_an_error_and_can_be_quarantined() {
+    fn a_damaged_line_loses_only_its_event_and_is_counted() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path().to_path_buf(), 1 << 20).unwrap();
-        spool.push(&batch(4)).unwrap();
+        let original = batch(5);
+        spool.push(&original).unwrap();
         let path = spool.entries().unwrap()[0].path.clone();
-        let text = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(&path, &text[..text.len() / 2]).unwrap();
-        assert!(spool.read(&path).is_err());
+        let text = std::fs::read(&path).unwrap();
+        let mut lines: Vec<Vec<u8>> = text.split_inclusive(|&b| b == b'\n').map(<[u8]>::to_vec).collect();
+        // Line 3 (the second event) cut inside a character and its newline kept; the last
+        // event torn.
+        lines[2] = [&lines[2][..40], "ü".as_bytes().split_at(1).0, b"\n"].concat();
+        let last = lines.len() - 1;
+        let keep = lines[last].len() / 2;
+        lines[last].truncate(keep);
+        std::fs::write(&path, lines.concat()).unwrap();
+        let read = spool.read(&path).unwrap();
+        assert_eq!(read.batch.id, original.id);
+        assert_eq!(read.batch.events, [&original.events[0], &original.events[2], &original.events[3]].map(Clone::clone));
+        assert_eq!((read.damaged_lines, read.lost_events), (2, 2));
+
+        // A damaged header: the id comes from the file name, the events still read.
+        lines[0] = b"{\"batch_id\n".to_vec();
+        std::fs::write(&path, lines.concat()).unwrap();
+        let read = spool.read(&path).unwrap();
+        assert_eq!(read.batch.id, original.id);
+        assert_eq!(read.batch.events.len(), 3);
+        assert_eq!((read.damaged_lines, read.lost_events), (3, 2));
+
         let moved = spool.quarantine(&path).unwrap();
         assert!(moved.exists());
         assert!(spool.entries().unwrap().is_empty());
