@@ -14,7 +14,8 @@
 //! against an older commit, so `scripts/bench-sinks.sh` runs this one and the one before the
 //! sinks restructure alternately, in one invocation, and prints the ratios (BENCHMARKS.md).
 //!
-//! `cargo bench --bench sinks` (add `-- --conversations N` to change the size).
+//! `cargo bench --bench sinks` (add `-- --conversations N` to change the size). Without
+//! `--bench` (`cargo test --benches`) it is a smoke run of 100 conversations.
 
 mod support;
 
@@ -76,14 +77,16 @@ const AGENT: [&str; 4] = [
 ];
 
 fn main() {
-    let mut conversations = 4_000usize;
+    // `cargo test --benches` runs this without `--bench`: a smoke run of 100 conversations.
+    let bench = std::env::args().any(|a| a == "--bench");
+    let mut conversations = if bench { 4_000usize } else { 100 };
     let mut turns = 25usize;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--conversations" => conversations = args.next().and_then(|v| v.parse().ok()).expect("--conversations N"),
             "--turns" => turns = args.next().and_then(|v| v.parse().ok()).expect("--turns N"),
-            _ => {} // cargo bench passes --bench
+            _ => {}
         }
     }
 
