@@ -160,6 +160,8 @@ pub struct SelfMetrics {
     pub events_spooled: IntCounterVec,
     /// Events dropped from the full disk spool (or unreadable there), by sink.
     pub spool_dropped: IntCounterVec,
+    /// Values the privacy policy redacted, by kind (detector or rule name; never the value).
+    pub redactions: IntCounterVec,
 }
 
 impl SelfMetrics {
@@ -245,7 +247,15 @@ impl SelfMetrics {
                 ),
                 &["sink"],
             )?,
+            redactions: IntCounterVec::new(
+                Opts::new(
+                    "serphona_obs_redactions_total",
+                    "Values the privacy policy redacted before the sinks, by kind (built-in detector or custom rule).",
+                ),
+                &["kind"],
+            )?,
         };
+        registry.register(Box::new(m.redactions.clone()))?;
         registry.register(Box::new(m.events_accepted.clone()))?;
         registry.register(Box::new(m.events_delivered.clone()))?;
         registry.register(Box::new(m.export_retries.clone()))?;

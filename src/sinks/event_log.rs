@@ -4,7 +4,7 @@
 //! Files are only appended to (`O_APPEND`, one write per batch of whole lines), never renamed,
 //! so readers (`query`, `tail`) can follow them while they grow.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -62,7 +62,7 @@ impl EventLogSink {
     /// instead of corrupting the next event.
     pub fn open(data_dir: &Path, max_bytes: u64, max_files: usize) -> Result<EventLogSink, SinkError> {
         let dir = event_log_dir(data_dir);
-        std::fs::create_dir_all(&dir).map_err(io_error("cannot create the event log folder", &dir))?;
+        crate::fsmode::create_private_dir_all(&dir).map_err(io_error("cannot create the event log folder", &dir))?;
         let seq = list_segments(&dir).map_err(io_error("cannot list", &dir))?.last().map_or(1, |(seq, _)| *seq);
         let path = segment_path(&dir, seq);
         let (file, size) = open_segment(&path)?;
@@ -187,7 +187,7 @@ impl Sink for EventLogSink {
 
 /// Opens (creating) a file of the log for appending, with its current size.
 fn open_segment(path: &Path) -> Result<(File, u64), SinkError> {
-    let file = OpenOptions::new().create(true).append(true).read(true).open(path).map_err(io_error("cannot open", path))?;
+    let file = crate::fsmode::private_options().create(true).append(true).read(true).open(path).map_err(io_error("cannot open", path))?;
     let size = file.metadata().map_err(io_error("cannot stat", path))?.len();
     Ok((file, size))
 }
@@ -278,7 +278,7 @@ mod tests {
         sink.write(&[event(10)]).unwrap();
         drop(sink);
         let path = event_log_dir(dir.path()).join("events-000001.jsonl");
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"event_id\":\"01").unwrap(); // a crash mid-line
         drop(f);
         let mut sink = EventLogSink::open(dir.path(), 1 << 20, 0).unwrap();

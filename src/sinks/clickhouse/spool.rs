@@ -77,7 +77,7 @@ pub struct Spool {
 impl Spool {
     /// Opens (creating) the spool folder.
     pub fn open(dir: PathBuf, max_bytes: u64) -> Result<Spool, SpoolError> {
-        std::fs::create_dir_all(&dir).map_err(|source| SpoolError { path: dir.clone(), context: "create", source })?;
+        crate::fsmode::create_private_dir_all(&dir).map_err(|source| SpoolError { path: dir.clone(), context: "create", source })?;
         Ok(Spool { dir, max_bytes })
     }
 
@@ -138,7 +138,7 @@ impl Spool {
         let path = self.dir.join(format!("batch-{}.jsonl", batch.id));
         let tmp = self.dir.join(format!(".tmp-{}", batch.id));
         let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
+            let mut f = crate::fsmode::create_private(&tmp)?;
             f.write_all(&buf)?;
             f.sync_data()?;
             std::fs::rename(&tmp, &path)
@@ -196,7 +196,7 @@ impl Spool {
         if event.write_json_line(&mut line).is_err() {
             return Ok(());
         }
-        let mut f = std::fs::OpenOptions::new()
+        let mut f = crate::fsmode::private_options()
             .create(true)
             .append(true)
             .open(&path)
