@@ -6,6 +6,7 @@ mod completions;
 mod config;
 mod dashboards;
 mod demo;
+mod forget;
 mod output;
 mod query;
 mod schema;
@@ -76,6 +77,9 @@ enum Command {
     /// Print a commented default config, or the effective one.
     #[command(subcommand)]
     Config(config::Command),
+    /// Erase a customer's or a conversation's data from every store (ClickHouse, the event
+    /// log, the spool; prints the selector for Loki's delete API).
+    Forget(forget::Args),
     /// Shell completion script.
     Completions(completions::Args),
 }
@@ -216,6 +220,7 @@ fn run(cli: Cli, config_from_env: bool) -> anyhow::Result<ExitCode> {
         Command::Dashboards(command) => dashboards::run(ctx, command),
         Command::Tail(args) => tail::run(ctx, args),
         Command::Query(command) => query::run(ctx, command),
+        Command::Forget(args) => forget::run(ctx, args),
     }
 }
 
