@@ -10,6 +10,7 @@ mod dashboards;
 mod loki;
 mod library;
 mod middleware;
+mod privacy;
 mod prometheus;
 mod query;
 mod seed_contract;
