@@ -120,27 +120,27 @@ pub enum RedactionError {
 }
 
 static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"[A-Za-z0-9](?:[A-Za-z0-9._%+\-]{0,63})@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62})(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}))*\.[A-Za-z]{2,24}\b")
+    Regex::new(r"[A-Za-z0-9](?:[A-Za-z0-9._%+\-]{0,63})@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62})(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}))*\.[A-Za-z]{2,24}(?-u:\b)")
         .expect("email pattern")
 });
 
 static PHONE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(concat!(
         // E.164: + country code and subscriber number, grouped by spaces, dashes or dots, or not.
-        r"\+[1-9](?:[ .\-]?\(?[0-9]\)?){6,14}\b",
+        r"\+[1-9](?:[ .\-]?\(?[0-9]\)?){6,14}(?-u:\b)",
         // North American: (415) 555-0134, 415-555-0134, 415.555.0134, 415 555 0134, 1-415-555-0134.
-        r"|(?:\b1[ .\-])?(?:\([0-9]{3}\) ?|\b[0-9]{3}[ .\-])[0-9]{3}[ .\-][0-9]{4}\b",
+        r"|(?:(?-u:\b)1[ .\-])?(?:\([0-9]{3}\) ?|(?-u:\b)[0-9]{3}[ .\-])[0-9]{3}[ .\-][0-9]{4}(?-u:\b)",
         // National with a trunk 0: 020 7946 0958, 07700 900123, 030 1234 5678, 0612-345678.
-        r"|\b0[1-9][0-9]{1,3}[ \-/][0-9]{3,4}[ \-]?[0-9]{3,4}\b",
+        r"|(?-u:\b)0[1-9][0-9]{1,3}[ \-/][0-9]{3,4}[ \-]?[0-9]{3,4}(?-u:\b)",
     ))
     .expect("phone pattern")
 });
 
 static IBAN: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b").expect("iban pattern"));
+    LazyLock::new(|| Regex::new(r"(?-u:\b)[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?-u:\b)").expect("iban pattern"));
 
 static US_SSN: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\b[0-9]{3}([ \-])[0-9]{2}[ \-][0-9]{4}\b").expect("ssn pattern"));
+    LazyLock::new(|| Regex::new(r"(?-u:\b)[0-9]{3}([ \-])[0-9]{2}[ \-][0-9]{4}(?-u:\b)").expect("ssn pattern"));
 
 /// One kind of match: a built-in detector or a custom rule (index into the rules).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,7 +152,10 @@ enum Kind {
 /// What a text looks like, from one pass over its bytes.
 #[derive(Debug, Default, Clone, Copy)]
 struct Scan {
-    digits: usize,
+    /// The most digits in one run: digits joined by at most two of ` -.()/+` in a row (the
+    /// separators of card numbers, phones and SSNs). A UUID's or an amount's digits are
+    /// broken up by letters or `,`/`:`.
+    run: usize,
     at: bool,
     iban_start: bool,
 }
@@ -161,14 +164,26 @@ impl Scan {
     fn of(text: &str) -> Scan {
         let mut s = Scan::default();
         let b = text.as_bytes();
+        let mut run = 0usize;
+        let mut gap = 0usize;
         for (i, &c) in b.iter().enumerate() {
             if c.is_ascii_digit() {
-                s.digits += 1;
+                run = if gap <= 2 { run + 1 } else { 1 };
+                gap = 0;
+                if run > s.run {
+                    s.run = run;
+                }
                 if !s.iban_start && i >= 2 && b[i - 1].is_ascii_uppercase() && b[i - 2].is_ascii_uppercase() {
                     s.iban_start = true;
                 }
-            } else if c == b'@' {
-                s.at = true;
+            } else if matches!(c, b' ' | b'-' | b'.' | b'(' | b')' | b'/' | b'+') {
+                gap += 1;
+            } else {
+                if c == b'@' {
+                    s.at = true;
+                }
+                run = 0;
+                gap = usize::MAX / 2;
             }
         }
         s
@@ -176,11 +191,11 @@ impl Scan {
 
     fn may_match(self, set: u8) -> bool {
         let has = |d: Detector| set & d.bit() != 0;
-        (has(Detector::CardNumber) && self.digits >= 13)
+        (has(Detector::CardNumber) && self.run >= 13)
             || (has(Detector::Email) && self.at)
-            || (has(Detector::Phone) && self.digits >= 7)
+            || (has(Detector::Phone) && self.run >= 7)
             || (has(Detector::Iban) && self.iban_start)
-            || (has(Detector::UsSsn) && self.digits >= 9)
+            || (has(Detector::UsSsn) && self.run >= 9)
     }
 }
 
@@ -249,7 +264,7 @@ impl Policy {
         if self.builtins != 0 {
             let scan = Scan::of(text);
             let on = |d: Detector| self.builtins & d.bit() != 0;
-            if on(Detector::CardNumber) && scan.digits >= 13 {
+            if on(Detector::CardNumber) && scan.run >= 13 {
                 found.extend(find_cards(text).into_iter().map(|(s, e)| (s, e, Kind::Builtin(Detector::CardNumber))));
             }
             if on(Detector::Iban) && scan.iban_start {
@@ -259,7 +274,7 @@ impl Policy {
                     }
                 }
             }
-            if on(Detector::UsSsn) && scan.digits >= 9 {
+            if on(Detector::UsSsn) && scan.run >= 9 {
                 for m in US_SSN.find_iter(text) {
                     if ssn_valid(m.as_str()) {
                         found.push((m.start(), m.end(), Kind::Builtin(Detector::UsSsn)));
@@ -269,7 +284,7 @@ impl Policy {
             if on(Detector::Email) && scan.at {
                 found.extend(EMAIL.find_iter(text).map(|m| (m.start(), m.end(), Kind::Builtin(Detector::Email))));
             }
-            if on(Detector::Phone) && scan.digits >= 7 {
+            if on(Detector::Phone) && scan.run >= 7 {
                 for m in PHONE.find_iter(text) {
                     let digits = m.as_str().bytes().filter(u8::is_ascii_digit).count();
                     if (7..=15).contains(&digits) {
