@@ -624,7 +624,6 @@ fn find_cards(text: &str) -> Vec<(usize, usize)> {
         digits.clear();
         let mut sep: Option<u8> = None;
         let mut end = i;
-        let mut broken = false;
         while i < b.len() {
             if b[i].is_ascii_digit() {
                 digits.push(b[i]);
@@ -638,19 +637,15 @@ fn find_cards(text: &str) -> Vec<(usize, usize)> {
                 i += 1;
                 continue;
             }
-            if (c == b' ' || c == b'-') && i + 1 < b.len() && b[i + 1].is_ascii_digit() {
-                // The separator changed: the run ends here.
-                broken = true;
-            }
+            // Anything else, or a change of separator, ends the run.
             break;
         }
-        let _ = broken;
         let glued_after = end < b.len() && (b[end].is_ascii_alphanumeric() || b[end] == b'_');
         let separated_token_after = end + 1 < b.len()
             && matches!(b[end], b'-' | b'.' | b'/')
             && b[end + 1].is_ascii_alphanumeric()
             // A sentence's full stop after the number is fine.
-            && !(b[end] == b'.' && !b[end + 1].is_ascii_digit());
+            && (b[end] != b'.' || b[end + 1].is_ascii_digit());
         if !glued_before
             && !glued_after
             && !separated_token_before

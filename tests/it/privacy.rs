@@ -527,6 +527,7 @@ fn privacy_forget_a_customer_leaves_nothing_of_them_in_any_table_or_file_and_not
 // Files, config.
 
 #[test]
+#[allow(clippy::field_reassign_with_default)] // the way the crate docs show it
 fn privacy_the_data_dir_event_log_and_spool_are_created_private() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
