@@ -390,6 +390,46 @@ mod tests {
     }
 
     #[test]
+    fn a_rewrite_while_a_writer_appends_loses_none_of_the_other_lines() {
+        use crate::pipeline::{SharedEvent, Sink};
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_path_buf();
+        // Small files: the writer rotates while the rewrites run.
+        let mut sink = crate::sinks::event_log::EventLogSink::open(&data, 64 * 1024, 0).unwrap();
+        let writer = std::thread::spawn(move || {
+            for batch in 0..200 {
+                let events: Vec<SharedEvent> = (0..10)
+                    .map(|i| {
+                        let mut e = crate::types::test_event(&format!("batch {batch} line {i}"));
+                        e.conversation_id = if i % 2 == 0 { "erase-me".into() } else { format!("keep-{batch}-{i}").into() };
+                        SharedEvent::new(e)
+                    })
+                    .collect();
+                sink.write(&events).unwrap();
+            }
+            sink.flush().unwrap();
+        });
+        let ids: BTreeSet<String> = ["erase-me".to_string()].into();
+        let mut rewrites = 0;
+        while !writer.is_finished() {
+            let files = local_files(&data).unwrap();
+            rewrite_local(&data, &files, &ids, false).unwrap();
+            rewrites += 1;
+        }
+        writer.join().unwrap();
+        let files = local_files(&data).unwrap();
+        rewrite_local(&data, &files, &ids, false).unwrap();
+        let mut kept = 0;
+        for (_, path) in list_segments(&event_log_dir(&data)).unwrap() {
+            for line in std::fs::read_to_string(path).unwrap().lines() {
+                assert!(!line.contains("erase-me"), "{line}");
+                kept += 1;
+            }
+        }
+        assert_eq!(kept, 200 * 5, "every other line is there, once ({rewrites} rewrites ran during the writes)");
+    }
+
+    #[test]
     fn the_loki_selector_names_the_conversations() {
         let ids: BTreeSet<String> = ["a.1".to_string(), "b".to_string()].into();
         assert_eq!(loki_selector("svc", &ids), "{service=\"svc\"} | json | conversation_id=~`a\\.1|b`");
