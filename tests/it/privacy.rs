@@ -582,3 +582,36 @@ fn privacy_a_bad_rule_pattern_is_a_config_error_naming_the_rule() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["privacy"]["redact"], serde_json::json!(["card_number", "email"]));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Spans: the caller text in span attributes and events goes through the same policy.
+
+#[test]
+#[allow(clippy::field_reassign_with_default)] // the way the crate docs show it
+fn privacy_span_attributes_carry_the_redacted_reasons_intent_and_ids_unchanged() {
+    use serphona_obs::types::*;
+    let dir = tempfile::tempdir().unwrap();
+    let otlp = otlp::Receiver::start(otlp::Transport::Http);
+    let mut config = Config::default();
+    config.data_dir = dir.path().to_path_buf();
+    config.metrics.enabled = false;
+    config.tracing.endpoint = Endpoint::parse(&otlp.endpoint()).unwrap();
+    config.tracing.protocol = otlp.protocol();
+    let obs = Observability::init(config).unwrap();
+    let conv = obs.start_conversation(ConversationStart::new("acme", "bot", "cust-4111111111111111", Channel::Chat));
+    conv.track_interaction(Interaction::customer("hi").intent("callback to jane@example.com", 0.9));
+    conv.track_decision(Decision::new(DecisionType::ToolCall, "lookup", "customer read out 4111 1111 1111 1111"));
+    conv.track_decision(Decision::transfer("billing", "wants a call on +1 415 555 0134"));
+    conv.track_error("llm_timeout", "timed out while reading 4111-1111-1111-1111");
+    conv.end(ConversationEnd::new(Resolution::Transferred));
+    obs.shutdown(Duration::from_secs(10)).unwrap();
+    let spans = otlp.wait_for(Duration::from_secs(20), "the conversation's spans", |s| s.len() >= 5);
+    let text: String = spans.iter().map(|s| format!("{:?}\n", s.span)).collect();
+    for secret in ["4111 1111", "4111-1111", "jane@example.com", "555 0134"] {
+        assert!(!text.contains(secret), "a span carries {secret:?}:\n{text}");
+    }
+    for token in ["[REDACTED:card_number]", "[REDACTED:email]", "[REDACTED:phone]"] {
+        assert!(text.contains(token), "no {token} in the spans:\n{text}");
+    }
+    assert!(text.contains("cust-4111111111111111"), "the customer id is not redacted");
+}
