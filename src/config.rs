@@ -42,6 +42,8 @@ pub struct Config {
     pub clickhouse: ClickHouseConfig,
     /// The queue between the callers and the sinks.
     pub pipeline: PipelineConfig,
+    /// Redaction of personal data before any sink (see [`crate::processors::redaction`]).
+    pub privacy: PrivacyConfig,
 }
 
 impl Default for Config {
@@ -56,6 +58,7 @@ impl Default for Config {
             logging: LoggingConfig::default(),
             clickhouse: ClickHouseConfig::default(),
             pipeline: PipelineConfig::default(),
+            privacy: PrivacyConfig::default(),
         }
     }
 }
@@ -330,6 +333,127 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig { queue_capacity: 65536, when_full: WhenFull::DropNewest, shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT }
+    }
+}
+
+/// How a redacted value is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedactionMode {
+    /// `[REDACTED:<name>]` (default).
+    Mask,
+    /// `[HASH:<name>:<16 hex>]`: a keyed hash (HMAC-SHA256), equal values give equal tokens.
+    Hash,
+}
+
+/// A custom redaction rule: a name (the `kind` label and the token's name) and a regex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactionRule {
+    /// Lowercase letters, digits and `_`, e.g. `order_id`.
+    pub name: String,
+    /// A regular expression (Rust `regex` syntax); every match is redacted.
+    pub pattern: String,
+}
+
+/// One tenant's privacy policy: what it sets replaces the default's (`rules` adds to them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantPrivacy {
+    /// The built-in detectors for this tenant (instead of `privacy.redact`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redact: Option<Vec<crate::processors::Detector>>,
+    /// Rules for this tenant, besides `privacy.rules`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rules: Option<Vec<RedactionRule>>,
+    /// `mask` or `hash` for this tenant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<RedactionMode>,
+}
+
+/// `privacy:` section: personal data is redacted before any sink (and in span attributes).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    /// Built-in detectors: `card_number`, `email`, `phone`, `iban`, `us_ssn` (all by default).
+    pub redact: Vec<crate::processors::Detector>,
+    /// Custom rules: `{name, pattern}`.
+    pub rules: Vec<RedactionRule>,
+    /// `mask` (default) or `hash`.
+    pub mode: RedactionMode,
+    /// The key of `mode: hash` (a secret); empty: one is generated into `<data_dir>/privacy.key`.
+    pub hash_key: String,
+    /// Per-tenant policies, by tenant id.
+    pub tenants: std::collections::BTreeMap<String, TenantPrivacy>,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        PrivacyConfig {
+            redact: crate::processors::Detector::defaults(),
+            rules: Vec::new(),
+            mode: RedactionMode::Mask,
+            hash_key: String::new(),
+            tenants: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+impl fmt::Debug for PrivacyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrivacyConfig")
+            .field("redact", &self.redact)
+            .field("rules", &self.rules)
+            .field("mode", &self.mode)
+            .field("hash_key", &if self.hash_key.is_empty() { "" } else { MASK })
+            .field("tenants", &self.tenants)
+            .finish()
+    }
+}
+
+impl PrivacyConfig {
+    /// Checks the rules: names usable as labels, unique, not a built-in's; patterns that
+    /// compile. The error names the rule.
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |field: String, message: String| Err(ConfigError::Invalid { field, message });
+        let check_rules = |prefix: &str, rules: &[RedactionRule]| -> Result<(), ConfigError> {
+            let mut seen = std::collections::HashSet::new();
+            for (i, rule) in rules.iter().enumerate() {
+                let field = format!("{prefix}[{i}]");
+                if rule.name.is_empty()
+                    || !rule.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                {
+                    return invalid(
+                        format!("{field}.name"),
+                        format!("{:?} is not a rule name: use lowercase letters, digits and _", rule.name),
+                    );
+                }
+                if crate::processors::Detector::parse(&rule.name).is_some() {
+                    return invalid(
+                        format!("{field}.name"),
+                        format!("{:?} is a built-in detector: list it under privacy.redact instead", rule.name),
+                    );
+                }
+                if !seen.insert(rule.name.as_str()) {
+                    return invalid(format!("{field}.name"), format!("rule {:?} is defined twice", rule.name));
+                }
+                if let Err(e) = regex::Regex::new(&rule.pattern) {
+                    return invalid(
+                        format!("{field}.pattern"),
+                        format!("rule {:?}: invalid regular expression: {e}", rule.name),
+                    );
+                }
+            }
+            Ok(())
+        };
+        check_rules("privacy.rules", &self.rules)?;
+        for (tenant, t) in &self.tenants {
+            if let Some(rules) = &t.rules {
+                let all: Vec<RedactionRule> = self.rules.iter().chain(rules).cloned().collect();
+                check_rules(&format!("privacy.tenants.{tenant}.rules"), &all)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -673,7 +797,7 @@ impl Config {
         for (field, check) in checks {
             check.map_err(|message| ConfigError::Invalid { field: field.into(), message })?;
         }
-        Ok(())
+        self.privacy.check()
     }
 
     /// A copy with secrets masked (what `config show` prints): the ClickHouse password, and
@@ -685,6 +809,9 @@ impl Config {
         }
         shown.tracing.endpoint = shown.tracing.endpoint.redacted();
         shown.clickhouse.endpoint = shown.clickhouse.endpoint.redacted();
+        if !shown.privacy.hash_key.is_empty() {
+            shown.privacy.hash_key = MASK.into();
+        }
         shown.logging.loki_endpoint = OptionalEndpoint(shown.logging.loki_endpoint.0.as_ref().map(Endpoint::redacted));
         shown
     }
@@ -766,6 +893,14 @@ fn env_value(current: &serde_json::Value, raw: &str) -> Result<serde_json::Value
                 raw.parse::<u64>().map(Value::from).map_err(|_| format!("{raw:?} is not a whole number"))
             }
         }
+        // Lists and maps: JSON (`[{"name":"order_id","pattern":"ORD-[0-9]{6}"}]`), or for a
+        // list, comma-separated words (`card_number,email`).
+        Value::Array(_) | Value::Object(_) if raw.starts_with('[') || raw.starts_with('{') => {
+            serde_json::from_str(raw).map_err(|e| format!("{raw:?} is not valid JSON: {e}"))
+        }
+        Value::Array(_) => Ok(Value::Array(
+            raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| Value::String(s.to_string())).collect(),
+        )),
         _ => Ok(Value::String(raw.to_string())),
     }
 }
@@ -1008,6 +1143,13 @@ pipeline:
   queue_capacity: 65536               # events between the callers and the sinks
   when_full: drop_newest              # drop_newest (never wait; drops are counted) | block
   shutdown_timeout: 30s               # longest wait at exit for the sinks; ClickHouse spools the rest
+
+privacy:                              # personal data is redacted before every sink (docs/privacy.md)
+  redact: [card_number, email, phone, iban, us_ssn]   # built-in detectors; [] turns them off
+  rules: []                           # custom: [{name: order_id, pattern: "ORD-[0-9]{6}"}]
+  mode: mask                          # mask: [REDACTED:email] | hash: [HASH:email:<hex>] (joinable)
+  hash_key: ""                        # key of mode: hash; empty: generated into data_dir/privacy.key
+  tenants: {}                         # per tenant: {umbrella-health: {redact: [card_number]}}
 "#;
 
 #[cfg(test)]

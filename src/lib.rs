@@ -50,11 +50,14 @@
 #[cfg(feature = "clickhouse")]
 pub mod analytics;
 pub mod config;
+pub mod erasure;
+mod fsmode;
 pub mod metrics;
 #[cfg(any(feature = "axum", feature = "tonic"))]
 pub mod middleware;
 mod observability;
 pub mod pipeline;
+pub mod processors;
 pub mod simulation;
 pub mod sinks;
 pub mod store;

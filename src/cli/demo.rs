@@ -151,6 +151,7 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
                     "conversations": report.conversations,
                     "events": report.events,
                     "events_by_type": report.events_by_type,
+                    "planted": report.planted,
                     "by_channel": by_channel,
                     "total": total.first(),
                     "event_log": serphona_obs::sinks::event_log::event_log_dir(&data_dir),

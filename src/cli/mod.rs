@@ -7,6 +7,7 @@ mod config;
 mod dashboards;
 mod demo;
 mod doctor;
+mod forget;
 mod output;
 mod query;
 mod schema;
@@ -77,6 +78,9 @@ enum Command {
     /// Print a commented default config, or the effective one.
     #[command(subcommand)]
     Config(config::Command),
+    /// Erase a customer's or a conversation's data from every store (ClickHouse, the event
+    /// log, the spool; prints the selector for Loki's delete API).
+    Forget(forget::Args),
     /// Shell completion script.
     Completions(completions::Args),
     /// Check the data dir: damaged lines in the event log and the spools, pending spooled
@@ -221,6 +225,7 @@ fn run(cli: Cli, config_from_env: bool) -> anyhow::Result<ExitCode> {
         Command::Tail(args) => tail::run(ctx, args),
         Command::Query(command) => query::run(ctx, command),
         Command::Doctor(args) => doctor::run(ctx, args),
+        Command::Forget(args) => forget::run(ctx, args),
     }
 }
 

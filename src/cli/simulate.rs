@@ -116,6 +116,8 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
                     "simulation_seconds": report.elapsed.as_secs_f64(),
                     "shutdown_seconds": delivered.elapsed.as_secs_f64(),
                     "interrupted": report.interrupted,
+                    "planted": report.planted,
+                    "redacted": redacted(&obs),
                 }),
             )?;
             writeln!(out)?;
@@ -150,6 +152,11 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
                     serphona_obs::sinks::clickhouse::spool::spool_dir(&obs.config().data_dir).display()
                 )?;
             }
+            if !report.planted.is_empty() {
+                let said: Vec<String> = report.planted.iter().map(|(k, n)| format!("{k} {n}")).collect();
+                let redacted: u64 = redacted(&obs).values().sum();
+                writeln!(out, "personal data said by customers: {}; values redacted: {redacted}", said.join(", "))?;
+            }
         }
     }
     if let Some(message) = delivered.lost.message() {
@@ -160,4 +167,21 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(if report.interrupted { ExitCode::from(super::EXIT_INTERRUPTED) } else { ExitCode::SUCCESS })
+}
+
+/// `serphona_obs_redactions_total` by kind (the kinds the config knows: the built-in
+/// detectors and the custom rules), without the zeros.
+pub fn redacted(obs: &Observability) -> std::collections::BTreeMap<String, u64> {
+    let privacy = &obs.config().privacy;
+    let mut kinds: Vec<String> = serphona_obs::processors::Detector::ALL.iter().map(|d| d.as_str().to_string()).collect();
+    kinds.extend(privacy.rules.iter().map(|r| r.name.clone()));
+    kinds.extend(privacy.tenants.values().flat_map(|t| t.rules.iter().flatten()).map(|r| r.name.clone()));
+    let counter = &obs.metrics().pipeline.redactions;
+    kinds
+        .into_iter()
+        .filter_map(|k| {
+            let n = counter.get_metric_with_label_values(&[k.as_str()]).map(|c| c.get()).unwrap_or(0);
+            (n > 0).then_some((k, n))
+        })
+        .collect()
 }

@@ -190,6 +190,8 @@ pub struct SelfMetrics {
     pub spool_dropped: IntCounterVec,
     /// Failed writes (a batch to a sink, a batch to a spool), by sink and kind.
     pub write_errors: IntCounterVec,
+    /// Values the privacy policy redacted, by kind (detector or rule name; never the value).
+    pub redactions: IntCounterVec,
 }
 
 impl SelfMetrics {
@@ -283,8 +285,16 @@ impl SelfMetrics {
                 ),
                 &["sink", "kind"],
             )?,
+            redactions: IntCounterVec::new(
+                Opts::new(
+                    "serphona_obs_redactions_total",
+                    "Values the privacy policy redacted before the sinks, by kind (built-in detector or custom rule).",
+                ),
+                &["kind"],
+            )?,
         };
         registry.register(Box::new(m.write_errors.clone()))?;
+        registry.register(Box::new(m.redactions.clone()))?;
         registry.register(Box::new(m.events_accepted.clone()))?;
         registry.register(Box::new(m.events_delivered.clone()))?;
         registry.register(Box::new(m.export_retries.clone()))?;

@@ -105,10 +105,21 @@ impl ObservabilityBuilder {
         } else {
             None
         };
+        // Redaction first: every other processor and every sink sees redacted events only.
+        let redactor = Arc::new(crate::processors::Redactor::new(&config.privacy, &config.data_dir)?);
+        let redactor = (!redactor.is_noop()).then_some(redactor);
+        let mut processors: Vec<Box<dyn Processor>> = Vec::new();
+        if let Some(redactor) = &redactor {
+            processors.push(Box::new(crate::processors::RedactionProcessor::new(
+                redactor.clone(),
+                metrics.pipeline.redactions.clone(),
+            )));
+        }
+        processors.extend(self.processors);
         let pipeline = Pipeline::start(
             config.pipeline.queue_capacity,
             config.pipeline.when_full,
-            self.processors,
+            processors,
             sinks,
             metrics.pipeline.clone(),
         );
@@ -121,6 +132,7 @@ impl ObservabilityBuilder {
             live,
             server: Mutex::new(server),
             tracing,
+            redactor,
             conversation_header,
             conversations: Mutex::new(HashMap::new()),
         });

@@ -147,7 +147,13 @@ impl ConvInner {
         let tracing = &self.obs.tracing;
         // Unsampled conversations have unsampled children: ids only, no attributes built.
         let sampled = tracing.is_recording() && self.cx.span().span_context().is_sampled();
-        event.trace.span_id = match sampled.then(|| tree::child_builder(&event)).flatten() {
+        // Spans carry caller text (reasons, options, the intent): built from the event as the
+        // privacy policy leaves it, the same policy the pipeline applies to the event.
+        let spanned = || match self.obs.redactor.as_ref().and_then(|r| r.for_spans(&event)) {
+            Some(redacted) => tree::child_builder(&redacted),
+            None => tree::child_builder(&event),
+        };
+        event.trace.span_id = match sampled.then(spanned).flatten() {
             Some((builder, end)) => tracing.record(builder, &self.cx, end).span_id(),
             None => new_span_id(),
         };

@@ -63,6 +63,9 @@ pub enum Error {
     /// Tracing could not be set up, or its export could not be flushed.
     #[error(transparent)]
     Trace(#[from] TraceError),
+    /// The privacy policy could not be set up (its hash key file).
+    #[error(transparent)]
+    Privacy(#[from] crate::processors::redaction::RedactionError),
     /// The config enables something this version cannot do yet.
     #[error("{0}")]
     Unsupported(String),

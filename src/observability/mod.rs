@@ -43,6 +43,9 @@ pub(crate) struct Inner {
     live: broadcast::Sender<Arc<Event>>,
     server: Mutex<Option<MetricsServer>>,
     tracing: Tracing,
+    /// The privacy policy, for span attributes built on the caller's thread (the events go
+    /// through the same policy in the pipeline's processor); `None` when it redacts nothing.
+    redactor: Option<Arc<crate::processors::Redactor>>,
     /// `tracing.conversation_header`, shared by every conversation and request.
     conversation_header: Arc<str>,
     /// The one registry of the conversations started here and not ended, by id.
@@ -443,6 +446,26 @@ impl Observability {
     #[cfg(feature = "clickhouse")]
     pub async fn export_conversation(&self, events: &[crate::types::Event]) -> Result<(), Error> {
         let exporter = crate::sinks::clickhouse::Exporter::new(&self.inner.config.clickhouse);
+        // Past the pipeline, not past the privacy policy.
+        let redacted;
+        let events = match &self.inner.redactor {
+            Some(redactor) => {
+                let mut counts = crate::processors::redaction::Counts::new();
+                redacted = events
+                    .iter()
+                    .map(|e| {
+                        let mut e = e.clone();
+                        redactor.redact_event(&mut e, &mut counts);
+                        e
+                    })
+                    .collect::<Vec<_>>();
+                for (kind, n) in counts {
+                    self.inner.metrics.pipeline.redactions.with_label_values(&[kind.as_str()]).inc_by(n);
+                }
+                &redacted[..]
+            }
+            None => events,
+        };
         Ok(exporter.export_conversation(events).await?)
     }
 

@@ -147,6 +147,11 @@ pub struct SimReport {
     pub elapsed: Duration,
     /// True when stopped before the end.
     pub interrupted: bool,
+    /// Personal data the customers said, by kind (`card_number`, `email`, `phone`,
+    /// `date_of_birth`): what the privacy policy should have redacted.
+    pub planted: BTreeMap<&'static str, u64>,
+    /// The values themselves, as (kind, value), in the order they were said.
+    pub planted_values: Vec<(&'static str, String)>,
 }
 
 struct Active {
@@ -288,6 +293,8 @@ pub fn run(
         by_resolution: BTreeMap::new(),
         elapsed: Duration::ZERO,
         interrupted: false,
+        planted: BTreeMap::new(),
+        planted_values: Vec::new(),
     };
     let mut open: Vec<Option<Active>> = Vec::new();
     report.interrupted = walk(config, &run_id, stop, |due, slot, step| {
@@ -315,6 +322,10 @@ pub fn run(
         let entry = open[slot].get_or_insert_with(|| Active { conv: None, failing: false, last_at: at });
         let at = at.max(entry.last_at);
         entry.last_at = at;
+        for (kind, value) in step.planted {
+            *report.planted.entry(kind).or_default() += 1;
+            report.planted_values.push((kind, value));
+        }
         if perform(obs, entry, step.action, at, &mut report) {
             open[slot] = None;
         }

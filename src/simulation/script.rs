@@ -42,6 +42,9 @@ pub struct Step {
     pub offset_ms: u64,
     /// What happens.
     pub action: Action,
+    /// Personal data the customer says in this step, as (kind, value): `card_number`, `email`,
+    /// `phone`, `date_of_birth`.
+    pub planted: Vec<(&'static str, String)>,
 }
 
 struct Tenant {
@@ -304,6 +307,80 @@ pub fn cap_gaps(steps: &mut [Step], cap_ms: u64) {
     }
 }
 
+/// Mixed into the seed of the personal-data stream.
+const PII_SEED: u64 = 0x5049_495f_5345_4544;
+
+/// A Luhn-valid card number read out in groups of four (16 digits, a Visa or Mastercard prefix).
+fn card_number(rng: &mut ChaCha8Rng) -> String {
+    let mut digits: Vec<u8> = if rng.random_bool(0.5) { vec![4] } else { vec![5, rng.random_range(1..=5)] };
+    while digits.len() < 15 {
+        digits.push(rng.random_range(0..10));
+    }
+    // The check digit.
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| {
+            let d = u32::from(d);
+            if i % 2 == 0 {
+                let x = d * 2;
+                if x > 9 { x - 9 } else { x }
+            } else {
+                d
+            }
+        })
+        .sum();
+    digits.push(((10 - sum % 10) % 10) as u8);
+    digits.chunks(4).map(|g| g.iter().map(|d| char::from(b'0' + d)).collect::<String>()).collect::<Vec<_>>().join(" ")
+}
+
+const FIRST_NAMES: &[&str] = &["maria", "james", "li", "fatima", "olga", "diego", "amara", "kenji"];
+const LAST_NAMES: &[&str] = &["garcia", "smith", "chen", "okafor", "novak", "rossi", "tanaka", "kowalski"];
+
+/// Sometimes appends personal data to what the customer says; returns the text and what was
+/// planted.
+fn personal_data(rng: &mut ChaCha8Rng, text: &str) -> (String, Vec<(&'static str, String)>) {
+    if !rng.random_bool(0.3) {
+        return (text.to_string(), Vec::new());
+    }
+    let kind = weighted(rng, &[("card_number", 3), ("email", 3), ("phone", 3), ("date_of_birth", 2)]);
+    let (value, sentence) = match kind {
+        "card_number" => {
+            let v = card_number(rng);
+            let s = format!("My card number is {v}.");
+            (v, s)
+        }
+        "email" => {
+            let v = format!(
+                "{}.{}{}@{}",
+                pick(rng, FIRST_NAMES),
+                pick(rng, LAST_NAMES),
+                rng.random_range(1..100),
+                pick(rng, &["example.com", "example.org", "mail.example.net"])
+            );
+            let s = format!("You can email me at {v}.");
+            (v, s)
+        }
+        "phone" => {
+            let n = rng.random_range(100..200);
+            let v = match rng.random_range(0..3) {
+                0 => format!("+1 415 555 0{n}"),
+                1 => format!("(212) 555-0{n}"),
+                _ => format!("+44 20 7946 0{n}"),
+            };
+            let s = format!("Call me back on {v}.");
+            (v, s)
+        }
+        _ => {
+            let v = format!("{}-{:02}-{:02}", rng.random_range(1940..2005), rng.random_range(1..13), rng.random_range(1..29));
+            let s = format!("My date of birth is {v}.");
+            (v, s)
+        }
+    };
+    (format!("{text} {sentence}"), vec![(kind, value)])
+}
+
 /// The script of conversation `index` of a run with `seed`.
 pub fn generate(seed: u64, index: u64, run_id: &str) -> Vec<Step> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -319,7 +396,7 @@ pub fn generate(seed: u64, index: u64, run_id: &str) -> Vec<Step> {
 
     let mut steps = Vec::new();
     let mut t: u64 = 0;
-    let mut push = |t: u64, action: Action| steps.push(Step { offset_ms: t, action });
+    let mut push = |t: u64, action: Action| steps.push(Step { offset_ms: t, action, planted: Vec::new() });
     push(
         0,
         Action::Start(
@@ -384,11 +461,19 @@ pub fn generate(seed: u64, index: u64, run_id: &str) -> Vec<Step> {
     let opening = *pick(&mut rng, intent.opening);
     let confidence = round(rng.random_range(0.72..0.99));
     let spoken = speak(&mut rng, opening);
-    let mut customer_turn = Interaction::customer(opening).sentiment(round(mood)).intent(intent.name, confidence);
+    // Personal data, from a stream of its own (the rest of the script is the same with or
+    // without it): sometimes the customer reads out a card number, an email, a phone number or
+    // a date of birth with the problem.
+    let mut pii = ChaCha8Rng::seed_from_u64(seed ^ PII_SEED);
+    pii.set_stream(index + 1);
+    let (said, planted) = personal_data(&mut pii, opening);
+    let mut customer_turn = Interaction::customer(said).sentiment(round(mood)).intent(intent.name, confidence);
     if voice {
         customer_turn = customer_turn.duration_ms(round(spoken));
     }
     push(t, Action::Turn(customer_turn));
+    // The start, the greeting, then this turn.
+    const OPENING_STEP: usize = 2;
     t += spoken as u64 + rng.random_range(120..400);
     push(
         t,
@@ -522,6 +607,8 @@ pub fn generate(seed: u64, index: u64, run_id: &str) -> Vec<Step> {
         }
     };
     push(t, Action::End(end));
+    debug_assert!(matches!(&steps[OPENING_STEP].action, Action::Turn(turn) if turn.speaker == TurnSpeaker::Customer));
+    steps[OPENING_STEP].planted = planted;
     steps
 }
 
@@ -619,7 +706,7 @@ mod tests {
     fn capping_gaps_shortens_only_long_pauses() {
         let mut steps: Vec<Step> = [0, 1_000, 3_601_000, 3_602_000]
             .into_iter()
-            .map(|offset_ms| Step { offset_ms, action: Action::Error { error_type: "x", message: "y" } })
+            .map(|offset_ms| Step { offset_ms, action: Action::Error { error_type: "x", message: "y" }, planted: Vec::new() })
             .collect();
         cap_gaps(&mut steps, 60_000);
         assert_eq!(steps.iter().map(|s| s.offset_ms).collect::<Vec<_>>(), vec![0, 1_000, 61_000, 62_000]);

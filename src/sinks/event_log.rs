@@ -2,12 +2,19 @@
 //! `<data_dir>/events/events-000001.jsonl`, a new file when one reaches `max_file_bytes`.
 //!
 //! Files are only appended to (`O_APPEND`, one write per batch of whole lines), never renamed,
-//! so readers (`query`, `tail`) can follow them while they grow. Every reader reads them with
-//! [`read::LineReader`], which skips and reports damaged lines instead of failing.
+//! so readers (`query`, `tail`) can follow them while they grow. The one exception is erasure
+//! (`serphona-obs forget`, [`crate::erasure`]): it rewrites a file without the erased lines
+//! (a temporary file renamed over it) while holding the folder's lock ([`LogLock`], `flock`
+//! on `events/.lock`) exclusively; every writer holds it shared for each batch it writes and,
+//! under it, reopens its file when the path no longer names the file it has open. So no line
+//! is written into a file being rewritten, and none is lost to a replaced one.
+//!
+//! Every reader reads them with [`read::LineReader`], which skips and reports damaged lines
+//! instead of failing.
 
 pub mod read;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -15,21 +22,6 @@ use crate::pipeline::{SharedEvent, Sink, SinkError};
 
 const PREFIX: &str = "events-";
 const SUFFIX: &str = ".jsonl";
-
-/// Creates a folder (and its parents) readable by its owner only (mode 0700): the data dir
-/// holds transcripts.
-pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
-}
-
-/// Options that create a file readable by its owner only (mode 0600).
-pub fn private_file() -> OpenOptions {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut options = OpenOptions::new();
-    options.mode(0o600);
-    options
-}
 
 /// The folder of the event log under a data dir.
 pub fn event_log_dir(data_dir: &Path) -> PathBuf {
@@ -60,8 +52,67 @@ fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{PREFIX}{seq:06}{SUFFIX}"))
 }
 
+/// The event log folder's lock file.
+pub const LOCK_FILE: &str = ".lock";
+
+/// The lock of an event log folder (`flock` on `events/.lock`): shared by writers for each
+/// batch, exclusive for a rewrite. Released when dropped.
+#[derive(Debug)]
+pub struct LogLock {
+    file: File,
+}
+
+impl LogLock {
+    /// Opens (creating) the lock file of `dir`.
+    pub fn open(dir: &Path) -> std::io::Result<LogLock> {
+        let file = crate::fsmode::private_options().read(true).write(true).create(true).truncate(false).open(dir.join(LOCK_FILE))?;
+        Ok(LogLock { file })
+    }
+
+    /// Waits for the lock, shared (`exclusive: false`) or exclusive.
+    pub fn lock(&self, exclusive: bool) -> std::io::Result<()> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::io::AsRawFd;
+            let op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
+            loop {
+                // SAFETY: flock on a file descriptor this struct owns.
+                if unsafe { libc::flock(self.file.as_raw_fd(), op) } == 0 {
+                    return Ok(());
+                }
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = exclusive;
+            Ok(())
+        }
+    }
+
+    /// Releases the lock (also done when dropped).
+    pub fn unlock(&self) {
+        #[cfg(unix)]
+        {
+            use std::os::unix::io::AsRawFd;
+            // SAFETY: flock on a file descriptor this struct owns.
+            unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) };
+        }
+    }
+}
+
+impl Drop for LogLock {
+    fn drop(&mut self) {
+        self.unlock();
+    }
+}
+
 /// The sink writing the local event log.
 pub struct EventLogSink {
+    lock: LogLock,
     dir: PathBuf,
     file: File,
     path: PathBuf,
@@ -80,11 +131,12 @@ impl EventLogSink {
     /// instead of corrupting the next event.
     pub fn open(data_dir: &Path, max_bytes: u64, max_files: usize) -> Result<EventLogSink, SinkError> {
         let dir = event_log_dir(data_dir);
-        create_private_dir(&dir).map_err(io_error("cannot create the event log folder", &dir))?;
+        crate::fsmode::create_private_dir_all(&dir).map_err(io_error("cannot create the event log folder", &dir))?;
         let seq = list_segments(&dir).map_err(io_error("cannot list", &dir))?.last().map_or(1, |(seq, _)| *seq);
         let path = segment_path(&dir, seq);
         let (file, size) = open_segment(&path)?;
-        let mut sink = EventLogSink { dir, file, path, seq, size, max_bytes, max_files, buf: Vec::with_capacity(1 << 16) };
+        let lock = LogLock::open(&dir).map_err(io_error("cannot open the lock of", &dir))?;
+        let mut sink = EventLogSink { lock, dir, file, path, seq, size, max_bytes, max_files, buf: Vec::with_capacity(1 << 16) };
         if sink.size > 0 && !sink.ends_with_newline()? {
             sink.append(b"\n")?;
         }
@@ -116,6 +168,24 @@ impl EventLogSink {
             return Err(io_error("cannot write", &self.path)(e));
         }
         self.size += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// `forget` may have replaced the file (renamed a rewritten one over it): write to the
+    /// file the path names now. Called with the lock held.
+    fn reopen_if_replaced(&mut self) -> Result<(), SinkError> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let open = self.file.metadata().map_err(io_error("cannot stat", &self.path))?;
+            let replaced = match std::fs::metadata(&self.path) {
+                Ok(now) => now.ino() != open.ino() || now.dev() != open.dev(),
+                Err(_) => true,
+            };
+            if replaced {
+                self.switch_to(self.seq)?;
+            }
+        }
         Ok(())
     }
 
@@ -162,7 +232,23 @@ impl Sink for EventLogSink {
     fn write(&mut self, events: &[SharedEvent]) -> Result<(), SinkError> {
         // Lines go out in as few writes as possible, splitting the batch at a line boundary
         // wherever the current file would pass max_bytes (a single line larger than that
-        // gets a file of its own).
+        // gets a file of its own). Under the folder's lock, shared: `forget` rewrites files
+        // only while it holds it exclusively.
+        self.lock.lock(false).map_err(io_error("cannot lock", &self.dir))?;
+        let written = self.write_locked(events);
+        self.lock.unlock();
+        written
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        // Lines are written straight to the file; flushing makes them durable.
+        self.file.sync_data().map_err(io_error("cannot sync", &self.path))
+    }
+}
+
+impl EventLogSink {
+    fn write_locked(&mut self, events: &[SharedEvent]) -> Result<(), SinkError> {
+        self.reopen_if_replaced()?;
         self.follow_newest()?;
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
@@ -196,16 +282,11 @@ impl Sink for EventLogSink {
             (result, _) => result,
         }
     }
-
-    fn flush(&mut self) -> Result<(), SinkError> {
-        // Lines are written straight to the file; flushing makes them durable.
-        self.file.sync_data().map_err(io_error("cannot sync", &self.path))
-    }
 }
 
 /// Opens (creating) a file of the log for appending, with its current size.
 fn open_segment(path: &Path) -> Result<(File, u64), SinkError> {
-    let file = private_file().create(true).append(true).read(true).open(path).map_err(io_error("cannot open", path))?;
+    let file = crate::fsmode::private_options().create(true).append(true).read(true).open(path).map_err(io_error("cannot open", path))?;
     let size = file.metadata().map_err(io_error("cannot stat", path))?.len();
     Ok((file, size))
 }
@@ -296,7 +377,7 @@ mod tests {
         sink.write(&[event(10)]).unwrap();
         drop(sink);
         let path = event_log_dir(dir.path()).join("events-000001.jsonl");
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"event_id\":\"01").unwrap(); // a crash mid-line
         drop(f);
         let mut sink = EventLogSink::open(dir.path(), 1 << 20, 0).unwrap();

@@ -12,6 +12,7 @@ mod doctor;
 mod loki;
 mod library;
 mod middleware;
+mod privacy;
 mod prometheus;
 mod query;
 mod seed_contract;

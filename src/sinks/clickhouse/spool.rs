@@ -92,7 +92,7 @@ pub struct Spool {
 impl Spool {
     /// Opens (creating) the spool folder.
     pub fn open(dir: PathBuf, max_bytes: u64) -> Result<Spool, SpoolError> {
-        crate::sinks::event_log::create_private_dir(&dir).map_err(|source| SpoolError { path: dir.clone(), context: "create", source })?;
+        crate::fsmode::create_private_dir_all(&dir).map_err(|source| SpoolError { path: dir.clone(), context: "create", source })?;
         Ok(Spool { dir, max_bytes })
     }
 
@@ -153,7 +153,7 @@ impl Spool {
         let path = self.dir.join(format!("batch-{}.jsonl", batch.id));
         let tmp = self.dir.join(format!(".tmp-{}", batch.id));
         let write = || -> std::io::Result<()> {
-            let mut f = crate::sinks::event_log::private_file().write(true).create(true).truncate(true).open(&tmp)?;
+            let mut f = crate::fsmode::create_private(&tmp)?;
             f.write_all(&buf)?;
             f.sync_data()?;
             std::fs::rename(&tmp, &path)
@@ -195,7 +195,7 @@ impl Spool {
         if event.write_json_line(&mut line).is_err() {
             return Ok(());
         }
-        let mut f = crate::sinks::event_log::private_file()
+        let mut f = crate::fsmode::private_options()
             .create(true)
             .append(true)
             .open(&path)
