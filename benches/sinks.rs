@@ -60,8 +60,11 @@ struct Received {
     clickhouse_bytes: AtomicU64,
     proxied: AtomicU64,
     /// The front's answers, by query and body.
-    answers: std::sync::Mutex<std::collections::HashMap<(String, Bytes), (u16, Vec<(String, String)>, Bytes)>>,
+    answers: std::sync::Mutex<std::collections::HashMap<(String, Bytes), Answer>>,
 }
+
+/// A response of the chDB front: status, headers, body.
+type Answer = (u16, Vec<(String, String)>, Bytes);
 
 const CUSTOMER: [&str; 4] = [
     "I was charged twice this month and I want the second charge refunded.",
@@ -99,8 +102,7 @@ fn main() {
     let addr = rt.block_on(serve(received.clone(), front.url.clone()));
 
     let config = |data: &str| {
-        let mut config = Config::default();
-        config.data_dir = dir.path().join(data);
+        let mut config = Config { data_dir: dir.path().join(data), ..Config::default() };
         config.metrics.enabled = false; // the registry is still updated; nothing is served
         config.tracing.enabled = false; // benches/tracing.rs measures spans
         config.logging.enabled = true;
