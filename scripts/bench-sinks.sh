@@ -84,7 +84,8 @@ print("|---|---|---|---|")
 for name, f in rows:
     b, t = med("baseline", f), med("this", f)
     fmt = "{:,.3f}" if b < 10 else "{:,.1f}"
-    print(f"| {name} | {fmt.format(b)} | {fmt.format(t)} | {t / b:.2f}x |")
+    ratio = f"{t / b:.2f}x" if b else "–"
+    print(f"| {name} | {fmt.format(b)} | {fmt.format(t)} | {ratio} |")
 dropped = sum(r["dropped"] for side in runs.values() for r in side)
 print(f"\ndropped in all runs: {dropped}")
 EOF

@@ -152,6 +152,7 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
                     "events": report.events,
                     "events_by_type": report.events_by_type,
                     "planted": report.planted,
+                    "redacted": super::simulate::redacted(&obs),
                     "by_channel": by_channel,
                     "total": total.first(),
                     "event_log": serphona_obs::sinks::event_log::event_log_dir(&data_dir),
@@ -167,6 +168,9 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
             writeln!(out, "{}", summary_table(&rows))?;
             let types: Vec<String> = report.events_by_type.iter().map(|(t, n)| format!("{t} {n}")).collect();
             writeln!(out, "{} events: {}", report.events, types.join(", "))?;
+            if let Some(line) = super::simulate::personal_data_line(&report.planted, &obs) {
+                writeln!(out, "{line}")?;
+            }
             if let Some(message) = lost.message() {
                 writeln!(out, "error: {message}; the summary undercounts")?;
             }

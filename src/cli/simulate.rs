@@ -152,10 +152,8 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
                     serphona_obs::sinks::clickhouse::spool::spool_dir(&obs.config().data_dir).display()
                 )?;
             }
-            if !report.planted.is_empty() {
-                let said: Vec<String> = report.planted.iter().map(|(k, n)| format!("{k} {n}")).collect();
-                let redacted: u64 = redacted(&obs).values().sum();
-                writeln!(out, "personal data said by customers: {}; values redacted: {redacted}", said.join(", "))?;
+            if let Some(line) = personal_data_line(&report.planted, &obs) {
+                writeln!(out, "{line}")?;
             }
         }
     }
@@ -167,6 +165,17 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(if report.interrupted { ExitCode::from(super::EXIT_INTERRUPTED) } else { ExitCode::SUCCESS })
+}
+
+/// "personal data said by customers: card_number 7, email 15, …; values redacted: N" (the
+/// summaries of `simulate` and `demo`), or nothing when no customer said any.
+pub fn personal_data_line(planted: &std::collections::BTreeMap<&str, u64>, obs: &Observability) -> Option<String> {
+    if planted.is_empty() {
+        return None;
+    }
+    let said: Vec<String> = planted.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    let redacted: u64 = redacted(obs).values().sum();
+    Some(format!("personal data said by customers: {}; values redacted: {redacted}", said.join(", ")))
 }
 
 /// `serphona_obs_redactions_total` by kind (the kinds the config knows: the built-in
