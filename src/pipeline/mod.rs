@@ -50,9 +50,9 @@ impl SharedEvent {
         }
         let line = SCRATCH.with_borrow_mut(|buf| {
             buf.clear();
-            serde_json::to_writer(&mut *buf, &event).ok()?;
-            // serde_json writes valid UTF-8.
-            std::str::from_utf8(buf).ok().map(Arc::<str>::from)
+            event.write_json_line(buf).ok()?;
+            // serde_json writes valid UTF-8; the shared line is without its newline.
+            std::str::from_utf8(&buf[..buf.len() - 1]).ok().map(Arc::<str>::from)
         });
         SharedEvent { event: Arc::new(event), line }
     }
