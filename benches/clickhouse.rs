@@ -114,6 +114,7 @@ fn turn(i: usize) -> Interaction {
                 tts_ttfb_ms: Some(120.0),
                 response_ms: Some(950.0),
                 interrupted: i % 10 == 1,
+                ..TurnLatency::default()
             })
     }
 }

@@ -28,7 +28,7 @@ fn turn(content: &str) -> Event {
         content: content.to_string(),
         metadata,
         trace: TraceIds { trace_id: TraceId::from(0x5b8a_4c55_9a51u128), span_id: SpanId::from(0x9a51u64), parent_span_id: None },
-        kind: EventKind::CustomerTurn { turn: 3, latency: None, duration_ms: Some(4210.0) },
+        kind: EventKind::CustomerTurn { turn: 3, latency: None, duration_ms: Some(4210.0), turn_taking: Default::default(), usage: None },
     }
 }
 

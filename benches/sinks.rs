@@ -199,6 +199,7 @@ fn emit(obs: &Observability, conversations: usize, turns: usize) {
                 tts_ttfb_ms: Some(150.0),
                 response_ms: Some(1_250.0),
                 interrupted: t % 7 == 3,
+                ..TurnLatency::default()
             };
             conv.track_interaction(Interaction::agent(AGENT[i]).sentiment(0.3).latency(latency));
         }

@@ -44,6 +44,34 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// Redaction of personal data before any sink (see [`crate::processors::redaction`]).
     pub privacy: PrivacyConfig,
+    /// Pricing of tokens and voice services.
+    pub usage: UsageConfig,
+    /// Turn-taking on voice conversations.
+    pub voice: VoiceConfig,
+}
+
+/// `usage:` section.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageConfig {
+    /// A price table (`prices.yaml`) laid over the built-in one, entry by entry; empty: the
+    /// built-in table alone (see [`crate::pricing`]).
+    pub prices: Option<PathBuf>,
+}
+
+/// `voice:` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VoiceConfig {
+    /// The shortest silence between two turns that counts as dead air (2 s by default).
+    #[serde(serialize_with = "humantime_serde::serialize", deserialize_with = "checked::positive_duration")]
+    pub dead_air_threshold: Duration,
+}
+
+impl Default for VoiceConfig {
+    fn default() -> Self {
+        VoiceConfig { dead_air_threshold: Duration::from_secs(2) }
+    }
 }
 
 impl Default for Config {
@@ -59,6 +87,8 @@ impl Default for Config {
             clickhouse: ClickHouseConfig::default(),
             pipeline: PipelineConfig::default(),
             privacy: PrivacyConfig::default(),
+            usage: UsageConfig::default(),
+            voice: VoiceConfig::default(),
         }
     }
 }
@@ -623,7 +653,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file does not parse into the config shape.
-    #[error("{}{}: field `{field}`: {message}", origin.display(), location(*line, *column))]
+    #[error("{}{}: field `{field}`: {message}", origin.display(), crate::yaml::location(*line, *column))]
     File {
         /// The file.
         origin: PathBuf,
@@ -656,14 +686,6 @@ pub enum ConfigError {
     },
 }
 
-fn location(line: Option<usize>, column: Option<usize>) -> String {
-    match (line, column) {
-        (Some(l), Some(c)) => format!(":{l}:{c}"),
-        (Some(l), None) => format!(":{l}"),
-        _ => String::new(),
-    }
-}
-
 /// The environment variable prefix.
 pub const ENV_PREFIX: &str = "SERPHONA_OBS_";
 
@@ -676,22 +698,12 @@ impl Config {
         if text.trim().is_empty() {
             return Ok(Config::default());
         }
-        let de = serde_norway::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            let field = e.path().to_string();
-            let inner = e.into_inner();
-            let message = strip_path(&strip_location(&inner.to_string()), &field);
-            let (line, column) = match inner.location() {
-                Some(l) => (Some(l.line()), Some(l.column())),
-                None => (None, None),
-            };
-            ConfigError::File {
-                origin: origin.to_path_buf(),
-                field: if field == "." { "(top level)".into() } else { field },
-                line,
-                column,
-                message,
-            }
+        crate::yaml::from_str(text, origin).map_err(|e| ConfigError::File {
+            origin: e.origin,
+            field: e.field,
+            line: e.line,
+            column: e.column,
+            message: e.message,
         })
     }
 
@@ -774,7 +786,7 @@ impl Config {
 
     /// Checks ranges and consistency that parsing alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let checks: [(&str, Result<(), String>); 18] = [
+        let checks: [(&str, Result<(), String>); 19] = [
             ("service_name", check_non_empty(&self.service_name)),
             ("data_dir", check_non_empty(&self.data_dir.to_string_lossy())),
             ("tracing.sample_ratio", check_ratio(self.tracing.sample_ratio)),
@@ -793,6 +805,7 @@ impl Config {
             ("clickhouse.spool_max_bytes", check_at_least(self.clickhouse.spool_max_bytes as u64, 1)),
             ("pipeline.queue_capacity", check_at_least(self.pipeline.queue_capacity as u64, 1)),
             ("pipeline.shutdown_timeout", check_positive_duration(self.pipeline.shutdown_timeout)),
+            ("voice.dead_air_threshold", check_positive_duration(self.voice.dead_air_threshold)),
         ];
         for (field, check) in checks {
             check.map_err(|message| ConfigError::Invalid { field: field.into(), message })?;
@@ -902,24 +915,6 @@ fn env_value(current: &serde_json::Value, raw: &str) -> Result<serde_json::Value
             raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| Value::String(s.to_string())).collect(),
         )),
         _ => Ok(Value::String(raw.to_string())),
-    }
-}
-
-/// serde_norway starts messages with the (partial) path, which the error shows apart.
-fn strip_path(message: &str, field: &str) -> String {
-    if let Some((head, rest)) = message.split_once(": ") {
-        if !head.contains(' ') && (field == head || field.starts_with(&format!("{head}."))) {
-            return rest.to_string();
-        }
-    }
-    message.to_string()
-}
-
-/// serde_norway appends " at line L column C" to messages; the location is reported apart.
-fn strip_location(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) => message[..i].to_string(),
-        None => message.to_string(),
     }
 }
 

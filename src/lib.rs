@@ -57,6 +57,7 @@ pub mod metrics;
 pub mod middleware;
 mod observability;
 pub mod pipeline;
+pub mod pricing;
 pub mod processors;
 pub mod simulation;
 pub mod sinks;
@@ -65,6 +66,7 @@ pub mod trace;
 #[cfg(feature = "tui")]
 pub mod tui;
 pub mod types;
+pub mod yaml;
 
 use std::sync::OnceLock;
 use std::time::Duration;

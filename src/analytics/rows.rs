@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::trace::tree;
 use crate::pipeline::SharedEvent;
-use crate::types::{Event, EventKind, Metadata, TurnLatency};
+use crate::types::{Event, EventKind, Metadata, TurnLatency, TurnMarks, TurnSpeaker, TurnTaking, Usage};
 
 /// A table the sink writes. Which events it takes is said once, by its row builder
 /// ([`event_row`], [`conversation_row`], [`interaction_row`], [`decision_row`],
@@ -102,6 +102,18 @@ pub struct ConversationRow<'a> {
     #[serde(with = "clickhouse::serde::uuid")]
     pub event_id: Uuid,
     pub version: u8,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_tokens: u64,
+    pub audio_tokens: u64,
+    pub cost_usd: f64,
+    pub interruptions_by_customer: u32,
+    pub interruptions_by_agent: u32,
+    pub overlap_ms: f64,
+    pub dead_air_count: u32,
+    pub dead_air_ms: f64,
+    pub agent_talk_ms: f64,
+    pub customer_talk_ms: f64,
 }
 
 /// A row of `interactions`.
@@ -135,6 +147,21 @@ pub struct InteractionRow<'a> {
     pub span_id: String,
     pub parent_span_id: String,
     pub metadata: StrMap<'a>,
+    pub model: Option<&'a str>,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub cached_tokens: Option<u64>,
+    pub audio_tokens: Option<u64>,
+    pub stt_seconds: Option<f64>,
+    pub tts_characters: Option<u64>,
+    pub telephony_seconds: Option<f64>,
+    pub cost_usd: Option<f64>,
+    pub tool_ms: Option<f64>,
+    pub greeting_ms: Option<f64>,
+    pub gap_ms: Option<f64>,
+    pub dead_air_ms: Option<f64>,
+    pub interrupted_by: &'static str,
+    pub overlap_ms: Option<f64>,
 }
 
 /// A row of `decisions`.
@@ -155,6 +182,11 @@ pub struct DecisionRow<'a> {
     pub trace_id: String,
     pub span_id: String,
     pub metadata: StrMap<'a>,
+    pub model: Option<&'a str>,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub cached_tokens: Option<u64>,
+    pub cost_usd: Option<f64>,
 }
 
 /// A row of `spans`.
@@ -264,6 +296,18 @@ pub fn conversation_row(e: &Event) -> Option<ConversationRow<'_>> {
         metadata: metadata_map(&e.metadata, false),
         event_id: e.event_id,
         version: 1,
+        input_tokens: 0,
+        output_tokens: 0,
+        cached_tokens: 0,
+        audio_tokens: 0,
+        cost_usd: 0.0,
+        interruptions_by_customer: 0,
+        interruptions_by_agent: 0,
+        overlap_ms: 0.0,
+        dead_air_count: 0,
+        dead_air_ms: 0.0,
+        agent_talk_ms: 0.0,
+        customer_talk_ms: 0.0,
     };
     match &e.kind {
         EventKind::ConversationStarted { customer_id, channel, language } => {
@@ -281,7 +325,21 @@ pub fn conversation_row(e: &Event) -> Option<ConversationRow<'_>> {
             customer_id,
             language,
             started_at,
-        } => Some(ConversationRow {
+            usage,
+            turn_taking,
+        } => Some({
+            let u = usage.as_ref();
+            let tt = turn_taking.unwrap_or_default();
+            let TurnTaking {
+                interruptions_by_customer,
+                interruptions_by_agent,
+                overlap_ms,
+                dead_air_count,
+                dead_air_ms,
+                agent_talk_ms,
+                customer_talk_ms,
+            } = tt;
+            ConversationRow {
             customer_id,
             channel: channel.as_str(),
             language,
@@ -297,7 +355,20 @@ pub fn conversation_row(e: &Event) -> Option<ConversationRow<'_>> {
             customer_turns: *customer_turns,
             tags,
             version: 2,
+            input_tokens: u.and_then(|u| u.input_tokens).unwrap_or(0),
+            output_tokens: u.and_then(|u| u.output_tokens).unwrap_or(0),
+            cached_tokens: u.and_then(|u| u.cached_tokens).unwrap_or(0),
+            audio_tokens: u.and_then(|u| u.audio_tokens).unwrap_or(0),
+            cost_usd: u.and_then(|u| u.cost_usd).unwrap_or(0.0),
+            interruptions_by_customer,
+            interruptions_by_agent,
+            overlap_ms,
+            dead_air_count,
+            dead_air_ms,
+            agent_talk_ms,
+            customer_talk_ms,
             ..base("")
+        }
         }),
         _ => None,
     }
@@ -305,15 +376,19 @@ pub fn conversation_row(e: &Event) -> Option<ConversationRow<'_>> {
 
 /// The `interactions` row of a turn.
 pub fn interaction_row(e: &Event) -> Option<InteractionRow<'_>> {
-    let (speaker_type, turn, latency, response_time_seconds, duration_ms) = match &e.kind {
-        EventKind::AgentTurn { turn, latency, response_time_seconds, duration_ms } => {
-            ("agent", *turn, latency, *response_time_seconds, *duration_ms)
+    let (speaker_type, turn, latency, response_time_seconds, duration_ms, marks, usage) = match &e.kind {
+        EventKind::AgentTurn { turn, latency, response_time_seconds, duration_ms, turn_taking, usage } => {
+            ("agent", *turn, latency, *response_time_seconds, *duration_ms, turn_taking, usage)
         }
-        EventKind::CustomerTurn { turn, latency, duration_ms } => ("customer", *turn, latency, None, *duration_ms),
+        EventKind::CustomerTurn { turn, latency, duration_ms, turn_taking, usage } => {
+            ("customer", *turn, latency, None, *duration_ms, turn_taking, usage)
+        }
         _ => return None,
     };
     let l = latency.unwrap_or_default();
-    let TurnLatency { stt_ms, end_of_utterance_ms, llm_ttft_ms, tts_ttfb_ms, response_ms, interrupted } = l;
+    let TurnLatency { stt_ms, end_of_utterance_ms, llm_ttft_ms, tts_ttfb_ms, tool_ms, greeting_ms, response_ms, interrupted } = l;
+    let TurnMarks { gap_ms, dead_air_ms, interruption } = *marks;
+    let u = usage.as_ref();
     Some(InteractionRow {
         tenant_id: &e.tenant_id,
         conversation_id: &e.conversation_id,
@@ -341,14 +416,34 @@ pub fn interaction_row(e: &Event) -> Option<InteractionRow<'_>> {
         span_id: e.trace.span_id.to_string(),
         parent_span_id: parent_hex(e),
         metadata: metadata_map(&e.metadata, false),
+        model: u.and_then(|u| u.model.as_deref()),
+        input_tokens: u.and_then(|u| u.input_tokens),
+        output_tokens: u.and_then(|u| u.output_tokens),
+        cached_tokens: u.and_then(|u| u.cached_tokens),
+        audio_tokens: u.and_then(|u| u.audio_tokens),
+        stt_seconds: u.and_then(|u| u.stt_seconds),
+        tts_characters: u.and_then(|u| u.tts_characters),
+        telephony_seconds: u.and_then(|u| u.telephony_seconds),
+        cost_usd: u.and_then(|u| u.cost_usd),
+        tool_ms,
+        greeting_ms,
+        gap_ms,
+        dead_air_ms,
+        interrupted_by: match interruption.map(|i| i.by) {
+            Some(TurnSpeaker::Customer) => "customer",
+            Some(TurnSpeaker::Agent) => "agent",
+            None => "",
+        },
+        overlap_ms: interruption.and_then(|i| i.overlap_ms),
     })
 }
 
 /// The `decisions` row of a decision.
 pub fn decision_row(e: &Event) -> Option<DecisionRow<'_>> {
-    let EventKind::DecisionMade { decision_type, option, reason, confidence, duration_ms } = &e.kind else {
+    let EventKind::DecisionMade { decision_type, option, reason, confidence, duration_ms, usage } = &e.kind else {
         return None;
     };
+    let u: Option<&Usage> = usage.as_ref();
     Some(DecisionRow {
         tenant_id: &e.tenant_id,
         conversation_id: &e.conversation_id,
@@ -363,6 +458,11 @@ pub fn decision_row(e: &Event) -> Option<DecisionRow<'_>> {
         trace_id: e.trace.trace_id.to_string(),
         span_id: e.trace.span_id.to_string(),
         metadata: metadata_map(&e.metadata, false),
+        model: u.and_then(|u| u.model.as_deref()),
+        input_tokens: u.and_then(|u| u.input_tokens),
+        output_tokens: u.and_then(|u| u.output_tokens),
+        cached_tokens: u.and_then(|u| u.cached_tokens),
+        cost_usd: u.and_then(|u| u.cost_usd),
     })
 }
 

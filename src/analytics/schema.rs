@@ -29,6 +29,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("0006_metrics_snapshots.sql", include_str!("../../schemas/0006_metrics_snapshots.sql")),
     ("0007_rollups.sql", include_str!("../../schemas/0007_rollups.sql")),
     ("0008_seed_columns.sql", include_str!("../../schemas/0008_seed_columns.sql")),
+    ("0009_usage_turn_taking.sql", include_str!("../../schemas/0009_usage_turn_taking.sql")),
 ];
 
 /// The table that records applied migrations.

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
@@ -389,6 +389,28 @@ pub struct Metrics {
     pub compliance_violations: IntCounterVec,
     /// Conversations in progress, `serphona_obs_active_conversations{tenant_id}`.
     pub active_conversations: IntGaugeVec,
+    /// `serphona_obs_llm_tokens_total{tenant_id,model,kind}`: tokens by kind (`input`,
+    /// `output`, `cached`, `audio`; cached tokens are also counted in `input`).
+    pub llm_tokens: IntCounterVec,
+    /// `serphona_obs_cost_usd_total{tenant_id,model}`: cost in US dollars, by priced model or
+    /// service (an LLM, a speech-to-text or text-to-speech model, a telephony provider).
+    pub cost_usd: CounterVec,
+    /// `serphona_obs_usage_unpriced_total{tenant_id,model}`: usages whose model or service
+    /// the price table does not know (their cost is not counted).
+    pub usage_unpriced: IntCounterVec,
+    /// `serphona_obs_interruptions_total{tenant_id,by}`: interruptions, by who interrupted
+    /// (`customer` barge-in, `agent` talking over).
+    pub interruptions: IntCounterVec,
+    /// `serphona_obs_turn_overlap_seconds_total{tenant_id}`: time both sides talked at once.
+    pub overlap: CounterVec,
+    /// `serphona_obs_dead_air_total{tenant_id}`: silences between turns of at least
+    /// `voice.dead_air_threshold`.
+    pub dead_air: IntCounterVec,
+    /// `serphona_obs_dead_air_seconds_total{tenant_id}`: their length.
+    pub dead_air_seconds: CounterVec,
+    /// `serphona_obs_talk_seconds_total{tenant_id,speaker_type}`: speaking time (turns with
+    /// a known duration).
+    pub talk_seconds: CounterVec,
     /// The pipeline's own metrics.
     pub pipeline: Arc<SelfMetrics>,
     tenants: LabelCap,
@@ -396,6 +418,7 @@ pub struct Metrics {
     policies: LabelCap,
     error_types: LabelCap,
     paths: LabelCap,
+    models: LabelCap,
     resolutions: Mutex<HashMap<TenantAgent, ResolutionCounts>>,
     queue_len: std::sync::OnceLock<Box<dyn Fn() -> usize + Send + Sync>>,
 }
@@ -469,7 +492,7 @@ impl Metrics {
             )?,
             voice_latency: histogram(
                 "serphona_obs_voice_turn_latency_seconds",
-                "Voice turn latency parts: stt, end_of_utterance, llm_ttft, tts_ttfb, response.",
+                "Voice turn latency parts: stt, end_of_utterance, llm_ttft, tts_ttfb, tool, greeting, response.",
                 &["tenant_id", "part"],
                 vec![0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0],
             )?,
@@ -481,12 +504,48 @@ impl Metrics {
                 Opts::new("serphona_obs_active_conversations", "Conversations started and not yet ended."),
                 &["tenant_id"],
             )?,
+            llm_tokens: IntCounterVec::new(
+                Opts::new("serphona_obs_llm_tokens_total", "LLM tokens, by tenant, model and kind (input, output, cached, audio)."),
+                &["tenant_id", "model", "kind"],
+            )?,
+            cost_usd: CounterVec::new(
+                Opts::new("serphona_obs_cost_usd_total", "Cost in US dollars, by tenant and priced model or service."),
+                &["tenant_id", "model"],
+            )?,
+            usage_unpriced: IntCounterVec::new(
+                Opts::new(
+                    "serphona_obs_usage_unpriced_total",
+                    "Usages whose model or service is not in the price table (their cost is not counted).",
+                ),
+                &["tenant_id", "model"],
+            )?,
+            interruptions: IntCounterVec::new(
+                Opts::new("serphona_obs_interruptions_total", "Interruptions, by tenant and who interrupted (customer, agent)."),
+                &["tenant_id", "by"],
+            )?,
+            overlap: CounterVec::new(
+                Opts::new("serphona_obs_turn_overlap_seconds_total", "Seconds both sides talked at once."),
+                &["tenant_id"],
+            )?,
+            dead_air: IntCounterVec::new(
+                Opts::new("serphona_obs_dead_air_total", "Silences between turns of at least voice.dead_air_threshold."),
+                &["tenant_id"],
+            )?,
+            dead_air_seconds: CounterVec::new(
+                Opts::new("serphona_obs_dead_air_seconds_total", "Seconds of dead air between turns."),
+                &["tenant_id"],
+            )?,
+            talk_seconds: CounterVec::new(
+                Opts::new("serphona_obs_talk_seconds_total", "Speaking time of turns with a known duration, by speaker type."),
+                &["tenant_id", "speaker_type"],
+            )?,
             pipeline: Arc::new(SelfMetrics::register(&registry)?),
             tenants: LabelCap::new("tenant_id", max_label_values),
             agents: LabelCap::new("agent_id", max_label_values),
             policies: LabelCap::new("policy", max_label_values),
             error_types: LabelCap::new("error_type", max_label_values),
             paths: LabelCap::new("path", max_label_values),
+            models: LabelCap::new("model", max_label_values),
             resolutions: Mutex::new(HashMap::new()),
             queue_len: std::sync::OnceLock::new(),
             registry,
@@ -505,6 +564,14 @@ impl Metrics {
         m.registry.register(Box::new(m.voice_latency.clone()))?;
         m.registry.register(Box::new(m.active_conversations.clone()))?;
         m.registry.register(Box::new(m.compliance_violations.clone()))?;
+        m.registry.register(Box::new(m.llm_tokens.clone()))?;
+        m.registry.register(Box::new(m.cost_usd.clone()))?;
+        m.registry.register(Box::new(m.usage_unpriced.clone()))?;
+        m.registry.register(Box::new(m.interruptions.clone()))?;
+        m.registry.register(Box::new(m.overlap.clone()))?;
+        m.registry.register(Box::new(m.dead_air.clone()))?;
+        m.registry.register(Box::new(m.dead_air_seconds.clone()))?;
+        m.registry.register(Box::new(m.talk_seconds.clone()))?;
         Ok(m)
     }
 
@@ -590,6 +657,64 @@ impl Metrics {
     /// `serphona_obs_voice_latency_seconds{tenant_id,part}`.
     pub fn voice_latency_part(&self, tenant: &str, part: &str, seconds: f64) {
         self.voice_latency.with_label_values(&[tenant, &label_value(part)]).observe(seconds);
+    }
+
+    /// The model label value after the cap.
+    pub fn model_label(&self, model: &str) -> Arc<str> {
+        self.models.get(model, &self.pipeline.label_overflow)
+    }
+
+    /// A priced usage: its tokens, its cost per priced model or service, and the names the
+    /// price table did not know.
+    pub fn usage(&self, tenant: &str, usage: &crate::types::Usage, costing: &crate::pricing::Costing) {
+        let model = self.model_label(usage.model.as_deref().unwrap_or("unknown"));
+        let kinds = [
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+            ("cached", usage.cached_tokens),
+            ("audio", usage.audio_tokens),
+        ];
+        for (kind, n) in kinds {
+            if let Some(n) = n.filter(|n| *n > 0) {
+                self.llm_tokens.with_label_values(&[tenant, &model, kind]).inc_by(n);
+            }
+        }
+        for (name, usd) in &costing.lines {
+            if usd.is_finite() && *usd > 0.0 {
+                self.cost_usd.with_label_values(&[tenant, &self.model_label(name)]).inc_by(*usd);
+            }
+        }
+        for name in &costing.unpriced {
+            self.usage_unpriced.with_label_values(&[tenant, &self.model_label(name)]).inc();
+        }
+    }
+
+    /// A turn's turn-taking: who interrupted, the overlap, dead air and speaking time.
+    pub fn turn_taking(
+        &self,
+        tenant: &str,
+        speaker: &str,
+        marks: &crate::types::TurnMarks,
+        talk_ms: Option<f64>,
+    ) {
+        let ok = |v: f64| v.is_finite() && v > 0.0;
+        if let Some(i) = &marks.interruption {
+            let by = match i.by {
+                crate::types::TurnSpeaker::Agent => "agent",
+                crate::types::TurnSpeaker::Customer => "customer",
+            };
+            self.interruptions.with_label_values(&[tenant, by]).inc();
+            if let Some(ms) = i.overlap_ms.filter(|v| ok(*v)) {
+                self.overlap.with_label_values(&[tenant]).inc_by(ms / 1000.0);
+            }
+        }
+        if let Some(ms) = marks.dead_air_ms.filter(|v| ok(*v)) {
+            self.dead_air.with_label_values(&[tenant]).inc();
+            self.dead_air_seconds.with_label_values(&[tenant]).inc_by(ms / 1000.0);
+        }
+        if let Some(ms) = talk_ms.filter(|v| ok(*v)) {
+            self.talk_seconds.with_label_values(&[tenant, speaker]).inc_by(ms / 1000.0);
+        }
     }
 
     /// `error_rate{service,error_type}`.

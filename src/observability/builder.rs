@@ -57,6 +57,8 @@ impl ObservabilityBuilder {
         let config = self.config;
         config.validate()?;
         let metrics = Arc::new(Metrics::new(config.metrics.max_label_values)?);
+        let prices = Arc::new(crate::pricing::Prices::load(config.usage.prices.as_deref())?);
+        let dead_air_threshold_ms = config.voice.dead_air_threshold.as_secs_f64() * 1000.0;
         let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
         if config.logging.enabled {
             sinks.push(Box::new(EventLogSink::open(
@@ -133,6 +135,8 @@ impl ObservabilityBuilder {
             server: Mutex::new(server),
             tracing,
             redactor,
+            prices,
+            dead_air_threshold_ms,
             conversation_header,
             conversations: Mutex::new(HashMap::new()),
         });

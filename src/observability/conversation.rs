@@ -24,7 +24,21 @@ pub(super) struct ConvState {
     pub(super) customer_turns: u32,
     /// When the last customer turn ended (start + duration when the duration is known).
     pub(super) last_customer_end: Option<OffsetDateTime>,
+    /// The previous turn: who spoke, when it ended (when its duration was known), and whether
+    /// it was marked interrupted.
+    pub(super) last_turn: Option<LastTurn>,
+    /// The usage of every turn and decision so far, summed.
+    pub(super) usage: Usage,
+    /// Turn-taking so far.
+    pub(super) turn_taking: TurnTaking,
     pub(super) ended: bool,
+}
+
+#[derive(Clone, Copy)]
+pub(super) struct LastTurn {
+    speaker: TurnSpeaker,
+    end: Option<OffsetDateTime>,
+    interrupted: bool,
 }
 
 /// A conversation's label values (after the cap) and the series it updates on every turn.
@@ -77,6 +91,25 @@ impl ConvInner {
 
     pub(super) fn is_ended(&self) -> bool {
         self.lock_state().ended
+    }
+
+    /// A usage with its cost: priced from the table, unless the caller set the cost (then
+    /// counted under the usage's model).
+    fn price(&self, mut usage: Usage) -> (Usage, crate::pricing::Costing) {
+        usage.sanitize();
+        let costing = match usage.cost_usd {
+            Some(usd) => crate::pricing::Costing {
+                lines: vec![(usage.model.clone().unwrap_or_else(|| "unknown".into()), usd)],
+                unpriced: Vec::new(),
+            },
+            None => {
+                let costing = self.obs.prices.price(&usage);
+                usage.cost_usd = costing.total();
+                usage.unpriced.clone_from(&costing.unpriced);
+                costing
+            }
+        };
+        (usage, costing)
     }
 
     /// A call on an ended conversation: recorded nowhere, counted.
@@ -179,13 +212,14 @@ impl ConvInner {
     }
 
     fn end(&self, end: ConversationEnd) {
-        let (agent_turns, customer_turns) = {
+        let (agent_turns, customer_turns, usage, turn_taking) = {
             let mut state = self.lock_state();
             if state.ended {
                 return;
             }
             state.ended = true;
-            (state.agent_turns, state.customer_turns)
+            let usage = std::mem::take(&mut state.usage);
+            (state.agent_turns, state.customer_turns, usage, state.turn_taking)
         };
         if self.joined {
             // The service that started the conversation ends it.
@@ -253,6 +287,8 @@ impl ConvInner {
                 customer_id: self.customer_id.clone(),
                 language: self.language.clone(),
                 started_at: Some(self.started_at),
+                usage: (!usage.is_empty()).then_some(usage),
+                turn_taking: (!turn_taking.is_empty()).then_some(turn_taking),
             },
         );
         let span = self.cx.span();
@@ -271,6 +307,32 @@ impl ConvInner {
         span.end_with_timestamp(at.into());
         let _ = self.obs.emit(event);
     }
+}
+
+/// When a turn that started at `at` and lasted `ms` ended (`at` when unknown or absurd).
+fn end_of(at: OffsetDateTime, ms: Option<f64>) -> OffsetDateTime {
+    // Saturating: a NaN or absurd duration from the caller must not panic.
+    let spoke = ms.map_or(time::Duration::ZERO, |ms| time::Duration::saturating_seconds_f64(ms / 1000.0));
+    at.checked_add(spoke).unwrap_or(at)
+}
+
+/// The interruption the caller gave for a turn, from `interruption` or an agent turn's
+/// `latency.interrupted`; a customer barge-in on an agent turn sets `latency.interrupted`, so
+/// the two never disagree.
+fn interruption_given(turn: &mut Interaction) -> Option<Interruption> {
+    let flagged = turn.speaker == TurnSpeaker::Agent && turn.latency.is_some_and(|l| l.interrupted);
+    let mut given = turn.interruption.map(|i| Interruption { derived: false, ..i });
+    if given.is_none() && flagged {
+        given = Some(Interruption { by: TurnSpeaker::Customer, overlap_ms: None, derived: false });
+    }
+    if let Some(i) = &mut given {
+        i.overlap_ms = i.overlap_ms.filter(|v| v.is_finite() && *v >= 0.0);
+        if i.by == TurnSpeaker::Customer && turn.speaker == TurnSpeaker::Agent {
+            turn.latency.get_or_insert_with(TurnLatency::default).interrupted = true;
+        }
+    }
+    turn.interruption = given;
+    given
 }
 
 impl Drop for ConvInner {
@@ -400,10 +462,17 @@ impl Conversation {
     /// Records a turn (`interaction.agent` or `interaction.customer`). Agent turns feed
     /// `agent_response_time_seconds` (from `latency.response_ms`, or measured from the end of
     /// the previous customer turn); scores in the metadata feed the quality gauges.
-    pub fn track_interaction(&self, interaction: Interaction) {
+    pub fn track_interaction(&self, mut interaction: Interaction) {
         let c = &*self.inner;
         let at = normalize_timestamp(interaction.at.unwrap_or_else(OffsetDateTime::now_utc));
-        let (turn, previous_customer_end) = {
+        let speaker = interaction.speaker;
+        // A finite, non-negative speaking time, or none.
+        let talk_ms = interaction.duration_ms.filter(|v| v.is_finite() && *v >= 0.0);
+        // The caller's word on an interruption: `interruption`, or an agent turn's
+        // `latency.interrupted` (a customer barge-in); the two agree afterwards.
+        let mut interruption = interruption_given(&mut interaction);
+        let usage = interaction.usage.take().map(|u| c.price(u));
+        let (turn, previous_customer_end, marks) = {
             let mut state = c.lock_state();
             if state.ended {
                 drop(state);
@@ -411,7 +480,8 @@ impl Conversation {
                 return;
             }
             state.turns += 1;
-            let previous = match interaction.speaker {
+            let answered_nobody = state.customer_turns == 0;
+            let previous = match speaker {
                 TurnSpeaker::Agent => {
                     state.agent_turns += 1;
                     // One response per customer turn: a second agent turn in a row is not a
@@ -420,16 +490,65 @@ impl Conversation {
                 }
                 TurnSpeaker::Customer => {
                     state.customer_turns += 1;
-                    // Saturating: a NaN or absurd duration from the caller must not panic.
-                    let spoke = interaction.duration_ms.map_or(time::Duration::ZERO, |ms| {
-                        time::Duration::saturating_seconds_f64(ms / 1000.0)
-                    });
-                    state.last_customer_end = Some(at.checked_add(spoke).unwrap_or(at));
+                    state.last_customer_end = Some(end_of(at, talk_ms));
                     None
                 }
             };
-            (state.turns, previous)
+            // The greeting: the agent's first audio, measured from the call's start.
+            if speaker == TurnSpeaker::Agent && answered_nobody && c.channel == Channel::Voice {
+                let latency = interaction.latency.get_or_insert_with(TurnLatency::default);
+                if latency.greeting_ms.is_none() && latency.response_ms.is_none() {
+                    latency.greeting_ms = Some(((at - c.started_at).as_seconds_f64() * 1000.0).max(0.0));
+                }
+            }
+            let gap_ms = state
+                .last_turn
+                .and_then(|last| last.end)
+                .map(|end| (at - end).as_seconds_f64() * 1000.0);
+            // Overlap with the other side's turn that nobody called an interruption: this
+            // speaker cut in.
+            if let (None, Some(gap), Some(last)) = (&interruption, gap_ms, state.last_turn) {
+                if gap < 0.0 && last.speaker != speaker && !last.interrupted {
+                    interruption = Some(Interruption { by: speaker, overlap_ms: Some(-gap), derived: true });
+                }
+            }
+            let dead_air_ms = gap_ms.filter(|g| *g >= c.obs.dead_air_threshold_ms);
+            let marks = TurnMarks { gap_ms, dead_air_ms, interruption };
+            state.last_turn = Some(LastTurn {
+                speaker,
+                end: talk_ms.map(|_| end_of(at, talk_ms)),
+                interrupted: interruption.is_some_and(|i| !i.derived),
+            });
+            let tt = &mut state.turn_taking;
+            if let Some(i) = interruption {
+                match i.by {
+                    TurnSpeaker::Customer => tt.interruptions_by_customer += 1,
+                    TurnSpeaker::Agent => tt.interruptions_by_agent += 1,
+                }
+                tt.overlap_ms += i.overlap_ms.filter(|v| v.is_finite() && *v > 0.0).unwrap_or(0.0);
+            }
+            if let Some(ms) = dead_air_ms {
+                tt.dead_air_count += 1;
+                tt.dead_air_ms += ms;
+            }
+            match speaker {
+                TurnSpeaker::Agent => tt.agent_talk_ms += talk_ms.unwrap_or(0.0),
+                TurnSpeaker::Customer => tt.customer_talk_ms += talk_ms.unwrap_or(0.0),
+            }
+            if let Some((usage, _)) = &usage {
+                state.usage.add(usage);
+            }
+            (state.turns, previous, marks)
         };
+        let speaker_type = match speaker {
+            TurnSpeaker::Agent => "agent",
+            TurnSpeaker::Customer => "customer",
+        };
+        c.obs.metrics.turn_taking(&c.series.tenant_label, speaker_type, &marks, talk_ms);
+        if let Some((usage, costing)) = &usage {
+            c.obs.metrics.usage(&c.series.tenant_label, usage, costing);
+        }
+        let usage = usage.map(|(u, _)| u);
         let metrics = &c.obs.metrics;
         let meta = &interaction.metadata;
         // Scores and latencies that are not finite numbers are kept in the event but not in
@@ -451,14 +570,7 @@ impl Conversation {
             metrics.compliance_score(&c.series.tenant_label, policy, *score);
         }
         if let Some(latency) = &interaction.latency {
-            let parts = [
-                ("stt", latency.stt_ms),
-                ("end_of_utterance", latency.end_of_utterance_ms),
-                ("llm_ttft", latency.llm_ttft_ms),
-                ("tts_ttfb", latency.tts_ttfb_ms),
-                ("response", latency.response_ms),
-            ];
-            for (part, ms) in parts {
+            for (part, ms) in latency.parts() {
                 if let Some(ms) = ms.filter(|v| v.is_finite() && *v >= 0.0) {
                     metrics.voice_latency_part(&c.series.tenant_label, part, ms / 1000.0);
                 }
@@ -480,12 +592,16 @@ impl Conversation {
                     latency: interaction.latency,
                     response_time_seconds: response,
                     duration_ms: interaction.duration_ms,
+                    turn_taking: marks,
+                    usage,
                 }
             }
             TurnSpeaker::Customer => EventKind::CustomerTurn {
                 turn,
                 latency: interaction.latency,
                 duration_ms: interaction.duration_ms,
+                turn_taking: marks,
+                usage,
             },
         };
         let event = c.child_event(
@@ -502,11 +618,23 @@ impl Conversation {
     /// Records a decision (`decision.made`); a transfer also records `transfer.initiated`.
     /// Like every `track_*` call, it records nothing once the conversation has ended (counted
     /// in `serphona_obs_events_dropped_total{reason="after_end"}`).
-    pub fn track_decision(&self, decision: Decision) {
+    pub fn track_decision(&self, mut decision: Decision) {
         let c = &*self.inner;
-        if c.is_ended() {
-            return c.after_end();
+        let usage = decision.usage.take().map(|u| c.price(u));
+        {
+            let mut state = c.lock_state();
+            if state.ended {
+                drop(state);
+                return c.after_end();
+            }
+            if let Some((usage, _)) = &usage {
+                state.usage.add(usage);
+            }
         }
+        if let Some((usage, costing)) = &usage {
+            c.obs.metrics.usage(&c.series.tenant_label, usage, costing);
+        }
+        let usage = usage.map(|(u, _)| u);
         let at = decision.at.unwrap_or_else(OffsetDateTime::now_utc);
         // String entries are typed (`"sentiment": "neutral"`); the decision's own confidence
         // and, for an intent detection, its option win over entries of the same name.
@@ -535,6 +663,7 @@ impl Conversation {
                 reason: decision.reason,
                 confidence: decision.confidence,
                 duration_ms: decision.duration_ms,
+                usage,
             },
         );
         let _ = c.obs.emit(event);

@@ -66,6 +66,9 @@ pub enum Error {
     /// The privacy policy could not be set up (its hash key file).
     #[error(transparent)]
     Privacy(#[from] crate::processors::redaction::RedactionError),
+    /// The price table (`usage.prices`) cannot be used.
+    #[error(transparent)]
+    Prices(#[from] crate::pricing::PricesError),
     /// The config enables something this version cannot do yet.
     #[error("{0}")]
     Unsupported(String),

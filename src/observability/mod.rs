@@ -46,6 +46,10 @@ pub(crate) struct Inner {
     /// The privacy policy, for span attributes built on the caller's thread (the events go
     /// through the same policy in the pipeline's processor); `None` when it redacts nothing.
     redactor: Option<Arc<crate::processors::Redactor>>,
+    /// The price table usage is priced by when recorded.
+    prices: Arc<crate::pricing::Prices>,
+    /// `voice.dead_air_threshold`, in milliseconds.
+    dead_air_threshold_ms: f64,
     /// `tracing.conversation_header`, shared by every conversation and request.
     conversation_header: Arc<str>,
     /// The one registry of the conversations started here and not ended, by id.

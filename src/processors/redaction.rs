@@ -800,6 +800,7 @@ mod tests {
             reason: "customer read out 4111 1111 1111 1111".into(),
             confidence: None,
             duration_ms: None,
+            usage: None,
         };
         let view = r.for_spans(&d).expect("the reason is redacted for spans");
         assert!(matches!(&view.kind, EventKind::DecisionMade { reason, .. } if reason == "customer read out [REDACTED:card_number]"));

@@ -439,6 +439,7 @@ pub fn generate(seed: u64, index: u64, run_id: &str) -> Vec<Step> {
                     tts_ttfb_ms: Some(round(tts)),
                     response_ms: Some(round(stt + eou + ttft + tts)),
                     interrupted: rng.random_bool(0.06),
+                    ..TurnLatency::default()
                 });
             }
             turn = turn.duration_ms(round(speak(rng, text)));

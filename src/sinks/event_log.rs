@@ -321,7 +321,7 @@ mod tests {
                 span_id: opentelemetry::trace::SpanId::from_bytes([2; 8]),
                 parent_span_id: None,
             },
-            kind: EventKind::CustomerTurn { turn: 1, latency: None, duration_ms: None },
+            kind: EventKind::CustomerTurn { turn: 1, latency: None, duration_ms: None, turn_taking: Default::default(), usage: None },
         })
     }
 

@@ -490,7 +490,7 @@ mod tests {
         turn.trace.parent_span_id = Some(root);
         turn.timestamp = start.timestamp + time::Duration::seconds(1);
         turn.metadata.intent = Some("billing".into());
-        turn.kind = EventKind::CustomerTurn { turn: 1, latency: None, duration_ms: Some(1500.5) };
+        turn.kind = EventKind::CustomerTurn { turn: 1, latency: None, duration_ms: Some(1500.5), turn_taking: Default::default(), usage: None };
         let mut decision = test_event("decided");
         decision.trace.span_id = SpanId::from(3u64);
         decision.trace.parent_span_id = Some(root);
@@ -501,6 +501,7 @@ mod tests {
             reason: "r".into(),
             confidence: None,
             duration_ms: Some(250.0),
+            usage: None,
         };
         let mut end = test_event("end");
         end.trace.span_id = root;
@@ -517,13 +518,16 @@ mod tests {
             customer_id: "c".into(),
             language: "en".into(),
             started_at: Some(start.timestamp),
+            usage: None,
+            turn_taking: None,
+
         };
         let events = [start.clone(), turn.clone(), decision.clone(), end.clone()];
         // A span given twice is kept once.
         let spans: Vec<SpanRecord> = events.iter().chain([&turn]).filter_map(span_of).collect();
         let trace = assemble_trace(spans, &events);
         let names: Vec<&str> = trace.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["conversation", "interaction.customer", "decision.tool_call"]);
+        assert_eq!(names, ["conversation", "interaction.customer", "execute_tool lookup"]);
         let event_names = |i: usize| trace[i].events.iter().map(|e| e.name.as_str()).collect::<Vec<_>>();
         assert_eq!(event_names(0), ["conversation_started", "conversation_ended"]);
         assert_eq!(event_names(1), ["customer_message", "intent_classified"]);

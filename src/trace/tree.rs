@@ -6,8 +6,15 @@
 //! |---|---|---|---|
 //! | the conversation (root) | `conversation` | start – end of the conversation | `conversation_started`, `error_occurred`, `compliance_violation`, `conversation_ended` |
 //! | a turn | `interaction.agent` / `interaction.customer` | the turn's start – start + `duration_ms` | `agent_message` / `customer_message`, and `intent_classified` when the turn carries an intent |
-//! | a decision | `decision.<type>`, e.g. `decision.intent_detection` | `at` − `duration_ms` – `at` (`at` is when it was made) | `intent_classified` for intent detection, else `decision_made` |
+//! | a decision | `decision.<type>`, e.g. `decision.intent_detection`; a tool call is `execute_tool <tool>` and an LLM call `chat <model>` (the GenAI conventions) | `at` − `duration_ms` – `at` (`at` is when it was made) | `intent_classified` for intent detection, else `decision_made` |
 //! | a transfer | `transfer.initiated` | the transfer's moment | `transfer_initiated` |
+//!
+//! Usage follows OpenTelemetry's GenAI semantic conventions (development status; the names of
+//! semantic conventions 1.37, and `gen_ai.usage.cache_read.input_tokens` added after it): a
+//! turn or decision with usage carries `gen_ai.operation.name` (`chat`, or `execute_tool` for
+//! a tool call), `gen_ai.request.model`, `gen_ai.usage.input_tokens` and
+//! `gen_ai.usage.output_tokens`; a tool call carries `gen_ai.tool.name`; every span carries
+//! `gen_ai.conversation.id`. The cost is `serphona.cost_usd`.
 //!
 //! Transcript text never goes into spans (spans do not pass the pipeline's processors, so a
 //! redaction policy could not hold for them); lengths, scores, intents and ids do.
@@ -30,7 +37,13 @@ pub fn span_name(kind: &EventKind) -> Option<Cow<'static, str>> {
     Some(match kind {
         EventKind::AgentTurn { .. } => Cow::Borrowed("interaction.agent"),
         EventKind::CustomerTurn { .. } => Cow::Borrowed("interaction.customer"),
-        EventKind::DecisionMade { decision_type, .. } => decision_span_name(*decision_type),
+        EventKind::DecisionMade { decision_type, option, usage, .. } => match decision_type {
+            DecisionType::ToolCall => Cow::Owned(format!("execute_tool {option}")),
+            DecisionType::LlmCall => {
+                Cow::Owned(format!("chat {}", usage.as_ref().and_then(|u| u.model.as_deref()).unwrap_or(option)))
+            }
+            other => decision_span_name(*other),
+        },
         EventKind::TransferInitiated { .. } => Cow::Borrowed("transfer.initiated"),
         _ => return None,
     })
@@ -41,7 +54,6 @@ fn decision_span_name(t: DecisionType) -> Cow<'static, str> {
         DecisionType::IntentDetection => Cow::Borrowed("decision.intent_detection"),
         DecisionType::Transfer => Cow::Borrowed("decision.transfer"),
         DecisionType::Escalation => Cow::Borrowed("decision.escalation"),
-        DecisionType::ToolCall => Cow::Borrowed("decision.tool_call"),
         DecisionType::Response => Cow::Borrowed("decision.response"),
         #[allow(unreachable_patterns)]
         other => Cow::Owned(format!("decision.{other}")),
@@ -212,25 +224,34 @@ pub fn child_builder(e: &Event) -> Option<(SpanBuilder, SystemTime)> {
     let mut events = Vec::new();
     let at = SystemTime::from(start);
     match &e.kind {
-        EventKind::AgentTurn { turn, latency, response_time_seconds, duration_ms } => {
+        EventKind::AgentTurn { turn, latency, response_time_seconds, duration_ms, turn_taking, usage } => {
             attributes.push(KeyValue::new("turn", i64::from(*turn)));
             attributes.push(KeyValue::new("speaker", "agent"));
             if let Some(s) = response_time_seconds {
                 attributes.push(KeyValue::new("response_time_seconds", *s));
             }
             push_common(&mut attributes, *duration_ms, latency.as_ref(), e.content.chars().count());
+            push_turn_taking(&mut attributes, turn_taking);
+            push_usage(&mut attributes, usage.as_ref(), "chat");
             events.push(message_event("agent_message", at, *turn, &e.metadata));
         }
-        EventKind::CustomerTurn { turn, latency, duration_ms } => {
+        EventKind::CustomerTurn { turn, latency, duration_ms, turn_taking, usage } => {
             attributes.push(KeyValue::new("turn", i64::from(*turn)));
             attributes.push(KeyValue::new("speaker", "customer"));
             push_common(&mut attributes, *duration_ms, latency.as_ref(), e.content.chars().count());
+            push_turn_taking(&mut attributes, turn_taking);
+            push_usage(&mut attributes, usage.as_ref(), "chat");
             events.push(message_event("customer_message", at, *turn, &e.metadata));
             if let Some(intent) = &e.metadata.intent {
                 events.push(intent_event(at, intent, e.metadata.confidence));
             }
         }
-        EventKind::DecisionMade { decision_type, option, reason, confidence, duration_ms } => {
+        EventKind::DecisionMade { decision_type, option, reason, confidence, duration_ms, usage } => {
+            if *decision_type == DecisionType::ToolCall {
+                attributes.push(KeyValue::new(GEN_AI_OPERATION_NAME, "execute_tool"));
+                attributes.push(KeyValue::new("gen_ai.tool.name", option.clone()));
+            }
+            push_usage(&mut attributes, usage.as_ref(), if *decision_type == DecisionType::ToolCall { "execute_tool" } else { "chat" });
             attributes.push(KeyValue::new("decision.type", decision_type.as_str()));
             attributes.push(KeyValue::new("decision.option", option.clone()));
             attributes.push(KeyValue::new("decision.reason", reason.clone()));
@@ -283,6 +304,8 @@ fn push_common(attributes: &mut Vec<KeyValue>, duration_ms: Option<f64>, latency
             ("latency.end_of_utterance_ms", l.end_of_utterance_ms),
             ("latency.llm_ttft_ms", l.llm_ttft_ms),
             ("latency.tts_ttfb_ms", l.tts_ttfb_ms),
+            ("latency.tool_ms", l.tool_ms),
+            ("latency.greeting_ms", l.greeting_ms),
             ("latency.response_ms", l.response_ms),
         ];
         for (key, ms) in parts {
@@ -292,6 +315,63 @@ fn push_common(attributes: &mut Vec<KeyValue>, duration_ms: Option<f64>, latency
         }
         if l.interrupted {
             attributes.push(KeyValue::new("latency.interrupted", true));
+        }
+    }
+}
+
+/// The GenAI operation's attribute name.
+pub const GEN_AI_OPERATION_NAME: &str = "gen_ai.operation.name";
+
+/// A usage's GenAI attributes; `operation` is `gen_ai.operation.name` when the span has none
+/// yet and the usage names a model.
+fn push_usage(attributes: &mut Vec<KeyValue>, usage: Option<&crate::types::Usage>, operation: &'static str) {
+    let Some(u) = usage else { return };
+    if let Some(model) = &u.model {
+        if !attributes.iter().any(|kv| kv.key.as_str() == GEN_AI_OPERATION_NAME) {
+            attributes.push(KeyValue::new(GEN_AI_OPERATION_NAME, operation));
+        }
+        attributes.push(KeyValue::new("gen_ai.request.model", model.clone()));
+    }
+    let tokens = [
+        ("gen_ai.usage.input_tokens", u.input_tokens),
+        ("gen_ai.usage.output_tokens", u.output_tokens),
+        ("gen_ai.usage.cache_read.input_tokens", u.cached_tokens),
+        ("serphona.usage.audio_tokens", u.audio_tokens),
+        ("serphona.usage.tts_characters", u.tts_characters),
+    ];
+    for (key, n) in tokens {
+        if let Some(n) = n {
+            attributes.push(KeyValue::new(key, i64::try_from(n).unwrap_or(i64::MAX)));
+        }
+    }
+    let amounts = [
+        ("serphona.usage.stt_seconds", u.stt_seconds),
+        ("serphona.usage.telephony_seconds", u.telephony_seconds),
+        ("serphona.cost_usd", u.cost_usd),
+    ];
+    for (key, v) in amounts {
+        if let Some(v) = v.filter(|v| v.is_finite()) {
+            attributes.push(KeyValue::new(key, v));
+        }
+    }
+}
+
+/// A turn's silence, dead air and interruption.
+fn push_turn_taking(attributes: &mut Vec<KeyValue>, marks: &crate::types::TurnMarks) {
+    if let Some(g) = marks.gap_ms.filter(|v| v.is_finite()) {
+        attributes.push(KeyValue::new("turn.gap_ms", g));
+    }
+    if let Some(d) = marks.dead_air_ms.filter(|v| v.is_finite()) {
+        attributes.push(KeyValue::new("turn.dead_air_ms", d));
+    }
+    if let Some(i) = &marks.interruption {
+        let by = match i.by {
+            crate::types::TurnSpeaker::Agent => "agent",
+            crate::types::TurnSpeaker::Customer => "customer",
+        };
+        attributes.push(KeyValue::new("turn.interrupted_by", by));
+        if let Some(o) = i.overlap_ms.filter(|v| v.is_finite()) {
+            attributes.push(KeyValue::new("turn.overlap_ms", o));
         }
     }
 }
@@ -326,7 +406,7 @@ mod tests {
     #[test]
     fn a_turn_runs_from_its_start_and_a_decision_ends_when_made() {
         let mut e = test_event("hello");
-        e.kind = EventKind::CustomerTurn { turn: 2, latency: None, duration_ms: Some(1500.0) };
+        e.kind = EventKind::CustomerTurn { turn: 2, latency: None, duration_ms: Some(1500.0), turn_taking: Default::default(), usage: None };
         let (start, end) = span_times(&e);
         assert_eq!(start, e.timestamp);
         assert_eq!((end - start).whole_milliseconds(), 1500);
@@ -336,15 +416,16 @@ mod tests {
             reason: "r".into(),
             confidence: Some(0.9),
             duration_ms: Some(250.0),
+            usage: None,
         };
         let (start, end) = span_times(&e);
         assert_eq!(end, e.timestamp);
         assert_eq!((end - start).whole_milliseconds(), 250);
         assert_eq!(span_name(&e.kind).as_deref(), Some("decision.intent_detection"));
         // Hostile durations do not panic and count as zero.
-        e.kind = EventKind::AgentTurn { turn: 1, latency: None, response_time_seconds: None, duration_ms: Some(f64::NAN) };
+        e.kind = EventKind::AgentTurn { turn: 1, latency: None, response_time_seconds: None, duration_ms: Some(f64::NAN), turn_taking: Default::default(), usage: None };
         assert_eq!(span_times(&e), (e.timestamp, e.timestamp));
-        e.kind = EventKind::AgentTurn { turn: 1, latency: None, response_time_seconds: None, duration_ms: Some(1e300) };
+        e.kind = EventKind::AgentTurn { turn: 1, latency: None, response_time_seconds: None, duration_ms: Some(1e300), turn_taking: Default::default(), usage: None };
         let (start, end) = span_times(&e);
         assert!(start <= end);
     }
@@ -352,7 +433,7 @@ mod tests {
     #[test]
     fn span_events_carry_the_seed_names_and_no_transcript() {
         let mut e = test_event("my card number is 4111");
-        e.kind = EventKind::CustomerTurn { turn: 1, latency: None, duration_ms: None };
+        e.kind = EventKind::CustomerTurn { turn: 1, latency: None, duration_ms: None, turn_taking: Default::default(), usage: None };
         e.metadata.intent = Some("card_lost".into());
         let (builder, _) = child_builder(&e).expect("a turn has a span");
         let names: Vec<_> = builder.events.as_ref().unwrap().iter().map(|ev| ev.name.to_string()).collect();

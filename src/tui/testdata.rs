@@ -61,14 +61,14 @@ impl Conv {
             confidence: intent.map(|_| 0.92),
             ..Metadata::default()
         };
-        let kind = EventKind::CustomerTurn { turn: self.seq as u32, latency: None, duration_ms: Some(1500.0) };
+        let kind = EventKind::CustomerTurn { turn: self.seq as u32, latency: None, duration_ms: Some(1500.0), turn_taking: Default::default(), usage: None };
         self.event(secs, Speaker::Customer, text, metadata, kind)
     }
 
     pub fn agent(&mut self, secs: f64, text: &str, response: f64, sentiment: f64) -> Event {
         let metadata =
             Metadata { sentiment_score: Some(sentiment), sentiment: Sentiment::from_score(sentiment), ..Metadata::default() };
-        let kind = EventKind::AgentTurn { turn: self.seq as u32, latency: None, response_time_seconds: Some(response), duration_ms: None };
+        let kind = EventKind::AgentTurn { turn: self.seq as u32, latency: None, response_time_seconds: Some(response), duration_ms: None, turn_taking: Default::default(), usage: None };
         self.event(secs, Speaker::Agent, text, metadata, kind)
     }
 
@@ -79,6 +79,7 @@ impl Conv {
             reason: reason.into(),
             confidence: Some(0.88),
             duration_ms: Some(120.0),
+            usage: None,
         };
         self.event(secs, Speaker::Agent, "decision", Metadata::default(), kind)
     }
@@ -101,6 +102,9 @@ impl Conv {
             customer_id: format!("cust-{}", self.n),
             language: "en-US".into(),
             started_at: None,
+            usage: None,
+            turn_taking: None,
+
         };
         self.event(secs, Speaker::System, "conversation ended", Metadata::default(), kind)
     }

@@ -4,6 +4,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::Usage;
+
 /// What kind of decision the agent made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -20,6 +22,9 @@ pub enum DecisionType {
     ToolCall,
     /// Choose a response strategy or anything else.
     Response,
+    /// Call an LLM; `option` is the model. Carries the call's [`Usage`] (its span is
+    /// `chat <model>`, with the OpenTelemetry GenAI attributes).
+    LlmCall,
 }
 
 impl DecisionType {
@@ -31,6 +36,7 @@ impl DecisionType {
             DecisionType::Escalation => "escalation",
             DecisionType::ToolCall => "tool_call",
             DecisionType::Response => "response",
+            DecisionType::LlmCall => "llm_call",
         }
     }
 }
@@ -58,6 +64,8 @@ pub struct Decision {
     pub duration_ms: Option<f64>,
     /// When it was made; now when `None`.
     pub at: Option<OffsetDateTime>,
+    /// What it used (an LLM call's tokens); priced when recorded.
+    pub usage: Option<Usage>,
 }
 
 impl Decision {
@@ -71,6 +79,7 @@ impl Decision {
             metadata: BTreeMap::new(),
             duration_ms: None,
             at: None,
+            usage: None,
         }
     }
 
@@ -100,6 +109,12 @@ impl Decision {
     /// Sets the decision time.
     pub fn at(mut self, at: OffsetDateTime) -> Self {
         self.at = Some(at);
+        self
+    }
+
+    /// Sets what the decision used (an LLM call's tokens); the library prices it.
+    pub fn usage(mut self, usage: Usage) -> Self {
+        self.usage = Some(usage);
         self
     }
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Channel, DecisionType, Metadata, Resolution, TurnLatency};
+use super::{Channel, DecisionType, Interruption, Metadata, Resolution, TurnLatency, TurnTaking, Usage};
 
 /// Who produced an event's content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -137,6 +137,52 @@ impl fmt::Display for EventType {
     }
 }
 
+/// A turn's place in the turn-taking: the silence or overlap since the previous turn, and
+/// whether it was cut in on (or cut in). Written flat into the turn's line; all optional.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct TurnMarks {
+    /// From the end of the previous turn (its start + `duration_ms`) to this turn's start, in
+    /// milliseconds: positive is silence, negative is overlap. Only when the previous turn's
+    /// duration is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap_ms: Option<f64>,
+    /// The gap, when it is silence of at least `voice.dead_air_threshold`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_air_ms: Option<f64>,
+    /// An interruption (see [`Interruption`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interruption: Option<Interruption>,
+}
+
+impl EventKind {
+    /// The usage a turn, decision or end carries.
+    pub fn usage(&self) -> Option<&Usage> {
+        match self {
+            EventKind::AgentTurn { usage, .. }
+            | EventKind::CustomerTurn { usage, .. }
+            | EventKind::DecisionMade { usage, .. }
+            | EventKind::ConversationEnded { usage, .. } => usage.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// A turn's latency parts.
+    pub fn latency(&self) -> Option<&TurnLatency> {
+        match self {
+            EventKind::AgentTurn { latency, .. } | EventKind::CustomerTurn { latency, .. } => latency.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// A turn's turn-taking marks.
+    pub fn turn_marks(&self) -> Option<&TurnMarks> {
+        match self {
+            EventKind::AgentTurn { turn_taking, .. } | EventKind::CustomerTurn { turn_taking, .. } => Some(turn_taking),
+            _ => None,
+        }
+    }
+}
+
 /// What happened, with the fields particular to each event type.
 ///
 /// Serialized flat into the log line, with `event_type` as the tag.
@@ -169,6 +215,12 @@ pub enum EventKind {
         /// Speaking time.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         duration_ms: Option<f64>,
+        /// Silence or overlap since the previous turn, and interruptions.
+        #[serde(flatten)]
+        turn_taking: TurnMarks,
+        /// What the turn used, priced.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<Usage>,
     },
     /// The customer spoke (`interaction.customer`).
     #[serde(rename = "interaction.customer")]
@@ -181,6 +233,12 @@ pub enum EventKind {
         /// Speaking time.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         duration_ms: Option<f64>,
+        /// Silence or overlap since the previous turn, and interruptions.
+        #[serde(flatten)]
+        turn_taking: TurnMarks,
+        /// What the turn used, priced.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<Usage>,
     },
     /// The agent made a decision.
     #[serde(rename = "decision.made")]
@@ -197,6 +255,9 @@ pub enum EventKind {
         /// How long deciding took.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         duration_ms: Option<f64>,
+        /// What the decision used (an LLM call's tokens), priced.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<Usage>,
     },
     /// A transfer decision was carried out.
     #[serde(rename = "transfer.initiated")]
@@ -237,6 +298,12 @@ pub enum EventKind {
         /// conversation row written at the end is complete and lands in the start's partition).
         #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
         started_at: Option<OffsetDateTime>,
+        /// The usage of all its turns and decisions, summed, with the total cost.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<Usage>,
+        /// Interruptions, dead air and talk time, summed over its turns.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        turn_taking: Option<TurnTaking>,
     },
     /// Something failed during the conversation.
     #[serde(rename = "error.occurred")]

@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::Speaker;
+use super::{Interruption, Speaker, Usage};
 
 /// Who takes a turn: the agent or the customer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -320,9 +320,33 @@ pub struct TurnLatency {
     /// User-to-agent response latency.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_ms: Option<f64>,
-    /// Whether the customer interrupted (barged in on) this turn.
+    /// Time spent in tool calls before the reply (part of `response_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_ms: Option<f64>,
+    /// For the agent's greeting: from the call's start to the agent's first audio. The library
+    /// measures it for the first agent turn that answers no customer turn, when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub greeting_ms: Option<f64>,
+    /// Whether the customer interrupted (barged in on) this turn. Setting it is the same as
+    /// [`Interaction::interrupted_by`] the customer, without the overlap.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub interrupted: bool,
+}
+
+impl TurnLatency {
+    /// The parts by their names in metrics, rows and `query stats` (`stt`,
+    /// `end_of_utterance`, `llm_ttft`, `tts_ttfb`, `tool`, `greeting`, `response`), in that order.
+    pub fn parts(&self) -> [(&'static str, Option<f64>); 7] {
+        [
+            ("stt", self.stt_ms),
+            ("end_of_utterance", self.end_of_utterance_ms),
+            ("llm_ttft", self.llm_ttft_ms),
+            ("tts_ttfb", self.tts_ttfb_ms),
+            ("tool", self.tool_ms),
+            ("greeting", self.greeting_ms),
+            ("response", self.response_ms),
+        ]
+    }
 }
 
 /// One turn of a conversation (`Interaction` in the platform's other services).
@@ -340,6 +364,11 @@ pub struct Interaction {
     pub duration_ms: Option<f64>,
     /// When the turn started; now when `None`.
     pub at: Option<OffsetDateTime>,
+    /// What producing the turn used (an agent turn's LLM call, speech-to-text of the
+    /// customer's audio, …); priced when recorded.
+    pub usage: Option<Usage>,
+    /// This turn was cut in on (see [`Interruption`]).
+    pub interruption: Option<Interruption>,
 }
 
 impl Interaction {
@@ -361,6 +390,8 @@ impl Interaction {
             latency: None,
             duration_ms: None,
             at: None,
+            usage: None,
+            interruption: None,
         }
     }
 
@@ -427,6 +458,18 @@ impl Interaction {
     /// Sets the turn's start time.
     pub fn at(mut self, at: OffsetDateTime) -> Self {
         self.at = Some(at);
+        self
+    }
+
+    /// Sets what the turn used (tokens, audio, characters); the library prices it.
+    pub fn usage(mut self, usage: Usage) -> Self {
+        self.usage = Some(usage);
+        self
+    }
+
+    /// Says that `by` cut in on this turn, with how long both talked at once when known.
+    pub fn interrupted_by(mut self, by: TurnSpeaker, overlap_ms: Option<f64>) -> Self {
+        self.interruption = Some(Interruption { by, overlap_ms, derived: false });
         self
     }
 }

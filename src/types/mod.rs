@@ -8,11 +8,13 @@ mod conversation;
 mod decision;
 pub(crate) mod event;
 mod interaction;
+mod usage;
 
 pub use conversation::{Channel, ConversationEnd, ConversationStart, Resolution};
 pub use decision::{Decision, DecisionType};
-pub use event::{Event, EventKind, EventType, Level, Speaker, TraceIds};
+pub use event::{Event, EventKind, EventType, Level, Speaker, TraceIds, TurnMarks};
 pub use interaction::{Interaction, Metadata, Sentiment, TurnLatency, TurnSpeaker};
+pub use usage::{Interruption, TurnTaking, Usage};
 
 /// Returns a new conversation id: a UUIDv7 string (time-ordered, so ids sort by start time).
 pub fn new_conversation_id() -> String {
@@ -35,6 +37,13 @@ pub(crate) fn test_event(content: &str) -> Event {
         content: content.to_string(),
         metadata: Metadata::default(),
         trace: TraceIds { trace_id: TraceId::from(7u128), span_id: SpanId::from(9u64), parent_span_id: None },
-        kind: EventKind::AgentTurn { turn: 1, latency: None, response_time_seconds: None, duration_ms: None },
+        kind: EventKind::AgentTurn {
+            turn: 1,
+            latency: None,
+            response_time_seconds: None,
+            duration_ms: None,
+            turn_taking: Default::default(),
+            usage: None,
+        },
     }
 }

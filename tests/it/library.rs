@@ -548,3 +548,83 @@ fn dropping_the_library_without_shutdown_still_delivers() {
     drop(obs); // the last handle: no shutdown call
     assert_eq!(events.lock().unwrap().len(), 102);
 }
+
+// Issue 16: usage is priced when recorded, and turn-taking is derived from the turn times:
+// silence, dead air, an overlap nobody called an interruption, a barge-in the caller gave,
+// talk time; the end carries the sums, and the metrics count each once.
+#[test]
+fn usage_is_priced_and_turn_taking_is_derived_from_turn_times() {
+    let (obs, events, _) = with_sink(quiet_config(1024, WhenFull::DropNewest), false);
+    let t0 = time::OffsetDateTime::now_utc() - time::Duration::minutes(5);
+    let ms = |n: i64| t0 + time::Duration::milliseconds(n);
+    let conv = obs.start_conversation(ConversationStart::new("t", "a", "c", Channel::Voice).at(t0));
+    // The greeting at 800 ms: its latency is measured from the start.
+    conv.track_interaction(Interaction::agent("hello").duration_ms(1000.0).at(ms(800)));
+    // 3.2 s of silence after the greeting ended at 1.8 s: dead air (threshold 2 s).
+    conv.track_interaction(
+        Interaction::customer("my bill").duration_ms(2000.0).at(ms(5000)).usage(Usage::default().stt_seconds(2.0)),
+    );
+    // The agent starts 300 ms before the customer finished (7.0 s): talking over, derived.
+    conv.track_interaction(
+        Interaction::agent("let me look")
+            .duration_ms(3000.0)
+            .at(ms(6700))
+            .usage(Usage::llm("gpt-4o-mini", 1000, 200).cached_tokens(400)),
+    );
+    // The customer barges in on the next agent turn; the caller says so, with the overlap. The
+    // customer's turn overlaps it, but that interruption is already counted.
+    conv.track_interaction(
+        Interaction::agent("your bill is")
+            .duration_ms(4000.0)
+            .at(ms(10_000))
+            .interrupted_by(TurnSpeaker::Customer, Some(600.0))
+            .usage(Usage::llm("my-own-llm", 10, 10)),
+    );
+    conv.track_interaction(Interaction::customer("wait").duration_ms(500.0).at(ms(13_400)));
+    conv.track_decision(Decision::new(DecisionType::LlmCall, "gpt-4o-mini", "summary").usage(Usage::llm("gpt-4o-mini", 100, 0)));
+    conv.end(ConversationEnd::new(Resolution::Resolved).at(ms(20_000)));
+    obs.shutdown(Duration::from_secs(10)).unwrap();
+    let events = events.lock().unwrap();
+    let turns: Vec<&Event> = events.iter().filter(|e| e.kind.turn_marks().is_some()).collect();
+    assert_eq!(turns.len(), 5);
+    let marks: Vec<TurnMarks> = turns.iter().map(|e| *e.kind.turn_marks().unwrap()).collect();
+    assert_eq!(turns[0].kind.latency().and_then(|l| l.greeting_ms), Some(800.0));
+    assert_eq!(marks[0].gap_ms, None);
+    assert_eq!((marks[1].gap_ms, marks[1].dead_air_ms), (Some(3200.0), Some(3200.0)));
+    assert_eq!(marks[2].gap_ms, Some(-300.0));
+    assert_eq!(marks[2].interruption, Some(Interruption { by: TurnSpeaker::Agent, overlap_ms: Some(300.0), derived: true }));
+    assert_eq!(marks[3].interruption, Some(Interruption { by: TurnSpeaker::Customer, overlap_ms: Some(600.0), derived: false }));
+    assert!(turns[3].kind.latency().unwrap().interrupted, "a barge-in sets latency.interrupted");
+    assert_eq!(marks[4].interruption, None, "the barge-in is counted once");
+    // Costs: 600 fresh × 0.15 + 400 cached × 0.075 + 200 × 0.60 per 1M tokens.
+    let llm = turns[2].kind.usage().unwrap();
+    assert!((llm.cost_usd.unwrap() - 0.00024).abs() < 1e-12, "{llm:?}");
+    let stt = turns[1].kind.usage().unwrap();
+    assert!((stt.cost_usd.unwrap() - 2.0 / 60.0 * 0.0077).abs() < 1e-12);
+    let unknown = turns[3].kind.usage().unwrap();
+    assert_eq!((unknown.cost_usd, unknown.unpriced.clone()), (None, vec!["my-own-llm".to_string()]));
+    let EventKind::ConversationEnded { usage: Some(total), turn_taking: Some(tt), .. } = &events.last().unwrap().kind else {
+        panic!("the end carries the sums: {:?}", events.last());
+    };
+    assert_eq!((total.input_tokens, total.output_tokens, total.cached_tokens), (Some(1110), Some(210), Some(400)));
+    let expected = 0.00024 + 2.0 / 60.0 * 0.0077 + 100.0 * 0.15 / 1e6;
+    assert!((total.cost_usd.unwrap() - expected).abs() < 1e-12);
+    assert_eq!(total.model, None, "two models: no one model");
+    assert_eq!((tt.interruptions_by_customer, tt.interruptions_by_agent), (1, 1));
+    assert_eq!((tt.overlap_ms, tt.dead_air_count, tt.dead_air_ms), (900.0, 1, 3200.0));
+    assert_eq!((tt.agent_talk_ms, tt.customer_talk_ms), (8000.0, 2500.0));
+    let m = obs.metrics();
+    assert_eq!(m.llm_tokens.with_label_values(&["t", "gpt-4o-mini", "input"]).get(), 1100);
+    assert_eq!(m.llm_tokens.with_label_values(&["t", "gpt-4o-mini", "cached"]).get(), 400);
+    assert_eq!(m.usage_unpriced.with_label_values(&["t", "my-own-llm"]).get(), 1);
+    let cost: f64 = ["gpt-4o-mini", "deepgram-nova-3"].iter().map(|n| m.cost_usd.with_label_values(&["t", n]).get()).sum();
+    assert!((cost - expected).abs() < 1e-12);
+    assert_eq!(m.interruptions.with_label_values(&["t", "customer"]).get(), 1);
+    assert_eq!(m.interruptions.with_label_values(&["t", "agent"]).get(), 1);
+    assert_eq!(m.dead_air.with_label_values(&["t"]).get(), 1);
+    assert_eq!(m.talk_seconds.with_label_values(&["t", "agent"]).get(), 8.0);
+    // The line reads back the same.
+    for e in events.iter() {
+        assert_eq!(&Event::from_json(&e.to_json().unwrap()).unwrap(), e);
+    }
+}

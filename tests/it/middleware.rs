@@ -155,7 +155,7 @@ fn two_services_share_one_trace_and_the_conversation() {
     let a_requests = of("orchestrator", "POST /conversations/{id}/turns");
     let lookups = of("orchestrator", "kb.lookup");
     let b_requests = of("knowledge", "POST /lookup/{topic}");
-    let decisions = of("knowledge", "decision.tool_call");
+    let decisions = of("knowledge", "execute_tool kb.search");
     assert_eq!((a_requests.len(), lookups.len(), b_requests.len(), decisions.len()), (2, 2, 2, 2));
     for r in &a_requests {
         assert_eq!(r.parent_span_id(), root.span_id(), "A's request joined the conversation under its span");

@@ -428,7 +428,7 @@ pub fn view(d: &ConversationDetail, spans: &[SpanRecord]) -> String {
     ));
     for e in &decisions {
         let text = match &e.kind {
-            EventKind::DecisionMade { decision_type, option, reason, confidence, duration_ms } => {
+            EventKind::DecisionMade { decision_type, option, reason, confidence, duration_ms, .. } => {
                 let mut notes = Vec::new();
                 if let Some(c) = confidence {
                     notes.push(format!("confidence {c:.2}"));
