@@ -442,4 +442,45 @@ mod tests {
         assert!(!text.contains("4111"), "{text}");
         assert!(text.contains("content.length"), "{text}");
     }
+
+    fn attr(builder: &SpanBuilder, key: &str) -> Option<Value> {
+        builder.attributes.as_ref()?.iter().find(|kv| kv.key.as_str() == key).map(|kv| kv.value.clone())
+    }
+
+    // Issue 16: an LLM call and a tool call are spans in the GenAI conventions' names.
+    #[test]
+    fn llm_and_tool_calls_carry_the_gen_ai_attributes() {
+        use crate::types::Usage;
+        let mut e = test_event("summary");
+        e.kind = EventKind::DecisionMade {
+            decision_type: DecisionType::LlmCall,
+            option: "summarize".into(),
+            reason: "r".into(),
+            confidence: None,
+            duration_ms: Some(700.0),
+            usage: Some(Usage { cost_usd: Some(0.001), ..Usage::llm("gpt-4o-mini", 812, 64).cached_tokens(512) }),
+        };
+        let (b, _) = child_builder(&e).unwrap();
+        assert_eq!(b.name, "chat gpt-4o-mini");
+        assert_eq!(attr(&b, "gen_ai.operation.name"), Some(Value::from("chat")));
+        assert_eq!(attr(&b, "gen_ai.request.model"), Some(Value::from("gpt-4o-mini")));
+        assert_eq!(attr(&b, "gen_ai.usage.input_tokens"), Some(Value::I64(812)));
+        assert_eq!(attr(&b, "gen_ai.usage.output_tokens"), Some(Value::I64(64)));
+        assert_eq!(attr(&b, "gen_ai.usage.cache_read.input_tokens"), Some(Value::I64(512)));
+        assert_eq!(attr(&b, "serphona.cost_usd"), Some(Value::F64(0.001)));
+        assert_eq!(attr(&b, GEN_AI_CONVERSATION_ID), Some(Value::from("c1")));
+        e.kind = EventKind::DecisionMade {
+            decision_type: DecisionType::ToolCall,
+            option: "billing.lookup".into(),
+            reason: "r".into(),
+            confidence: None,
+            duration_ms: Some(300.0),
+            usage: None,
+        };
+        let (b, _) = child_builder(&e).unwrap();
+        assert_eq!(b.name, "execute_tool billing.lookup");
+        assert_eq!(attr(&b, "gen_ai.operation.name"), Some(Value::from("execute_tool")));
+        assert_eq!(attr(&b, "gen_ai.tool.name"), Some(Value::from("billing.lookup")));
+        assert_eq!(span_of(&e).unwrap().name, "execute_tool billing.lookup", "ClickHouse's spans rows use the same name");
+    }
 }

@@ -92,7 +92,9 @@ fn schema_apply_is_idempotent_and_a_changed_migration_is_drift() {
     let status = run(&["schema", "status", "--dir", d, "--output", "json"]);
     assert!(status.status.success(), "{}", text(&status));
     std::fs::write(dir.path().join("0002_interactions.sql"), format!("{}\n-- edited\n", schema::BUILT_IN[1].1)).unwrap();
-    std::fs::write(dir.path().join("0009_extra.sql"), "CREATE TABLE IF NOT EXISTS extra (x UInt8) ENGINE = MergeTree ORDER BY x;\n")
+    // The next number after the built-in ones.
+    let extra = format!("{:04}_extra.sql", schema::BUILT_IN.len() + 1);
+    std::fs::write(dir.path().join(&extra), "CREATE TABLE IF NOT EXISTS extra (x UInt8) ENGINE = MergeTree ORDER BY x;\n")
         .unwrap();
 
     let status = run(&["schema", "status", "--dir", d, "--output", "json"]);
@@ -102,7 +104,7 @@ fn schema_apply_is_idempotent_and_a_changed_migration_is_drift() {
         lines.iter().map(|l| (l["file"].as_str().unwrap().to_string(), l["state"].as_str().unwrap().to_string())).collect();
     assert_eq!(states["0002_interactions.sql"], "drift", "{states:?}");
     assert_eq!(states["0001_conversations.sql"], "applied");
-    assert_eq!(states["0009_extra.sql"], "pending");
+    assert_eq!(states[&extra], "pending");
 
     let apply = run(&["schema", "apply", "--dir", d]);
     assert_eq!(apply.status.code(), Some(1), "{}", text(&apply));

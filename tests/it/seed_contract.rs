@@ -188,7 +188,7 @@ fn an_existing_database_upgrades_and_its_old_rows_read_through_the_seed_columns(
     let rolled_before = ch.query_u64(&format!("SELECT sum(turns) FROM {db}.interactions_hourly"));
     assert_eq!(rolled_before, 4);
 
-    // `schema status` lists the new migration as pending, `schema apply` applies it alone.
+    // `schema status` lists the new migrations as pending, `schema apply` applies them alone.
     let status = ch.cli(&db, data.path()).args(["schema", "status", "--output", "json"]).output().unwrap();
     let states: Vec<Value> = serde_json::from_slice(&status.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&status)));
     let seed = states.iter().find(|s| s["file"] == "0008_seed_columns.sql").unwrap_or_else(|| panic!("{states:?}"));
@@ -196,7 +196,7 @@ fn an_existing_database_upgrades_and_its_old_rows_read_through_the_seed_columns(
     let apply = ch.cli(&db, data.path()).args(["schema", "apply", "--output", "json"]).output().unwrap();
     assert!(apply.status.success(), "{}", text(&apply));
     let report: Value = serde_json::from_slice(&apply.stdout).unwrap();
-    assert_eq!(report["applied"], json!(["0008_seed_columns.sql"]), "{report}");
+    assert_eq!(report["applied"], json!(["0008_seed_columns.sql", "0009_usage_turn_taking.sql"]), "{report}");
     let status = ch.cli(&db, data.path()).args(["schema", "status", "--output", "json"]).output().unwrap();
     let states: Vec<Value> = serde_json::from_slice(&status.stdout).unwrap();
     assert!(states.iter().all(|s| s["state"] == "applied"), "{states:?}");
