@@ -50,6 +50,7 @@
 #[cfg(feature = "clickhouse")]
 pub mod analytics;
 pub mod config;
+pub mod detect;
 pub mod erasure;
 mod fsmode;
 pub mod metrics;

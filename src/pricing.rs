@@ -242,7 +242,9 @@ impl Prices {
             }
         }
         let d = &self.file.defaults;
-        let services: [(Option<f64>, Option<&str>, Option<&str>, fn(&Price) -> Option<f64>, f64); 3] = [
+        // (quantity, the service named, the default service, its unit price, units per quantity)
+        type Service<'a> = (Option<f64>, Option<&'a str>, Option<&'a str>, fn(&Price) -> Option<f64>, f64);
+        let services: [Service<'_>; 3] = [
             (usage.stt_seconds, usage.stt_model.as_deref(), d.stt.as_deref(), |p| p.stt_per_minute, 1.0 / 60.0),
             (usage.tts_characters.map(|n| n as f64), usage.tts_model.as_deref(), d.tts.as_deref(), |p| p.tts_per_million_chars, 1e-6),
             (usage.telephony_seconds, usage.telephony.as_deref(), d.telephony.as_deref(), |p| p.telephony_per_minute, 1.0 / 60.0),

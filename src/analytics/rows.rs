@@ -328,7 +328,7 @@ pub fn conversation_row(e: &Event) -> Option<ConversationRow<'_>> {
             usage,
             turn_taking,
         } => Some({
-            let u = usage.as_ref();
+            let u = usage.as_deref();
             let tt = turn_taking.unwrap_or_default();
             let TurnTaking {
                 interruptions_by_customer,
@@ -388,7 +388,7 @@ pub fn interaction_row(e: &Event) -> Option<InteractionRow<'_>> {
     let l = latency.unwrap_or_default();
     let TurnLatency { stt_ms, end_of_utterance_ms, llm_ttft_ms, tts_ttfb_ms, tool_ms, greeting_ms, response_ms, interrupted } = l;
     let TurnMarks { gap_ms, dead_air_ms, interruption } = *marks;
-    let u = usage.as_ref();
+    let u = usage.as_deref();
     Some(InteractionRow {
         tenant_id: &e.tenant_id,
         conversation_id: &e.conversation_id,
@@ -443,7 +443,7 @@ pub fn decision_row(e: &Event) -> Option<DecisionRow<'_>> {
     let EventKind::DecisionMade { decision_type, option, reason, confidence, duration_ms, usage } = &e.kind else {
         return None;
     };
-    let u: Option<&Usage> = usage.as_ref();
+    let u: Option<&Usage> = usage.as_deref();
     Some(DecisionRow {
         tenant_id: &e.tenant_id,
         conversation_id: &e.conversation_id,

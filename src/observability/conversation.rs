@@ -95,7 +95,7 @@ impl ConvInner {
 
     /// A usage with its cost: priced from the table, unless the caller set the cost (then
     /// counted under the usage's model).
-    fn price(&self, mut usage: Usage) -> (Usage, crate::pricing::Costing) {
+    fn price(&self, mut usage: Box<Usage>) -> (Box<Usage>, crate::pricing::Costing) {
         usage.sanitize();
         let costing = match usage.cost_usd {
             Some(usd) => crate::pricing::Costing {
@@ -287,7 +287,7 @@ impl ConvInner {
                 customer_id: self.customer_id.clone(),
                 language: self.language.clone(),
                 started_at: Some(self.started_at),
-                usage: (!usage.is_empty()).then_some(usage),
+                usage: (!usage.is_empty()).then(|| Box::new(usage)),
                 turn_taking: (!turn_taking.is_empty()).then_some(turn_taking),
             },
         );

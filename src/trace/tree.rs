@@ -232,7 +232,7 @@ pub fn child_builder(e: &Event) -> Option<(SpanBuilder, SystemTime)> {
             }
             push_common(&mut attributes, *duration_ms, latency.as_ref(), e.content.chars().count());
             push_turn_taking(&mut attributes, turn_taking);
-            push_usage(&mut attributes, usage.as_ref(), "chat");
+            push_usage(&mut attributes, usage.as_deref(), "chat");
             events.push(message_event("agent_message", at, *turn, &e.metadata));
         }
         EventKind::CustomerTurn { turn, latency, duration_ms, turn_taking, usage } => {
@@ -240,7 +240,7 @@ pub fn child_builder(e: &Event) -> Option<(SpanBuilder, SystemTime)> {
             attributes.push(KeyValue::new("speaker", "customer"));
             push_common(&mut attributes, *duration_ms, latency.as_ref(), e.content.chars().count());
             push_turn_taking(&mut attributes, turn_taking);
-            push_usage(&mut attributes, usage.as_ref(), "chat");
+            push_usage(&mut attributes, usage.as_deref(), "chat");
             events.push(message_event("customer_message", at, *turn, &e.metadata));
             if let Some(intent) = &e.metadata.intent {
                 events.push(intent_event(at, intent, e.metadata.confidence));
@@ -251,7 +251,7 @@ pub fn child_builder(e: &Event) -> Option<(SpanBuilder, SystemTime)> {
                 attributes.push(KeyValue::new(GEN_AI_OPERATION_NAME, "execute_tool"));
                 attributes.push(KeyValue::new("gen_ai.tool.name", option.clone()));
             }
-            push_usage(&mut attributes, usage.as_ref(), if *decision_type == DecisionType::ToolCall { "execute_tool" } else { "chat" });
+            push_usage(&mut attributes, usage.as_deref(), if *decision_type == DecisionType::ToolCall { "execute_tool" } else { "chat" });
             attributes.push(KeyValue::new("decision.type", decision_type.as_str()));
             attributes.push(KeyValue::new("decision.option", option.clone()));
             attributes.push(KeyValue::new("decision.reason", reason.clone()));
@@ -458,7 +458,7 @@ mod tests {
             reason: "r".into(),
             confidence: None,
             duration_ms: Some(700.0),
-            usage: Some(Usage { cost_usd: Some(0.001), ..Usage::llm("gpt-4o-mini", 812, 64).cached_tokens(512) }),
+            usage: Some(Box::new(Usage { cost_usd: Some(0.001), ..Usage::llm("gpt-4o-mini", 812, 64).cached_tokens(512) })),
         };
         let (b, _) = child_builder(&e).unwrap();
         assert_eq!(b.name, "chat gpt-4o-mini");

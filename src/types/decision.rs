@@ -65,7 +65,7 @@ pub struct Decision {
     /// When it was made; now when `None`.
     pub at: Option<OffsetDateTime>,
     /// What it used (an LLM call's tokens); priced when recorded.
-    pub usage: Option<Usage>,
+    pub usage: Option<Box<Usage>>,
 }
 
 impl Decision {
@@ -114,7 +114,7 @@ impl Decision {
 
     /// Sets what the decision used (an LLM call's tokens); the library prices it.
     pub fn usage(mut self, usage: Usage) -> Self {
-        self.usage = Some(usage);
+        self.usage = Some(Box::new(usage));
         self
     }
 }

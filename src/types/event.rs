@@ -155,13 +155,14 @@ pub struct TurnMarks {
 }
 
 impl EventKind {
-    /// The usage a turn, decision or end carries.
+    /// The usage a turn, decision or end carries (boxed in the event: most events have none,
+    /// and the event stays small).
     pub fn usage(&self) -> Option<&Usage> {
         match self {
             EventKind::AgentTurn { usage, .. }
             | EventKind::CustomerTurn { usage, .. }
             | EventKind::DecisionMade { usage, .. }
-            | EventKind::ConversationEnded { usage, .. } => usage.as_ref(),
+            | EventKind::ConversationEnded { usage, .. } => usage.as_deref(),
             _ => None,
         }
     }
@@ -220,7 +221,7 @@ pub enum EventKind {
         turn_taking: TurnMarks,
         /// What the turn used, priced.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        usage: Option<Usage>,
+        usage: Option<Box<Usage>>,
     },
     /// The customer spoke (`interaction.customer`).
     #[serde(rename = "interaction.customer")]
@@ -238,7 +239,7 @@ pub enum EventKind {
         turn_taking: TurnMarks,
         /// What the turn used, priced.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        usage: Option<Usage>,
+        usage: Option<Box<Usage>>,
     },
     /// The agent made a decision.
     #[serde(rename = "decision.made")]
@@ -257,7 +258,7 @@ pub enum EventKind {
         duration_ms: Option<f64>,
         /// What the decision used (an LLM call's tokens), priced.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        usage: Option<Usage>,
+        usage: Option<Box<Usage>>,
     },
     /// A transfer decision was carried out.
     #[serde(rename = "transfer.initiated")]
@@ -300,7 +301,7 @@ pub enum EventKind {
         started_at: Option<OffsetDateTime>,
         /// The usage of all its turns and decisions, summed, with the total cost.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        usage: Option<Usage>,
+        usage: Option<Box<Usage>>,
         /// Interruptions, dead air and talk time, summed over its turns.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         turn_taking: Option<TurnTaking>,

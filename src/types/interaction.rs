@@ -366,7 +366,7 @@ pub struct Interaction {
     pub at: Option<OffsetDateTime>,
     /// What producing the turn used (an agent turn's LLM call, speech-to-text of the
     /// customer's audio, …); priced when recorded.
-    pub usage: Option<Usage>,
+    pub usage: Option<Box<Usage>>,
     /// This turn was cut in on (see [`Interruption`]).
     pub interruption: Option<Interruption>,
 }
@@ -463,7 +463,7 @@ impl Interaction {
 
     /// Sets what the turn used (tokens, audio, characters); the library prices it.
     pub fn usage(mut self, usage: Usage) -> Self {
-        self.usage = Some(usage);
+        self.usage = Some(Box::new(usage));
         self
     }
 

@@ -1,0 +1,219 @@
+//! The input of detection: per scope (a tenant, or a tenant's agent), one aggregate per time
+//! bucket. The local store folds events into it ([`SeriesBuilder`]); the ClickHouse store
+//! computes the same aggregates in SQL, so both feed the same method.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use time::OffsetDateTime;
+
+use crate::types::{DecisionType, Event, EventKind, Resolution, Speaker};
+
+/// The latency parts detection watches, as `latency.<part>` metrics: the voice parts and the
+/// agent response time of every channel.
+pub const LATENCY_PARTS: [&str; 7] =
+    ["stt", "end_of_utterance", "llm_ttft", "tts_ttfb", "tool", "response", "agent_response_time"];
+
+/// Who a series is about.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Scope {
+    /// The tenant.
+    pub tenant_id: String,
+    /// An agent of the tenant; `None` for the whole tenant.
+    pub agent_id: Option<String>,
+}
+
+/// One bucket of one scope: what started, ended, failed and how long things took.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Bucket {
+    /// Conversations started in the bucket.
+    pub started: u64,
+    /// Conversations ended in the bucket, by resolution.
+    pub ended: BTreeMap<Resolution, u64>,
+    /// Conversations with any event in the bucket (the denominator of error rates).
+    pub active: u64,
+    /// Conversations with an error of each type in the bucket.
+    pub errors: BTreeMap<String, u64>,
+    /// Per latency part, the bucket's p95 in milliseconds and how many values it is of.
+    pub latency: BTreeMap<&'static str, (f64, u64)>,
+    /// The sum and count of customer sentiment scores.
+    pub sentiment: (f64, u64),
+    /// Compliance violations.
+    pub violations: u64,
+    /// Intents detected (intent_detection decisions), by intent.
+    pub intents: BTreeMap<String, u64>,
+}
+
+impl Bucket {
+    /// Conversations ended in the bucket.
+    pub fn ended_total(&self) -> u64 {
+        self.ended.values().sum()
+    }
+}
+
+/// A scope's buckets, contiguous from `start`, `bucket_seconds` each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Who.
+    pub scope: Scope,
+    /// The first bucket's start.
+    pub start: OffsetDateTime,
+    /// Bucket width.
+    pub bucket_seconds: i64,
+    /// The buckets, empty ones included.
+    pub buckets: Vec<Bucket>,
+}
+
+impl Series {
+    /// The start of bucket `i`.
+    pub fn bucket_start(&self, i: usize) -> OffsetDateTime {
+        self.start + time::Duration::seconds(self.bucket_seconds * i as i64)
+    }
+}
+
+/// The `level` quantile as ClickHouse's `quantileExact` defines it: the value at 0-based
+/// position `floor(level × n)` of the sorted values (the last one for `level >= 1`). Both
+/// stores use this definition, so they flag the same buckets.
+pub fn quantile_exact(values: &mut [f64], level: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let n = values.len();
+    let idx = if level < 1.0 { ((level * n as f64) as usize).min(n - 1) } else { n - 1 };
+    let (_, v, _) = values.select_nth_unstable_by(idx, f64::total_cmp);
+    Some(*v)
+}
+
+/// The bucket an instant falls in: seconds since the epoch, floored to the width (what
+/// ClickHouse's `toStartOfInterval` gives for widths that divide a day).
+pub fn bucket_of(at: OffsetDateTime, bucket_seconds: i64) -> i64 {
+    at.unix_timestamp().div_euclid(bucket_seconds) * bucket_seconds
+}
+
+#[derive(Default)]
+struct Raw {
+    bucket: Bucket,
+    active: HashSet<String>,
+    errors: BTreeMap<String, BTreeSet<String>>,
+    latency: BTreeMap<&'static str, Vec<f64>>,
+}
+
+/// Folds events into series, per tenant and per tenant's agent.
+#[derive(Default)]
+pub struct SeriesBuilder {
+    bucket_seconds: i64,
+    raw: BTreeMap<Scope, BTreeMap<i64, Raw>>,
+}
+
+impl SeriesBuilder {
+    /// A builder of `bucket_seconds`-wide buckets.
+    pub fn new(bucket_seconds: i64) -> SeriesBuilder {
+        SeriesBuilder { bucket_seconds: bucket_seconds.max(1), raw: BTreeMap::new() }
+    }
+
+    /// Adds one event to its tenant's and its agent's series.
+    pub fn add(&mut self, e: &Event) {
+        let at = bucket_of(e.timestamp, self.bucket_seconds);
+        let tenant = Scope { tenant_id: e.tenant_id.to_string(), agent_id: None };
+        let agent = Scope { tenant_id: e.tenant_id.to_string(), agent_id: Some(e.agent_id.to_string()) };
+        for scope in [tenant, agent] {
+            let raw = self.raw.entry(scope).or_default().entry(at).or_default();
+            fold(raw, e);
+        }
+    }
+
+    /// The series, each filled from its first to its last bucket (and to `until`, when given,
+    /// so a scope that went quiet shows its empty buckets).
+    pub fn finish(self, until: Option<OffsetDateTime>) -> Vec<Series> {
+        let width = self.bucket_seconds;
+        let last_all = until.map(|u| bucket_of(u, width));
+        self.raw
+            .into_iter()
+            .filter_map(|(scope, buckets)| {
+                let first = *buckets.keys().next()?;
+                let last = last_all.unwrap_or(first).max(*buckets.keys().next_back()?);
+                let mut out = Vec::with_capacity(((last - first) / width + 1) as usize);
+                let mut raw = buckets.into_iter().peekable();
+                let mut t = first;
+                while t <= last {
+                    let bucket = match raw.peek() {
+                        Some((k, _)) if *k == t => finish_bucket(raw.next().expect("peeked").1),
+                        _ => Bucket::default(),
+                    };
+                    out.push(bucket);
+                    t += width;
+                }
+                Some(Series {
+                    scope,
+                    start: OffsetDateTime::from_unix_timestamp(first).ok()?,
+                    bucket_seconds: width,
+                    buckets: out,
+                })
+            })
+            .collect()
+    }
+}
+
+fn fold(raw: &mut Raw, e: &Event) {
+    let b = &mut raw.bucket;
+    raw.active.insert(e.conversation_id.to_string());
+    match &e.kind {
+        EventKind::ConversationStarted { .. } => b.started += 1,
+        EventKind::ConversationEnded { resolution, .. } => *b.ended.entry(*resolution).or_default() += 1,
+        EventKind::ErrorOccurred { error_type } => {
+            raw.errors.entry(error_type.clone()).or_default().insert(e.conversation_id.to_string());
+        }
+        EventKind::ComplianceViolation { .. } => b.violations += 1,
+        EventKind::DecisionMade { decision_type: DecisionType::IntentDetection, option, .. } => {
+            *b.intents.entry(option.clone()).or_default() += 1;
+        }
+        EventKind::AgentTurn { latency, response_time_seconds, .. } => {
+            if let Some(l) = latency {
+                for (part, ms) in l.parts() {
+                    if let (Some(part), Some(ms)) = (LATENCY_PARTS.iter().find(|p| **p == part), ms) {
+                        if ms.is_finite() && ms >= 0.0 {
+                            raw.latency.entry(part).or_default().push(ms);
+                        }
+                    }
+                }
+            }
+            if let Some(s) = response_time_seconds.filter(|s| s.is_finite() && *s >= 0.0) {
+                raw.latency.entry("agent_response_time").or_default().push(s * 1000.0);
+            }
+        }
+        EventKind::CustomerTurn { .. } if e.speaker == Speaker::Customer => {
+            if let Some(s) = e.metadata.sentiment_score.filter(|s| s.is_finite()) {
+                b.sentiment.0 += s;
+                b.sentiment.1 += 1;
+            }
+        }
+        _ => {}
+    }
+}
+
+fn finish_bucket(mut raw: Raw) -> Bucket {
+    let mut b = raw.bucket;
+    b.active = raw.active.len() as u64;
+    b.errors = raw.errors.into_iter().map(|(k, v)| (k, v.len() as u64)).collect();
+    for (part, values) in raw.latency.iter_mut() {
+        if let Some(p95) = quantile_exact(values, 0.95) {
+            b.latency.insert(part, (p95, values.len() as u64));
+        }
+    }
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantile_exact_is_clickhouses() {
+        // quantileExact(0.95) of 1..=20 is the value at position floor(19) = 20.
+        let mut v: Vec<f64> = (1..=20).map(f64::from).collect();
+        assert_eq!(quantile_exact(&mut v, 0.95), Some(20.0));
+        let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(quantile_exact(&mut v, 0.95), Some(96.0));
+        assert_eq!(quantile_exact(&mut v, 0.5), Some(51.0));
+        assert_eq!(quantile_exact(&mut [], 0.5), None);
+    }
+}
