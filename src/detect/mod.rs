@@ -39,6 +39,8 @@
 //! end-of-utterance, LLM, tool and text-to-speech latency, the intent mix, volume, response
 //! times, resolution mix, sentiment, compliance), the earliest on a tie.
 
+#[cfg(feature = "clickhouse")]
+pub mod clickhouse;
 pub mod series;
 
 use std::collections::BTreeMap;
@@ -47,7 +49,7 @@ use serde::Serialize;
 use statrs::distribution::{Binomial, ChiSquared, ContinuousCDF, DiscreteCDF, Poisson};
 use time::OffsetDateTime;
 
-pub use series::{Bucket, Scope, Series, SeriesBuilder, LATENCY_PARTS};
+pub use series::{Bucket, LATENCY_PARTS, Range, Scope, Series, SeriesBuilder};
 
 use crate::types::Resolution;
 

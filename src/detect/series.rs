@@ -13,6 +13,26 @@ use crate::types::{DecisionType, Event, EventKind, Resolution, Speaker};
 pub const LATENCY_PARTS: [&str; 7] =
     ["stt", "end_of_utterance", "llm_ttft", "tts_ttfb", "tool", "response", "agent_response_time"];
 
+/// Which events: a time range and a tenant.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Range {
+    /// From (inclusive).
+    pub since: Option<OffsetDateTime>,
+    /// To (exclusive).
+    pub until: Option<OffsetDateTime>,
+    /// One tenant.
+    pub tenant: Option<String>,
+}
+
+impl Range {
+    /// Whether an event is in the range.
+    pub fn contains(&self, e: &Event) -> bool {
+        self.since.is_none_or(|s| e.timestamp >= s)
+            && self.until.is_none_or(|u| e.timestamp < u)
+            && self.tenant.as_deref().is_none_or(|t| *e.tenant_id == *t)
+    }
+}
+
 /// Who a series is about.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Scope {
@@ -101,17 +121,22 @@ struct Raw {
 #[derive(Default)]
 pub struct SeriesBuilder {
     bucket_seconds: i64,
+    range: Range,
     raw: BTreeMap<Scope, BTreeMap<i64, Raw>>,
 }
 
 impl SeriesBuilder {
-    /// A builder of `bucket_seconds`-wide buckets.
-    pub fn new(bucket_seconds: i64) -> SeriesBuilder {
-        SeriesBuilder { bucket_seconds: bucket_seconds.max(1), raw: BTreeMap::new() }
+    /// A builder of `bucket_seconds`-wide buckets of the events in `range`.
+    pub fn new(bucket_seconds: i64, range: Range) -> SeriesBuilder {
+        SeriesBuilder { bucket_seconds: bucket_seconds.max(1), range, raw: BTreeMap::new() }
     }
 
-    /// Adds one event to its tenant's and its agent's series.
+    /// Adds one event to its tenant's and its agent's series (nothing when it is out of the
+    /// range).
     pub fn add(&mut self, e: &Event) {
+        if !self.range.contains(e) {
+            return;
+        }
         let at = bucket_of(e.timestamp, self.bucket_seconds);
         let tenant = Scope { tenant_id: e.tenant_id.to_string(), agent_id: None };
         let agent = Scope { tenant_id: e.tenant_id.to_string(), agent_id: Some(e.agent_id.to_string()) };
@@ -121,11 +146,11 @@ impl SeriesBuilder {
         }
     }
 
-    /// The series, each filled from its first to its last bucket (and to `until`, when given,
-    /// so a scope that went quiet shows its empty buckets).
-    pub fn finish(self, until: Option<OffsetDateTime>) -> Vec<Series> {
+    /// The series, each filled from its first to its last bucket (and to the range's end, when
+    /// it has one, so a scope that went quiet shows its empty buckets).
+    pub fn finish(self) -> Vec<Series> {
         let width = self.bucket_seconds;
-        let last_all = until.map(|u| bucket_of(u, width));
+        let last_all = self.range.until.map(|u| bucket_of(u - time::Duration::microseconds(1), width));
         self.raw
             .into_iter()
             .filter_map(|(scope, buckets)| {

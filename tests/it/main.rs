@@ -3,6 +3,7 @@
 
 mod support;
 
+mod anomalies;
 mod cli;
 mod clickhouse;
 mod completions;

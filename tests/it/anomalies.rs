@@ -1,0 +1,126 @@
+//! Issue 17: anomaly detection finds an injected incident, and the local event log and the
+//! ClickHouse engine give the same incidents on the same data.
+
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serphona_obs::Observability;
+use serphona_obs::detect::{self, Params, Range, SeriesBuilder};
+use serphona_obs::store::Store;
+use serphona_obs::store::local::LocalStore;
+use serphona_obs::types::*;
+
+use crate::support::clickhouse::ClickHouse;
+
+/// A log-normal draw with the given median and p95.
+fn lognormal(rng: &mut ChaCha8Rng, p50: f64, p95: f64) -> f64 {
+    let sigma = (p95 / p50).ln() / 1.645;
+    // Box–Muller.
+    let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-12), rng.random());
+    let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+    (p50.ln() + sigma * z).exp()
+}
+
+/// Six hours of voice conversations for two tenants, ending an hour ago; for tenant `acme`
+/// the LLM's time to first token is four times slower from 3 h to 3 h 30 min, and more of its
+/// callers hang up then. Returns the incident's window.
+fn record(obs: &Observability, seed: u64) -> (time::OffsetDateTime, time::OffsetDateTime) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let end = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let start = end - time::Duration::hours(6);
+    let (from, to) = (start + time::Duration::hours(3), start + time::Duration::minutes(210));
+    let mut t = start;
+    let mut i = 0u64;
+    while t < end {
+        // About 300 conversations an hour.
+        t += time::Duration::milliseconds((-(rng.random::<f64>().max(1e-9)).ln() * 12_000.0) as i64);
+        i += 1;
+        let tenant = if rng.random_bool(0.6) { "acme" } else { "globex" };
+        let agent = if rng.random_bool(0.5) { "bot-a" } else { "bot-b" };
+        let slow = tenant == "acme" && t >= from && t < to;
+        let conv = obs.start_conversation(
+            ConversationStart::new(tenant, agent, format!("c{i}"), Channel::Voice).at(t).id(format!("{tenant}-{seed}-{i}")),
+        );
+        let mut at = t + time::Duration::milliseconds(500);
+        conv.track_decision(Decision::new(DecisionType::IntentDetection, "billing", "r").confidence(0.9).at(at));
+        for _ in 0..3 {
+            conv.track_interaction(Interaction::customer("hi").sentiment(0.1).duration_ms(1500.0).at(at));
+            at += time::Duration::milliseconds(2500);
+            let ttft = lognormal(&mut rng, 600.0, 1500.0) * if slow { 4.0 } else { 1.0 };
+            let stt = lognormal(&mut rng, 150.0, 300.0);
+            let latency = TurnLatency {
+                stt_ms: Some(stt.round()),
+                llm_ttft_ms: Some(ttft.round()),
+                response_ms: Some((stt + ttft + 200.0).round()),
+                ..TurnLatency::default()
+            };
+            conv.track_interaction(Interaction::agent("ok").latency(latency).duration_ms(2000.0).at(at));
+            at += time::Duration::milliseconds(3000);
+        }
+        let abandoned = rng.random_bool(if slow { 0.5 } else { 0.08 });
+        let resolution = if abandoned { Resolution::Abandoned } else { Resolution::Resolved };
+        conv.end(ConversationEnd::new(resolution).at(at));
+    }
+    (from, to)
+}
+
+#[test]
+fn the_local_log_and_clickhouse_give_the_same_incidents_and_find_the_llm_slowdown() {
+    let ch = ClickHouse::start();
+    let db = ch.fresh_database();
+    let data = tempfile::tempdir().unwrap();
+    ch.apply_schema(&db, data.path());
+    let config = ch.library_config(&db, data.path());
+    let client = serphona_obs::analytics::client(&config.clickhouse);
+    let obs = Observability::init(config).unwrap();
+    let (from, to) = record(&obs, 17);
+    obs.shutdown(Duration::from_secs(60)).unwrap();
+    drop(obs);
+
+    let params = Params::default();
+    let width = params.bucket.as_secs() as i64;
+    let range = Range::default();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+
+    // The local store: the event log, folded.
+    let store = LocalStore::open(data.path());
+    let (events, _) = rt.block_on(store.events_since(None, usize::MAX)).unwrap();
+    let mut builder = SeriesBuilder::new(width, range.clone());
+    for e in &events {
+        builder.add(e);
+    }
+    let local_series = builder.finish();
+    let local = detect::detect(&local_series, &params);
+
+    // ClickHouse: the same buckets in SQL.
+    let ch_series = rt.block_on(detect::clickhouse::series(&client, &range, width)).unwrap();
+    assert_eq!(ch_series.len(), local_series.len());
+    for (a, b) in local_series.iter().zip(&ch_series) {
+        assert_eq!(a.scope, b.scope);
+        assert_eq!((a.start, a.buckets.len()), (b.start, b.buckets.len()), "{:?}", a.scope);
+        for (i, (x, y)) in a.buckets.iter().zip(&b.buckets).enumerate() {
+            // Sums of floats may differ in the last bits with the order of addition.
+            assert!((x.sentiment.0 - y.sentiment.0).abs() < 1e-6, "{:?} bucket {i}", a.scope);
+            let (mut x, mut y) = (x.clone(), y.clone());
+            (x.sentiment.0, y.sentiment.0) = (0.0, 0.0);
+            assert_eq!(x, y, "{:?} bucket {i}", a.scope);
+        }
+    }
+    let remote = detect::detect(&ch_series, &params);
+    let summary = |incidents: &[detect::Incident]| -> Vec<String> {
+        incidents.iter().map(|i| format!("{} {} {} {} {}", i.tenant_id, i.start, i.end, i.suspected_cause, i.signals.len())).collect()
+    };
+    assert_eq!(summary(&local), summary(&remote));
+    println!("incidents: {:#?}", summary(&local));
+
+    // The slowdown is found, for acme, in its window, with the LLM as its cause.
+    let found = local
+        .iter()
+        .find(|i| i.tenant_id == "acme" && i.start < to && i.end > from)
+        .unwrap_or_else(|| panic!("the LLM slowdown is not found: {local:#?}"));
+    assert_eq!(found.suspected_cause, "LLM latency", "{found:#?}");
+    assert!(found.signals.iter().any(|s| s.metric == "resolution.abandoned.share"), "{found:#?}");
+    // Nothing else: globex had no incident, and acme none outside the window.
+    assert_eq!(local.len(), 1, "{local:#?}");
+}
