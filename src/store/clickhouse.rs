@@ -513,6 +513,11 @@ impl Store for ClickHouseStore {
         let events = rows.iter().map(|r| Self::parse(&r.id_s, &r.payload)).collect::<Result<Vec<_>, _>>()?;
         Ok((events, next))
     }
+
+    /// `GROUP BY` in the engine ([`crate::detect::clickhouse`]).
+    async fn detection_series(&self, range: &crate::detect::Range, bucket_seconds: i64) -> Result<Vec<crate::detect::Series>, StoreError> {
+        Ok(crate::detect::clickhouse::series(&self.client, range, bucket_seconds).await?)
+    }
 }
 
 #[cfg(test)]

@@ -421,6 +421,13 @@ impl Store for LocalStore {
         })?;
         Ok(ids.into_iter().take(limit).collect())
     }
+
+    /// One pass over the log, one event at a time.
+    async fn detection_series(&self, range: &crate::detect::Range, bucket_seconds: i64) -> Result<Vec<crate::detect::Series>, StoreError> {
+        let mut builder = crate::detect::SeriesBuilder::new(bucket_seconds, range.clone());
+        self.for_each(|e| builder.add(&e))?;
+        Ok(builder.finish())
+    }
 }
 
 #[cfg(test)]

@@ -462,6 +462,15 @@ pub trait Store: Send + Sync {
         cursor: Option<&Cursor>,
         limit: usize,
     ) -> impl Future<Output = Result<(Vec<Event>, Cursor), StoreError>> + Send;
+
+    /// The anomaly-detection series ([`crate::detect`]) of the events in `range`, in buckets
+    /// of `bucket_seconds`: folded from the log by the local store, computed in SQL by
+    /// ClickHouse; the same buckets from the same events.
+    fn detection_series(
+        &self,
+        range: &crate::detect::Range,
+        bucket_seconds: i64,
+    ) -> impl Future<Output = Result<Vec<crate::detect::Series>, StoreError>> + Send;
 }
 
 #[cfg(test)]

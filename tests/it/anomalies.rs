@@ -24,8 +24,8 @@ fn lognormal(rng: &mut ChaCha8Rng, p50: f64, p95: f64) -> f64 {
 
 /// Six hours of voice conversations for two tenants, ending an hour ago; for tenant `acme`
 /// the LLM's time to first token is four times slower from 3 h to 3 h 30 min, and more of its
-/// callers hang up then. Returns the incident's window.
-fn record(obs: &Observability, seed: u64) -> (time::OffsetDateTime, time::OffsetDateTime) {
+/// callers hang up then. Returns the incident's window and the end of the data.
+fn record(obs: &Observability, seed: u64) -> (time::OffsetDateTime, time::OffsetDateTime, time::OffsetDateTime) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let end = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
     let start = end - time::Duration::hours(6);
@@ -62,7 +62,7 @@ fn record(obs: &Observability, seed: u64) -> (time::OffsetDateTime, time::Offset
         let resolution = if abandoned { Resolution::Abandoned } else { Resolution::Resolved };
         conv.end(ConversationEnd::new(resolution).at(at));
     }
-    (from, to)
+    (from, to, end)
 }
 
 #[test]
@@ -74,7 +74,10 @@ fn the_local_log_and_clickhouse_give_the_same_incidents_and_find_the_llm_slowdow
     let config = ch.library_config(&db, data.path());
     let client = serphona_obs::analytics::client(&config.clickhouse);
     let obs = Observability::init(config).unwrap();
-    let (from, to) = record(&obs, 17);
+    let (from, to, end) = record(&obs, 17);
+    // The data stops an hour before now: after it, conversations stop, which is an anomaly of
+    // its own; the queries end where the data does.
+    let until = end.format(&time::format_description::well_known::Rfc3339).unwrap();
     obs.shutdown(Duration::from_secs(60)).unwrap();
     drop(obs);
 
@@ -123,4 +126,38 @@ fn the_local_log_and_clickhouse_give_the_same_incidents_and_find_the_llm_slowdow
     assert!(found.signals.iter().any(|s| s.metric == "resolution.abandoned.share"), "{found:#?}");
     // Nothing else: globex had no incident, and acme none outside the window.
     assert_eq!(local.len(), 1, "{local:#?}");
+
+    // The real binary, over both stores: the same incidents, in the documented JSON.
+    for source in ["local", "clickhouse"] {
+        let out = ch
+            .cli(&db, data.path())
+            .args(["query", "anomalies", "--since", "8h", "--until", &until, "-o", "json", "--source", source])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{source}: {}", String::from_utf8_lossy(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let incidents = json.as_array().unwrap();
+        assert_eq!(incidents.len(), 1, "{source}: {json:#}");
+        let i = &incidents[0];
+        assert_eq!(i["tenant_id"], "acme");
+        assert_eq!(i["suspected_cause"], "LLM latency");
+        assert_eq!(i["start"], serde_json::to_value(local[0].start.format(&time::format_description::well_known::Rfc3339).unwrap()).unwrap());
+        for s in i["signals"].as_array().unwrap() {
+            for field in ["metric", "tenant_id", "agent_id", "start", "end", "observed", "expected", "score", "direction"] {
+                assert!(s.get(field).is_some(), "{source}: signal without {field}: {s}");
+            }
+        }
+        assert_eq!(i["signals"].as_array().unwrap().len(), local[0].signals.len());
+    }
+    // The table names the incident and its cause; --tenant narrows it.
+    let out = ch.cli(&db, data.path()).args(["query", "anomalies", "--since", "8h", "--until", &until, "--source", "local"]).output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("incident 1: acme — suspected cause: LLM latency"), "{table}");
+    assert!(table.contains("latency.llm_ttft.p95"), "{table}");
+    let out = ch
+        .cli(&db, data.path())
+        .args(["query", "anomalies", "--since", "8h", "--until", &until, "--source", "clickhouse", "--tenant", "globex", "-o", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
 }

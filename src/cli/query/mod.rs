@@ -9,6 +9,7 @@
 //! [`MIN_SHORT_ID`] characters that begins or ends exactly one stored id (a prefix, or the last
 //! 12 characters the live view lists). A short id that fits several lists them and exits 2.
 
+mod anomalies;
 mod render;
 mod tree;
 mod when;
@@ -73,6 +74,20 @@ pub enum Command {
     /// nothing to divide. CSV: the same, flattened (duration_p50, …, and one column per
     /// resolution).
     Stats(StatsArgs),
+    /// Incidents: signals of tenants and agents that left their baselines, grouped, each with
+    /// a suspected cause.
+    ///
+    /// Signals per tenant (and per agent): conversations started, the resolution mix, error
+    /// rates by type, each latency part's p95, customer sentiment, compliance violations and
+    /// the intent mix, in 5-minute buckets, tested in 15-minute windows against the same
+    /// window on earlier days or the trailing 6 hours (see docs/anomalies.md). The 7 days
+    /// before --since are read as history for the baselines.
+    ///
+    /// JSON: an array of incidents: start, end (RFC 3339), tenant_id, suspected_cause,
+    /// cause_metric, signals: [{metric, family, tenant_id, agent_id, start, end, observed,
+    /// expected, score, direction}]. CSV: one row per signal, with its incident's start, end,
+    /// tenant and cause.
+    Anomalies(AnomaliesArgs),
 }
 
 /// Where to read from.
@@ -169,6 +184,22 @@ pub struct StatsArgs {
     common: Common,
 }
 
+/// `query anomalies` flags.
+#[derive(Debug, clap::Args)]
+pub struct AnomaliesArgs {
+    /// Incidents from: a duration before now (24h, 7d) or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN", value_parser = when::parse_when_now, default_value = "24h")]
+    since: OffsetDateTime,
+    /// Incidents before: like --since (default: now).
+    #[arg(long, value_name = "WHEN", value_parser = when::parse_when_now)]
+    until: Option<OffsetDateTime>,
+    /// Only this tenant.
+    #[arg(long)]
+    tenant: Option<String>,
+    #[command(flatten)]
+    common: Common,
+}
+
 fn channel_parser() -> impl TypedValueParser<Value = Channel> {
     PossibleValuesParser::new(Channel::ALL.map(Channel::as_str)).map(|s| s.parse::<Channel>().expect("a listed channel"))
 }
@@ -236,6 +267,7 @@ impl Command {
             Command::Conversation(a) => &a.common,
             Command::Trace(a) => &a.common,
             Command::Stats(a) => &a.common,
+            Command::Anomalies(a) => &a.common,
         }
     }
 }
@@ -378,6 +410,34 @@ impl<S: Store> Reader<'_, S> {
                 let filter = args.filters.to_filter(None)?;
                 let rows = self.call(self.store.stats(&filter, args.by)).await?;
                 render::stats(&rows, args.by, args.common.output, out)
+            }
+            Command::Anomalies(args) => {
+                let until = args.until.unwrap_or_else(OffsetDateTime::now_utc);
+                if args.since >= until {
+                    return Err(super::UsageError(format!(
+                        "--since ({}) is not before --until ({})",
+                        super::output::rfc3339(args.since),
+                        super::output::rfc3339(until)
+                    ))
+                    .into());
+                }
+                let params = serphona_obs::detect::Params::default();
+                // Whole buckets only: the one in progress would look like a drop in volume.
+                let width = params.bucket.as_secs() as i64;
+                let now_bucket = serphona_obs::detect::series::bucket_of(OffsetDateTime::now_utc(), width);
+                let until = until.min(OffsetDateTime::from_unix_timestamp(now_bucket).unwrap_or(until));
+                let range = serphona_obs::detect::Range {
+                    since: Some(args.since - anomalies::HISTORY),
+                    until: Some(until),
+                    tenant: args.tenant.clone(),
+                };
+                let series = self.call(self.store.detection_series(&range, params.bucket.as_secs() as i64)).await?;
+                let mut incidents = serphona_obs::detect::detect(&series, &params);
+                incidents.retain(|i| i.end > args.since && i.start < until);
+                if incidents.is_empty() && args.common.output == DataFormat::Table {
+                    eprintln!("no incidents in {} from {}", self.what, super::output::rfc3339(args.since));
+                }
+                anomalies::render(&incidents, args.common.output, out)
             }
         }
     }

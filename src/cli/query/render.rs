@@ -19,13 +19,13 @@ use super::tree;
 use crate::cli::output::{DataFormat, offset, rfc3339, rfc3339_seconds, seconds, span_duration};
 
 /// Pretty JSON and a newline.
-fn json(value: &impl serde::Serialize, out: &mut impl Write) -> anyhow::Result<()> {
+pub(super) fn json(value: &impl serde::Serialize, out: &mut impl Write) -> anyhow::Result<()> {
     serde_json::to_writer_pretty(&mut *out, value)?;
     writeln!(out)?;
     Ok(())
 }
 
-fn csv_writer(out: &mut impl Write) -> csv::Writer<&mut impl Write> {
+pub(super) fn csv_writer(out: &mut impl Write) -> csv::Writer<&mut impl Write> {
     csv::WriterBuilder::new().from_writer(out)
 }
 
@@ -53,7 +53,7 @@ fn percent(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_string(), |v| format!("{:.1}%", v * 100.0))
 }
 
-fn table(header: Vec<String>, rows: Vec<Vec<String>>, right_from: usize) -> String {
+pub(super) fn table(header: Vec<String>, rows: Vec<Vec<String>>, right_from: usize) -> String {
     let mut builder = tabled::builder::Builder::default();
     builder.push_record(header);
     for row in rows {
