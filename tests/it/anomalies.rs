@@ -152,6 +152,7 @@ fn the_local_log_and_clickhouse_give_the_same_incidents_and_find_the_llm_slowdow
     // The table names the incident and its cause; --tenant narrows it.
     let out = ch.cli(&db, data.path()).args(["query", "anomalies", "--since", "8h", "--until", &until, "--source", "local"]).output().unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
+    println!("{table}");
     assert!(table.contains("incident 1: acme — suspected cause: LLM latency"), "{table}");
     assert!(table.contains("latency.llm_ttft.p95"), "{table}");
     let out = ch
