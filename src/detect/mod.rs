@@ -340,14 +340,12 @@ fn baseline(s: &Series, window: &[usize], day: usize, trailing: usize, min_histo
     let first = window[0];
     let mut seasonal = Vec::new();
     let mut days = 0;
-    for k in 1..=7 {
-        let Some(start) = first.checked_sub(k * day) else { break };
+    for k in (1..=7).take_while(|k| k * day <= first) {
         let same: Vec<usize> = window.iter().map(|i| i - k * day).collect();
         if same.iter().any(|i| has_data(*i)) {
             days += 1;
             seasonal.extend(same);
         }
-        let _ = start;
     }
     if days >= params.seasonal_min_days.max(1) {
         return Some(seasonal);
@@ -441,19 +439,15 @@ fn count_test(x: u64, lambda: f64, allow_down: bool, params: &Params) -> Option<
     (p < params.alpha).then_some(Flag { observed: x as f64, expected: lambda, score: score_of(p), direction })
 }
 
-/// Median and scaled MAD.
+/// The median and the MAD scaled to a normal's standard deviation (× 1.4826).
 fn robust(values: &mut [f64]) -> Option<(f64, f64)> {
-    let median = median(values)?;
-    let mut dev: Vec<f64> = values.iter().map(|v| (v - median).abs()).collect();
-    let mad = median_of(&mut dev)? * 1.4826;
-    Some((median, mad))
+    let center = median(values)?;
+    let mut dev: Vec<f64> = values.iter().map(|v| (v - center).abs()).collect();
+    let mad = median(&mut dev)? * 1.4826;
+    Some((center, mad))
 }
 
 fn median(values: &mut [f64]) -> Option<f64> {
-    median_of(values)
-}
-
-fn median_of(values: &mut [f64]) -> Option<f64> {
     if values.is_empty() {
         return None;
     }
