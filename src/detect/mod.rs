@@ -21,7 +21,7 @@
 //!
 //! | signal | metric | data | test |
 //! |---|---|---|---|
-//! | resolution mix | `resolution.<r>.share` | shares of ended conversations | binomial tail of the window's count against the baseline's pooled share (resolved: down; transferred, escalated, unresolved, abandoned: up), p < [`Params::alpha`], ≥ [`Params::min_conversations`] ended, a change of ≥ [`Params::min_share_change`] |
+//! | resolution mix | `resolution.<r>.share` | shares of ended conversations | binomial tail of the window's count against the baseline's pooled share (resolved: down; transferred, escalated, unresolved, abandoned: up), p < [`Params::alpha`] (10⁻⁶), ≥ [`Params::min_conversations`] ended, a change of ≥ [`Params::min_share_change`] |
 //! | errors | `errors.<type>.rate` | share of active conversations with that error | binomial tail, up |
 //! | volume | `conversations.started` | counts | Poisson tail against the baseline's mean count (up or down; down only when ≥ 20 are expected) |
 //! | compliance | `compliance.violations` | counts | Poisson tail, up |
@@ -68,7 +68,8 @@ pub struct Params {
     pub min_history: std::time::Duration,
     /// Days of the same window in the last week that make a seasonal baseline (3).
     pub seasonal_min_days: usize,
-    /// The p-value of the tail tests (1e-4).
+    /// The p-value of the tail tests (1e-6: a day has tens of thousands of window tests, and
+    /// consecutive windows share buckets).
     pub alpha: f64,
     /// The fewest conversations behind a share (15).
     pub min_conversations: u64,
@@ -95,7 +96,7 @@ impl Default for Params {
             trailing: std::time::Duration::from_secs(6 * 3600),
             min_history: std::time::Duration::from_secs(3600),
             seasonal_min_days: 3,
-            alpha: 1e-4,
+            alpha: 1e-6,
             min_conversations: 15,
             min_share_change: 0.10,
             robust_z: 4.0,
