@@ -81,7 +81,7 @@ pub async fn series(client: &Client, range: &Range, bucket_seconds: i64) -> Resu
         .fetch_all::<CountsRow>()
         .await?;
         for r in rows {
-            let b = buckets.entry(scope(&r.tenant_id, &r.agent)).or_default().entry(r.b).or_default();
+            let b = slot(&mut buckets, scope(&r.tenant_id, &r.agent), r.b);
             (b.started, b.active, b.violations) = (r.started, r.active, r.violations);
         }
 
@@ -94,7 +94,7 @@ pub async fn series(client: &Client, range: &Range, bucket_seconds: i64) -> Resu
         .await?;
         for r in rows {
             let Some(res) = Resolution::ALL.into_iter().find(|x| x.as_str() == r.key) else { continue };
-            buckets.entry(scope(&r.tenant_id, &r.agent)).or_default().entry(r.b).or_default().ended.insert(res, r.n);
+            slot(&mut buckets, scope(&r.tenant_id, &r.agent), r.b).ended.insert(res, r.n);
         }
 
         let rows = q(format!(
@@ -105,7 +105,7 @@ pub async fn series(client: &Client, range: &Range, bucket_seconds: i64) -> Resu
         .fetch_all::<KeyedRow>()
         .await?;
         for r in rows {
-            buckets.entry(scope(&r.tenant_id, &r.agent)).or_default().entry(r.b).or_default().errors.insert(r.key, r.n);
+            slot(&mut buckets, scope(&r.tenant_id, &r.agent), r.b).errors.insert(r.key, r.n);
         }
 
         let rows = q(format!(
@@ -116,7 +116,7 @@ pub async fn series(client: &Client, range: &Range, bucket_seconds: i64) -> Resu
         .fetch_all::<KeyedRow>()
         .await?;
         for r in rows {
-            buckets.entry(scope(&r.tenant_id, &r.agent)).or_default().entry(r.b).or_default().intents.insert(r.key, r.n);
+            slot(&mut buckets, scope(&r.tenant_id, &r.agent), r.b).intents.insert(r.key, r.n);
         }
 
         // The parts in LATENCY_PARTS' order.
@@ -133,7 +133,7 @@ pub async fn series(client: &Client, range: &Range, bucket_seconds: i64) -> Resu
         .fetch_all::<LatencyRow>()
         .await?;
         for r in rows {
-            let b = buckets.entry(scope(&r.tenant_id, &r.agent)).or_default().entry(r.b).or_default();
+            let b = slot(&mut buckets, scope(&r.tenant_id, &r.agent), r.b);
             for ((part, p95), n) in LATENCY_PARTS.iter().zip(&r.p95).zip(&r.n) {
                 if *n > 0 {
                     b.latency.insert(part, (*p95, *n));
@@ -150,7 +150,7 @@ pub async fn series(client: &Client, range: &Range, bucket_seconds: i64) -> Resu
         .await?;
         for r in rows {
             if r.n > 0 {
-                buckets.entry(scope(&r.tenant_id, &r.agent)).or_default().entry(r.b).or_default().sentiment = (r.sum, r.n);
+                slot(&mut buckets, scope(&r.tenant_id, &r.agent), r.b).sentiment = (r.sum, r.n);
             }
         }
     }
@@ -165,6 +165,11 @@ pub async fn series(client: &Client, range: &Range, bucket_seconds: i64) -> Resu
             Some(Series { scope, start: OffsetDateTime::from_unix_timestamp(first).ok()?, bucket_seconds: width, buckets })
         })
         .collect())
+}
+
+/// The bucket of a scope at `b`, made when new.
+fn slot(buckets: &mut BTreeMap<Scope, BTreeMap<i64, Bucket>>, scope: Scope, b: i64) -> &mut Bucket {
+    buckets.entry(scope).or_default().entry(b).or_default()
 }
 
 /// The `WHERE` of every query: the range and the tenant, as parameters.
