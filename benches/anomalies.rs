@@ -37,8 +37,7 @@ fn main() {
     let (conversations, runs) = if bench { (14_400, 5) } else { (200, 1) };
 
     let dir = tempfile::Builder::new().prefix("serphona-obs-bench-anomalies-").tempdir().unwrap();
-    let mut config = Config::default();
-    config.data_dir = dir.path().to_path_buf();
+    let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
     config.metrics.enabled = false;
     config.tracing.enabled = false;
     config.pipeline.when_full = WhenFull::Block;
