@@ -10,8 +10,15 @@
 //!    - `anomalies`: what `query anomalies` runs: `Store::detection_series` (one pass over the
 //!      log, folding into 5-minute buckets per tenant and agent) and `detect::detect`.
 //!
+//! 3. With `--bench`: the same events loaded into the chDB front of the tests (as the sink
+//!    writes them), and `query anomalies` on the ClickHouse store (`GROUP BY` in the engine),
+//!    timed the same way and checked to give the same incidents. Needs `target/chdb-venv`
+//!    (scripts/test.sh).
+//!
 //! One JSON line with the medians and the ratios to the baseline. `cargo bench --bench
 //! anomalies` (`-- --show` prints the incidents); without `--bench` (`cargo test --benches`) a smoke run of 200 conversations.
+
+mod support;
 
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -19,6 +26,7 @@ use std::time::{Duration, Instant};
 use serphona_obs::config::WhenFull;
 use serphona_obs::detect::{self, Params, Range};
 use serphona_obs::simulation::{Pace, SimConfig};
+use serphona_obs::store::clickhouse::ClickHouseStore;
 use serphona_obs::store::local::LocalStore;
 use serphona_obs::store::{ConversationFilter, Store};
 use serphona_obs::{Config, Observability};
@@ -90,6 +98,24 @@ fn main() {
         }));
     }
     let (read_all, stats, anomalies) = (median(read_all), median(stats), median(anomalies));
+    let engine = bench.then(|| {
+        let front = support::chdb::Front::start();
+        let config = front.database(&rt, "bench_anomalies");
+        front.load(&rt, &config, &store.read_all().unwrap(), 100_000);
+        let ch = ClickHouseStore::new(&config);
+        let mut times = Vec::new();
+        for _ in 0..runs {
+            times.push(time(&mut || {
+                let series = rt.block_on(ch.detection_series(&range, width)).unwrap();
+                let incidents = detect::detect(&series, &params);
+                let summary = |i: &[detect::Incident]| -> Vec<_> {
+                    i.iter().map(|i| (i.tenant_id.clone(), i.start, i.end, i.cause_metric.clone(), i.signals.len())).collect()
+                };
+                assert_eq!(summary(&incidents), summary(&found), "ClickHouse and the local store disagree");
+            }));
+        }
+        median(times)
+    });
     let ms = |d: Duration| (d.as_secs_f64() * 1e4).round() / 10.0;
     println!(
         "{}",
@@ -105,6 +131,7 @@ fn main() {
             "anomalies_vs_read_all": (anomalies.as_secs_f64() / read_all.as_secs_f64() * 100.0).round() / 100.0,
             "stats_vs_read_all": (stats.as_secs_f64() / read_all.as_secs_f64() * 100.0).round() / 100.0,
             "incidents": found.len(),
+            "clickhouse_anomalies_ms": engine.map(ms),
         })
     );
     assert_eq!(lines as u64, report.events, "every event read back");

@@ -38,15 +38,11 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serphona_obs::config::{Compression, Endpoint, WhenFull};
-use serphona_obs::analytics::insert_rows;
-use serphona_obs::analytics::rows::{self, ConversationRow, DecisionRow, EventRow, InteractionRow, SpanRow};
-use serphona_obs::analytics::schema::{Migrator, RenderOptions, built_in};
+use serphona_obs::config::WhenFull;
 use serphona_obs::store::Store;
 use serphona_obs::store::clickhouse::ClickHouseStore;
 use serphona_obs::store::local::LocalStore;
 use serphona_obs::types::*;
-use serphona_obs::pipeline::SharedEvent;
 use serphona_obs::{Config, Observability};
 use time::OffsetDateTime;
 
@@ -266,39 +262,9 @@ fn clickhouse(
 ) {
     let front = Front::start();
     let db = format!("bench_query_{}", std::process::id());
-    let admin = front.client();
-    rt.block_on(admin.query(&format!("CREATE DATABASE {db}")).execute()).unwrap();
-    let mut config = Config::default();
-    config.clickhouse.endpoint = Endpoint::parse(&front.url).unwrap();
-    config.clickhouse.database = db.clone();
-    config.clickhouse.compression = Compression::None;
-    config.clickhouse.request_timeout = Duration::from_secs(600);
-    let opts = RenderOptions { database: db.clone(), retention_days: config.clickhouse.retention_days, cluster: None };
-    rt.block_on(Migrator::new(serphona_obs::analytics::client(&config.clickhouse), opts, built_in()).apply())
-        .unwrap_or_else(|e| panic!("schema apply: {e}\n{}", front.stderr_tail()));
-    let client = serphona_obs::analytics::client(&config.clickhouse).with_validation(false);
-
+    let config = Config { clickhouse: front.database(rt, &db), ..Config::default() };
     let started = Instant::now();
-    let timeout = Duration::from_secs(600);
-    for (n, chunk) in events.chunks(INSERT_ROWS).enumerate() {
-        rt.block_on(async {
-            let token = |t: &str| format!("bench:{n}:{t}");
-            let shared: Vec<SharedEvent> = chunk.iter().cloned().map(SharedEvent::new).collect();
-            let r: Vec<EventRow<'_>> = shared.iter().filter_map(rows::event_row).collect();
-            insert_rows::<EventRow<'static>>(&client, "events", &r, &token("events"), timeout).await?;
-            let r: Vec<ConversationRow<'_>> = chunk.iter().filter_map(rows::conversation_row).collect();
-            insert_rows::<ConversationRow<'static>>(&client, "conversations", &r, &token("conversations"), timeout).await?;
-            let r: Vec<InteractionRow<'_>> = chunk.iter().filter_map(rows::interaction_row).collect();
-            insert_rows::<InteractionRow<'static>>(&client, "interactions", &r, &token("interactions"), timeout).await?;
-            let r: Vec<DecisionRow<'_>> = chunk.iter().filter_map(rows::decision_row).collect();
-            insert_rows::<DecisionRow<'static>>(&client, "decisions", &r, &token("decisions"), timeout).await?;
-            let r: Vec<SpanRow<'_>> = chunk.iter().filter_map(rows::span_row).collect();
-            insert_rows::<SpanRow<'static>>(&client, "spans", &r, &token("spans"), timeout).await
-        })
-        .unwrap_or_else(|e| panic!("insert batch {n}: {e}\n{}", front.stderr_tail()));
-    }
-    let count: u64 = rt.block_on(admin.query(&format!("SELECT count() FROM {db}.events")).fetch_one()).unwrap();
-    assert_eq!(count, events.len() as u64);
+    front.load(rt, &config.clickhouse, events, INSERT_ROWS);
     println!(
         "clickhouse: loaded {} events (all five tables) in {:.1} s; chDB front RSS {:.0} MiB",
         events.len(),

@@ -67,6 +67,57 @@ impl Front {
     }
 }
 
+impl Front {
+    /// A fresh database `db` on the front with the built-in migrations applied, and the
+    /// library's ClickHouse config for it (compression off, a long request timeout).
+    pub fn database(&self, rt: &tokio::runtime::Runtime, db: &str) -> serphona_obs::config::ClickHouseConfig {
+        use serphona_obs::analytics::schema::{Migrator, RenderOptions, built_in};
+        use serphona_obs::config::{ClickHouseConfig, Compression, Endpoint};
+        rt.block_on(self.client().query(&format!("CREATE DATABASE {db}")).execute()).unwrap();
+        let config = ClickHouseConfig {
+            endpoint: Endpoint::parse(&self.url).unwrap(),
+            database: db.to_string(),
+            compression: Compression::None,
+            request_timeout: Duration::from_secs(600),
+            ..ClickHouseConfig::default()
+        };
+        let opts = RenderOptions { database: db.to_string(), retention_days: config.retention_days, cluster: None };
+        rt.block_on(Migrator::new(serphona_obs::analytics::client(&config), opts, built_in()).apply())
+            .unwrap_or_else(|e| panic!("schema apply: {e}\n{}", self.stderr_tail()));
+        config
+    }
+
+    /// Inserts `events` into the five row tables of `config`'s database as the sink writes
+    /// them, `chunk` events per insert; checks `events` holds them all.
+    pub fn load(&self, rt: &tokio::runtime::Runtime, config: &serphona_obs::config::ClickHouseConfig, events: &[serphona_obs::types::Event], chunk: usize) {
+        use serphona_obs::analytics::insert_rows;
+        use serphona_obs::analytics::rows::{self, ConversationRow, DecisionRow, EventRow, InteractionRow, SpanRow};
+        use serphona_obs::pipeline::SharedEvent;
+        let client = serphona_obs::analytics::client(config).with_validation(false);
+        let timeout = Duration::from_secs(600);
+        for (n, chunk) in events.chunks(chunk.max(1)).enumerate() {
+            rt.block_on(async {
+                let token = |t: &str| format!("bench:{n}:{t}");
+                let shared: Vec<SharedEvent> = chunk.iter().cloned().map(SharedEvent::new).collect();
+                let r: Vec<EventRow<'_>> = shared.iter().filter_map(rows::event_row).collect();
+                insert_rows::<EventRow<'static>>(&client, "events", &r, &token("events"), timeout).await?;
+                let r: Vec<ConversationRow<'_>> = chunk.iter().filter_map(rows::conversation_row).collect();
+                insert_rows::<ConversationRow<'static>>(&client, "conversations", &r, &token("conversations"), timeout).await?;
+                let r: Vec<InteractionRow<'_>> = chunk.iter().filter_map(rows::interaction_row).collect();
+                insert_rows::<InteractionRow<'static>>(&client, "interactions", &r, &token("interactions"), timeout).await?;
+                let r: Vec<DecisionRow<'_>> = chunk.iter().filter_map(rows::decision_row).collect();
+                insert_rows::<DecisionRow<'static>>(&client, "decisions", &r, &token("decisions"), timeout).await?;
+                let r: Vec<SpanRow<'_>> = chunk.iter().filter_map(rows::span_row).collect();
+                insert_rows::<SpanRow<'static>>(&client, "spans", &r, &token("spans"), timeout).await
+            })
+            .unwrap_or_else(|e| panic!("insert batch {n}: {e}\n{}", self.stderr_tail()));
+        }
+        let count: u64 =
+            rt.block_on(self.client().query(&format!("SELECT count() FROM {}.events", config.database)).fetch_one()).unwrap();
+        assert_eq!(count, events.len() as u64);
+    }
+}
+
 impl Drop for Front {
     fn drop(&mut self) {
         let _ = self.child.kill();
