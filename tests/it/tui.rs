@@ -97,7 +97,12 @@ fn selected_id(screen: &str) -> Option<String> {
     list_rows(screen)
         .into_iter()
         .find(|l| l.contains('▶'))
-        .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        // After the marker and the ↯ ✗ ⇢ markers (issue 16): the first word that is an id.
+        .and_then(|l| {
+            l.split_whitespace()
+                .find(|w| w.len() >= 8 && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+                .map(str::to_string)
+        })
 }
 
 /// Speakers shown in the transcript (the right pane).
