@@ -128,8 +128,8 @@ pub enum EntryKind {
         interruption: Option<Interruption>,
         /// Silence of at least the dead-air threshold before this turn, milliseconds.
         dead_air_ms: Option<f64>,
-        /// What the turn used (tokens) and cost.
-        usage: Option<Usage>,
+        /// What the turn used (tokens) and cost (boxed: most turns have none).
+        usage: Option<Box<Usage>>,
     },
     /// A decision.
     Decision {
@@ -405,7 +405,7 @@ impl Conv {
             latency: latency.and_then(|l| LatencyBar::of(l, response)),
             interruption,
             dead_air_ms,
-            usage: usage.cloned(),
+            usage: usage.cloned().map(Box::new),
         }
     }
 }
