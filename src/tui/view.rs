@@ -44,7 +44,7 @@ pub fn render(frame: &mut Frame, state: &State, view: &mut ViewState) {
         Layout::vertical([Constraint::Length(3), Constraint::Min(4), Constraint::Length(1)]).areas(frame.area());
     render_header(frame, header, state);
     let (list_area, transcript_area) = if body.width >= WIDE {
-        let [l, t] = Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(body);
+        let [l, t] = Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(body);
         (l, t)
     } else {
         // Stacked: the list gets the larger share on short terminals (at 80×24, 9 rows).
@@ -464,11 +464,13 @@ fn pack(items: Vec<Span<'static>>, width: usize, between: Span<'static>) -> Vec<
     lines
 }
 
-/// Cells of the bar.
+/// Cells of the bar at most.
 const BAR_CELLS: usize = 40;
-/// The whole bar stands for at least this long, so bars of different turns compare: a reply
-/// twice as slow draws twice as long.
-const BAR_SPAN_MS: f64 = 4000.0;
+/// What one cell of the bar stands for, so bars of different turns (and terminals) compare: a
+/// reply twice as slow draws twice as long. A turn too long for the bar is drawn to fit it.
+const BAR_CELL_MS: f64 = 100.0;
+/// Room kept after the bar for the whole (` 10.00s greeting`).
+const BAR_LABEL: usize = 16;
 
 /// The glyph and colour of a part in the bar and its legend (the glyph tells them apart
 /// without colour).
@@ -482,13 +484,13 @@ fn part_style(part: Part) -> (char, Color) {
     }
 }
 
-/// A voice turn's waterfall: the parts end to end along one bar (4 s across, or the whole
-/// turn when longer), the rest of the response dotted, the whole after it; then the legend
-/// with each part's milliseconds.
+/// A voice turn's waterfall: the parts end to end along one bar (100 ms a cell; a turn too long
+/// for the width is drawn to fit), the rest of the response dotted, the whole after it, in the
+/// same column for every turn; then the legend with each part's milliseconds.
 fn latency_lines(bar: &LatencyBar, width: usize, prefix: usize, out: &mut Vec<Line<'static>>) {
     let total_label = format!(" {}{}", millis(bar.total_ms), if bar.greeting { " greeting" } else { "" });
-    let cells = BAR_CELLS.min(width.saturating_sub(total_label.width())).max(8);
-    let per_cell = bar.total_ms.max(BAR_SPAN_MS) / cells as f64;
+    let cells = BAR_CELLS.min(width.saturating_sub(BAR_LABEL)).max(8);
+    let per_cell = (bar.total_ms / cells as f64).max(BAR_CELL_MS);
     let mut spans = vec![Span::raw(" ".repeat(prefix))];
     let mut used = 0usize;
     for (part, ms) in &bar.parts {
@@ -535,11 +537,11 @@ fn usage_note(u: &Usage) -> Vec<Span<'static>> {
     notes
 }
 
-/// `↯ customer barged in (600ms overlap)`, `↯ agent talked over the customer`.
+/// `↯ customer barged in (600ms overlap)`, `↯ agent talked over (1.20s overlap)`.
 fn interruption_note(i: &Interruption) -> String {
     let what = match i.by {
         TurnSpeaker::Customer => "customer barged in",
-        TurnSpeaker::Agent => "agent talked over the customer",
+        TurnSpeaker::Agent => "agent talked over",
     };
     match i.overlap_ms {
         Some(ms) => format!("{INTERRUPTED} {what} ({} overlap)", millis(ms)),
@@ -654,7 +656,7 @@ fn render_help(frame: &mut Frame, area: Rect) {
     }
     lines.push(Line::from(""));
     lines.push(Line::styled("  ↯ interrupted  ✗ error or violation  ⇢ transferred (list markers)", DIM));
-    lines.push(Line::styled("  Voice turns: ░stt ▒eou ▓llm ▚tool █tts, ·other, across 4 s.", DIM));
+    lines.push(Line::styled("  Voice replies: ░stt ▒eou ▓llm ▚tool █tts ·other; a cell is 100 ms.", DIM));
     lines.push(Line::styled("  Ids are their last 12 characters; `query conversation` takes them.", DIM));
     lines.push(Line::styled("  any key closes this help", DIM));
     let w = 74.min(area.width);
@@ -996,7 +998,7 @@ mod snapshots {
         let mut s = voice_scene();
         let terminal = draw(&mut s, 160, 48);
         let text = format!("{}", terminal.backend());
-        for part in ["$0.0005", "2.4k→172 tok", "░stt 180ms ▒eou 320ms ▓llm 610ms ▚tool 240ms", "█tts 210ms ·other 60ms", "↯ customer barged in (600ms overlap)", "$0.0002", "↯ 1 interruptions"] {
+        for part in ["$0.0005", "2.4k→172 tok", "░░▒▒▒▓▓▓▓▓▓▚▚██·", "░stt 180ms ▒eou 320ms ▓llm 610ms", "▚tool 240ms █tts 210ms", "↯ customer barged in (600ms overlap)", "$0.0002", "↯ 1 interruptions"] {
             assert!(text.contains(part), "{part:?}\n{text}");
         }
         let row = text.lines().find(|l| l.contains("conv-0020") && l.contains('■')).unwrap();
@@ -1032,10 +1034,12 @@ mod snapshots {
             latency_lines(&bar, width, 0, &mut out);
             out.iter().map(|l| l.spans.iter().map(|s| s.content.to_string()).collect::<String>()).collect::<Vec<_>>()
         };
-        // 40 cells stand for 4 s: 100 ms a cell.
+        // 100 ms a cell.
         assert_eq!(text(80)[0], format!("{}{}{}{}{} 2.00s", "░".repeat(2), "▓".repeat(10), "█".repeat(3), "·".repeat(5), " ".repeat(20)));
         assert_eq!(text(80)[1], "░stt 200ms ▓llm 1.00s █tts 300ms ·other 500ms");
-        // Narrow: fewer cells, the legend wraps; nothing wider than asked.
+        // Narrow: fewer cells, still 100 ms each while the turn fits; the legend wraps; nothing
+        // wider than asked.
+        assert!(text(40)[0].starts_with(&format!("{}{}{}{}", "░".repeat(2), "▓".repeat(10), "█".repeat(3), "·".repeat(5))));
         for line in text(30) {
             assert!(line.width() <= 30, "{line:?}");
         }

@@ -82,12 +82,12 @@ impl Drop for Tmux {
     }
 }
 
-/// Rows of the conversation list (the left pane at 160 columns): lines with a live or ended
+/// Rows of the conversation list (the left pane, 96 of 160 columns): lines with a live or ended
 /// marker.
 fn list_rows(screen: &str) -> Vec<String> {
     screen
         .lines()
-        .map(|l| l.chars().take(88).collect::<String>())
+        .map(|l| l.chars().take(96).collect::<String>())
         .filter(|l| l.contains('●') || l.contains('■'))
         .collect()
 }
@@ -107,7 +107,7 @@ fn selected_id(screen: &str) -> Option<String> {
 
 /// Speakers shown in the transcript (the right pane).
 fn transcript_speakers(screen: &str) -> (bool, bool) {
-    let right: Vec<String> = screen.lines().map(|l| l.chars().skip(88).collect()).collect();
+    let right: Vec<String> = screen.lines().map(|l| l.chars().skip(96).collect()).collect();
     let is = |who: &str| {
         right.iter().any(|l| {
             let words: Vec<&str> = l.trim_start_matches(['│', '┃']).split_whitespace().collect();
@@ -485,7 +485,11 @@ fn tail_in_tmux_shows_a_voice_turns_breakdown_and_an_interruption_marker_at_160x
             screen = tmux.screen();
         }
         assert!(screen.contains("replied in 1.62s") && screen.contains("░░▒▒▒▓▓▓▓▓▓▚▚██·"), "the bar ({width}x{height}):\n{screen}");
-        assert!(screen.contains("░stt 180ms ▒eou 320ms ▓llm 610ms ▚tool 240ms"), "the legend ({width}x{height}):\n{screen}");
+        // The legend, wrapped where the pane is narrow.
+        assert!(
+            screen.contains("░stt 180ms ▒eou 320ms ▓llm 610ms") && screen.contains("▚tool 240ms █tts 210ms"),
+            "the legend ({width}x{height}):\n{screen}"
+        );
         // The cost in the title: 812 in and 64 out, and 1204 in and 96 out, of gpt-4o-mini.
         assert!(screen.contains("$0.0004 · 2.0k→160 tok · ↯1"), "the title ({width}x{height}):\n{screen}");
         if height >= 48 {
