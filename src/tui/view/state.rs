@@ -68,7 +68,10 @@ pub enum Focus {
     Transcript,
 }
 
-/// A parsed `/` filter: `tenant:X agent:Y channel:Z` and free text, all ANDed.
+/// A parsed `/` filter: `tenant:X agent:Y channel:Z` (exact) and words, all ANDed. A word is
+/// searched in the conversation's [search text](Conv::search_text), which holds its tags too:
+/// `resolution:transferred`, `error:llm_timeout` (and so `error`), `violation:pci_dss`,
+/// `transfer:TARGET`, `channel:voice`, `interrupted`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Filter {
     /// Tenant equals.
@@ -77,7 +80,8 @@ pub struct Filter {
     pub agent: Option<String>,
     /// Channel equals.
     pub channel: Option<String>,
-    /// Lowercased words that must each appear in the id, tenant, agent, customer or transcript.
+    /// Lowercased words that must each appear in the id, tenant, agent, customer, tags or
+    /// transcript.
     pub words: Vec<String>,
 }
 
