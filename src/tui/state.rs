@@ -29,7 +29,7 @@ use time::OffsetDateTime;
 
 use crate::types::{Channel, Event, Resolution};
 
-pub use conversations::{Conv, Conversations, Entry, EntryKind};
+pub use conversations::{Conv, Conversations, Entry, EntryKind, LatencyBar, Part};
 pub use prefilter::Prefilter;
 pub use stats::{SPARK_POINTS, Stats};
 
@@ -227,6 +227,16 @@ impl State {
         self.stats.resolution_mix()
     }
 
+    /// What the turns and decisions seen cost, in US dollars.
+    pub fn cost_usd(&self) -> f64 {
+        self.stats.cost_usd()
+    }
+
+    /// Interruptions seen (either side).
+    pub fn interruptions(&self) -> u64 {
+        self.stats.interruptions()
+    }
+
     /// Events lost before the view.
     pub fn dropped(&self) -> u64 {
         self.dropped
@@ -366,4 +376,43 @@ mod tests {
         assert_eq!(s.dropped(), 7);
     }
 
+    // Issue 16: what a voice call's events say is kept per turn (the latency bar's parts, the
+    // interruption, dead air, tokens and cost) and summed per conversation and in the header.
+    #[test]
+    fn a_voice_call_keeps_its_latency_parts_interruptions_and_cost() {
+        use crate::tui::state::{LatencyBar, Part};
+        use crate::types::TurnSpeaker;
+        let events = crate::tui::testdata::voice_call(20, 200.0);
+        let (before_end, end) = events.split_at(events.len() - 1);
+        let mut s = fed(before_end.to_vec());
+        let c = s.conversation("conv-0020").unwrap();
+        assert_eq!((c.interruptions, c.problems, c.transfers), (1, 1, 1));
+        assert_eq!((c.input_tokens, c.output_tokens), (380 + 812 + 1204, 12 + 64 + 96));
+        assert!((c.cost_usd.unwrap() - (0.000064 + 0.00016 + 0.00024)).abs() < 1e-12);
+        let turns: Vec<&EntryKind> =
+            c.entries.iter().map(|e| &e.kind).filter(|k| matches!(k, EntryKind::Turn { .. })).collect();
+        let EntryKind::Turn { latency: Some(greeting), .. } = turns[0] else { panic!("{:?}", turns[0]) };
+        assert_eq!(greeting, &LatencyBar { parts: vec![(Part::Llm, 420.0), (Part::Tts, 230.0)], total_ms: 900.0, greeting: true });
+        let EntryKind::Turn { latency: Some(bar), usage: Some(u), .. } = turns[2] else { panic!("{:?}", turns[2]) };
+        assert_eq!(
+            bar.parts,
+            [(Part::Stt, 180.0), (Part::Eou, 320.0), (Part::Llm, 610.0), (Part::Tool, 240.0), (Part::Tts, 210.0)]
+        );
+        assert_eq!((bar.total_ms, bar.greeting, bar.rest_ms()), (1620.0, false, 60.0));
+        assert_eq!((u.input_tokens, u.cost_usd), (Some(812), Some(0.00016)));
+        let EntryKind::Turn { interruption: Some(i), .. } = turns[3] else { panic!("{:?}", turns[3]) };
+        assert_eq!((i.by, i.overlap_ms), (TurnSpeaker::Customer, Some(600.0)));
+        let EntryKind::Turn { dead_air_ms, .. } = turns[5] else { unreachable!() };
+        assert_eq!(*dead_air_ms, Some(3100.0));
+        // The end's sums replace the running ones (they cover turns this view never saw).
+        s.push(end[0].clone());
+        let c = s.conversation("conv-0020").unwrap();
+        assert_eq!((c.cost_usd, c.input_tokens, c.output_tokens), (Some(0.000464), 2396, 172));
+        assert_eq!(s.interruptions(), 1);
+        assert!((s.cost_usd() - (0.000064 + 0.00016 + 0.00024)).abs() < 1e-12, "the end's sum is not counted again");
+        // Parts that are not finite are left out; a part larger than the response widens it.
+        let odd = crate::types::TurnLatency { stt_ms: Some(f64::NAN), llm_ttft_ms: Some(900.0), response_ms: Some(500.0), ..Default::default() };
+        assert_eq!(LatencyBar::of(&odd, None), Some(LatencyBar { parts: vec![(Part::Llm, 900.0)], total_ms: 900.0, greeting: false }));
+        assert_eq!(LatencyBar::of(&crate::types::TurnLatency { response_ms: Some(500.0), ..Default::default() }, None), None);
+    }
 }

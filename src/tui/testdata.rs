@@ -72,6 +72,41 @@ impl Conv {
         self.event(secs, Speaker::Agent, text, metadata, kind)
     }
 
+    /// A voice agent turn with its latency parts, usage and turn marks.
+    pub fn agent_voice(&mut self, secs: f64, text: &str, latency: TurnLatency, usage: Option<Usage>, marks: TurnMarks) -> Event {
+        let response = latency.response_ms.map(|ms| ms / 1000.0);
+        let kind = EventKind::AgentTurn {
+            turn: self.seq as u32,
+            latency: Some(latency),
+            response_time_seconds: response,
+            duration_ms: Some(2500.0),
+            turn_taking: marks,
+            usage,
+        };
+        self.event(secs, Speaker::Agent, text, Metadata::default(), kind)
+    }
+
+    /// A voice customer turn with its turn marks (an interruption it made, dead air before it).
+    pub fn customer_voice(&mut self, secs: f64, text: &str, marks: TurnMarks, usage: Option<Usage>) -> Event {
+        let latency = TurnLatency { stt_ms: Some(140.0), ..TurnLatency::default() };
+        let kind = EventKind::CustomerTurn { turn: self.seq as u32, latency: Some(latency), duration_ms: Some(1800.0), turn_taking: marks, usage };
+        self.event(secs, Speaker::Customer, text, Metadata::default(), kind)
+    }
+
+    pub fn error(&mut self, secs: f64, error_type: &str, message: &str) -> Event {
+        let kind = EventKind::ErrorOccurred { error_type: error_type.into() };
+        self.event(secs, Speaker::System, message, Metadata::default(), kind)
+    }
+
+    /// The end, with the usage sums the library puts on it.
+    pub fn end_with_usage(&mut self, secs: f64, resolution: Resolution, channel: Channel, usage: Usage) -> Event {
+        let mut e = self.end(secs, resolution, None, channel);
+        if let EventKind::ConversationEnded { usage: u, .. } = &mut e.kind {
+            *u = Some(usage);
+        }
+        e
+    }
+
     pub fn decision(&mut self, secs: f64, decision_type: DecisionType, option: &str, reason: &str) -> Event {
         let kind = EventKind::DecisionMade {
             decision_type,
@@ -112,6 +147,67 @@ impl Conv {
     fn first_secs(&self) -> f64 {
         (self.n * 10) as f64
     }
+}
+
+/// A voice call (conversation `n`, starting at `secs`): a greeting, the customer's question,
+/// an agent reply with every latency part and its tokens and cost, a customer barge-in on the
+/// next reply (600 ms of overlap), dead air, an STT error and a transfer.
+pub fn voice_call(n: u64, secs: f64) -> Vec<Event> {
+    let mut c = Conv::new(n, "acme-telco", "acme-voice-bot");
+    let t = secs;
+    let llm = |i, o, cost| Some(Usage { cost_usd: Some(cost), ..Usage::llm("gpt-4o-mini", i, o) });
+    vec![
+        c.start(t, Channel::Voice),
+        c.agent_voice(
+            t + 0.9,
+            "Thanks for calling Acme, how can I help?",
+            TurnLatency { llm_ttft_ms: Some(420.0), tts_ttfb_ms: Some(230.0), greeting_ms: Some(900.0), ..TurnLatency::default() },
+            llm(380, 12, 0.000064),
+            TurnMarks::default(),
+        ),
+        c.customer_voice(t + 4.0, "Why is my bill so high this month?", TurnMarks { gap_ms: Some(600.0), ..TurnMarks::default() }, None),
+        c.agent_voice(
+            t + 7.2,
+            "Let me check your latest invoice.",
+            TurnLatency {
+                stt_ms: Some(180.0),
+                end_of_utterance_ms: Some(320.0),
+                llm_ttft_ms: Some(610.0),
+                tool_ms: Some(240.0),
+                tts_ttfb_ms: Some(210.0),
+                response_ms: Some(1620.0),
+                ..TurnLatency::default()
+            },
+            llm(812, 64, 0.00016),
+            TurnMarks { gap_ms: Some(1400.0), ..TurnMarks::default() },
+        ),
+        c.agent_voice(
+            t + 10.5,
+            "I see a one-time installation charge of forty dollars, which",
+            TurnLatency {
+                end_of_utterance_ms: Some(280.0),
+                llm_ttft_ms: Some(1900.0),
+                tts_ttfb_ms: Some(260.0),
+                response_ms: Some(2650.0),
+                interrupted: true,
+                ..TurnLatency::default()
+            },
+            llm(1204, 96, 0.00024),
+            TurnMarks {
+                gap_ms: Some(800.0),
+                interruption: Some(Interruption { by: TurnSpeaker::Customer, overlap_ms: Some(600.0), derived: false }),
+                ..TurnMarks::default()
+            },
+        ),
+        c.customer_voice(t + 12.4, "I want to talk to a person.", TurnMarks { gap_ms: Some(-600.0), ..TurnMarks::default() }, None),
+        c.error(t + 13.0, "stt_unavailable", "speech-to-text timed out"),
+        c.customer_voice(t + 17.5, "Hello?", TurnMarks { gap_ms: Some(3100.0), dead_air_ms: Some(3100.0), ..TurnMarks::default() }, None),
+        c.transfer(t + 18.0, "human-billing"),
+        c.end_with_usage(t + 19.0, Resolution::Transferred, Channel::Voice, Usage {
+            cost_usd: Some(0.000464),
+            ..Usage::llm("gpt-4o-mini", 2396, 172)
+        }),
+    ]
 }
 
 /// `n` conversations, started 10 s apart: a start, a customer turn, an intent decision, an

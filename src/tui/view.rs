@@ -18,8 +18,8 @@ pub mod state;
 
 pub use state::{Action, Filter, Focus, Key, ViewState};
 
-use super::state::{Conv, Entry, EntryKind, State};
-use crate::types::{Resolution, Speaker};
+use super::state::{Conv, Entry, EntryKind, LatencyBar, Part, State};
+use crate::types::{Interruption, Resolution, Speaker, TurnSpeaker, Usage};
 
 /// Terminals at least this wide show the list and the transcript side by side.
 pub const WIDE: u16 = 120;
@@ -44,7 +44,7 @@ pub fn render(frame: &mut Frame, state: &State, view: &mut ViewState) {
         Layout::vertical([Constraint::Length(3), Constraint::Min(4), Constraint::Length(1)]).areas(frame.area());
     render_header(frame, header, state);
     let (list_area, transcript_area) = if body.width >= WIDE {
-        let [l, t] = Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(body);
+        let [l, t] = Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(body);
         (l, t)
     } else {
         // Stacked: the list gets the larger share on short terminals (at 80×24, 9 rows).
@@ -104,6 +104,14 @@ fn render_header(frame: &mut Frame, area: Rect, state: &State) {
         }
         spans.push(Span::styled(r.as_str(), Style::new().fg(resolution_colour(r))));
         spans.push(Span::raw(format!(" {:.0}% ", 100.0 * n as f64 / ended as f64)));
+    }
+    if state.cost_usd() > 0.0 {
+        spans.push(sep());
+        spans.push(Span::raw(format!("{} spent", usd(state.cost_usd()))));
+    }
+    if state.interruptions() > 0 {
+        spans.push(sep());
+        spans.push(Span::styled(format!("{INTERRUPTED} {} interruptions", thousands(state.interruptions())), Style::new().fg(Color::Yellow)));
     }
     if state.skipped() > 0 {
         spans.push(sep());
@@ -185,9 +193,11 @@ fn render_list(frame: &mut Frame, area: Rect, state: &State, view: &mut ViewStat
     let tenant_width = ids.iter().filter_map(|id| state.conversation(id)).map(|c| c.tenant.width()).max().unwrap_or(0).clamp(6, 20);
     let rows: Vec<Row> = ids.iter().filter_map(|id| state.conversation(id)).map(|c| list_row(c, now, all_columns)).collect();
 
-    let mut names = vec!["", "conversation", "tenant", "agent", "channel", "duration", "turns", "last", "sentiment"];
+    let sentiment_name = if all_columns { "sentiment" } else { "sent" };
+    let mut names = vec!["", "", "conversation", "tenant", "agent", "channel", "duration", "turns", "last", sentiment_name];
     let mut widths = vec![
         Constraint::Length(1),
+        Constraint::Length(3),
         Constraint::Length(12),
         Constraint::Fill(2),
         Constraint::Fill(2),
@@ -195,15 +205,16 @@ fn render_list(frame: &mut Frame, area: Rect, state: &State, view: &mut ViewStat
         Constraint::Length(8),
         Constraint::Length(5),
         Constraint::Length(8),
-        Constraint::Length(9),
+        Constraint::Length(if all_columns { 9 } else { 5 }),
     ];
+    // The tenant column is as wide as the longest tenant on screen; the agent takes the rest.
+    widths[3] = Constraint::Length(tenant_width as u16);
+    widths[4] = Constraint::Fill(1);
     if !all_columns {
-        for i in [7, 4] {
+        for i in [8, 5] {
             names.remove(i);
             widths.remove(i);
         }
-        widths[2] = Constraint::Length(tenant_width as u16);
-        widths[3] = Constraint::Fill(1);
     }
     let header = Row::new(names).style(Style::new().bold().fg(Color::Gray));
     let table = Table::new(rows, widths)
@@ -230,6 +241,7 @@ fn list_row(c: &Conv, now: OffsetDateTime, all_columns: bool) -> Row<'static> {
     let style = if c.is_ended() { DIM } else { Style::new() };
     let mut cells = vec![
         Cell::from(Span::styled(mark, mark_style)),
+        Cell::from(markers(c)),
         Cell::from(id),
         Cell::from(c.tenant.to_string()),
         Cell::from(c.agent.to_string()),
@@ -240,10 +252,28 @@ fn list_row(c: &Conv, now: OffsetDateTime, all_columns: bool) -> Row<'static> {
         Cell::from(sentiment(c.sentiment)),
     ];
     if !all_columns {
-        cells.remove(7);
-        cells.remove(4);
+        cells.remove(8);
+        cells.remove(5);
     }
     Row::new(cells).style(style)
+}
+
+/// Interrupted, an error or violation.
+const INTERRUPTED: &str = "↯";
+const PROBLEM: &str = "✗";
+const TRANSFERRED: &str = "⇢";
+
+/// The list's markers, each in its own place so they line up: interrupted (↯), an error or a
+/// compliance violation (✗), transferred (⇢).
+fn markers(c: &Conv) -> Line<'static> {
+    let mark = |on: bool, glyph: &'static str, colour: Color| {
+        if on { Span::styled(glyph, Style::new().fg(colour).bold()) } else { Span::raw(" ") }
+    };
+    Line::from(vec![
+        mark(c.interruptions > 0, INTERRUPTED, Color::Yellow),
+        mark(c.problems > 0, PROBLEM, Color::Red),
+        mark(c.transfers > 0 || c.resolution == Some(Resolution::Transferred), TRANSFERRED, Color::Magenta),
+    ])
 }
 
 fn render_transcript(frame: &mut Frame, area: Rect, state: &State, view: &mut ViewState) {
@@ -255,11 +285,20 @@ fn render_transcript(frame: &mut Frame, area: Rect, state: &State, view: &mut Vi
         );
         return;
     };
-    let mut title = vec![
-        Span::styled(" Transcript ", Style::new().bold()),
-        Span::raw(format!("{} ", conv.id)),
-        Span::styled(format!("· {} · {} ", conv.tenant, conv.agent), DIM),
-    ];
+    // The cost comes right after the id, so a narrow terminal cuts the names, not the cost;
+    // there the id is its short form, as the list shows it.
+    let id = if area.width >= WIDE / 2 + 20 { conv.id.to_string() } else { short_id(&conv.id) };
+    let mut title = vec![Span::styled(" Transcript ", Style::new().bold()), Span::raw(format!("{id} "))];
+    if let Some(cost) = conv.cost_usd {
+        title.push(Span::styled(format!("· {} ", usd(cost)), Style::new().bold().fg(Color::Green)));
+    }
+    if conv.input_tokens + conv.output_tokens > 0 {
+        title.push(Span::raw(format!("· {} tok ", tokens(conv.input_tokens, conv.output_tokens))));
+    }
+    if conv.interruptions > 0 {
+        title.push(Span::styled(format!("· {INTERRUPTED}{} ", conv.interruptions), Style::new().fg(Color::Yellow)));
+    }
+    title.push(Span::styled(format!("· {} · {} ", conv.tenant, conv.agent), DIM));
     if let Some(ch) = conv.channel {
         title.push(Span::styled(format!("· {ch} "), DIM));
     }
@@ -285,6 +324,7 @@ fn render_transcript(frame: &mut Frame, area: Rect, state: &State, view: &mut Vi
 /// Time, speaker or marker, then the text wrapped under itself.
 fn entry_lines(entry: &Entry, width: usize, out: &mut Vec<Line<'static>>) {
     let time = clock(entry.at);
+    let mut bar: Option<&LatencyBar> = None;
     let (marker, marker_style, text, notes): (String, Style, String, Vec<Span<'static>>) = match &entry.kind {
         EntryKind::Started { customer, channel, language } => (
             "start".into(),
@@ -292,7 +332,7 @@ fn entry_lines(entry: &Entry, width: usize, out: &mut Vec<Line<'static>>) {
             format!("{channel} conversation with {customer} ({language})"),
             vec![],
         ),
-        EntryKind::Turn { speaker, text, intent, sentiment: s, response, interrupted } => {
+        EntryKind::Turn { speaker, text, intent, sentiment: s, response, latency, interruption, dead_air_ms, usage } => {
             let colour = if *speaker == Speaker::Agent { AGENT } else { CUSTOMER };
             let mut notes = Vec::new();
             if let Some((intent, confidence)) = intent {
@@ -303,11 +343,28 @@ fn entry_lines(entry: &Entry, width: usize, out: &mut Vec<Line<'static>>) {
                 let value = sentiment(Some(*s));
                 notes.push(Span::styled(format!("sentiment {}", value.content), value.style));
             }
-            if let Some(r) = response {
-                notes.push(Span::styled(format!("replied in {}", millis(r * 1000.0)), DIM));
+            if let Some(ms) = dead_air_ms {
+                notes.push(Span::styled(format!("{} dead air before", millis(*ms)), Style::new().fg(Color::Yellow)));
             }
-            if *interrupted {
-                notes.push(Span::styled("interrupted", Style::new().fg(Color::Yellow)));
+            match (response, latency) {
+                (_, Some(bar)) if bar.greeting => {
+                    notes.push(Span::styled(format!("greeted in {}", millis(bar.total_ms)), DIM))
+                }
+                (Some(r), _) => notes.push(Span::styled(format!("replied in {}", millis(r * 1000.0)), DIM)),
+                _ => {}
+            }
+            if let Some(u) = usage {
+                notes.extend(usage_note(u));
+            }
+            if let Some(i) = interruption {
+                notes.push(Span::styled(interruption_note(i), Style::new().fg(Color::Yellow).bold()));
+            }
+            // The waterfall is the agent's reply (or greeting); a customer turn's parts (its
+            // speech-to-text) are a note.
+            match latency {
+                Some(l) if *speaker == Speaker::Agent => bar = Some(l),
+                Some(l) => notes.extend(l.parts.iter().map(|(p, ms)| Span::styled(format!("{} {}", p.label(), millis(*ms)), DIM))),
+                None => {}
             }
             (speaker.to_string(), Style::new().fg(colour).bold(), text.clone(), notes)
         }
@@ -374,14 +431,121 @@ fn entry_lines(entry: &Entry, width: usize, out: &mut Vec<Line<'static>>) {
         out.push(Line::from(vec![Span::raw(" ".repeat(prefix)), span]));
     }
     if !notes.is_empty() {
-        let mut spans = vec![Span::raw(" ".repeat(prefix))];
-        for (i, note) in notes.into_iter().enumerate() {
-            if i > 0 {
-                spans.push(Span::styled(" · ", DIM));
-            }
-            spans.push(note);
+        for line in pack(notes, text_width, Span::styled(" · ", DIM)) {
+            let mut spans = vec![Span::raw(" ".repeat(prefix))];
+            spans.extend(line);
+            out.push(Line::from(spans));
         }
+    }
+    if let Some(bar) = bar {
+        latency_lines(bar, text_width, prefix, out);
+    }
+}
+
+/// Packs spans into lines at most `width` wide, `between` separating them on a line; a span
+/// wider than a line gets one of its own.
+fn pack(items: Vec<Span<'static>>, width: usize, between: Span<'static>) -> Vec<Vec<Span<'static>>> {
+    let mut lines: Vec<Vec<Span<'static>>> = Vec::new();
+    let mut used = 0;
+    for item in items {
+        let w = item.content.width();
+        match lines.last_mut() {
+            Some(line) if used + between.content.width() + w <= width => {
+                line.push(between.clone());
+                line.push(item);
+                used += between.content.width() + w;
+            }
+            _ => {
+                lines.push(vec![item]);
+                used = w;
+            }
+        }
+    }
+    lines
+}
+
+/// Cells of the bar at most.
+const BAR_CELLS: usize = 40;
+/// What one cell of the bar stands for, so bars of different turns (and terminals) compare: a
+/// reply twice as slow draws twice as long. A turn too long for the bar is drawn to fit it.
+const BAR_CELL_MS: f64 = 100.0;
+/// Room kept after the bar for the whole (` 10.00s greeting`).
+const BAR_LABEL: usize = 16;
+
+/// The glyph and colour of a part in the bar and its legend (the glyph tells them apart
+/// without colour).
+fn part_style(part: Part) -> (char, Color) {
+    match part {
+        Part::Stt => ('░', Color::Blue),
+        Part::Eou => ('▒', Color::Cyan),
+        Part::Llm => ('▓', Color::Yellow),
+        Part::Tool => ('▚', Color::Magenta),
+        Part::Tts => ('█', Color::Green),
+    }
+}
+
+/// A voice turn's waterfall: the parts end to end along one bar (100 ms a cell; a turn too long
+/// for the width is drawn to fit), the rest of the response dotted, the whole after it, in the
+/// same column for every turn; then the legend with each part's milliseconds.
+fn latency_lines(bar: &LatencyBar, width: usize, prefix: usize, out: &mut Vec<Line<'static>>) {
+    let total_label = format!(" {}{}", millis(bar.total_ms), if bar.greeting { " greeting" } else { "" });
+    let cells = BAR_CELLS.min(width.saturating_sub(BAR_LABEL)).max(8);
+    let per_cell = (bar.total_ms / cells as f64).max(BAR_CELL_MS);
+    let mut spans = vec![Span::raw(" ".repeat(prefix))];
+    let mut used = 0usize;
+    for (part, ms) in &bar.parts {
+        let n = ((ms / per_cell).round() as usize).max(usize::from(*ms > 0.0)).min(cells - used);
+        let (glyph, colour) = part_style(*part);
+        spans.push(Span::styled(glyph.to_string().repeat(n), Style::new().fg(colour)));
+        used += n;
+    }
+    let whole = ((bar.total_ms / per_cell).round() as usize).clamp(used, cells);
+    spans.push(Span::styled("·".repeat(whole - used), DIM));
+    spans.push(Span::styled(" ".repeat(cells - whole), DIM));
+    spans.push(Span::styled(total_label, Style::new().bold()));
+    out.push(Line::from(spans));
+    let mut legend: Vec<Span<'static>> = bar
+        .parts
+        .iter()
+        .map(|(part, ms)| {
+            let (glyph, colour) = part_style(*part);
+            Span::styled(format!("{glyph}{} {}", part.label(), millis(*ms)), Style::new().fg(colour))
+        })
+        .collect();
+    let rest = bar.rest_ms();
+    if rest >= 1.0 {
+        legend.push(Span::styled(format!("·other {}", millis(rest)), DIM));
+    }
+    for line in pack(legend, width, Span::raw(" ")) {
+        let mut spans = vec![Span::raw(" ".repeat(prefix))];
+        spans.extend(line);
         out.push(Line::from(spans));
+    }
+}
+
+/// A turn's tokens and cost: `812→64 tok $0.00016`.
+fn usage_note(u: &Usage) -> Vec<Span<'static>> {
+    let mut notes = Vec::new();
+    if u.input_tokens.is_some() || u.output_tokens.is_some() {
+        notes.push(Span::styled(format!("{} tok", tokens(u.input_tokens.unwrap_or(0), u.output_tokens.unwrap_or(0))), DIM));
+    }
+    match u.cost_usd {
+        Some(c) => notes.push(Span::styled(usd(c), Style::new().fg(Color::Green))),
+        None if !u.unpriced.is_empty() => notes.push(Span::styled(format!("unpriced {}", u.unpriced.join(",")), DIM)),
+        None => {}
+    }
+    notes
+}
+
+/// `↯ customer barged in (600ms overlap)`, `↯ agent talked over (1.20s overlap)`.
+fn interruption_note(i: &Interruption) -> String {
+    let what = match i.by {
+        TurnSpeaker::Customer => "customer barged in",
+        TurnSpeaker::Agent => "agent talked over",
+    };
+    match i.overlap_ms {
+        Some(ms) => format!("{INTERRUPTED} {what} ({} overlap)", millis(ms)),
+        None => format!("{INTERRUPTED} {what}"),
     }
 }
 
@@ -444,7 +608,7 @@ fn render_footer(frame: &mut Frame, area: Rect, state: &State, view: &ViewState)
             key(" / filter: "),
             Span::raw(input.to_string()),
             Span::styled("█", Style::new().fg(Color::Gray)),
-            Span::styled("  tenant: agent: channel: text · ⏎ keep · Esc clear", DIM),
+            Span::styled("  tenant: agent: channel: resolution: error: text · ⏎ keep · Esc clear", DIM),
         ])
     } else {
         let mut spans = Vec::new();
@@ -469,7 +633,7 @@ fn render_footer(frame: &mut Frame, area: Rect, state: &State, view: &ViewState)
 }
 
 fn render_help(frame: &mut Frame, area: Rect) {
-    // Fits 80×24 whole: at most 76 columns and 19 lines with its border.
+    // Fits 80×24 whole: at most 76 columns and 22 lines with its border.
     let rows = [
         ("↑ ↓  j k", "select (scrolls the transcript when it has focus)"),
         ("PgUp PgDn", "move ten rows"),
@@ -477,6 +641,7 @@ fn render_help(frame: &mut Frame, area: Rect) {
         ("Enter  →  l", "focus the transcript"),
         ("Esc  ←  h", "back to the list"),
         ("/", "filter: tenant:ID agent:ID channel:voice, or words"),
+        ("", "resolution:transferred  error:TYPE  error  interrupted"),
         ("p  Space", "pause / resume (events are held, not lost)"),
         ("f", "follow the newest conversation"),
         ("e", "show / hide ended conversations"),
@@ -490,6 +655,8 @@ fn render_help(frame: &mut Frame, area: Rect) {
         ]));
     }
     lines.push(Line::from(""));
+    lines.push(Line::styled("  ↯ interrupted  ✗ error or violation  ⇢ transferred (list markers)", DIM));
+    lines.push(Line::styled("  Voice replies: ░stt ▒eou ▓llm ▚tool █tts ·other; a cell is 100 ms.", DIM));
     lines.push(Line::styled("  Ids are their last 12 characters; `query conversation` takes them.", DIM));
     lines.push(Line::styled("  any key closes this help", DIM));
     let w = 74.min(area.width);
@@ -562,6 +729,19 @@ pub fn human_duration(s: f64, decimals: usize) -> String {
 
 fn millis(ms: f64) -> String {
     if ms < 1000.0 { format!("{ms:.0}ms") } else { format!("{:.2}s", ms / 1000.0) }
+}
+
+/// Dollars: four decimals under a dollar (a turn costs fractions of a cent), else two.
+fn usd(v: f64) -> String {
+    if v < 1.0 { format!("${v:.4}") } else { format!("${v:.2}") }
+}
+
+/// Input→output tokens, `812→64`, `12.4k→1.1k`.
+fn tokens(input: u64, output: u64) -> String {
+    fn short(n: u64) -> String {
+        if n < 1_000 { n.to_string() } else if n < 1_000_000 { format!("{:.1}k", n as f64 / 1e3) } else { format!("{:.1}M", n as f64 / 1e6) }
+    }
+    format!("{}→{}", short(input), short(output))
 }
 
 fn thousands(n: u64) -> String {
@@ -721,7 +901,7 @@ mod snapshots {
         s.key(Key::Char('?'));
         let terminal = draw(&mut s, 80, 24);
         let text = format!("{}", terminal.backend());
-        for part in ["select (scrolls the transcript when it has focus)", "filter: tenant:ID agent:ID channel:voice, or words", "q  Ctrl-C", "any key closes this help"] {
+        for part in ["select (scrolls the transcript when it has focus)", "filter: tenant:ID agent:ID channel:voice, or words", "resolution:transferred  error:TYPE", "↯ interrupted", "q  Ctrl-C", "any key closes this help"] {
             assert!(text.contains(part), "{part:?} cut\n{text}");
         }
         assert!(text.contains("┏ Keys") && text.lines().any(|l| l.contains("┗━━")), "{text}");
@@ -797,6 +977,78 @@ mod snapshots {
         assert_eq!(s.view.selected_index(), Some(2));
         assert_eq!(other.selected_id().map(|id| id.to_string()).as_deref(), Some("conv-0011"));
         assert_eq!(s.view.selected_id().map(|id| id.to_string()).as_deref(), Some("conv-0009"));
+    }
+
+    /// The contact center and a voice call (conv-0020) with every latency part, a barge-in,
+    /// an error, dead air, tokens and cost, selected with its transcript focused.
+    fn voice_scene() -> Scene {
+        let mut s = scene();
+        for e in crate::tui::testdata::voice_call(20, 200.0) {
+            s.push(e);
+        }
+        s.key(Key::Home);
+        s.key(Key::Enter);
+        s
+    }
+
+    // Issue 16: a voice turn's latency bar and its legend, the interruption and error markers
+    // in the list and the cost in the transcript's title, at both sizes.
+    #[test]
+    fn voice_turn_breakdown_and_markers_160x48() {
+        let mut s = voice_scene();
+        let terminal = draw(&mut s, 160, 48);
+        let text = format!("{}", terminal.backend());
+        for part in ["$0.0005", "2.4k→172 tok", "░░▒▒▒▓▓▓▓▓▓▚▚██·", "░stt 180ms ▒eou 320ms ▓llm 610ms", "▚tool 240ms █tts 210ms", "↯ customer barged in (600ms overlap)", "$0.0002", "↯ 1 interruptions"] {
+            assert!(text.contains(part), "{part:?}\n{text}");
+        }
+        let row = text.lines().find(|l| l.contains("conv-0020") && l.contains('■')).unwrap();
+        assert!(row.contains("↯✗⇢"), "{row}");
+        insta::assert_snapshot!(terminal.backend());
+    }
+
+    #[test]
+    fn voice_turn_breakdown_and_markers_80x24() {
+        let mut s = voice_scene();
+        // Scrolled up to the reply with every part.
+        for _ in 0..12 {
+            s.key(Key::Up);
+        }
+        let terminal = draw(&mut s, 80, 24);
+        let text = format!("{}", terminal.backend());
+        for part in ["Transcript conv-0020 · $0.0005", "09:03:27 agent", "░░▒▒▒▓▓▓▓▓▓▚▚██·", "▚tool 240ms", "1.62s"] {
+            assert!(text.contains(part), "{part:?}\n{text}");
+        }
+        assert!(text.lines().any(|l| l.contains("conv-0020") && l.contains("↯✗⇢")), "{text}");
+        insta::assert_snapshot!(terminal.backend());
+    }
+
+    #[test]
+    fn the_bar_is_drawn_to_scale_and_fits_the_width() {
+        let bar = LatencyBar {
+            parts: vec![(Part::Stt, 200.0), (Part::Llm, 1000.0), (Part::Tts, 300.0)],
+            total_ms: 2000.0,
+            greeting: false,
+        };
+        let text = |width| {
+            let mut out = Vec::new();
+            latency_lines(&bar, width, 0, &mut out);
+            out.iter().map(|l| l.spans.iter().map(|s| s.content.to_string()).collect::<String>()).collect::<Vec<_>>()
+        };
+        // 100 ms a cell.
+        assert_eq!(text(80)[0], format!("{}{}{}{}{} 2.00s", "░".repeat(2), "▓".repeat(10), "█".repeat(3), "·".repeat(5), " ".repeat(20)));
+        assert_eq!(text(80)[1], "░stt 200ms ▓llm 1.00s █tts 300ms ·other 500ms");
+        // Narrow: fewer cells, still 100 ms each while the turn fits; the legend wraps; nothing
+        // wider than asked.
+        assert!(text(40)[0].starts_with(&format!("{}{}{}{}", "░".repeat(2), "▓".repeat(10), "█".repeat(3), "·".repeat(5))));
+        for line in text(30) {
+            assert!(line.width() <= 30, "{line:?}");
+        }
+        // A long turn fills the bar.
+        let slow = LatencyBar { parts: vec![(Part::Llm, 9000.0)], total_ms: 10_000.0, greeting: false };
+        let mut out = Vec::new();
+        latency_lines(&slow, 80, 0, &mut out);
+        let first: String = out[0].spans.iter().map(|s| s.content.to_string()).collect();
+        assert_eq!(first, format!("{}{} 10.00s", "▓".repeat(36), "·".repeat(4)));
     }
 
     #[test]

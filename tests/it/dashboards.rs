@@ -116,6 +116,18 @@ fn the_dashboards_have_the_panels_variables_and_datasources_of_the_issue() {
                 "TTS time to first byte p95",
                 "Voice response latency p50 / p95 / p99",
                 "Interruptions",
+                // Issue 16: a panel per latency part, cost, tokens and turn-taking.
+                "Speech-to-text p50 / p95",
+                "End of utterance p50 / p95",
+                "LLM time to first token p50 / p95",
+                "Tool calls p50 / p95",
+                "TTS time to first byte p50 / p95",
+                "Greeting p50 / p95",
+                "Cost by tenant and model",
+                "LLM tokens by model and kind",
+                "Interruptions per conversation",
+                "Dead-air share",
+                "Cost and turn-taking per tenant",
             ],
         ),
     ];
@@ -181,6 +193,13 @@ fn the_dashboards_have_the_panels_variables_and_datasources_of_the_issue() {
         "conversation_compliance_score",
         "serphona_obs_voice_turn_latency_seconds_bucket",
         "serphona_obs_active_conversations",
+        "serphona_obs_cost_usd_total",
+        "serphona_obs_llm_tokens_total",
+        "serphona_obs_interruptions_total",
+        "serphona_obs_dead_air_seconds_total",
+        "serphona_obs_talk_seconds_total",
+        "part=\"tool\"",
+        "part=\"greeting\"",
         "$__timeFilter(",
         "$__timeInterval(",
         "$__conditionalAll(tenant_id IN (${tenant:singlequote}), $tenant)",
@@ -303,6 +322,96 @@ impl Drop for Child {
     }
 }
 
+/// Voice calls recorded through the library, one every 200 ms until dropped, with every
+/// latency part (tool and greeting too), priced LLM usage, a customer barge-in, an
+/// interruption the library derives from overlapping turn times, and dead air; their metrics
+/// served on `addr` for Prometheus to scrape. (Until `simulate` and `demo` produce usage and
+/// turn-taking, this is what gives the issue 16 panels their data.)
+struct VoiceCalls {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl VoiceCalls {
+    fn start() -> VoiceCalls {
+        use serphona_obs::types::*;
+        let mut config = serphona_obs::Config::default();
+        config.logging.enabled = false;
+        config.tracing.enabled = false;
+        config.metrics.listen = "127.0.0.1:0".parse().unwrap();
+        let obs = serphona_obs::Observability::builder(config).build().unwrap();
+        let addr = obs.metrics_addr().expect("metrics served");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let t0 = time::OffsetDateTime::now_utc() - time::Duration::seconds(30);
+                let at = |ms: i64| t0 + time::Duration::milliseconds(ms);
+                let call = obs.start_conversation(
+                    ConversationStart::new("acme-telco", "acme-voice-bot", format!("caller-{n}"), Channel::Voice).at(t0),
+                );
+                // The greeting (its latency measured from the start).
+                call.track_interaction(
+                    Interaction::agent("Thanks for calling.")
+                        .duration_ms(1500.0)
+                        .at(at(800))
+                        .latency(TurnLatency { llm_ttft_ms: Some(300.0), tts_ttfb_ms: Some(200.0), ..TurnLatency::default() })
+                        .usage(Usage::llm("gpt-4o-mini", 300, 10)),
+                );
+                // 2.7 s of dead air before the customer speaks.
+                call.track_interaction(
+                    Interaction::customer("My bill is wrong.")
+                        .duration_ms(2000.0)
+                        .at(at(5000))
+                        .latency(TurnLatency { stt_ms: Some(150.0), ..TurnLatency::default() }),
+                );
+                call.track_interaction(
+                    Interaction::agent("Let me look at your invoice.")
+                        .duration_ms(3000.0)
+                        .at(at(8000))
+                        .latency(TurnLatency {
+                            stt_ms: Some(180.0 + (n % 7) as f64 * 10.0),
+                            end_of_utterance_ms: Some(300.0),
+                            llm_ttft_ms: Some(600.0 + (n % 5) as f64 * 100.0),
+                            tool_ms: Some(250.0),
+                            tts_ttfb_ms: Some(200.0),
+                            response_ms: Some(1700.0),
+                            ..TurnLatency::default()
+                        })
+                        .usage(Usage::llm("gpt-4o-mini", 800, 60).cached_tokens(200)),
+                );
+                // The customer starts 500 ms before the agent finished: an interruption the
+                // library derives from the turn times.
+                call.track_interaction(Interaction::customer("No, the other one.").duration_ms(1000.0).at(at(10_500)));
+                // A barge-in the caller reports.
+                call.track_interaction(
+                    Interaction::agent("The March invoice shows")
+                        .duration_ms(2000.0)
+                        .at(at(12_500))
+                        .interrupted_by(TurnSpeaker::Customer, Some(400.0))
+                        .usage(Usage::llm("gpt-4o-mini", 900, 40)),
+                );
+                call.end(ConversationEnd::new(Resolution::Resolved).at(at(16_000)));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let _ = obs.shutdown(Duration::from_secs(5));
+        });
+        VoiceCalls { addr, stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for VoiceCalls {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Every query of every panel against the real Prometheus scraping the real `demo` (which
 /// also writes to ClickHouse, so the sink's self-metrics exist) and the real ClickHouse engine
 /// after `simulate`: no errors, data on at least 90% of the panels.
@@ -345,10 +454,12 @@ fn dashboards_lint_runs_every_panel_against_prometheus_and_clickhouse() {
         .spawn()
         .expect("run serphona-obs demo");
     let _demo = Child(demo);
-    let prom = Prometheus::start(&[addr]);
+    let calls = VoiceCalls::start();
+    let prom = Prometheus::start(&[addr, calls.addr]);
     prom.wait_for("80 ended conversations and a compliance violation from the demo", Duration::from_secs(90), |p| {
         p.value("sum(conversation_duration_seconds_count)").is_some_and(|n| n >= 80.0)
             && p.value("sum(serphona_obs_compliance_violations_total)").is_some_and(|n| n >= 1.0)
+            && p.value("sum(serphona_obs_cost_usd_total)").is_some_and(|n| n > 0.0)
     });
     prom.wait_for_scrapes(10, Duration::from_secs(60));
 
@@ -655,10 +766,12 @@ fn after_a_demo_with_keep_serving_every_prometheus_panel_has_data() {
         .spawn()
         .expect("run serphona-obs demo");
     let _demo = Child(demo);
-    let prom = Prometheus::start(&[addr]);
+    let calls = VoiceCalls::start();
+    let prom = Prometheus::start(&[addr, calls.addr]);
     // The burst is over and the trickle has started and ended conversations since.
     prom.wait_for("the keep-serving trickle's conversations", Duration::from_secs(180), |p| {
         p.value("sum(increase(conversation_duration_seconds_count[30s]))").is_some_and(|n| n >= 3.0)
+            && p.value("sum(increase(serphona_obs_cost_usd_total[30s]))").is_some_and(|n| n > 0.0)
             && p.value("sum(increase(serphona_obs_voice_turn_latency_seconds_count[30s]))").is_some_and(|n| n >= 3.0)
             && p.value("sum(increase(conversation_customer_rating_count[2m]))").is_some_and(|n| n >= 3.0)
     });

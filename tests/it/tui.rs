@@ -82,12 +82,12 @@ impl Drop for Tmux {
     }
 }
 
-/// Rows of the conversation list (the left pane at 160 columns): lines with a live or ended
+/// Rows of the conversation list (the left pane, 96 of 160 columns): lines with a live or ended
 /// marker.
 fn list_rows(screen: &str) -> Vec<String> {
     screen
         .lines()
-        .map(|l| l.chars().take(88).collect::<String>())
+        .map(|l| l.chars().take(96).collect::<String>())
         .filter(|l| l.contains('●') || l.contains('■'))
         .collect()
 }
@@ -97,12 +97,17 @@ fn selected_id(screen: &str) -> Option<String> {
     list_rows(screen)
         .into_iter()
         .find(|l| l.contains('▶'))
-        .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        // After the marker and the ↯ ✗ ⇢ markers (issue 16): the first word that is an id.
+        .and_then(|l| {
+            l.split_whitespace()
+                .find(|w| w.len() >= 8 && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+                .map(str::to_string)
+        })
 }
 
 /// Speakers shown in the transcript (the right pane).
 fn transcript_speakers(screen: &str) -> (bool, bool) {
-    let right: Vec<String> = screen.lines().map(|l| l.chars().skip(88).collect()).collect();
+    let right: Vec<String> = screen.lines().map(|l| l.chars().skip(96).collect()).collect();
     let is = |who: &str| {
         right.iter().any(|l| {
             let words: Vec<&str> = l.trim_start_matches(['│', '┃']).split_whitespace().collect();
@@ -374,4 +379,128 @@ fn tail_follows_clickhouse_across_polls_without_duplicates_or_gaps() {
     want.sort();
     assert_eq!(n, ids.len(), "duplicates: {} lines, {} distinct (tail {status:?})", n, ids.len());
     assert_eq!(ids, want, "tail saw every event once: {} of {}", ids.len(), want.len());
+}
+
+/// Writes, through the library into the event log under `data`, a voice call whose reply
+/// carries every latency part with its tokens, and whose next reply the customer barges in
+/// on; and three chat conversations beside it. Returns the voice call's id.
+fn write_voice_call_log(data: &Path) -> String {
+    use serphona_obs::types::*;
+    let mut config = serphona_obs::Config { data_dir: data.to_path_buf(), ..serphona_obs::Config::default() };
+    config.metrics.enabled = false;
+    config.tracing.enabled = false;
+    let obs = serphona_obs::Observability::builder(config).build().unwrap();
+    let t0 = time::OffsetDateTime::now_utc() - time::Duration::minutes(2);
+    let at = |ms: i64| t0 + time::Duration::milliseconds(ms);
+    for n in 0..3 {
+        let chat = obs.start_conversation(ConversationStart::new("globex-bank", "globex-chat-bot", format!("c{n}"), Channel::Chat).at(at(n * 100)));
+        chat.track_interaction(Interaction::customer("Where is my card?").at(at(n * 100 + 1000)));
+        chat.track_interaction(Interaction::agent("It was posted yesterday.").at(at(n * 100 + 2000)));
+        chat.end(ConversationEnd::new(Resolution::Resolved).at(at(n * 100 + 3000)));
+    }
+    let call = obs.start_conversation(ConversationStart::new("acme-telco", "acme-voice-bot", "cust-42", Channel::Voice).at(at(5000)));
+    let id = call.id().to_string();
+    call.track_interaction(Interaction::agent("Thanks for calling Acme, how can I help?").duration_ms(2000.0).at(at(5900)));
+    call.track_interaction(
+        Interaction::customer("Why is my bill so high this month?")
+            .duration_ms(1800.0)
+            .at(at(9000))
+            .latency(TurnLatency { stt_ms: Some(140.0), ..TurnLatency::default() }),
+    );
+    call.track_interaction(
+        Interaction::agent("Let me check your latest invoice.")
+            .duration_ms(2500.0)
+            .at(at(12_200))
+            .latency(TurnLatency {
+                stt_ms: Some(180.0),
+                end_of_utterance_ms: Some(320.0),
+                llm_ttft_ms: Some(610.0),
+                tool_ms: Some(240.0),
+                tts_ttfb_ms: Some(210.0),
+                response_ms: Some(1620.0),
+                ..TurnLatency::default()
+            })
+            .usage(Usage::llm("gpt-4o-mini", 812, 64)),
+    );
+    call.track_interaction(
+        Interaction::agent("I see a one-time installation charge of forty dollars, which")
+            .duration_ms(3000.0)
+            .at(at(15_500))
+            .interrupted_by(TurnSpeaker::Customer, Some(600.0))
+            .usage(Usage::llm("gpt-4o-mini", 1204, 96)),
+    );
+    call.track_interaction(Interaction::customer("I want to talk to a person.").duration_ms(1500.0).at(at(17_900)));
+    call.end(ConversationEnd::new(Resolution::Transferred).at(at(20_000)));
+    obs.shutdown(Duration::from_secs(10)).unwrap();
+    id
+}
+
+// Issue 16: the real binary's live view, at 160×48 and at 80×24, shows a voice turn's
+// latency breakdown (the bar and its legend), the interruption marker in the list and the
+// barge-in in the transcript, and the conversation's cost in the transcript's title; `/`
+// finds the call by `interrupted` and by `resolution:transferred`.
+#[test]
+fn tail_in_tmux_shows_a_voice_turns_breakdown_and_an_interruption_marker_at_160x48_and_80x24() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let id = write_voice_call_log(&data);
+    let short = &id[id.len() - 12..];
+    for (width, height) in [(160u16, 48u16), (80, 24)] {
+        let sub = dir.path().join(format!("{width}x{height}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        let tmux = Tmux::start(width, height, &sub);
+        tmux.wait_for("the shell prompt", 10, |s| s.contains("serphona-test$"));
+        tmux.type_line(&format!(
+            "{} tail --data-dir {} --source local; echo SERPHONA_EXIT=$?",
+            env!("CARGO_BIN_EXE_serphona-obs"),
+            data.display()
+        ));
+        let row = |s: &str| s.lines().find(|l| l.contains(short) && (l.contains('■') || l.contains('●'))).map(str::to_string);
+        let screen = tmux.wait_for("the voice call in the list", 30, |s| row(s).is_some() && s.contains("4 shown"));
+        let call = row(&screen).unwrap();
+        assert!(call.contains('↯') && call.contains('⇢'), "interrupted and transferred markers ({width}x{height}):\n{screen}");
+        let chats: Vec<&str> = screen.lines().filter(|l| l.contains("globex-bank") && l.contains('■')).collect();
+        assert!(chats.len() == 3 && chats.iter().all(|l| !l.contains('↯')), "{screen}");
+        // The filter finds it by its interruption, then by its resolution.
+        tmux.keys(&["/"]);
+        tmux.cmd(&["send-keys", "-t", "t", "-l", "interrupted"]);
+        tmux.keys(&["Enter"]);
+        tmux.wait_for("only the voice call", 5, |s| s.contains("1 shown") && row(s).is_some_and(|r| r.contains('▶')));
+        tmux.keys(&["/"]);
+        for _ in 0.."interrupted".len() {
+            tmux.cmd(&["send-keys", "-t", "t", "BSpace"]);
+        }
+        tmux.cmd(&["send-keys", "-t", "t", "-l", "resolution:transferred"]);
+        tmux.keys(&["Enter"]);
+        tmux.wait_for("the transferred call", 5, |s| s.contains("filter: resolution:transferred") && s.contains("1 shown"));
+        // Its transcript: scrolled up until the reply with every part is on screen.
+        tmux.keys(&["Enter"]);
+        let whole = |s: &str| s.contains("replied in 1.62s") && s.contains("▚tool 240ms");
+        let mut screen = tmux.wait_for("the focused transcript", 5, |s| s.contains("┏ Transcript"));
+        for _ in 0..30 {
+            if whole(&screen) {
+                break;
+            }
+            tmux.keys(&["k"]);
+            screen = tmux.screen();
+        }
+        assert!(screen.contains("replied in 1.62s") && screen.contains("░░▒▒▒▓▓▓▓▓▓▚▚██·"), "the bar ({width}x{height}):\n{screen}");
+        // The legend, wrapped where the pane is narrow.
+        assert!(
+            screen.contains("░stt 180ms ▒eou 320ms ▓llm 610ms") && screen.contains("▚tool 240ms █tts 210ms"),
+            "the legend ({width}x{height}):\n{screen}"
+        );
+        // The cost in the title: 812 in and 64 out, and 1204 in and 96 out, of gpt-4o-mini.
+        assert!(screen.contains("$0.0004 · 2.0k→160 tok · ↯1"), "the title ({width}x{height}):\n{screen}");
+        if height >= 48 {
+            assert!(screen.contains("↯ customer barged in (600ms overlap)"), "{screen}");
+        } else {
+            // At 80×24 the barge-in is further down: scrolled back to the bottom.
+            tmux.keys(&["G"]);
+            tmux.wait_for("the barge-in", 5, |s| s.contains("↯ customer barged in (600ms overlap)"));
+        }
+        tmux.keys(&["q"]);
+        let screen = tmux.wait_for("exit code and prompt", 15, |s| s.contains("SERPHONA_EXIT="));
+        assert!(screen.contains("SERPHONA_EXIT=0"), "{screen}");
+    }
 }

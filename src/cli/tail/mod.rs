@@ -44,7 +44,8 @@ static KEEP_ENDED: std::sync::LazyLock<String> =
 /// `tail` flags.
 ///
 /// Keys in the live view: ↑/↓ or j/k select, Enter or → focus the transcript, / filter
-/// (`tenant:ID agent:ID channel:voice` and words of the text), p pause, f follow the newest,
+/// (`tenant:ID agent:ID channel:voice`, and words of the text or tags such as
+/// `resolution:transferred`, `error:TYPE`, `interrupted`), p pause, f follow the newest,
 /// e show/hide ended, ? help, q or Ctrl-C quit.
 #[derive(Debug, clap::Args)]
 pub struct Args {

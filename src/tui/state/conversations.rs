@@ -10,7 +10,84 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
-use crate::types::{Channel, DecisionType, Event, EventKind, Resolution, Speaker};
+use crate::types::{
+    Channel, DecisionType, Event, EventKind, Interruption, Resolution, Speaker, TurnLatency, TurnMarks, TurnSpeaker, Usage,
+};
+
+/// One part of a voice turn's latency, in the order the bar lays them end to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Speech-to-text (`latency.stt_ms`).
+    Stt,
+    /// End-of-utterance detection (`latency.end_of_utterance_ms`).
+    Eou,
+    /// LLM time to first token (`latency.llm_ttft_ms`).
+    Llm,
+    /// Tool calls before the reply (`latency.tool_ms`).
+    Tool,
+    /// Text-to-speech time to first byte (`latency.tts_ttfb_ms`).
+    Tts,
+}
+
+impl Part {
+    /// The bar's order.
+    pub const ALL: [Part; 5] = [Part::Stt, Part::Eou, Part::Llm, Part::Tool, Part::Tts];
+
+    /// The short name the bar's legend shows (`stt`, `eou`, `llm`, `tool`, `tts`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Part::Stt => "stt",
+            Part::Eou => "eou",
+            Part::Llm => "llm",
+            Part::Tool => "tool",
+            Part::Tts => "tts",
+        }
+    }
+
+    fn of(self, l: &TurnLatency) -> Option<f64> {
+        match self {
+            Part::Stt => l.stt_ms,
+            Part::Eou => l.end_of_utterance_ms,
+            Part::Llm => l.llm_ttft_ms,
+            Part::Tool => l.tool_ms,
+            Part::Tts => l.tts_ttfb_ms,
+        }
+    }
+}
+
+/// A voice turn's latency laid out for the bar (a small waterfall): derived when the turn
+/// arrives, so rendering only scales it to the width it has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyBar {
+    /// The parts given (finite, non-negative), in [`Part::ALL`] order, in milliseconds.
+    pub parts: Vec<(Part, f64)>,
+    /// The whole the parts are part of: the response latency (`latency.response_ms`, else the
+    /// measured response time), or the greeting's; never less than the parts' sum.
+    pub total_ms: f64,
+    /// The whole is the greeting latency (from the call's start), not a response.
+    pub greeting: bool,
+}
+
+impl LatencyBar {
+    /// The bar of a turn, when it has at least one part.
+    pub fn of(latency: &TurnLatency, response_seconds: Option<f64>) -> Option<LatencyBar> {
+        let ok = |v: Option<f64>| v.filter(|v| v.is_finite() && *v >= 0.0);
+        let parts: Vec<(Part, f64)> = Part::ALL.iter().filter_map(|p| ok(p.of(latency)).map(|ms| (*p, ms))).collect();
+        if parts.is_empty() {
+            return None;
+        }
+        let sum: f64 = parts.iter().map(|(_, ms)| ms).sum();
+        let response = ok(latency.response_ms).or(ok(response_seconds.map(|s| s * 1000.0)));
+        let greeting = response.is_none() && ok(latency.greeting_ms).is_some();
+        let whole = response.or(ok(latency.greeting_ms)).unwrap_or(sum);
+        Some(LatencyBar { parts, total_ms: whole.max(sum), greeting })
+    }
+
+    /// The part of the whole no part accounts for, in milliseconds.
+    pub fn rest_ms(&self) -> f64 {
+        (self.total_ms - self.parts.iter().map(|(_, ms)| ms).sum::<f64>()).max(0.0)
+    }
+}
 
 /// One line of a transcript.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,8 +122,14 @@ pub enum EntryKind {
         sentiment: Option<f64>,
         /// Agent response time, seconds.
         response: Option<f64>,
-        /// The customer barged in.
-        interrupted: bool,
+        /// The voice latency parts, laid out for the bar.
+        latency: Option<LatencyBar>,
+        /// This turn was cut in on, or cut in (see [`Interruption`]).
+        interruption: Option<Interruption>,
+        /// Silence of at least the dead-air threshold before this turn, milliseconds.
+        dead_air_ms: Option<f64>,
+        /// What the turn used (tokens) and cost (boxed: most turns have none).
+        usage: Option<Box<Usage>>,
     },
     /// A decision.
     Decision {
@@ -128,6 +211,20 @@ pub struct Conv {
     pub transfers: u32,
     /// Errors and violations.
     pub problems: u32,
+    /// Interruptions, by either side.
+    pub interruptions: u32,
+    /// What its turns and decisions cost so far, in US dollars (the end's total once it
+    /// arrived); `None` while nothing priced was seen.
+    pub cost_usd: Option<f64>,
+    /// LLM input tokens of its turns and decisions (the end's total once it arrived).
+    pub input_tokens: u64,
+    /// LLM output tokens.
+    pub output_tokens: u64,
+    /// Error classes and violated policies seen, each once, in arrival order
+    /// (`error:llm_timeout`, `violation:pci_dss`).
+    pub problem_tags: Vec<String>,
+    /// Transfer targets seen, each once.
+    pub transfer_targets: Vec<String>,
     /// The newest [`Options::max_entries`](super::Options::max_entries) transcript entries,
     /// in arrival order.
     pub entries: VecDeque<Entry>,
@@ -137,8 +234,10 @@ pub struct Conv {
     seq: u64,
     /// The tick at which the end was first seen (eviction clock).
     ended_seen: Option<Instant>,
-    /// Lowercased `id tenant agent customer`, then ` text` of each turn kept: what the
-    /// free-text filter searches. Kept up to date as entries come and go.
+    /// Lowercased `id tenant agent customer` and the tags (`channel:voice`,
+    /// `resolution:transferred`, `error:llm_timeout`, `violation:pci_dss`,
+    /// `transfer:human-billing`, `interrupted`), then ` text` of each turn kept: what the
+    /// free-text filter searches. Kept up to date as events come and entries go.
     search: String,
     /// Bytes of `search` before the first turn's text.
     search_header: usize,
@@ -165,6 +264,12 @@ impl Conv {
             sentiment_n: 0,
             transfers: 0,
             problems: 0,
+            interruptions: 0,
+            cost_usd: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            problem_tags: Vec::new(),
+            transfer_targets: Vec::new(),
             entries: VecDeque::new(),
             entries_dropped: 0,
             seq,
@@ -191,17 +296,46 @@ impl Conv {
         self.seq
     }
 
-    /// What the free-text filter searches, lowercased: the id, tenant, agent and customer,
-    /// then the text of each turn kept, separated by spaces.
+    /// What the free-text filter searches, lowercased: the id, tenant, agent and customer, the
+    /// tags (`channel:voice`, `resolution:transferred`, `error:llm_timeout`,
+    /// `violation:pci_dss`, `transfer:human-billing`, `interrupted`), then the text of each
+    /// turn kept, separated by spaces.
     pub fn search_text(&self) -> &str {
         &self.search
     }
 
-    /// Rewrites the id, tenant, agent and customer at the front of the search text.
+    /// Rewrites the id, tenant, agent, customer and the tags at the front of the search text.
     fn set_search_header(&mut self) {
-        let header = format!("{} {} {} {}", self.id, self.tenant, self.agent, self.customer).to_lowercase();
+        let mut header = format!("{} {} {} {}", self.id, self.tenant, self.agent, self.customer);
+        if let Some(ch) = self.channel {
+            header.push_str(" channel:");
+            header.push_str(ch.as_str());
+        }
+        if let Some(r) = self.resolution {
+            header.push_str(" resolution:");
+            header.push_str(r.as_str());
+        }
+        for tag in &self.problem_tags {
+            header.push(' ');
+            header.push_str(tag);
+        }
+        for target in &self.transfer_targets {
+            header.push_str(" transfer:");
+            header.push_str(target);
+        }
+        if self.interruptions > 0 {
+            header.push_str(" interrupted");
+        }
+        let header = header.to_lowercase();
         self.search.replace_range(..self.search_header, &header);
         self.search_header = header.len();
+    }
+
+    fn add_problem_tag(&mut self, tag: String) {
+        if !self.problem_tags.contains(&tag) {
+            self.problem_tags.push(tag);
+            self.set_search_header();
+        }
     }
 
     /// Keeps at most `max_entries` entries (the oldest go first, and are counted).
@@ -223,7 +357,37 @@ impl Conv {
         self.entries.push_back(entry);
     }
 
-    fn turn(&mut self, e: &Event, speaker: Speaker, response: Option<f64>, interrupted: bool) -> EntryKind {
+    /// Adds a turn's or decision's usage to the conversation's sums (until the end's totals).
+    fn add_usage(&mut self, usage: Option<&Usage>) {
+        let Some(u) = usage else { return };
+        if self.ended_at.is_some() {
+            return;
+        }
+        if let Some(c) = u.cost_usd {
+            self.cost_usd = Some(self.cost_usd.unwrap_or(0.0) + c);
+        }
+        self.input_tokens += u.input_tokens.unwrap_or(0);
+        self.output_tokens += u.output_tokens.unwrap_or(0);
+    }
+
+    fn turn(&mut self, e: &Event, speaker: Speaker, response: Option<f64>) -> EntryKind {
+        let latency = e.kind.latency();
+        let marks = e.kind.turn_marks().copied().unwrap_or_default();
+        // An older line says only `latency.interrupted` (a customer barge-in on this turn).
+        let interruption = marks.interruption.or_else(|| {
+            latency
+                .is_some_and(|l| l.interrupted)
+                .then_some(Interruption { by: TurnSpeaker::Customer, overlap_ms: None, derived: false })
+        });
+        if interruption.is_some() {
+            self.interruptions += 1;
+            if self.interruptions == 1 {
+                self.set_search_header();
+            }
+        }
+        let usage = e.kind.usage();
+        self.add_usage(usage);
+        let TurnMarks { dead_air_ms, .. } = marks;
         self.turns += 1;
         self.last_speaker = Some(speaker);
         // The conversation's sentiment is the customer's: the agent's own turns do not count.
@@ -238,7 +402,10 @@ impl Conv {
             intent: e.metadata.intent.clone().map(|i| (i, e.metadata.confidence)),
             sentiment: e.metadata.sentiment_score,
             response,
-            interrupted,
+            latency: latency.and_then(|l| LatencyBar::of(l, response)),
+            interruption,
+            dead_air_ms,
+            usage: usage.cloned().map(Box::new),
         }
     }
 }
@@ -335,29 +502,32 @@ impl Conversations {
         let kind = match &e.kind {
             EventKind::ConversationStarted { customer_id, channel, language } => {
                 conv.customer = customer_id.clone();
-                conv.set_search_header();
                 conv.channel = Some(*channel);
+                conv.set_search_header();
                 conv.started_at = e.timestamp;
                 self.list_version += 1;
                 EntryKind::Started { customer: customer_id.clone(), channel: *channel, language: language.clone() }
             }
-            EventKind::AgentTurn { response_time_seconds, latency, .. } => {
-                conv.turn(e, Speaker::Agent, *response_time_seconds, latency.as_ref().is_some_and(|l| l.interrupted))
+            EventKind::AgentTurn { response_time_seconds, .. } => conv.turn(e, Speaker::Agent, *response_time_seconds),
+            EventKind::CustomerTurn { .. } => conv.turn(e, Speaker::Customer, None),
+            EventKind::DecisionMade { decision_type, option, reason, confidence, usage, .. } => {
+                conv.add_usage(usage.as_ref());
+                EntryKind::Decision {
+                    decision_type: *decision_type,
+                    option: option.clone(),
+                    reason: reason.clone(),
+                    confidence: *confidence,
+                }
             }
-            EventKind::CustomerTurn { latency, .. } => {
-                conv.turn(e, Speaker::Customer, None, latency.as_ref().is_some_and(|l| l.interrupted))
-            }
-            EventKind::DecisionMade { decision_type, option, reason, confidence, .. } => EntryKind::Decision {
-                decision_type: *decision_type,
-                option: option.clone(),
-                reason: reason.clone(),
-                confidence: *confidence,
-            },
             EventKind::TransferInitiated { target, reason } => {
                 conv.transfers += 1;
+                if !conv.transfer_targets.contains(target) {
+                    conv.transfer_targets.push(target.clone());
+                    conv.set_search_header();
+                }
                 EntryKind::Transfer { target: target.clone(), reason: reason.clone() }
             }
-            EventKind::ConversationEnded { resolution, rating, channel, duration_seconds, .. } => {
+            EventKind::ConversationEnded { resolution, rating, channel, duration_seconds, usage, .. } => {
                 if conv.ended_at.is_none() {
                     self.live -= 1;
                     applied.ended = Some(*resolution);
@@ -367,15 +537,26 @@ impl Conversations {
                 conv.resolution = Some(*resolution);
                 conv.rating = *rating;
                 conv.channel.get_or_insert(*channel);
+                // The end's sums cover every turn and decision, also those not seen here.
+                if let Some(u) = usage {
+                    if u.cost_usd.is_some() {
+                        conv.cost_usd = u.cost_usd;
+                    }
+                    conv.input_tokens = conv.input_tokens.max(u.input_tokens.unwrap_or(0));
+                    conv.output_tokens = conv.output_tokens.max(u.output_tokens.unwrap_or(0));
+                }
+                conv.set_search_header();
                 self.list_version += 1;
                 EntryKind::Ended { resolution: *resolution, rating: *rating, duration_seconds: *duration_seconds }
             }
             EventKind::ErrorOccurred { error_type } => {
                 conv.problems += 1;
+                conv.add_problem_tag(format!("error:{error_type}"));
                 EntryKind::Error { error_type: error_type.clone(), message: e.content.clone() }
             }
             EventKind::ComplianceViolation { policy, severity } => {
                 conv.problems += 1;
+                conv.add_problem_tag(format!("violation:{policy}"));
                 EntryKind::Violation { policy: policy.clone(), severity: severity.clone() }
             }
             #[allow(unreachable_patterns)]

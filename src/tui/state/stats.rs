@@ -1,5 +1,6 @@
 //! The header's figures: events in all and per second, the agent response-time p95 per
-//! second (the sparkline), data time, the ends of the last minute and the resolution mix.
+//! second (the sparkline), data time, the ends of the last minute, the resolution mix, and
+//! what the turns seen cost and how often someone was interrupted.
 //! Updated by [`Stats::record`] (an applied event) and [`Stats::tick`] (wall time); read
 //! through `&self`.
 
@@ -26,6 +27,8 @@ pub struct Stats {
     data_now: Option<OffsetDateTime>,
     recent_ends: VecDeque<OffsetDateTime>,
     resolutions: [u64; Resolution::ALL.len()],
+    cost_usd: f64,
+    interruptions: u64,
 }
 
 impl Default for Stats {
@@ -47,6 +50,8 @@ impl Stats {
             data_now: None,
             recent_ends: VecDeque::new(),
             resolutions: [0; Resolution::ALL.len()],
+            cost_usd: 0.0,
+            interruptions: 0,
         }
     }
 
@@ -59,6 +64,14 @@ impl Stats {
         }
         if let EventKind::AgentTurn { response_time_seconds: Some(r), .. } = &e.kind {
             self.bucket_responses.push(*r);
+        }
+        // Turns and decisions carry their own cost; the end's is their sum (not counted again).
+        if !matches!(e.kind, EventKind::ConversationEnded { .. }) {
+            self.cost_usd += e.kind.usage().and_then(|u| u.cost_usd).unwrap_or(0.0);
+        }
+        let barge_in = e.kind.latency().is_some_and(|l| l.interrupted);
+        if e.kind.turn_marks().is_some_and(|m| m.interruption.is_some()) || barge_in {
+            self.interruptions += 1;
         }
         if let Some(resolution) = applied.ended {
             let i = Resolution::ALL.iter().position(|r| *r == resolution).unwrap_or(0);
@@ -118,6 +131,16 @@ impl Stats {
         let Some(now) = self.data_now else { return 0 };
         let from = now - time::Duration::MINUTE;
         self.recent_ends.iter().filter(|t| **t > from).count()
+    }
+
+    /// What the turns and decisions seen cost, in US dollars.
+    pub fn cost_usd(&self) -> f64 {
+        self.cost_usd
+    }
+
+    /// Interruptions seen (either side).
+    pub fn interruptions(&self) -> u64 {
+        self.interruptions
     }
 
     /// Ended conversations per resolution since the view started ([`Resolution::ALL`] order).

@@ -68,7 +68,10 @@ pub enum Focus {
     Transcript,
 }
 
-/// A parsed `/` filter: `tenant:X agent:Y channel:Z` and free text, all ANDed.
+/// A parsed `/` filter: `tenant:X agent:Y channel:Z` (exact) and words, all ANDed. A word is
+/// searched in the conversation's [search text](Conv::search_text), which holds its tags too:
+/// `resolution:transferred`, `error:llm_timeout` (and so `error`), `violation:pci_dss`,
+/// `transfer:TARGET`, `channel:voice`, `interrupted`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Filter {
     /// Tenant equals.
@@ -77,7 +80,8 @@ pub struct Filter {
     pub agent: Option<String>,
     /// Channel equals.
     pub channel: Option<String>,
-    /// Lowercased words that must each appear in the id, tenant, agent, customer or transcript.
+    /// Lowercased words that must each appear in the id, tenant, agent, customer, tags or
+    /// transcript.
     pub words: Vec<String>,
 }
 
@@ -674,7 +678,7 @@ mod tests {
             s.push(c.customer(1.0 + i as f64, text, None, 0.0));
         }
         let conv = s.conversation("conv-0001").unwrap();
-        let mut expected = format!("{} {} {} {}", conv.id, conv.tenant, conv.agent, conv.customer);
+        let mut expected = format!("{} {} {} {} channel:voice", conv.id, conv.tenant, conv.agent, conv.customer);
         for e in &conv.entries {
             if let crate::tui::state::EntryKind::Turn { text, .. } = &e.kind {
                 expected.push(' ');
@@ -682,7 +686,7 @@ mod tests {
             }
         }
         assert_eq!(conv.search_text(), expected.to_lowercase());
-        assert_eq!(conv.search_text(), "conv-0001 acme-telco bot cust-1 beta two σίσυφος three delta four");
+        assert_eq!(conv.search_text(), "conv-0001 acme-telco bot cust-1 channel:voice beta two σίσυφος three delta four");
         for (filter, shown) in [("alpha", 0), ("acme-telco beta", 1), ("σίσυφος", 1), ("cust-1", 1)] {
             s.key(Key::Char('/'));
             for _ in 0..40 {
@@ -694,5 +698,58 @@ mod tests {
             s.key(Key::Enter);
             assert_eq!(s.rows().len(), shown, "{filter}");
         }
+    }
+
+    fn filter(s: &mut S, text: &str) -> Vec<String> {
+        s.key(Key::Char('/'));
+        for _ in 0..60 {
+            s.key(Key::Backspace);
+        }
+        for ch in text.chars() {
+            s.key(Key::Char(ch));
+        }
+        s.key(Key::Enter);
+        ids(s)
+    }
+
+    // Issue 16: the `/` filter also matches errors, resolutions and channels, from tags the
+    // data keeps in the search text as events arrive (an end, an error, a transfer, a barge-in
+    // rewrite them), and the tags of a conversation are dropped with nothing of its turns.
+    #[test]
+    fn the_filter_matches_errors_resolutions_channels_and_interruptions() {
+        let mut events = contact_center(6);
+        events.extend(crate::tui::testdata::voice_call(20, 200.0));
+        let mut s = fed(events);
+        let conv = s.conversation("conv-0020").unwrap();
+        assert_eq!(
+            conv.search_text().split(' ').take(10).collect::<Vec<_>>(),
+            [
+                "conv-0020",
+                "acme-telco",
+                "acme-voice-bot",
+                "cust-20",
+                "channel:voice",
+                "resolution:transferred",
+                "error:stt_unavailable",
+                "transfer:human-billing",
+                "interrupted",
+                "thanks"
+            ]
+        );
+        assert_eq!(filter(&mut s, "resolution:transferred"), ["conv-0020", "conv-0003", "conv-0000"]);
+        assert_eq!(filter(&mut s, "resolution:resolved"), ["conv-0005"]);
+        assert_eq!(filter(&mut s, "error"), ["conv-0020"]);
+        assert_eq!(filter(&mut s, "error:stt_unavailable"), ["conv-0020"]);
+        assert_eq!(filter(&mut s, "error:llm_timeout"), Vec::<String>::new());
+        assert_eq!(filter(&mut s, "interrupted"), ["conv-0020"]);
+        assert_eq!(filter(&mut s, "voice"), ["conv-0020", "conv-0004", "conv-0000"]);
+        assert_eq!(filter(&mut s, "channel:voice resolution:transferred"), ["conv-0020", "conv-0000"]);
+        assert_eq!(filter(&mut s, "RESOLUTION:Transferred tenant:acme-telco"), ["conv-0020", "conv-0003", "conv-0000"]);
+        // The list follows the data: a live conversation that ends transferred joins.
+        let mut c = C::new(30, "initech", "bot");
+        s.push(c.start(300.0, Channel::Sms));
+        assert_eq!(filter(&mut s, "resolution:transferred channel:sms"), Vec::<String>::new());
+        s.push(c.end(301.0, crate::types::Resolution::Transferred, None, Channel::Sms));
+        assert_eq!(ids(&mut s), ["conv-0030"]);
     }
 }
