@@ -81,7 +81,7 @@ impl Conv {
             response_time_seconds: response,
             duration_ms: Some(2500.0),
             turn_taking: marks,
-            usage,
+            usage: usage.map(Box::new),
         };
         self.event(secs, Speaker::Agent, text, Metadata::default(), kind)
     }
@@ -89,7 +89,7 @@ impl Conv {
     /// A voice customer turn with its turn marks (an interruption it made, dead air before it).
     pub fn customer_voice(&mut self, secs: f64, text: &str, marks: TurnMarks, usage: Option<Usage>) -> Event {
         let latency = TurnLatency { stt_ms: Some(140.0), ..TurnLatency::default() };
-        let kind = EventKind::CustomerTurn { turn: self.seq as u32, latency: Some(latency), duration_ms: Some(1800.0), turn_taking: marks, usage };
+        let kind = EventKind::CustomerTurn { turn: self.seq as u32, latency: Some(latency), duration_ms: Some(1800.0), turn_taking: marks, usage: usage.map(Box::new) };
         self.event(secs, Speaker::Customer, text, Metadata::default(), kind)
     }
 
@@ -102,7 +102,7 @@ impl Conv {
     pub fn end_with_usage(&mut self, secs: f64, resolution: Resolution, channel: Channel, usage: Usage) -> Event {
         let mut e = self.end(secs, resolution, None, channel);
         if let EventKind::ConversationEnded { usage: u, .. } = &mut e.kind {
-            *u = Some(usage);
+            *u = Some(Box::new(usage));
         }
         e
     }

@@ -511,7 +511,7 @@ impl Conversations {
             EventKind::AgentTurn { response_time_seconds, .. } => conv.turn(e, Speaker::Agent, *response_time_seconds),
             EventKind::CustomerTurn { .. } => conv.turn(e, Speaker::Customer, None),
             EventKind::DecisionMade { decision_type, option, reason, confidence, usage, .. } => {
-                conv.add_usage(usage.as_ref());
+                conv.add_usage(usage.as_deref());
                 EntryKind::Decision {
                     decision_type: *decision_type,
                     option: option.clone(),
