@@ -105,6 +105,14 @@ else
     "$CHDB_VENV/bin/python" -c 'import chdb' || die "chdb-core installed but 'import chdb' fails"
 fi
 
+# --- Prometheus rules ---------------------------------------------------------------------
+
+# The anomaly rules' unit tests (docs/stack.md, "Anomaly rules"): injected incidents fire, a clean
+# week and a low-volume night do not. promtool exits non-zero on a failed test.
+step "promtool test rules compose/prometheus/anomaly_rules_test.yml"
+promtool test rules compose/prometheus/anomaly_rules_test.yml ||
+    die "the anomaly rules' unit tests failed (compose/prometheus/anomaly_rules_test.yml; output above)"
+
 # --- build and test -----------------------------------------------------------------------
 
 step "cargo build --all-targets"

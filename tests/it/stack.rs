@@ -74,10 +74,20 @@ fn promtool_accepts_the_prometheus_config_and_the_rules_and_the_rules_fire() {
     let promtool = tool("promtool", "prometheus");
     let out = Command::new(&promtool).args(["check", "config"]).arg(repo("compose/prometheus/prometheus.yml")).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let out = Command::new(&promtool).args(["check", "rules"]).arg(repo("compose/prometheus/rules.yml")).output().unwrap();
+    // Every rule file prometheus.yml loads: the fixed-threshold alerts and the anomaly rules
+    // (their own unit tests, compose/prometheus/anomaly_rules_test.yml, run in scripts/test.sh).
+    let out = Command::new(&promtool)
+        .args(["check", "rules"])
+        .arg(repo("compose/prometheus/rules.yml"))
+        .arg(repo("compose/prometheus/anomaly_rules.yml"))
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let rules = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(rules.contains("10 rules found"), "{rules}");
+    let counts: Vec<&str> = rules.lines().filter(|l| l.contains("rules found")).map(str::trim).collect();
+    assert_eq!(counts, ["SUCCESS: 10 rules found", "SUCCESS: 33 rules found"], "{rules}");
+    let config = std::fs::read_to_string(repo("compose/prometheus/prometheus.yml")).unwrap();
+    assert!(config.contains("rule_files:\n  - rules.yml\n  - anomaly_rules.yml\n"), "{config}");
 
     // Unit tests of three rules with promtool's rule tests: dropped events, an error burst and
     // a slow agent fire; a quiet series does not.
@@ -203,7 +213,7 @@ fn up_native_runs_the_real_prometheus_status_reports_it_and_down_stops_it() {
     let http = reqwest::blocking::Client::new();
     let rules: serde_json::Value = http.get(format!("http://127.0.0.1:{port}/api/v1/rules")).send().unwrap().json().unwrap();
     let loaded: usize = rules["data"]["groups"].as_array().unwrap().iter().map(|g| g["rules"].as_array().unwrap().len()).sum();
-    assert_eq!(loaded, 10, "{rules}");
+    assert_eq!(loaded, 10 + 33, "rules.yml and anomaly_rules.yml: {rules}");
     // (Discovery takes a moment after the server is ready.)
     let until = std::time::Instant::now() + Duration::from_secs(20);
     let scraped = loop {

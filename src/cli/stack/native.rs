@@ -127,7 +127,11 @@ fn configure(
             let cfg = compose_cfg
                 .replace("host.docker.internal:9464", metrics_target)
                 .replace("localhost:9090", &format!("127.0.0.1:{port}"));
-            std::fs::copy(root.join("compose/prometheus/rules.yml"), dir.join("rules.yml"))?;
+            // The rule files prometheus.yml lists (rule_files), beside the config.
+            for rules in ["rules.yml", "anomaly_rules.yml"] {
+                std::fs::copy(root.join("compose/prometheus").join(rules), dir.join(rules))
+                    .with_context(|| format!("cannot copy compose/prometheus/{rules}"))?;
+            }
             let config = write("prometheus.yml", cfg)?;
             Launch {
                 args: vec![
