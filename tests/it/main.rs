@@ -21,3 +21,4 @@ mod stack;
 mod store;
 mod trace;
 mod tui;
+mod usage;

@@ -76,7 +76,8 @@ fn usage_note(u: &Usage) -> Option<String> {
         let cached = u.cached_tokens.map(|c| format!(" ({c} cached)")).unwrap_or_default();
         parts.push(format!("tokens {} in / {} out{cached}", u.input_tokens.unwrap_or(0), u.output_tokens.unwrap_or(0)));
     }
-    if let Some(model) = &u.model {
+    // A model the price table does not know is named once, as unpriced.
+    if let Some(model) = u.model.as_ref().filter(|m| !u.unpriced.contains(m)) {
         parts.push(model.clone());
     }
     if let Some(a) = u.audio_tokens {
