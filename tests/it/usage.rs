@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 use serphona_obs::Observability;
-use serphona_obs::store::Store;
 use serphona_obs::store::local::LocalStore;
 use serphona_obs::types::*;
 use time::OffsetDateTime;
