@@ -609,6 +609,22 @@ mod tests {
     use crate::types::{DecisionType, test_event};
 
     #[test]
+    fn voice_figures_divide_by_conversations_and_are_none_without_any() {
+        let usage = UsageTotals { input_tokens: 300, output_tokens: 30, cached_tokens: 100, cost_usd: 1.5 };
+        let sums = VoiceSums { conversations: 3, interruptions: 2, dead_air_ms: 1000.0, talk_ms: 9000.0, usage };
+        let (ipc, share, tokens, cost) = sums.figures();
+        assert_eq!((ipc, share), (Some(2.0 / 3.0), Some(0.1)));
+        assert_eq!((tokens.input, tokens.cached, tokens.input_per_conversation), (300, 100, Some(100.0)));
+        assert_eq!((cost.total, cost.per_conversation), (1.5, Some(0.5)));
+        let none = VoiceSums { conversations: 0, interruptions: 0, dead_air_ms: 0.0, talk_ms: 0.0, usage: UsageTotals::default() };
+        let (ipc, share, tokens, cost) = none.figures();
+        assert_eq!((ipc, share, tokens.output_per_conversation, cost.per_conversation), (None, None, None, None));
+        let parts = LatencyPercentiles::of([vec![1.0, 3.0, 2.0], vec![], vec![], vec![], vec![], vec![], vec![5.0]]);
+        assert_eq!((parts.stt.p50, parts.stt.p95, parts.end_of_utterance.p50, parts.response.p99), (Some(2.0), Some(3.0), None, Some(5.0)));
+        assert_eq!(parts.parts().map(|(name, _)| name), crate::types::TurnLatency::default().parts().map(|(name, _)| name));
+    }
+
+    #[test]
     fn trace_ids_are_32_hex_digits_in_either_case() {
         assert_eq!(normalize_trace_id(" 4BF92F3577B34DA6A3CE929D0E0E4736 ").unwrap(), "4bf92f3577b34da6a3ce929d0e0e4736");
         for bad in ["", "4bf92f", "4bf92f3577b34da6a3ce929d0e0e473g", &"0".repeat(32), &"a".repeat(33), "'; DROP TABLE spans --"] {

@@ -58,9 +58,12 @@ fn ms(v: f64) -> String {
     span_duration(v / 1000.0)
 }
 
-/// US dollars: six decimal places below a cent (`$0.000160`), four below a dollar, else two.
+/// US dollars: `$0` for nothing, six decimal places below a cent (`$0.000160`), four below a
+/// dollar, else two.
 pub fn usd(v: f64) -> String {
-    if v.abs() < 0.01 {
+    if v == 0.0 {
+        "$0".into()
+    } else if v.abs() < 0.01 {
         format!("${v:.6}")
     } else if v.abs() < 1.0 {
         format!("${v:.4}")
@@ -808,6 +811,22 @@ mod tests {
     use serphona_obs::store::Percentiles;
 
     use super::*;
+
+    #[test]
+    fn dollars_and_a_turns_notes() {
+        assert_eq!([usd(0.0), usd(0.000174), usd(0.25), usd(12.5)], ["$0", "$0.000174", "$0.2500", "$12.50"]);
+        let l = TurnLatency { stt_ms: Some(180.0), llm_ttft_ms: Some(620.0), response_ms: Some(1450.0), ..TurnLatency::default() };
+        assert_eq!(latency_note(&l).unwrap(), "stt 180ms · llm 620ms · total 1.4s");
+        assert_eq!(latency_note(&TurnLatency::default()), None);
+        let u = Usage { unpriced: vec!["m".into()], ..Usage::llm("m", 10, 2).cached_tokens(4) };
+        assert_eq!(usage_note(&u).unwrap(), "tokens 10 in / 2 out (4 cached), unpriced: m");
+        let marks = TurnMarks {
+            gap_ms: Some(-300.0),
+            dead_air_ms: None,
+            interruption: Some(serphona_obs::types::Interruption { by: TurnSpeaker::Agent, overlap_ms: Some(300.0), derived: true }),
+        };
+        assert_eq!(marks_note(&marks).unwrap(), "interrupted by agent, overlap 300ms, from the turn times");
+    }
 
     // Regression test for issue 12, item 11: CSV printed float noise (`4.9399999999999995`).
     #[test]
