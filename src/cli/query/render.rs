@@ -156,6 +156,9 @@ fn totals_lines(s: &ConversationSummary) -> [String; 2] {
         usd(u.cost_usd)
     );
     let share = tt.dead_air_share().map(|v| format!(" ({:.1}% of talk and silence)", v * 100.0)).unwrap_or_default();
+    if tt.is_empty() {
+        return [usage, "- (none recorded: talk time and dead air need turn durations, as voice turns have)".into()];
+    }
     let turn_taking = format!(
         "interruptions {} ({} by customer, {} by agent; overlap {}); dead air {} × {}{share}; talk agent {}, customer {}",
         tt.interruptions(),
