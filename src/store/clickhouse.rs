@@ -3,7 +3,8 @@
 //! Every value from a caller (tenant, agent, metadata keys and values, ids, times, limits) goes
 //! to the server as a query parameter (`{name:Type}`), never into the SQL text. Conversations
 //! are read from `conversations FINAL` (one row each, see `schemas/0001_conversations.sql`),
-//! their turn counts, sentiment and response times from `interactions FINAL`, the other counts
+//! their turn counts, sentiment, response times, latency parts, turn-taking sums and usage from
+//! `interactions FINAL`, the usage of their decisions from `decisions FINAL`, the other counts
 //! from `events FINAL`. Percentiles are nearest-rank, computed in SQL the same way as
 //! [`nearest_rank`](super::nearest_rank). A trace's spans are the rows of `spans FINAL`
 //! (the root span's row is written when the conversation ends), with the span events derived

@@ -387,6 +387,12 @@ fn stats_json_has_the_documented_fields_with_p95_over_p50_and_the_event_logs_tot
     for part in ["voice latency, p50 / p95", "llm ttft", "turn-taking and usage", "dead-air share", "cost/conv"] {
         assert!(table.contains(part), "{part:?} missing from\n{table}");
     }
+    let csv_out = query(&ch, &db, data.path(), "local", &["conversations", "-n", "0", "-o", "csv"]);
+    let mut reader = csv::Reader::from_reader(csv_out.stdout.as_slice());
+    let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_string).collect();
+    let col = header.iter().position(|h| h == "input_tokens").unwrap_or_else(|| panic!("{header:?}"));
+    let csv_input: u64 = reader.records().map(|r| r.unwrap()[col].parse::<u64>().unwrap()).sum();
+    assert_eq!(csv_input, sums.input);
     let csv_out = query(&ch, &db, data.path(), "clickhouse", &["stats", "-o", "csv"]);
     let mut reader = csv::Reader::from_reader(csv_out.stdout.as_slice());
     let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_string).collect();

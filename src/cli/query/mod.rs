@@ -43,8 +43,9 @@ pub enum Command {
     /// transfers, errors, violations, mean_sentiment, last_speaker, trace_id, metadata (an
     /// object), usage ({input_tokens, output_tokens, cached_tokens, cost_usd} of the turns and
     /// decisions), turn_taking ({interruptions_by_customer, interruptions_by_agent, overlap_ms,
-    /// dead_air_count, dead_air_ms, agent_talk_ms, customer_talk_ms}). CSV: the columns up to
-    /// metadata, metadata as a JSON object.
+    /// dead_air_count, dead_air_ms, agent_talk_ms, customer_talk_ms}). CSV: the same columns,
+    /// metadata as a JSON object, usage and turn_taking flattened (input_tokens, …,
+    /// customer_talk_ms).
     Conversations(ConversationsArgs),
     /// One conversation: its attributes, transcript (with each voice turn's latency parts,
     /// interruptions, dead air, tokens and cost), totals, decisions and trace tree.

@@ -216,8 +216,20 @@ pub fn conversations(rows: &[ConversationSummary], format: DataFormat, out: &mut
                 "last_speaker",
                 "trace_id",
                 "metadata",
+                "input_tokens",
+                "output_tokens",
+                "cached_tokens",
+                "cost_usd",
+                "interruptions_by_customer",
+                "interruptions_by_agent",
+                "overlap_ms",
+                "dead_air_count",
+                "dead_air_ms",
+                "agent_talk_ms",
+                "customer_talk_ms",
             ])?;
             for c in rows {
+                let (u, tt) = (&c.usage, &c.turn_taking);
                 w.write_record([
                     c.conversation_id.clone(),
                     c.tenant_id.clone(),
@@ -240,6 +252,17 @@ pub fn conversations(rows: &[ConversationSummary], format: DataFormat, out: &mut
                     opt(c.last_speaker),
                     c.trace_id.clone(),
                     serde_json::to_string(&c.metadata)?,
+                    u.input_tokens.to_string(),
+                    u.output_tokens.to_string(),
+                    u.cached_tokens.to_string(),
+                    csv_float(Some(u.cost_usd)),
+                    tt.interruptions_by_customer.to_string(),
+                    tt.interruptions_by_agent.to_string(),
+                    csv_float(Some(tt.overlap_ms)),
+                    tt.dead_air_count.to_string(),
+                    csv_float(Some(tt.dead_air_ms)),
+                    csv_float(Some(tt.agent_talk_ms)),
+                    csv_float(Some(tt.customer_talk_ms)),
                 ])?;
             }
             w.flush()?;
