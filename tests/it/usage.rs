@@ -118,8 +118,10 @@ fn record_many(obs: &Observability, base: OffsetDateTime, n: usize, rng: &mut Lc
             }
             conv.track_interaction(customer);
             t += customer_ms as i64;
+            let mut tool = None;
             if rng.range(0, 3) == 0 {
                 let tool_ms = rng.range(100, 900);
+                tool = Some(tool_ms as f64);
                 conv.track_decision(
                     Decision::new(DecisionType::ToolCall, "crm.lookup", "look it up")
                         .duration_ms(tool_ms as f64)
@@ -146,7 +148,8 @@ fn record_many(obs: &Observability, base: OffsetDateTime, n: usize, rng: &mut Lc
                     end_of_utterance_ms: Some(eou),
                     llm_ttft_ms: Some(llm),
                     tts_ttfb_ms: Some(tts),
-                    response_ms: Some(eou + llm + tts + rng.range(0, 200) as f64),
+                    tool_ms: tool,
+                    response_ms: Some(eou + llm + tts + tool.unwrap_or(0.0) + rng.range(0, 200) as f64),
                     ..TurnLatency::default()
                 });
                 if rng.range(0, 5) == 0 {
