@@ -3,7 +3,8 @@
 //! Every value from a caller (tenant, agent, metadata keys and values, ids, times, limits) goes
 //! to the server as a query parameter (`{name:Type}`), never into the SQL text. Conversations
 //! are read from `conversations FINAL` (one row each, see `schemas/0001_conversations.sql`),
-//! their turn counts, sentiment and response times from `interactions FINAL`, the other counts
+//! their turn counts, sentiment, response times, latency parts, turn-taking sums and usage from
+//! `interactions FINAL`, the usage of their decisions from `decisions FINAL`, the other counts
 //! from `events FINAL`. Percentiles are nearest-rank, computed in SQL the same way as
 //! [`nearest_rank`](super::nearest_rank). A trace's spans are the rows of `spans FINAL`
 //! (the root span's row is written when the conversation ends), with the span events derived
@@ -19,12 +20,13 @@ use time::OffsetDateTime;
 
 use super::fold::Acc;
 use super::{
-    ConversationDetail, ConversationFilter, ConversationSummary, Cursor, GroupBy, IdKind, Percentiles, SpanRecord, StatsRow,
-    Store, StoreError, assemble_trace, normalize_trace_id, to_micros,
+    ConversationDetail, ConversationFilter, ConversationSummary, CostStats, Cursor, GroupBy, IdKind, LatencyPercentiles,
+    Percentiles, SpanRecord, StatsRow, Store, StoreError, TokenStats, UsageTotals, VoiceSums, assemble_trace,
+    normalize_trace_id, to_micros,
 };
 use crate::config::ClickHouseConfig;
 use crate::analytics::{ClickHouseError, client};
-use crate::types::{Event, Speaker};
+use crate::types::{Event, Speaker, TurnTaking};
 
 /// The store over ClickHouse.
 #[derive(Clone)]
@@ -91,6 +93,18 @@ fn micros(t: OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1000).clamp(i64::MIN as i128, i64::MAX as i128) as i64
 }
 
+/// The latency parts (as [`crate::types::TurnLatency::parts`] names them, in its order) and
+/// their columns in `interactions`.
+const LATENCY_COLUMNS: [(&str, &str); 7] = [
+    ("stt", "stt_ms"),
+    ("end_of_utterance", "end_of_utterance_ms"),
+    ("llm_ttft", "llm_ttft_ms"),
+    ("tts_ttfb", "tts_ttfb_ms"),
+    ("tool", "tool_ms"),
+    ("greeting", "greeting_ms"),
+    ("response", "response_ms"),
+];
+
 /// Per-conversation rows: the conversation, its turn aggregates and its event counts.
 fn per_conversation_sql(filter: &str) -> String {
     format!(
@@ -106,8 +120,30 @@ fn per_conversation_sql(filter: &str) -> String {
                    sumIf(assumeNotNull(sentiment_score), sentiment_score IS NOT NULL AND speaker_type = 'customer') AS sentiment_sum,
                    countIf(sentiment_score IS NOT NULL AND speaker_type = 'customer') AS sentiment_n,
                    toString(argMax(speaker_type, (timestamp, event_id))) AS last_speaker,
-                   groupArrayIf(assumeNotNull(response_time_seconds), response_time_seconds IS NOT NULL) AS responses
+                   groupArrayIf(assumeNotNull(response_time_seconds), response_time_seconds IS NOT NULL) AS responses,
+                   {latency_arrays},
+                   sum(ifNull(input_tokens, 0)) AS t_input,
+                   sum(ifNull(output_tokens, 0)) AS t_output,
+                   sum(ifNull(cached_tokens, 0)) AS t_cached,
+                   sum(ifNull(cost_usd, 0)) AS t_cost,
+                   toUInt32(countIf(interrupted_by = 'customer')) AS tt_by_customer,
+                   toUInt32(countIf(interrupted_by = 'agent')) AS tt_by_agent,
+                   sumIf(assumeNotNull(overlap_ms), interrupted_by != '' AND overlap_ms IS NOT NULL AND overlap_ms > 0) AS tt_overlap_ms,
+                   toUInt32(countIf(dead_air_ms IS NOT NULL)) AS tt_dead_air_count,
+                   sum(ifNull(dead_air_ms, 0)) AS tt_dead_air_ms,
+                   sumIf(assumeNotNull(duration_ms), speaker_type = 'agent' AND duration_ms IS NOT NULL AND duration_ms >= 0) AS tt_agent_talk_ms,
+                   sumIf(assumeNotNull(duration_ms), speaker_type = 'customer' AND duration_ms IS NOT NULL AND duration_ms >= 0) AS tt_customer_talk_ms
             FROM interactions FINAL
+            WHERE conversation_id IN (SELECT conversation_id FROM conv)
+            GROUP BY conversation_id
+        ),
+        decs AS (
+            SELECT conversation_id,
+                   sum(ifNull(input_tokens, 0)) AS d_input,
+                   sum(ifNull(output_tokens, 0)) AS d_output,
+                   sum(ifNull(cached_tokens, 0)) AS d_cached,
+                   sum(ifNull(cost_usd, 0)) AS d_cost
+            FROM decisions FINAL
             WHERE conversation_id IN (SELECT conversation_id FROM conv)
             GROUP BY conversation_id
         ),
@@ -125,10 +161,22 @@ fn per_conversation_sql(filter: &str) -> String {
                customer_id, toString(channel) AS channel, toString(language) AS language, started_at, ended_at,
                duration_seconds, toNullable(toString(resolution)) AS resolution_s, rating,
                agent_turns, customer_turns, decisions, transfers, errors, violations,
-               sentiment_sum, sentiment_n, last_speaker, responses, trace_id, metadata
+               sentiment_sum, sentiment_n, last_speaker, responses, trace_id, metadata,
+               {latency_names},
+               t_input + d_input AS input_tokens, t_output + d_output AS output_tokens,
+               t_cached + d_cached AS cached_tokens, t_cost + d_cost AS cost_usd,
+               tt_by_customer, tt_by_agent, tt_overlap_ms, tt_dead_air_count, tt_dead_air_ms,
+               tt_agent_talk_ms, tt_customer_talk_ms
         FROM conv
         LEFT JOIN turns ON turns.conversation_id = conv.conversation_id
-        LEFT JOIN counts ON counts.conversation_id = conv.conversation_id"
+        LEFT JOIN decs ON decs.conversation_id = conv.conversation_id
+        LEFT JOIN counts ON counts.conversation_id = conv.conversation_id",
+        latency_arrays = LATENCY_COLUMNS
+            .iter()
+            .map(|(part, column)| format!("groupArrayIf(assumeNotNull({column}), {column} IS NOT NULL) AS l_{part}"))
+            .collect::<Vec<_>>()
+            .join(",\n                   "),
+        latency_names = LATENCY_COLUMNS.iter().map(|(part, _)| format!("l_{part}")).collect::<Vec<_>>().join(", "),
     )
 }
 
@@ -158,6 +206,17 @@ struct SummaryRow {
     last_speaker: String,
     trace_id: String,
     metadata: Vec<(String, String)>,
+    input_tokens: u64,
+    output_tokens: u64,
+    cached_tokens: u64,
+    cost_usd: f64,
+    tt_by_customer: u32,
+    tt_by_agent: u32,
+    tt_overlap_ms: f64,
+    tt_dead_air_count: u32,
+    tt_dead_air_ms: f64,
+    tt_agent_talk_ms: f64,
+    tt_customer_talk_ms: f64,
 }
 
 impl SummaryRow {
@@ -189,6 +248,21 @@ impl SummaryRow {
             },
             trace_id: self.trace_id,
             metadata: self.metadata.into_iter().collect(),
+            usage: UsageTotals {
+                input_tokens: self.input_tokens,
+                output_tokens: self.output_tokens,
+                cached_tokens: self.cached_tokens,
+                cost_usd: self.cost_usd,
+            },
+            turn_taking: TurnTaking {
+                interruptions_by_customer: self.tt_by_customer,
+                interruptions_by_agent: self.tt_by_agent,
+                overlap_ms: self.tt_overlap_ms,
+                dead_air_count: self.tt_dead_air_count,
+                dead_air_ms: self.tt_dead_air_ms,
+                agent_talk_ms: self.tt_agent_talk_ms,
+                customer_talk_ms: self.tt_customer_talk_ms,
+            },
         }
     }
 }
@@ -211,6 +285,26 @@ struct StatsSqlRow {
     rated: u64,
     sentiment_sum: f64,
     sentiment_n: u64,
+    /// `[p50, p95, p99]` of each latency part, in the order of [`LATENCY_COLUMNS`].
+    lat_stt: Vec<Option<f64>>,
+    lat_end_of_utterance: Vec<Option<f64>>,
+    lat_llm_ttft: Vec<Option<f64>>,
+    lat_tts_ttfb: Vec<Option<f64>>,
+    lat_tool: Vec<Option<f64>>,
+    lat_greeting: Vec<Option<f64>>,
+    lat_response: Vec<Option<f64>>,
+    interruptions: u64,
+    dead_air_ms: f64,
+    talk_ms: f64,
+    input_tokens: u64,
+    output_tokens: u64,
+    cached_tokens: u64,
+    cost_usd: f64,
+}
+
+fn percentiles(v: &[Option<f64>]) -> Percentiles {
+    let at = |i: usize| v.get(i).copied().flatten();
+    Percentiles { p50: at(0), p95: at(1), p99: at(2) }
 }
 
 /// Nearest rank of a sorted array column in SQL: the same arithmetic as [`nearest_rank`].
@@ -357,7 +451,9 @@ impl Store for ClickHouseStore {
         let sql = format!(
             "SELECT grp, conversations, ended, by_resolution, transferred, interactions,
                     {d50} AS d50, {d95} AS d95, {d99} AS d99, {r50} AS r50, {r95} AS r95, {r99} AS r99,
-                    rating_sum, rated, sentiment_sum, sentiment_n
+                    rating_sum, rated, sentiment_sum, sentiment_n,
+                    {latency_ranks},
+                    interruptions, dead_air_ms, talk_ms, input_tokens, output_tokens, cached_tokens, cost_usd
              FROM (
                 SELECT {group} AS grp,
                        count() AS conversations,
@@ -370,7 +466,15 @@ impl Store for ClickHouseStore {
                        toFloat64(sumIf(toUInt64(assumeNotNull(rating)), rating IS NOT NULL)) AS rating_sum,
                        countIf(rating IS NOT NULL) AS rated,
                        sum(sentiment_sum) AS sentiment_sum,
-                       sum(sentiment_n) AS sentiment_n
+                       sum(sentiment_n) AS sentiment_n,
+                       {latency_sorted},
+                       sum(tt_by_customer + tt_by_agent) AS interruptions,
+                       sum(tt_dead_air_ms) AS dead_air_ms,
+                       sum(tt_agent_talk_ms + tt_customer_talk_ms) AS talk_ms,
+                       sum(input_tokens) AS input_tokens,
+                       sum(output_tokens) AS output_tokens,
+                       sum(cached_tokens) AS cached_tokens,
+                       sum(cost_usd) AS cost_usd
                 FROM ({per})
                 GROUP BY grp
              )
@@ -381,6 +485,24 @@ impl Store for ClickHouseStore {
             r50 = rank_sql("all_responses", "0.5"),
             r95 = rank_sql("all_responses", "0.95"),
             r99 = rank_sql("all_responses", "0.99"),
+            latency_sorted = LATENCY_COLUMNS
+                .iter()
+                .map(|(part, _)| format!("arraySort(arrayFlatten(groupArray(l_{part}))) AS all_{part}"))
+                .collect::<Vec<_>>()
+                .join(",\n                       "),
+            latency_ranks = LATENCY_COLUMNS
+                .iter()
+                .map(|(part, _)| {
+                    let array = format!("all_{part}");
+                    format!(
+                        "[{}, {}, {}] AS lat_{part}",
+                        rank_sql(&array, "0.5"),
+                        rank_sql(&array, "0.95"),
+                        rank_sql(&array, "0.99")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(",\n                    "),
         );
         let rows = p.bind(self.client.query(&sql)).fetch_all::<StatsSqlRow>().await.map_err(ClickHouseError::from)?;
         let mut out: Vec<StatsRow> = rows
@@ -388,6 +510,19 @@ impl Store for ClickHouseStore {
             .map(|r| {
                 let by_resolution: BTreeMap<String, u64> = r.by_resolution.into_iter().filter(|(_, n)| *n > 0).collect();
                 let ratio = |num: u64, den: u64| (den > 0).then(|| num as f64 / den as f64);
+                let voice = VoiceSums {
+                    conversations: r.conversations,
+                    interruptions: r.interruptions,
+                    dead_air_ms: r.dead_air_ms,
+                    talk_ms: r.talk_ms,
+                    usage: UsageTotals {
+                        input_tokens: r.input_tokens,
+                        output_tokens: r.output_tokens,
+                        cached_tokens: r.cached_tokens,
+                        cost_usd: r.cost_usd,
+                    },
+                };
+                let (interruptions_per_conversation, dead_air_share, tokens, cost_usd) = voice.figures();
                 StatsRow {
                     group: r.grp,
                     conversations: r.conversations,
@@ -400,6 +535,21 @@ impl Store for ClickHouseStore {
                     response_seconds: Percentiles { p50: r.r50, p95: r.r95, p99: r.r99 },
                     mean_rating: (r.rated > 0).then(|| r.rating_sum / r.rated as f64),
                     mean_sentiment: (r.sentiment_n > 0).then(|| r.sentiment_sum / r.sentiment_n as f64),
+                    latency_ms: LatencyPercentiles {
+                        stt: percentiles(&r.lat_stt),
+                        end_of_utterance: percentiles(&r.lat_end_of_utterance),
+                        llm_ttft: percentiles(&r.lat_llm_ttft),
+                        tts_ttfb: percentiles(&r.lat_tts_ttfb),
+                        tool: percentiles(&r.lat_tool),
+                        greeting: percentiles(&r.lat_greeting),
+                        response: percentiles(&r.lat_response),
+                    },
+                    interruptions: r.interruptions,
+                    interruptions_per_conversation,
+                    dead_air_ms: r.dead_air_ms,
+                    dead_air_share,
+                    tokens,
+                    cost_usd,
                 }
             })
             .collect();
@@ -416,6 +566,13 @@ impl Store for ClickHouseStore {
                 response_seconds: Percentiles::default(),
                 mean_rating: None,
                 mean_sentiment: None,
+                latency_ms: LatencyPercentiles::default(),
+                interruptions: 0,
+                interruptions_per_conversation: None,
+                dead_air_ms: 0.0,
+                dead_air_share: None,
+                tokens: TokenStats::default(),
+                cost_usd: CostStats::default(),
             });
         }
         Ok(out)

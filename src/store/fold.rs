@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use super::ConversationSummary;
-use crate::types::{Event, EventKind, Speaker};
+use super::{ConversationSummary, UsageTotals};
+use crate::types::{Event, EventKind, Speaker, TurnSpeaker, TurnTaking};
 
 /// A conversation folded from its events.
 pub(super) struct Acc {
@@ -13,6 +13,8 @@ pub(super) struct Acc {
     pub(super) sentiment_sum: f64,
     pub(super) sentiment_n: u32,
     pub(super) response_times: Vec<f64>,
+    /// The turns' latency parts, in the order of [`crate::types::TurnLatency::parts`].
+    pub(super) latency: [Vec<f64>; 7],
     saw_start: bool,
     pub(super) events: Vec<Event>,
 }
@@ -42,10 +44,13 @@ impl Acc {
                 last_speaker: None,
                 trace_id: first.trace.trace_id.to_string(),
                 metadata: BTreeMap::new(),
+                usage: UsageTotals::default(),
+                turn_taking: TurnTaking::default(),
             },
             sentiment_sum: 0.0,
             sentiment_n: 0,
             response_times: Vec::new(),
+            latency: Default::default(),
             saw_start: false,
             events: Vec::new(),
         }
@@ -99,6 +104,44 @@ impl Acc {
                 self.sentiment_sum += score;
                 self.sentiment_n += 1;
                 s.mean_sentiment = Some(self.sentiment_sum / self.sentiment_n as f64);
+            }
+        }
+        // Usage of turns and decisions (the end's is their sum: not counted again).
+        if !matches!(e.kind, EventKind::ConversationEnded { .. }) {
+            if let Some(u) = e.kind.usage() {
+                s.usage.add(u);
+            }
+        }
+        if let Some(latency) = e.kind.latency() {
+            for (values, (_, ms)) in self.latency.iter_mut().zip(latency.parts()) {
+                values.extend(ms);
+            }
+        }
+        let (speaker, duration_ms) = match &e.kind {
+            EventKind::AgentTurn { duration_ms, .. } => (Some(TurnSpeaker::Agent), *duration_ms),
+            EventKind::CustomerTurn { duration_ms, .. } => (Some(TurnSpeaker::Customer), *duration_ms),
+            _ => (None, None),
+        };
+        if let (Some(speaker), Some(marks)) = (speaker, e.kind.turn_marks()) {
+            // The same sums the library puts on `conversation.ended` (see
+            // `Conversation::track_interaction`), here from the turns, so that an active
+            // conversation has them too and ClickHouse can compute them from its rows.
+            let tt = &mut s.turn_taking;
+            if let Some(i) = marks.interruption {
+                match i.by {
+                    TurnSpeaker::Customer => tt.interruptions_by_customer += 1,
+                    TurnSpeaker::Agent => tt.interruptions_by_agent += 1,
+                }
+                tt.overlap_ms += i.overlap_ms.filter(|v| *v > 0.0).unwrap_or(0.0);
+            }
+            if let Some(ms) = marks.dead_air_ms {
+                tt.dead_air_count += 1;
+                tt.dead_air_ms += ms;
+            }
+            let talk = duration_ms.filter(|v| *v >= 0.0).unwrap_or(0.0);
+            match speaker {
+                TurnSpeaker::Agent => tt.agent_talk_ms += talk,
+                TurnSpeaker::Customer => tt.customer_talk_ms += talk,
             }
         }
         if keep {

@@ -311,6 +311,8 @@ fn stats_row(group: String, rows: &[&Acc]) -> StatsRow {
     let (mut ended, mut transferred, mut interactions) = (0u64, 0u64, 0u64);
     let (mut durations, mut responses, mut ratings) = (Vec::new(), Vec::new(), Vec::new());
     let (mut sentiment_sum, mut sentiment_n) = (0.0, 0u64);
+    let mut latency: [Vec<f64>; 7] = Default::default();
+    let mut voice = VoiceSums { conversations: rows.len() as u64, interruptions: 0, dead_air_ms: 0.0, talk_ms: 0.0, usage: UsageTotals::default() };
     for acc in rows {
         let s = &acc.summary;
         if let Some(r) = s.resolution {
@@ -330,7 +332,20 @@ fn stats_row(group: String, rows: &[&Acc]) -> StatsRow {
         responses.extend_from_slice(&acc.response_times);
         sentiment_sum += acc.sentiment_sum;
         sentiment_n += acc.sentiment_n as u64;
+        for (all, one) in latency.iter_mut().zip(&acc.latency) {
+            all.extend_from_slice(one);
+        }
+        let tt = &s.turn_taking;
+        voice.interruptions += tt.interruptions() as u64;
+        voice.dead_air_ms += tt.dead_air_ms;
+        voice.talk_ms += tt.agent_talk_ms + tt.customer_talk_ms;
+        let u = &mut voice.usage;
+        u.input_tokens += s.usage.input_tokens;
+        u.output_tokens += s.usage.output_tokens;
+        u.cached_tokens += s.usage.cached_tokens;
+        u.cost_usd += s.usage.cost_usd;
     }
+    let (interruptions_per_conversation, dead_air_share, tokens, cost_usd) = voice.figures();
     let n = rows.len() as u64;
     let ratio = |num: u64, den: u64| (den > 0).then(|| num as f64 / den as f64);
     StatsRow {
@@ -345,6 +360,13 @@ fn stats_row(group: String, rows: &[&Acc]) -> StatsRow {
         response_seconds: Percentiles::of(responses),
         mean_rating: (!ratings.is_empty()).then(|| ratings.iter().sum::<f64>() / ratings.len() as f64),
         mean_sentiment: (sentiment_n > 0).then(|| sentiment_sum / sentiment_n as f64),
+        latency_ms: LatencyPercentiles::of(latency),
+        interruptions: voice.interruptions,
+        interruptions_per_conversation,
+        dead_air_ms: voice.dead_air_ms,
+        dead_air_share,
+        tokens,
+        cost_usd,
     }
 }
 

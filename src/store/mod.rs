@@ -23,7 +23,7 @@ use std::str::FromStr;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::types::{Channel, Event, EventKind, Resolution};
+use crate::types::{Channel, Event, EventKind, Resolution, TurnTaking};
 
 /// A read failed.
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +133,34 @@ pub struct ConversationSummary {
     pub trace_id: String,
     /// Start metadata.
     pub metadata: BTreeMap<String, String>,
+    /// Tokens and cost of its turns and decisions, summed.
+    pub usage: UsageTotals,
+    /// Interruptions, dead air and talk time, summed over its turns (see [`TurnTaking`]; the
+    /// same sums as `conversation.ended` carries, and for an active conversation so far).
+    pub turn_taking: TurnTaking,
+}
+
+/// Tokens and cost, summed over turns and decisions (their `usage`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct UsageTotals {
+    /// Prompt tokens, cached ones included.
+    pub input_tokens: u64,
+    /// Completion tokens.
+    pub output_tokens: u64,
+    /// Of the input tokens, those read from the prompt cache.
+    pub cached_tokens: u64,
+    /// US dollars, as priced when recorded (unpriced usage adds nothing).
+    pub cost_usd: f64,
+}
+
+impl UsageTotals {
+    /// Adds what an event's usage says (a turn's or a decision's; nothing for others).
+    pub fn add(&mut self, usage: &crate::types::Usage) {
+        self.input_tokens += usage.input_tokens.unwrap_or(0);
+        self.output_tokens += usage.output_tokens.unwrap_or(0);
+        self.cached_tokens += usage.cached_tokens.unwrap_or(0);
+        self.cost_usd += usage.cost_usd.unwrap_or(0.0);
+    }
 }
 
 impl ConversationSummary {
@@ -240,6 +268,115 @@ pub struct StatsRow {
     pub mean_rating: Option<f64>,
     /// Mean sentiment score of the customers' scored turns.
     pub mean_sentiment: Option<f64>,
+    /// The voice latency parts of the turns, in milliseconds (nearest-rank, over every turn
+    /// that has the part).
+    pub latency_ms: LatencyPercentiles,
+    /// Interruptions, by either side.
+    pub interruptions: u64,
+    /// Interruptions / conversations.
+    pub interruptions_per_conversation: Option<f64>,
+    /// Silences between turns over the dead-air threshold, in milliseconds, summed.
+    pub dead_air_ms: f64,
+    /// Dead air / (talk time of both sides + dead air); `None` without either (not voice).
+    pub dead_air_share: Option<f64>,
+    /// Tokens of the turns and decisions.
+    pub tokens: TokenStats,
+    /// Cost of the turns and decisions, in US dollars.
+    pub cost_usd: CostStats,
+}
+
+/// Percentiles of each voice latency part (see [`crate::types::TurnLatency::parts`]), in ms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct LatencyPercentiles {
+    /// Speech-to-text.
+    pub stt: Percentiles,
+    /// End-of-utterance delay.
+    pub end_of_utterance: Percentiles,
+    /// LLM time to first token.
+    pub llm_ttft: Percentiles,
+    /// Text-to-speech time to first byte.
+    pub tts_ttfb: Percentiles,
+    /// Tool calls before the reply.
+    pub tool: Percentiles,
+    /// The greeting (call start to the agent's first audio).
+    pub greeting: Percentiles,
+    /// User-to-agent response latency.
+    pub response: Percentiles,
+}
+
+impl LatencyPercentiles {
+    /// From the values of each part, in the order of [`crate::types::TurnLatency::parts`].
+    pub fn of(parts: [Vec<f64>; 7]) -> LatencyPercentiles {
+        let [stt, end_of_utterance, llm_ttft, tts_ttfb, tool, greeting, response] = parts.map(Percentiles::of);
+        LatencyPercentiles { stt, end_of_utterance, llm_ttft, tts_ttfb, tool, greeting, response }
+    }
+
+    /// The parts by name, in the order of [`crate::types::TurnLatency::parts`].
+    pub fn parts(&self) -> [(&'static str, Percentiles); 7] {
+        [
+            ("stt", self.stt),
+            ("end_of_utterance", self.end_of_utterance),
+            ("llm_ttft", self.llm_ttft),
+            ("tts_ttfb", self.tts_ttfb),
+            ("tool", self.tool),
+            ("greeting", self.greeting),
+            ("response", self.response),
+        ]
+    }
+}
+
+/// Token totals of a group of conversations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct TokenStats {
+    /// Input (prompt) tokens.
+    pub input: u64,
+    /// Output (completion) tokens.
+    pub output: u64,
+    /// Cached input tokens (part of `input`).
+    pub cached: u64,
+    /// Input tokens / conversations.
+    pub input_per_conversation: Option<f64>,
+    /// Output tokens / conversations.
+    pub output_per_conversation: Option<f64>,
+}
+
+/// Cost of a group of conversations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct CostStats {
+    /// US dollars, summed.
+    pub total: f64,
+    /// Total / conversations.
+    pub per_conversation: Option<f64>,
+}
+
+/// The figures of [`StatsRow`] that come from turn-taking and usage, from per-group sums.
+pub(crate) struct VoiceSums {
+    pub(crate) conversations: u64,
+    pub(crate) interruptions: u64,
+    pub(crate) dead_air_ms: f64,
+    pub(crate) talk_ms: f64,
+    pub(crate) usage: UsageTotals,
+}
+
+impl VoiceSums {
+    /// `(interruptions_per_conversation, dead_air_share, tokens, cost_usd)`.
+    pub(crate) fn figures(&self) -> (Option<f64>, Option<f64>, TokenStats, CostStats) {
+        let n = self.conversations;
+        let per = |v: f64| (n > 0).then(|| v / n as f64);
+        let whole = self.talk_ms + self.dead_air_ms;
+        (
+            per(self.interruptions as f64),
+            (whole > 0.0).then(|| self.dead_air_ms / whole),
+            TokenStats {
+                input: self.usage.input_tokens,
+                output: self.usage.output_tokens,
+                cached: self.usage.cached_tokens,
+                input_per_conversation: per(self.usage.input_tokens as f64),
+                output_per_conversation: per(self.usage.output_tokens as f64),
+            },
+            CostStats { total: self.usage.cost_usd, per_conversation: per(self.usage.cost_usd) },
+        )
+    }
 }
 
 /// One span of a trace, as [`Store::trace`] returns it: the conversation's root span or the
@@ -479,6 +616,22 @@ mod tests {
 
     use super::*;
     use crate::types::{DecisionType, test_event};
+
+    #[test]
+    fn voice_figures_divide_by_conversations_and_are_none_without_any() {
+        let usage = UsageTotals { input_tokens: 300, output_tokens: 30, cached_tokens: 100, cost_usd: 1.5 };
+        let sums = VoiceSums { conversations: 3, interruptions: 2, dead_air_ms: 1000.0, talk_ms: 9000.0, usage };
+        let (ipc, share, tokens, cost) = sums.figures();
+        assert_eq!((ipc, share), (Some(2.0 / 3.0), Some(0.1)));
+        assert_eq!((tokens.input, tokens.cached, tokens.input_per_conversation), (300, 100, Some(100.0)));
+        assert_eq!((cost.total, cost.per_conversation), (1.5, Some(0.5)));
+        let none = VoiceSums { conversations: 0, interruptions: 0, dead_air_ms: 0.0, talk_ms: 0.0, usage: UsageTotals::default() };
+        let (ipc, share, tokens, cost) = none.figures();
+        assert_eq!((ipc, share, tokens.output_per_conversation, cost.per_conversation), (None, None, None, None));
+        let parts = LatencyPercentiles::of([vec![1.0, 3.0, 2.0], vec![], vec![], vec![], vec![], vec![], vec![5.0]]);
+        assert_eq!((parts.stt.p50, parts.stt.p95, parts.end_of_utterance.p50, parts.response.p99), (Some(2.0), Some(3.0), None, Some(5.0)));
+        assert_eq!(parts.parts().map(|(name, _)| name), crate::types::TurnLatency::default().parts().map(|(name, _)| name));
+    }
 
     #[test]
     fn trace_ids_are_32_hex_digits_in_either_case() {

@@ -22,3 +22,4 @@ mod stack;
 mod store;
 mod trace;
 mod tui;
+mod usage;

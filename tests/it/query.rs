@@ -207,6 +207,10 @@ fn query_gives_the_same_answers_from_the_event_log_and_from_clickhouse() {
         "transfer initiated → billing-humans",
         "error llm_timeout",
         "violation pci_dss (high)",
+        // Issue 16: dead air under the turn it came before, and the totals.
+        "↳ dead air 39.7s before",
+        "usage       tokens 0 in, 0 out, 0 cached; cost $0",
+        "turn-taking interruptions 0 (0 by customer, 0 by agent; overlap 0s); dead air 2 × 45.8s (86.4% of talk and silence); talk agent 5.1s, customer 2.1s",
         &format!("trace {trace_id} (9 spans)"),
         "├─ interaction.customer",
         "└─ transfer.initiated",

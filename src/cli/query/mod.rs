@@ -42,14 +42,22 @@ pub enum Command {
     /// channel, language, started_at, ended_at (RFC 3339; null while active), duration_seconds,
     /// resolution (null while active), rating, agent_turns, customer_turns, decisions,
     /// transfers, errors, violations, mean_sentiment, last_speaker, trace_id, metadata (an
-    /// object). CSV: the same columns, metadata as a JSON object.
+    /// object), usage ({input_tokens, output_tokens, cached_tokens, cost_usd} of the turns and
+    /// decisions), turn_taking ({interruptions_by_customer, interruptions_by_agent, overlap_ms,
+    /// dead_air_count, dead_air_ms, agent_talk_ms, customer_talk_ms}). CSV: the same columns,
+    /// metadata as a JSON object, usage and turn_taking flattened (input_tokens, …,
+    /// customer_talk_ms).
     Conversations(ConversationsArgs),
-    /// One conversation: its attributes, transcript, decisions and trace tree.
+    /// One conversation: its attributes, transcript (with each voice turn's latency parts,
+    /// interruptions, dead air, tokens and cost), totals, decisions and trace tree.
     ///
-    /// JSON: an object {"conversation": {the fields of `query conversations`}, "events": [every
-    /// event, as the event log line has it], "spans": [the conversation's spans, as
-    /// `query trace` gives them]}. CSV: one row per event (timestamp, offset_seconds,
-    /// event_type, speaker, content, sentiment, intent, confidence, detail, span_id).
+    /// JSON: an object {"conversation": {the fields of `query conversations`, with the totals
+    /// in usage and turn_taking}, "events": [every event, as the event log line has it: a
+    /// turn's latency, usage, dead_air_ms and interruption], "spans": [the conversation's spans,
+    /// as `query trace` gives them]}. CSV: one row per event (timestamp, offset_seconds,
+    /// event_type, speaker, content, sentiment, intent, confidence, detail, span_id, the
+    /// latency parts stt_ms … response_ms, interrupted_by, overlap_ms, dead_air_ms, model,
+    /// input_tokens, output_tokens, cached_tokens, cost_usd).
     Conversation(ConversationArgs),
     /// One trace as a tree of spans, with offsets, durations and span events.
     ///
@@ -64,15 +72,21 @@ pub enum Command {
     /// end, offset_ms, duration_ms, events, attributes).
     Trace(TraceArgs),
     /// Counts, resolution and transfer rates, p50/p95/p99 of duration and agent response
-    /// time, mean rating and sentiment; in one row or one per group.
+    /// time, mean rating and sentiment, the voice latency parts, interruptions, dead air,
+    /// tokens and cost; in one row or one per group.
     ///
     /// JSON: an array of objects: group ("all" without --by; "active" for conversations not
     /// ended when grouping by resolution), conversations, ended, by_resolution (an object of
     /// counts), resolution_rate (resolved / ended), transfer_rate (with a transfer /
     /// conversations), interactions, duration_seconds and response_seconds ({p50, p95, p99},
-    /// nearest-rank), mean_rating, mean_sentiment. Rates and means are null when there is
-    /// nothing to divide. CSV: the same, flattened (duration_p50, …, and one column per
-    /// resolution).
+    /// nearest-rank), mean_rating, mean_sentiment, latency_ms.{stt, end_of_utterance,
+    /// llm_ttft, tts_ttfb, tool, greeting, response}.{p50, p95, p99} (milliseconds,
+    /// nearest-rank over the turns that have the part), interruptions,
+    /// interruptions_per_conversation, dead_air_ms, dead_air_share (dead air / (talk time +
+    /// dead air)), tokens.{input, output, cached, input_per_conversation,
+    /// output_per_conversation}, cost_usd.{total, per_conversation}. Rates and means are null
+    /// when there is nothing to divide. CSV: the same, flattened (duration_p50, …,
+    /// llm_ttft_ms_p50, …, cost_usd_total, and one column per resolution).
     Stats(StatsArgs),
     /// Incidents: signals of tenants and agents that left their baselines, grouped, each with
     /// a suspected cause.

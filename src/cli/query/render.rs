@@ -9,8 +9,8 @@
 
 use std::io::Write;
 
-use serphona_obs::store::{ConversationDetail, ConversationSummary, GroupBy, SpanRecord, StatsRow};
-use serphona_obs::types::{Event, EventKind, Resolution};
+use serphona_obs::store::{ConversationDetail, ConversationSummary, GroupBy, LatencyPercentiles, SpanRecord, StatsRow};
+use serphona_obs::types::{Event, EventKind, Resolution, TurnLatency, TurnMarks, TurnSpeaker, Usage};
 use tabled::settings::object::Columns;
 use tabled::settings::{Alignment, Style};
 use time::OffsetDateTime;
@@ -51,6 +51,126 @@ fn fixed(v: Option<f64>, places: usize) -> String {
 
 fn percent(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_string(), |v| format!("{:.1}%", v * 100.0))
+}
+
+/// Milliseconds as a duration (`180ms`, `1.4s`).
+fn ms(v: f64) -> String {
+    span_duration(v / 1000.0)
+}
+
+/// US dollars: `$0` for nothing, six decimal places below a cent (`$0.000160`), four below a
+/// dollar, else two.
+pub fn usd(v: f64) -> String {
+    if v == 0.0 {
+        "$0".into()
+    } else if v.abs() < 0.01 {
+        format!("${v:.6}")
+    } else if v.abs() < 1.0 {
+        format!("${v:.4}")
+    } else {
+        format!("${v:.2}")
+    }
+}
+
+/// A turn's or decision's usage in a few words: `812 in / 64 out (20 cached) tokens gpt-4o-mini, $0.000160`.
+fn usage_note(u: &Usage) -> Option<String> {
+    let mut parts = Vec::new();
+    if u.input_tokens.is_some() || u.output_tokens.is_some() {
+        let cached = u.cached_tokens.map(|c| format!(" ({c} cached)")).unwrap_or_default();
+        parts.push(format!("tokens {} in / {} out{cached}", u.input_tokens.unwrap_or(0), u.output_tokens.unwrap_or(0)));
+    }
+    // A model the price table does not know is named once, as unpriced.
+    if let Some(model) = u.model.as_ref().filter(|m| !u.unpriced.contains(m)) {
+        parts.push(model.clone());
+    }
+    if let Some(a) = u.audio_tokens {
+        parts.push(format!("{a} audio tokens"));
+    }
+    if let Some(s) = u.stt_seconds {
+        parts.push(format!("stt {}", seconds(Some(s))));
+    }
+    if let Some(c) = u.tts_characters {
+        parts.push(format!("tts {c} chars"));
+    }
+    if let Some(s) = u.telephony_seconds {
+        parts.push(format!("call {}", seconds(Some(s))));
+    }
+    if let Some(c) = u.cost_usd {
+        parts.push(usd(c));
+    }
+    if !u.unpriced.is_empty() {
+        parts.push(format!("unpriced: {}", u.unpriced.join(", ")));
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// A voice turn's latency parts (`stt 180ms · eou 300ms · llm 620ms · tts 150ms · total 1.4s`);
+/// the total is the response latency (or the greeting's).
+fn latency_note(l: &TurnLatency) -> Option<String> {
+    let mut parts: Vec<String> = [
+        ("stt", l.stt_ms),
+        ("eou", l.end_of_utterance_ms),
+        ("llm", l.llm_ttft_ms),
+        ("tts", l.tts_ttfb_ms),
+        ("tool", l.tool_ms),
+    ]
+    .into_iter()
+    .filter_map(|(name, v)| v.map(|v| format!("{name} {}", ms(v))))
+    .collect();
+    if let Some(g) = l.greeting_ms {
+        parts.push(format!("greeting {}", ms(g)));
+    }
+    if let Some(r) = l.response_ms {
+        parts.push(format!("total {}", ms(r)));
+    }
+    (!parts.is_empty()).then(|| parts.join(" · "))
+}
+
+/// What happened between turns: an interruption (who, overlap) and dead air before the turn.
+fn marks_note(m: &TurnMarks) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(i) = m.interruption {
+        let by = match i.by {
+            TurnSpeaker::Customer => "customer",
+            TurnSpeaker::Agent => "agent",
+        };
+        let overlap = i.overlap_ms.map(|o| format!(", overlap {}", ms(o))).unwrap_or_default();
+        let derived = if i.derived { ", from the turn times" } else { "" };
+        parts.push(format!("interrupted by {by}{overlap}{derived}"));
+    }
+    if let Some(d) = m.dead_air_ms {
+        parts.push(format!("dead air {} before", ms(d)));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// The conversation's totals: tokens and cost, then turn-taking.
+fn totals_lines(s: &ConversationSummary) -> [String; 2] {
+    let u = &s.usage;
+    let tt = &s.turn_taking;
+    let usage = format!(
+        "tokens {} in, {} out, {} cached; cost {}",
+        u.input_tokens,
+        u.output_tokens,
+        u.cached_tokens,
+        usd(u.cost_usd)
+    );
+    let share = tt.dead_air_share().map(|v| format!(" ({:.1}% of talk and silence)", v * 100.0)).unwrap_or_default();
+    if tt.is_empty() {
+        return [usage, "- (none recorded: talk time and dead air need turn durations, as voice turns have)".into()];
+    }
+    let turn_taking = format!(
+        "interruptions {} ({} by customer, {} by agent; overlap {}); dead air {} × {}{share}; talk agent {}, customer {}",
+        tt.interruptions(),
+        tt.interruptions_by_customer,
+        tt.interruptions_by_agent,
+        ms(tt.overlap_ms),
+        tt.dead_air_count,
+        ms(tt.dead_air_ms),
+        ms(tt.agent_talk_ms),
+        ms(tt.customer_talk_ms),
+    );
+    [usage, turn_taking]
 }
 
 pub(super) fn table(header: Vec<String>, rows: Vec<Vec<String>>, right_from: usize) -> String {
@@ -96,8 +216,20 @@ pub fn conversations(rows: &[ConversationSummary], format: DataFormat, out: &mut
                 "last_speaker",
                 "trace_id",
                 "metadata",
+                "input_tokens",
+                "output_tokens",
+                "cached_tokens",
+                "cost_usd",
+                "interruptions_by_customer",
+                "interruptions_by_agent",
+                "overlap_ms",
+                "dead_air_count",
+                "dead_air_ms",
+                "agent_talk_ms",
+                "customer_talk_ms",
             ])?;
             for c in rows {
+                let (u, tt) = (&c.usage, &c.turn_taking);
                 w.write_record([
                     c.conversation_id.clone(),
                     c.tenant_id.clone(),
@@ -120,6 +252,17 @@ pub fn conversations(rows: &[ConversationSummary], format: DataFormat, out: &mut
                     opt(c.last_speaker),
                     c.trace_id.clone(),
                     serde_json::to_string(&c.metadata)?,
+                    u.input_tokens.to_string(),
+                    u.output_tokens.to_string(),
+                    u.cached_tokens.to_string(),
+                    csv_float(Some(u.cost_usd)),
+                    tt.interruptions_by_customer.to_string(),
+                    tt.interruptions_by_agent.to_string(),
+                    csv_float(Some(tt.overlap_ms)),
+                    tt.dead_air_count.to_string(),
+                    csv_float(Some(tt.dead_air_ms)),
+                    csv_float(Some(tt.agent_talk_ms)),
+                    csv_float(Some(tt.customer_talk_ms)),
                 ])?;
             }
             w.flush()?;
@@ -179,6 +322,23 @@ pub fn stats(rows: &[StatsRow], by: Option<GroupBy>, format: DataFormat, out: &m
                 ]
                 .map(String::from),
             );
+            for (part, _) in LatencyPercentiles::default().parts() {
+                header.extend([format!("{part}_ms_p50"), format!("{part}_ms_p95")]);
+            }
+            header.extend(
+                [
+                    "interruptions",
+                    "interruptions_per_conversation",
+                    "dead_air_ms",
+                    "dead_air_share",
+                    "tokens_input",
+                    "tokens_output",
+                    "tokens_cached",
+                    "cost_usd_total",
+                    "cost_usd_per_conversation",
+                ]
+                .map(String::from),
+            );
             w.write_record(&header)?;
             for r in rows {
                 let mut record = vec![r.group.clone(), r.conversations.to_string(), r.ended.to_string()];
@@ -195,6 +355,20 @@ pub fn stats(rows: &[StatsRow], by: Option<GroupBy>, format: DataFormat, out: &m
                     csv_float(r.response_seconds.p99),
                     csv_float(r.mean_rating),
                     csv_float(r.mean_sentiment),
+                ]);
+                for (_, p) in r.latency_ms.parts() {
+                    record.extend([csv_float(p.p50), csv_float(p.p95)]);
+                }
+                record.extend([
+                    r.interruptions.to_string(),
+                    csv_float(r.interruptions_per_conversation),
+                    csv_float(Some(r.dead_air_ms)),
+                    csv_float(r.dead_air_share),
+                    r.tokens.input.to_string(),
+                    r.tokens.output.to_string(),
+                    r.tokens.cached.to_string(),
+                    csv_float(Some(r.cost_usd.total)),
+                    csv_float(r.cost_usd.per_conversation),
                 ]);
                 w.write_record(&record)?;
             }
@@ -247,6 +421,55 @@ pub fn stats(rows: &[StatsRow], by: Option<GroupBy>, format: DataFormat, out: &m
                 })
                 .collect();
             writeln!(out, "{}", table(header.map(String::from).to_vec(), body, 1))?;
+
+            // Voice latency parts: p50 / p95 of each, in the turns that have it.
+            writeln!(out, "\nvoice latency, p50 / p95")?;
+            let mut header = vec![first.to_string()];
+            header.extend(["stt", "eou", "llm ttft", "tts ttfb", "tool", "greeting", "response"].map(String::from));
+            let body = rows
+                .iter()
+                .map(|r| {
+                    let mut row = vec![r.group.clone()];
+                    row.extend(r.latency_ms.parts().map(|(_, p)| match (p.p50, p.p95) {
+                        (Some(a), Some(b)) => format!("{} / {}", ms(a), ms(b)),
+                        _ => "-".into(),
+                    }));
+                    row
+                })
+                .collect();
+            writeln!(out, "{}", table(header, body, 1))?;
+
+            writeln!(out, "\nturn-taking and usage")?;
+            let header = [
+                first,
+                "interruptions",
+                "per conv",
+                "dead air",
+                "dead-air share",
+                "tokens in",
+                "tokens out",
+                "cached",
+                "cost",
+                "cost/conv",
+            ];
+            let body = rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.group.clone(),
+                        r.interruptions.to_string(),
+                        fixed(r.interruptions_per_conversation, 2),
+                        ms(r.dead_air_ms),
+                        percent(r.dead_air_share),
+                        r.tokens.input.to_string(),
+                        r.tokens.output.to_string(),
+                        r.tokens.cached.to_string(),
+                        usd(r.cost_usd.total),
+                        r.cost_usd.per_conversation.map_or_else(|| "-".into(), usd),
+                    ]
+                })
+                .collect();
+            writeln!(out, "{}", table(header.map(String::from).to_vec(), body, 1))?;
             Ok(())
         }
     }
@@ -291,8 +514,30 @@ pub fn conversation(d: &ConversationDetail, spans: &[SpanRecord], format: DataFo
                 "confidence",
                 "detail",
                 "span_id",
+                "stt_ms",
+                "end_of_utterance_ms",
+                "llm_ttft_ms",
+                "tts_ttfb_ms",
+                "tool_ms",
+                "greeting_ms",
+                "response_ms",
+                "interrupted_by",
+                "overlap_ms",
+                "dead_air_ms",
+                "model",
+                "input_tokens",
+                "output_tokens",
+                "cached_tokens",
+                "cost_usd",
             ])?;
             for e in &d.events {
+                let l = e.kind.latency().copied().unwrap_or_default();
+                let marks = e.kind.turn_marks().copied().unwrap_or_default();
+                // The end's usage is the sum of the rows above it: not repeated.
+                let u = match e.kind {
+                    EventKind::ConversationEnded { .. } => None,
+                    _ => e.kind.usage(),
+                };
                 w.write_record([
                     rfc3339(e.timestamp),
                     format!("{:.6}", since(e.timestamp)),
@@ -305,6 +550,21 @@ pub fn conversation(d: &ConversationDetail, spans: &[SpanRecord], format: DataFo
                     csv_float(decision_confidence(e).or(e.metadata.confidence)),
                     detail(e),
                     e.trace.span_id.to_string(),
+                    csv_float(l.stt_ms),
+                    csv_float(l.end_of_utterance_ms),
+                    csv_float(l.llm_ttft_ms),
+                    csv_float(l.tts_ttfb_ms),
+                    csv_float(l.tool_ms),
+                    csv_float(l.greeting_ms),
+                    csv_float(l.response_ms),
+                    opt(marks.interruption.map(|i| serphona_obs::types::Speaker::from(i.by))),
+                    csv_float(marks.interruption.and_then(|i| i.overlap_ms)),
+                    csv_float(marks.dead_air_ms),
+                    opt(u.and_then(|u| u.model.clone())),
+                    opt(u.and_then(|u| u.input_tokens)),
+                    opt(u.and_then(|u| u.output_tokens)),
+                    opt(u.and_then(|u| u.cached_tokens)),
+                    csv_float(u.and_then(|u| u.cost_usd)),
                 ])?;
             }
             w.flush()?;
@@ -415,7 +675,21 @@ pub fn view(d: &ConversationDetail, spans: &[SpanRecord]) -> String {
         let notes = if notes.is_empty() { String::new() } else { format!("  [{}]", notes.join(", ")) };
         let content = e.content.replace('\n', &format!("\n{pad}"));
         line(format!("  {:>width$}  {:<8}  {content}{notes}", at(e.timestamp), e.speaker.as_str()));
+        // The voice turn's breakdown, what happened before it, and what it used.
+        let below = [
+            e.kind.latency().and_then(latency_note).map(|n| format!("latency  {n}")),
+            e.kind.turn_marks().and_then(marks_note),
+            e.kind.usage().and_then(usage_note).map(|n| format!("usage    {n}")),
+        ];
+        for note in below.into_iter().flatten() {
+            line(format!("{pad}↳ {note}"));
+        }
     }
+    line(String::new());
+    let [usage, turn_taking] = totals_lines(s);
+    line("totals".into());
+    line(format!("  {:<12}{usage}", "usage"));
+    line(format!("  {:<12}{turn_taking}", "turn-taking"));
 
     let decisions: Vec<&Event> =
         d.events.iter().filter(|e| matches!(e.kind, EventKind::DecisionMade { .. } | EventKind::TransferInitiated { .. })).collect();
@@ -428,13 +702,16 @@ pub fn view(d: &ConversationDetail, spans: &[SpanRecord]) -> String {
     ));
     for e in &decisions {
         let text = match &e.kind {
-            EventKind::DecisionMade { decision_type, option, reason, confidence, duration_ms, .. } => {
+            EventKind::DecisionMade { decision_type, option, reason, confidence, duration_ms, usage } => {
                 let mut notes = Vec::new();
                 if let Some(c) = confidence {
                     notes.push(format!("confidence {c:.2}"));
                 }
                 if let Some(ms) = duration_ms {
                     notes.push(format!("took {}", span_duration(ms / 1000.0)));
+                }
+                if let Some(u) = usage.as_deref().and_then(usage_note) {
+                    notes.push(u);
                 }
                 let notes = if notes.is_empty() { String::new() } else { format!(" [{}]", notes.join(", ")) };
                 format!("{decision_type} → {option}{notes}: {reason}")
@@ -561,6 +838,22 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn dollars_and_a_turns_notes() {
+        assert_eq!([usd(0.0), usd(0.000174), usd(0.25), usd(12.5)], ["$0", "$0.000174", "$0.2500", "$12.50"]);
+        let l = TurnLatency { stt_ms: Some(180.0), llm_ttft_ms: Some(620.0), response_ms: Some(1450.0), ..TurnLatency::default() };
+        assert_eq!(latency_note(&l).unwrap(), "stt 180ms · llm 620ms · total 1.4s");
+        assert_eq!(latency_note(&TurnLatency::default()), None);
+        let u = Usage { unpriced: vec!["m".into()], ..Usage::llm("m", 10, 2).cached_tokens(4) };
+        assert_eq!(usage_note(&u).unwrap(), "tokens 10 in / 2 out (4 cached), unpriced: m");
+        let marks = TurnMarks {
+            gap_ms: Some(-300.0),
+            dead_air_ms: None,
+            interruption: Some(serphona_obs::types::Interruption { by: TurnSpeaker::Agent, overlap_ms: Some(300.0), derived: true }),
+        };
+        assert_eq!(marks_note(&marks).unwrap(), "interrupted by agent, overlap 300ms, from the turn times");
+    }
+
     // Regression test for issue 12, item 11: CSV printed float noise (`4.9399999999999995`).
     #[test]
     fn csv_floats_are_rounded_to_six_places_without_noise_and_json_stays_exact() {
@@ -582,13 +875,21 @@ mod tests {
             response_seconds: Percentiles::default(),
             mean_rating: Some(4.5),
             mean_sentiment: Some(-0.30000000000000004),
+            latency_ms: Default::default(),
+            interruptions: 0,
+            interruptions_per_conversation: None,
+            dead_air_ms: 0.0,
+            dead_air_share: None,
+            tokens: Default::default(),
+            cost_usd: Default::default(),
         };
         let mut out = Vec::new();
         stats(std::slice::from_ref(&row), None, DataFormat::Csv, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
         let line = text.lines().nth(1).unwrap();
         assert!(line.contains(",0.666667,0.3,9,4.94,60.000001,,"), "{text}");
-        assert!(line.ends_with(",4.5,-0.3"), "{text}");
+        assert!(line.contains(",4.5,-0.3,"), "{text}");
+        assert!(line.ends_with(",0,,0,,0,0,0,0,"), "{text}");
         assert!(!text.contains("0000000"), "{text}");
         let mut out = Vec::new();
         stats(&[row], None, DataFormat::Json, &mut out).unwrap();
