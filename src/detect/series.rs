@@ -149,26 +149,50 @@ impl SeriesBuilder {
     /// The series, each filled from its first to its last bucket (and to the range's end, when
     /// it has one, so a scope that went quiet shows its empty buckets).
     pub fn finish(self) -> Vec<Series> {
+        self.series(None)
+    }
+
+    /// The series so far, without the buckets at or after `before` (the bucket still filling,
+    /// for a live view); the builder keeps folding.
+    pub fn snapshot(&self, before: OffsetDateTime) -> Vec<Series> {
+        self.series(Some(bucket_of(before, self.bucket_seconds)))
+    }
+
+    /// Forgets the buckets before `t` (a live view keeps a week, the longest baseline).
+    pub fn prune_before(&mut self, t: OffsetDateTime) {
+        let first = bucket_of(t, self.bucket_seconds);
+        for buckets in self.raw.values_mut() {
+            *buckets = buckets.split_off(&first);
+        }
+        self.raw.retain(|_, b| !b.is_empty());
+    }
+
+    /// The series of the buckets before `cut` (all when `None`), filled to the range's end.
+    fn series(&self, cut: Option<i64>) -> Vec<Series> {
         let width = self.bucket_seconds;
-        let last_all = self.range.until.map(|u| bucket_of(u - time::Duration::microseconds(1), width));
+        let mut last_all = self.range.until.map(|u| bucket_of(u - time::Duration::microseconds(1), width));
+        if let Some(cut) = cut {
+            last_all = Some(last_all.map_or(cut - width, |l| l.min(cut - width)));
+        }
         self.raw
-            .into_iter()
+            .iter()
             .filter_map(|(scope, buckets)| {
-                let first = *buckets.keys().next()?;
-                let last = last_all.unwrap_or(first).max(*buckets.keys().next_back()?);
+                let buckets: Vec<(&i64, &Raw)> = buckets.iter().filter(|(k, _)| cut.is_none_or(|c| **k < c)).collect();
+                let first = *buckets.first()?.0;
+                let last = last_all.unwrap_or(first).max(*buckets.last()?.0);
                 let mut out = Vec::with_capacity(((last - first) / width + 1) as usize);
                 let mut raw = buckets.into_iter().peekable();
                 let mut t = first;
                 while t <= last {
                     let bucket = match raw.peek() {
-                        Some((k, _)) if *k == t => finish_bucket(raw.next().expect("peeked").1),
+                        Some((k, _)) if **k == t => finish_bucket(raw.next().expect("peeked").1),
                         _ => Bucket::default(),
                     };
                     out.push(bucket);
                     t += width;
                 }
                 Some(Series {
-                    scope,
+                    scope: scope.clone(),
                     start: OffsetDateTime::from_unix_timestamp(first).ok()?,
                     bucket_seconds: width,
                     buckets: out,
@@ -215,12 +239,13 @@ fn fold(raw: &mut Raw, e: &Event) {
     }
 }
 
-fn finish_bucket(mut raw: Raw) -> Bucket {
-    let mut b = raw.bucket;
+fn finish_bucket(raw: &Raw) -> Bucket {
+    let mut b = raw.bucket.clone();
     b.active = raw.active.len() as u64;
-    b.errors = raw.errors.into_iter().map(|(k, v)| (k, v.len() as u64)).collect();
-    for (part, values) in raw.latency.iter_mut() {
-        if let Some(p95) = quantile_exact(values, 0.95) {
+    b.errors = raw.errors.iter().map(|(k, v)| (k.clone(), v.len() as u64)).collect();
+    for (part, values) in &raw.latency {
+        let mut values = values.clone();
+        if let Some(p95) = quantile_exact(&mut values, 0.95) {
             b.latency.insert(part, (p95, values.len() as u64));
         }
     }

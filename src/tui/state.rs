@@ -19,6 +19,7 @@
 //! [`ViewState`]: super::view::ViewState
 
 pub mod conversations;
+pub mod incidents;
 pub mod prefilter;
 pub mod stats;
 
@@ -79,6 +80,7 @@ pub struct State {
     prefilter: Prefilter,
     conversations: Conversations,
     stats: Stats,
+    incidents: incidents::Incidents,
     paused: bool,
     held: VecDeque<Event>,
     // The source's figures.
@@ -96,6 +98,7 @@ impl State {
             opts,
             conversations: Conversations::new(),
             stats: Stats::new(),
+            incidents: incidents::Incidents::default(),
             paused: false,
             held: VecDeque::new(),
             dropped: 0,
@@ -156,15 +159,22 @@ impl State {
     }
 
     /// The passing of wall time: closes the events-per-second bucket and the sparkline point
-    /// once a second has passed, and evicts old ended conversations.
+    /// once a second has passed, evicts old ended conversations, and runs anomaly detection
+    /// over the data (at most every [`incidents::Incidents::EVERY`]).
     pub fn tick(&mut self, now: Instant) {
         self.stats.tick(now);
+        self.incidents.tick(now);
         let o = &self.opts;
         let gone = self.conversations.evict(now, o.keep_ended, o.max_ended, o.max_conversations);
         self.evicted += gone as u64;
     }
 
     // ---- reads ----------------------------------------------------------------------------
+
+    /// The incidents going on (see [`crate::detect`]), as of the last tick.
+    pub fn incidents(&self) -> &[crate::detect::Incident] {
+        self.incidents.open()
+    }
 
     /// The conversations held.
     pub fn conversations(&self) -> &Conversations {
@@ -262,6 +272,7 @@ impl State {
     fn apply(&mut self, e: &Event) {
         let applied = self.conversations.apply(e, self.opts.max_entries);
         self.stats.record(e, applied);
+        self.incidents.apply(e);
     }
 }
 

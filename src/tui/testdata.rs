@@ -234,3 +234,24 @@ pub fn contact_center(n: u64) -> Vec<Event> {
     out.sort_by_key(|e| e.timestamp);
     out
 }
+
+/// Voice calls of tenant acme every 20 s from [`T0`] for `until_secs`; from 1 h 30 min on, the
+/// LLM's time to first token is four times longer (an incident for the detection).
+pub fn llm_slowdown(until_secs: u64) -> Vec<Event> {
+    let mut out = Vec::new();
+    for n in 0..until_secs / 20 {
+        let t = (n * 20) as f64;
+        let slow = t >= 5400.0;
+        let mut c = Conv::new(n, "acme", "bot");
+        out.push(c.start(t, Channel::Voice));
+        for k in 0..3 {
+            // A spread of ±20% around 600 ms, or 2400 ms when slow.
+            let ttft = (600.0 + ((n * 7 + k * 13) % 10) as f64 * 24.0 - 120.0) * if slow { 4.0 } else { 1.0 };
+            let latency = TurnLatency { llm_ttft_ms: Some(ttft), response_ms: Some(ttft + 300.0), ..TurnLatency::default() };
+            out.push(c.agent_voice(t + 2.0 + k as f64, "ok", latency, None, TurnMarks::default()));
+        }
+        out.push(c.end(t + 10.0, Resolution::Resolved, None, Channel::Voice));
+    }
+    out.sort_by_key(|e| e.timestamp);
+    out
+}

@@ -125,6 +125,29 @@ fn render_header(frame: &mut Frame, area: Rect, state: &State) {
         spans.push(sep());
         spans.push(Span::styled(status.to_string(), Style::new().fg(Color::Yellow)));
     }
+    // Open incidents first on their line: they are what an operator must see.
+    let incidents = state.incidents();
+    if !incidents.is_empty() {
+        let mut first = vec![
+            Span::raw(" "),
+            Span::styled(
+                format!("⚠ {} incident{}: ", incidents.len(), if incidents.len() == 1 { "" } else { "s" }),
+                Style::new().bold().fg(Color::Red),
+            ),
+        ];
+        for (k, i) in incidents.iter().enumerate() {
+            if k > 0 {
+                first.push(Span::raw(", "));
+            }
+            first.push(Span::styled(
+                format!("{} — {} since {:02}:{:02}", i.tenant_id, i.suspected_cause, i.start.hour(), i.start.minute()),
+                Style::new().fg(Color::Red),
+            ));
+        }
+        first.push(sep());
+        first.extend(spans.into_iter().skip(1));
+        spans = first;
+    }
     frame.render_widget(Line::from(spans), line2);
 
     let history = state.p95_history();
@@ -989,6 +1012,22 @@ mod snapshots {
         s.key(Key::Home);
         s.key(Key::Enter);
         s
+    }
+
+    // Issue 17: the header names the incidents going on, with their cause and start.
+    #[test]
+    fn the_header_names_an_open_incident() {
+        let mut s = scene();
+        for e in crate::tui::testdata::llm_slowdown(7200) {
+            s.push(e);
+        }
+        // Past the last detection run of the scene's ticks.
+        s.data.tick(std::time::Instant::now() + crate::tui::state::incidents::Incidents::EVERY * 2);
+        for (w, h) in [(160, 48), (80, 24)] {
+            let text = format!("{}", draw(&mut s, w, h).backend());
+            let header = text.lines().nth(1).unwrap_or_default().to_string();
+            assert!(header.contains("⚠ 1 incident: acme — LLM latency since 10:"), "{w}x{h}: {header:?}\n{text}");
+        }
     }
 
     // Issue 16: a voice turn's latency bar and its legend, the interruption and error markers
