@@ -2,7 +2,8 @@
 //! bucket. The local store folds events into it ([`SeriesBuilder`]); the ClickHouse store
 //! computes the same aggregates in SQL, so both feed the same method.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use time::OffsetDateTime;
 
@@ -112,8 +113,8 @@ pub fn bucket_of(at: OffsetDateTime, bucket_seconds: i64) -> i64 {
 #[derive(Default)]
 struct Raw {
     bucket: Bucket,
-    active: HashSet<String>,
-    errors: BTreeMap<String, BTreeSet<String>>,
+    active: HashSet<Arc<str>>,
+    errors: BTreeMap<String, BTreeSet<Arc<str>>>,
     latency: BTreeMap<&'static str, Vec<f64>>,
 }
 
@@ -122,13 +123,15 @@ struct Raw {
 pub struct SeriesBuilder {
     bucket_seconds: i64,
     range: Range,
-    raw: BTreeMap<Scope, BTreeMap<i64, Raw>>,
+    /// By (tenant, agent; `None` for the tenant's own series): the events' shared strings, so
+    /// folding an event allocates no key.
+    raw: HashMap<(Arc<str>, Option<Arc<str>>), BTreeMap<i64, Raw>>,
 }
 
 impl SeriesBuilder {
     /// A builder of `bucket_seconds`-wide buckets of the events in `range`.
     pub fn new(bucket_seconds: i64, range: Range) -> SeriesBuilder {
-        SeriesBuilder { bucket_seconds: bucket_seconds.max(1), range, raw: BTreeMap::new() }
+        SeriesBuilder { bucket_seconds: bucket_seconds.max(1), range, raw: HashMap::new() }
     }
 
     /// Adds one event to its tenant's and its agent's series (nothing when it is out of the
@@ -138,9 +141,7 @@ impl SeriesBuilder {
             return;
         }
         let at = bucket_of(e.timestamp, self.bucket_seconds);
-        let tenant = Scope { tenant_id: e.tenant_id.to_string(), agent_id: None };
-        let agent = Scope { tenant_id: e.tenant_id.to_string(), agent_id: Some(e.agent_id.to_string()) };
-        for scope in [tenant, agent] {
+        for scope in [(e.tenant_id.clone(), None), (e.tenant_id.clone(), Some(e.agent_id.clone()))] {
             let raw = self.raw.entry(scope).or_default().entry(at).or_default();
             fold(raw, e);
         }
@@ -174,9 +175,11 @@ impl SeriesBuilder {
         if let Some(cut) = cut {
             last_all = Some(last_all.map_or(cut - width, |l| l.min(cut - width)));
         }
-        self.raw
+        let mut out: Vec<Series> = self
+            .raw
             .iter()
-            .filter_map(|(scope, buckets)| {
+            .filter_map(|((tenant, agent), buckets)| {
+                let scope = Scope { tenant_id: tenant.to_string(), agent_id: agent.as_ref().map(|a| a.to_string()) };
                 let buckets: Vec<(&i64, &Raw)> = buckets.iter().filter(|(k, _)| cut.is_none_or(|c| **k < c)).collect();
                 let first = *buckets.first()?.0;
                 let last = last_all.unwrap_or(first).max(*buckets.last()?.0);
@@ -191,25 +194,22 @@ impl SeriesBuilder {
                     out.push(bucket);
                     t += width;
                 }
-                Some(Series {
-                    scope: scope.clone(),
-                    start: OffsetDateTime::from_unix_timestamp(first).ok()?,
-                    bucket_seconds: width,
-                    buckets: out,
-                })
+                Some(Series { scope, start: OffsetDateTime::from_unix_timestamp(first).ok()?, bucket_seconds: width, buckets: out })
             })
-            .collect()
+            .collect();
+        out.sort_by(|a, b| a.scope.cmp(&b.scope));
+        out
     }
 }
 
 fn fold(raw: &mut Raw, e: &Event) {
     let b = &mut raw.bucket;
-    raw.active.insert(e.conversation_id.to_string());
+    raw.active.insert(e.conversation_id.clone());
     match &e.kind {
         EventKind::ConversationStarted { .. } => b.started += 1,
         EventKind::ConversationEnded { resolution, .. } => *b.ended.entry(*resolution).or_default() += 1,
         EventKind::ErrorOccurred { error_type } => {
-            raw.errors.entry(error_type.clone()).or_default().insert(e.conversation_id.to_string());
+            raw.errors.entry(error_type.clone()).or_default().insert(e.conversation_id.clone());
         }
         EventKind::ComplianceViolation { .. } => b.violations += 1,
         EventKind::DecisionMade { decision_type: DecisionType::IntentDetection, option, .. } => {
