@@ -118,6 +118,9 @@ struct Raw {
     latency: BTreeMap<&'static str, Vec<f64>>,
 }
 
+/// (tenant, agent) as the events share them.
+type ScopeKey = (Arc<str>, Option<Arc<str>>);
+
 /// Folds events into series, per tenant and per tenant's agent.
 #[derive(Default)]
 pub struct SeriesBuilder {
@@ -125,7 +128,7 @@ pub struct SeriesBuilder {
     range: Range,
     /// By (tenant, agent; `None` for the tenant's own series): the events' shared strings, so
     /// folding an event allocates no key.
-    raw: HashMap<(Arc<str>, Option<Arc<str>>), BTreeMap<i64, Raw>>,
+    raw: HashMap<ScopeKey, BTreeMap<i64, Raw>>,
 }
 
 impl SeriesBuilder {
