@@ -6,6 +6,7 @@ mod support;
 mod cli;
 mod clickhouse;
 mod completions;
+mod crash;
 mod damaged;
 mod dashboards;
 mod doctor;

@@ -74,6 +74,8 @@ const CHANNEL_BATCHES: usize = 256;
 const WARN_EVERY: Duration = Duration::from_secs(60);
 /// How often the committed position is written while it moves (and at flush and shutdown).
 const COMMIT_EVERY: Duration = Duration::from_millis(200);
+/// Fewest events per chunk of an event-log replay (each chunk costs a presence query per table).
+const REPLAY_CHUNK: usize = 5000;
 /// Most event ids one presence query asks about.
 const PRESENCE_CHUNK: usize = 1000;
 
@@ -124,7 +126,7 @@ impl ClickHouseSink {
             replay,
             held: Vec::new(),
             deadline: None,
-            chunk: config.batch_size.max(1),
+            chunk: config.batch_size.max(REPLAY_CHUNK),
         };
         delivery.refresh_spool_gauge();
         // Replay what a previous process left, as soon as we start.
@@ -248,7 +250,7 @@ struct Inserts {
     held: Vec<(SealedBatch, Tickets)>,
     /// The shutdown deadline, once announced.
     deadline: Option<Instant>,
-    /// Events per replayed chunk (`batch_size`).
+    /// Events per replayed chunk (`batch_size`, at least [`REPLAY_CHUNK`]).
     chunk: usize,
 }
 
