@@ -38,7 +38,9 @@ pub trait Delivery: Send + 'static {
     /// Delivers what it holds until `deadline`; what is left is kept on disk or counted.
     fn shutdown(&mut self, deadline: Instant);
     /// A shutdown with this deadline has begun (the dispatcher is still draining its queue
-    /// into the worker): from `deadline` on, deliver nothing more, only keep.
+    /// into the worker, which from now on takes every hand-over at once): `accept` must not
+    /// wait on the network any more (queue, and send from `tick`), and from `deadline` on,
+    /// deliver nothing more, only keep.
     fn deadline(&mut self, deadline: Instant) {
         let _ = deadline;
     }
@@ -151,7 +153,15 @@ impl<B> Drop for Worker<B> {
 }
 
 fn run<D: Delivery>(mut d: D, rx: Receiver<D::Batch>, ctl: Receiver<Ctl>) {
+    let mut shutting_down = false;
     loop {
+        if shutting_down {
+            // A shutdown has begun: take everything the dispatcher hands over at once, so its
+            // drain never waits on the network (the delivery sends by the deadline, or keeps).
+            for events in rx.try_iter() {
+                d.accept(events);
+            }
+        }
         d.tick(Instant::now());
         // Control first: a flush or shutdown never waits behind queued data.
         let msg = match ctl.try_recv() {
@@ -185,7 +195,10 @@ fn run<D: Delivery>(mut d: D, rx: Receiver<D::Batch>, ctl: Receiver<Ctl>) {
                 d.flush();
                 let _ = ack.send(());
             }
-            Ok(Some(Ctl::Deadline(deadline))) => d.deadline(deadline),
+            Ok(Some(Ctl::Deadline(deadline))) => {
+                shutting_down = true;
+                d.deadline(deadline);
+            }
             Ok(Some(Ctl::Shutdown(deadline, ack))) => {
                 // The dispatcher has handed over everything before it asked to shut down.
                 d.deadline(deadline);

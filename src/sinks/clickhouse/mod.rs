@@ -286,6 +286,14 @@ impl Delivery for Inserts {
         if self.past_deadline() {
             return;
         }
+        if let Some(deadline) = self.deadline {
+            // Shutting down: one held batch per tick, so hand-overs are taken in between.
+            if !self.held.is_empty() {
+                let (batch, tickets) = self.held.remove(0);
+                self.deliver_now(batch, tickets, Effort::Until(deadline));
+            }
+            return;
+        }
         if self.down.is_some_and(|d| d <= now) {
             self.replay(None);
         }
@@ -296,8 +304,9 @@ impl Delivery for Inserts {
     }
 
     fn wake_at(&self) -> Option<Instant> {
-        let replaying = (self.replay.is_some() && self.down.is_none() && !self.past_deadline()).then(Instant::now);
-        [self.batcher.deadline(), self.down, replaying].into_iter().flatten().min()
+        let replaying = (self.replay.is_some() && self.down.is_none() && self.deadline.is_none()).then(Instant::now);
+        let sending = (!self.held.is_empty() && self.deadline.is_some() && !self.past_deadline()).then(Instant::now);
+        [self.batcher.deadline(), self.down, replaying, sending].into_iter().flatten().min()
     }
 
     fn flush(&mut self) {
@@ -315,7 +324,7 @@ impl Delivery for Inserts {
         // Batches held back are sent while there is time, oldest first.
         let held = std::mem::take(&mut self.held);
         for (batch, tickets) in held {
-            self.send(batch, tickets, Effort::Until(deadline));
+            self.deliver_now(batch, tickets, Effort::Until(deadline));
         }
         while self.replay.is_some() && !self.past_deadline() && self.down.is_none() {
             self.replay_log_chunk(Effort::Until(deadline));
@@ -346,8 +355,17 @@ impl Inserts {
         }
     }
 
-    /// Delivers a sealed batch, or keeps it (spool) when the server is down or does not take it.
+    /// Delivers a sealed batch, or keeps it (spool) when the server is down or does not take
+    /// it. Once a shutdown has begun, batches are held and sent from `tick` (by the deadline).
     fn send(&mut self, batch: SealedBatch, tickets: Tickets, effort: Effort) {
+        if self.deadline.is_some() {
+            self.held.push((batch, tickets));
+            return;
+        }
+        self.deliver_now(batch, tickets, effort);
+    }
+
+    fn deliver_now(&mut self, batch: SealedBatch, tickets: Tickets, effort: Effort) {
         if self.past_deadline() {
             self.held.push((batch, tickets));
             return;
