@@ -228,12 +228,20 @@ mod tests {
     use super::*;
 
     #[derive(Default)]
-    struct Log(Arc<Mutex<Vec<String>>>);
+    struct Log(Arc<Mutex<Vec<String>>>, Option<(Sender<()>, Receiver<()>)>);
 
     impl Delivery for Log {
         type Batch = Vec<SharedEvent>;
         fn accept(&mut self, events: Vec<SharedEvent>) {
+            // The first hand-over waits for the gate (a slow server).
+            if let Some((entered, gate)) = self.1.take() {
+                let _ = entered.send(());
+                let _ = gate.recv();
+            }
             self.0.lock().unwrap().push(format!("accept {}", events.len()));
+        }
+        fn deadline(&mut self, _deadline: Instant) {
+            self.0.lock().unwrap().push("deadline".into());
         }
         fn tick(&mut self, _now: Instant) {}
         fn wake_at(&self) -> Option<Instant> {
@@ -253,21 +261,41 @@ mod tests {
     #[test]
     fn messages_reach_the_delivery_in_order_and_shutdown_joins() {
         let log = Arc::new(Mutex::new(Vec::new()));
-        let mut w = Worker::start("test", Log(log.clone()), Queue::Bounded(4), true).unwrap();
+        let mut w = Worker::start("test", Log(log.clone(), None), Queue::Bounded(4), true).unwrap();
         w.send_events(vec![crate::types::test_event("a").into(), crate::types::test_event("b").into()]).unwrap();
         w.flush(None).unwrap();
         let now = Instant::now();
         w.shutdown(now + Duration::from_secs(5), now + Duration::from_secs(6)).unwrap();
-        assert_eq!(*log.lock().unwrap(), ["accept 2", "flush", "shutdown"]);
+        assert_eq!(*log.lock().unwrap(), ["accept 2", "flush", "deadline", "shutdown"]);
         assert!(w.send_events(vec![]).is_err(), "a shut down worker takes nothing");
     }
 
     #[test]
     fn a_dropped_handle_makes_the_delivery_abandon() {
         let log = Arc::new(Mutex::new(Vec::new()));
-        let w = Worker::start("test", Log(log.clone()), Queue::Unbounded, true).unwrap();
+        let w = Worker::start("test", Log(log.clone(), None), Queue::Unbounded, true).unwrap();
         w.send_events(vec![crate::types::test_event("a").into()]).unwrap();
         drop(w);
         assert_eq!(*log.lock().unwrap(), ["accept 1", "abandon"]);
+    }
+
+    /// Issue 14: a shutdown waited behind up to 256 queued hand-overs. The deadline reaches the
+    /// delivery before the data queued ahead of it.
+    #[test]
+    fn control_messages_overtake_queued_data() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (open, gate) = bounded(1);
+        let (entered_tx, entered) = bounded(1);
+        let mut w = Worker::start("test", Log(log.clone(), Some((entered_tx, gate))), Queue::Bounded(8), true).unwrap();
+        for _ in 0..4 {
+            w.send_events(vec![crate::types::test_event("a").into()]).unwrap();
+        }
+        entered.recv().unwrap();
+        // The worker is stuck in the first accept with three hand-overs queued behind it.
+        w.announce_deadline(Instant::now() + Duration::from_secs(5)).unwrap();
+        open.send(()).unwrap();
+        let now = Instant::now();
+        w.shutdown(now + Duration::from_secs(5), now + Duration::from_secs(60)).unwrap();
+        assert_eq!(*log.lock().unwrap(), ["accept 1", "deadline", "accept 1", "accept 1", "accept 1", "deadline", "shutdown"]);
     }
 }
