@@ -16,8 +16,8 @@ const NOTICE_AFTER: Duration = Duration::from_millis(700);
 pub struct Delivered {
     /// How long it took.
     pub elapsed: Duration,
-    /// Events of this run the ClickHouse sink put in its disk spool, when the spool is not empty
-    /// at the end (they are sent on the next start); else 0.
+    /// Events the ClickHouse sink did not deliver and keeps in durable state for the next start
+    /// (the event log past its committed position, and its disk spool); else 0.
     pub spooled: u64,
     /// Events lost on the way to disk.
     pub lost: Lost,
@@ -90,11 +90,11 @@ fn waiting_for(config: &Config) -> Vec<String> {
     what
 }
 
-/// Events of this run that went to the ClickHouse spool, if the spool still holds anything.
+/// Events the ClickHouse sink keeps for the next start (`serphona_obs_events_pending`, set
+/// by its shutdown).
 fn spooled(obs: &Observability) -> u64 {
     let sink = serphona_obs::sinks::clickhouse::SINK_NAME;
-    let pipeline = &obs.metrics().pipeline;
-    if pipeline.spool_bytes.with_label_values(&[sink]).get() > 0 { pipeline.events_spooled.with_label_values(&[sink]).get() } else { 0 }
+    obs.metrics().pipeline.events_pending.with_label_values(&[sink]).get().max(0) as u64
 }
 
 /// Shuts `obs` down, waiting at most `pipeline.shutdown_timeout` for the sinks. When that
@@ -146,10 +146,11 @@ pub fn shutdown(obs: &Observability, interactive: bool) -> anyhow::Result<Delive
     let delivered = Delivered { elapsed: start.elapsed(), spooled: spooled(obs), lost: lost(obs) };
     if delivered.spooled > 0 {
         tracing::warn!(
-            "ClickHouse at {} did not take {} events of this run by the deadline ({}, pipeline.shutdown_timeout): they are in the spool {} and are sent on the next start",
-            config.clickhouse.endpoint,
+            "{} events spooled for the next start: ClickHouse at {} did not take them by the deadline ({}, pipeline.shutdown_timeout); they are kept in the event log {} past the sink's committed position and in the spool {}",
             delivered.spooled,
+            config.clickhouse.endpoint,
             humantime::format_duration(timeout),
+            serphona_obs::sinks::event_log::event_log_dir(&config.data_dir).display(),
             serphona_obs::sinks::clickhouse::spool::spool_dir(&config.data_dir).display()
         );
     }

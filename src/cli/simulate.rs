@@ -147,7 +147,7 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
             if delivered.spooled > 0 {
                 writeln!(
                     out,
-                    "{} events are in the ClickHouse spool {}, to be sent on the next start",
+                    "{} events spooled for the next start (ClickHouse did not take them by the deadline; kept in the event log and the spool {})",
                     delivered.spooled,
                     serphona_obs::sinks::clickhouse::spool::spool_dir(&obs.config().data_dir).display()
                 )?;

@@ -112,6 +112,13 @@ impl SinkMetrics {
         self.all.spool_bytes.with_label_values(&[&self.name])
     }
 
+    /// `serphona_obs_events_pending{sink}`: events accepted but not yet delivered, kept in
+    /// durable state for the next start (the event log past the sink's committed position, and
+    /// the spool).
+    pub fn pending(&self) -> IntGauge {
+        self.all.events_pending.with_label_values(&[&self.name])
+    }
+
     /// `serphona_obs_events_spooled_total{sink}`.
     pub fn spooled(&self) -> IntCounter {
         self.all.events_spooled.with_label_values(&[&self.name])
@@ -186,6 +193,9 @@ pub struct SelfMetrics {
     pub spool_bytes: IntGaugeVec,
     /// Events written to the disk spool, by sink.
     pub events_spooled: IntCounterVec,
+    /// Events accepted but not delivered, kept in durable state for the next start, by sink
+    /// (set at shutdown).
+    pub events_pending: IntGaugeVec,
     /// Events dropped from the full disk spool (or unreadable there), by sink.
     pub spool_dropped: IntCounterVec,
     /// Failed writes (a batch to a sink, a batch to a spool), by sink and kind.
@@ -266,6 +276,13 @@ impl SelfMetrics {
                 Opts::new("serphona_obs_spool_bytes", "Bytes of undelivered batches in the disk spool, by sink."),
                 &["sink"],
             )?,
+            events_pending: IntGaugeVec::new(
+                Opts::new(
+                    "serphona_obs_events_pending",
+                    "Events accepted but not yet delivered, kept in durable state (the event log past the sink's committed position, the spool) for the next start, by sink.",
+                ),
+                &["sink"],
+            )?,
             events_spooled: IntCounterVec::new(
                 Opts::new("serphona_obs_events_spooled_total", "Events written to the disk spool, by sink."),
                 &["sink"],
@@ -301,6 +318,7 @@ impl SelfMetrics {
         registry.register(Box::new(m.rows_rejected.clone()))?;
         registry.register(Box::new(m.spool_bytes.clone()))?;
         registry.register(Box::new(m.events_spooled.clone()))?;
+        registry.register(Box::new(m.events_pending.clone()))?;
         registry.register(Box::new(m.spool_dropped.clone()))?;
         registry.register(Box::new(m.events_dropped.clone()))?;
         registry.register(Box::new(m.queue_depth.clone()))?;

@@ -124,6 +124,12 @@ pub trait Sink: Send + 'static {
     fn flush(&mut self) -> Result<(), SinkError> {
         Ok(())
     }
+    /// A shutdown with this deadline has begun; the dispatcher is about to hand over what is
+    /// still queued and then call [`Sink::shutdown`]. A sink with a worker passes the deadline
+    /// on at once, so the worker stops delivering by then instead of holding the hand-over up.
+    fn shutdown_started(&mut self, deadline: Instant) {
+        let _ = deadline;
+    }
     /// Delivers what is left before `deadline`, then releases resources.
     fn shutdown(&mut self, deadline: Instant) -> Result<(), SinkError> {
         let _ = deadline;
@@ -400,6 +406,9 @@ impl Dispatcher {
                         let _ = ack.send(());
                     }
                     Ok(Control::Shutdown(deadline, ack)) => {
+                        for sink in &mut self.sinks {
+                            sink.shutdown_started(deadline);
+                        }
                         let queued = self.rx.len();
                         self.drain(&mut batch, queued);
                         // Senders that passed the closed check just before shutdown.

@@ -112,6 +112,9 @@ impl Drop for LogLock {
 
 /// The sink writing the local event log.
 pub struct EventLogSink {
+    /// Where the last batch ended, for the remote sinks that use the log as their
+    /// write-ahead log ([`crate::sinks::positions`]).
+    cursor: std::sync::Arc<crate::sinks::positions::WriteCursor>,
     lock: LogLock,
     dir: PathBuf,
     file: File,
@@ -136,7 +139,8 @@ impl EventLogSink {
         let path = segment_path(&dir, seq);
         let (file, size) = open_segment(&path)?;
         let lock = LogLock::open(&dir).map_err(io_error("cannot open the lock of", &dir))?;
-        let mut sink = EventLogSink { lock, dir, file, path, seq, size, max_bytes, max_files, buf: Vec::with_capacity(1 << 16) };
+        let cursor = crate::sinks::positions::register_cursor(data_dir);
+        let mut sink = EventLogSink { cursor, lock, dir, file, path, seq, size, max_bytes, max_files, buf: Vec::with_capacity(1 << 16) };
         if sink.size > 0 && !sink.ends_with_newline()? {
             sink.append(b"\n")?;
         }
@@ -237,6 +241,19 @@ impl Sink for EventLogSink {
         self.lock.lock(false).map_err(io_error("cannot lock", &self.dir))?;
         let written = self.write_locked(events);
         self.lock.unlock();
+        // Where this batch ends in the log (the file offset after an O_APPEND write is the end
+        // of that write, whatever another writer on the same folder appended before it).
+        let end = match &written {
+            Ok(()) | Err(SinkError::Other { .. }) => {
+                use std::io::Seek;
+                (&self.file).stream_position().ok().map(|offset| crate::sinks::positions::LogPosition { segment: self.seq, offset })
+            }
+            Err(_) => None,
+        };
+        match (events.first(), end) {
+            (Some(first), Some(end)) => self.cursor.wrote(first.event_id, events.len(), end),
+            _ => self.cursor.failed(),
+        }
         written
     }
 

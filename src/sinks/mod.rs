@@ -14,6 +14,7 @@
 pub mod clickhouse;
 pub mod event_log;
 pub mod live;
+pub mod positions;
 #[cfg(feature = "loki")]
 pub mod loki;
 pub mod retry;

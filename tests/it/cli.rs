@@ -356,7 +356,7 @@ fn simulate_says_what_it_waits_for_at_exit_and_reports_the_whole_time_and_the_sp
     let err = stderr(&out);
     // What it waits for, how long, and what happens to what is not delivered.
     assert!(err.contains(&format!("waiting up to 3s (pipeline.shutdown_timeout) for ClickHouse at {down}")), "{err}");
-    assert!(err.contains("did not take") && err.contains("are in the spool"), "{err}");
+    assert!(err.contains("events spooled for the next start") && err.contains("did not take"), "{err}");
     let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     let events = report["events"].as_u64().unwrap();
     assert_eq!(report["events_spooled"].as_u64(), Some(events), "{report}");
@@ -380,7 +380,7 @@ fn simulate_says_what_it_waits_for_at_exit_and_reports_the_whole_time_and_the_sp
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("events are in the ClickHouse spool"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("events spooled for the next start"), "{}", stdout(&out));
 }
 
 // Regression test for issue 12, item 7: the deadline is in the config, with its variable.

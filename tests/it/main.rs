@@ -7,6 +7,7 @@ mod anomalies;
 mod cli;
 mod clickhouse;
 mod completions;
+mod crash;
 mod damaged;
 mod dashboards;
 mod doctor;

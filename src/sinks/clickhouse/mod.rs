@@ -18,14 +18,30 @@
 //!
 //! The sink records no telemetry about its own export calls beyond its self-metrics.
 //!
-//! Delivery is at-least-once with deduplication: every batch gets an id when it is sealed, and
-//! every insert of it carries `insert_deduplication_token = <batch id>:<table>` (see
-//! [`crate::analytics`]). A retried or replayed batch is byte-for-byte the same insert, so
-//! ClickHouse drops it instead of doubling its rows.
+//! Delivery is at-least-once with deduplication (issue 14; docs/sinks.md, "Delivery"):
+//! - the first attempt of a batch carries `insert_deduplication_token = <batch id>:<table>`
+//!   (see [`crate::analytics`]); the id is new, so that attempt can never be taken for a
+//!   duplicate;
+//! - any later attempt (a retry after an error, whose outcome is unknown: the server may have
+//!   committed the rows, or recorded the token and died before committing them), a replay of
+//!   the spool, and a replay of the event log after a crash do **not** trust "already
+//!   inserted": they first ask the server which of the batch's rows it has (by event id, per
+//!   table, [`Exporter::present`]) and insert only the missing rows, under a token of their
+//!   own. A token recorded without its rows (a single server killed inside its deduplication
+//!   window) therefore cannot eat a batch;
+//! - the event log is the write-ahead log ([`crate::sinks::positions`]): the sink commits the
+//!   contiguous watermark of what ClickHouse acknowledged (or the spool holds) to
+//!   `positions/clickhouse.json`, and a start replays the log after it, so a kill -9 of the
+//!   emitting process loses none of its in-memory backlog;
+//! - a shutdown stops delivering at its deadline: what is held then stays in the event log
+//!   past the committed position (or, for events not in the log, goes to the spool) and is
+//!   counted in `serphona_obs_events_pending{sink="clickhouse"}` for the shutdown message.
 
 pub mod batch;
+// The model-based test (model.rs) is written but not yet compiled: see the branch notes.
 pub mod spool;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,6 +56,7 @@ use crate::metrics::{SelfMetrics, SinkMetrics};
 use crate::pipeline::{Sink, SinkError};
 use crate::sinks::retry::{Backoff, RetryLogic, WarnEvery};
 use crate::pipeline::runtime::io_runtime;
+use crate::sinks::positions::{self, LogPosition, LogRange, PositionFile, Tickets, Watermark, WriteCursor};
 use crate::sinks::worker::{Delivery, Queue, Worker};
 use crate::pipeline::SharedEvent;
 use crate::types::Event;
@@ -56,23 +73,58 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const CHANNEL_BATCHES: usize = 256;
 /// How often the same failure is logged.
 const WARN_EVERY: Duration = Duration::from_secs(60);
+/// How often the committed position is written while it moves (and at flush and shutdown).
+const COMMIT_EVERY: Duration = Duration::from_millis(200);
+/// Fewest events per chunk of an event-log replay (each chunk costs a presence query per table).
+const REPLAY_CHUNK: usize = 5000;
+/// Most event ids one presence query asks about.
+const PRESENCE_CHUNK: usize = 1000;
 
 /// The ClickHouse sink (see the module docs).
 pub struct ClickHouseSink {
-    worker: Worker,
+    worker: Worker<Handed>,
+    /// The event log's cursor, when this process writes the event log of the same data dir.
+    cursor: Option<Arc<WriteCursor>>,
+}
+
+/// A dispatcher batch as the worker gets it: the events and where they end in the event log
+/// (`None` when the log did not write them: disabled, or a failed write).
+pub struct Handed {
+    events: Vec<SharedEvent>,
+    end: Option<LogPosition>,
 }
 
 impl ClickHouseSink {
     /// Opens the spool under `data_dir` and starts the worker, which first replays anything a
-    /// previous process spooled. Does not contact the server (a server that is down is not an
-    /// error: rows wait in the spool).
+    /// previous process spooled, and the event log after the committed position (what a
+    /// previous process had accepted and not delivered when it died). Does not contact the
+    /// server (a server that is down is not an error: rows wait in the spool).
+    ///
+    /// The event log sink of the same data dir must be opened first (the builder does): the
+    /// end of the log to replay is taken now, before this process writes to it.
     pub fn start(config: &ClickHouseConfig, data_dir: &std::path::Path, metrics: Arc<SelfMetrics>) -> Result<ClickHouseSink, SinkError> {
+        let delivery = Inserts::open(Exporter::new(config), config, data_dir, metrics)?;
+        let cursor = positions::cursor(data_dir);
+        // Joined on drop: the worker keeps what it holds first.
+        let worker = Worker::start(SINK_NAME, delivery, Queue::Bounded(CHANNEL_BATCHES), true)?;
+        Ok(ClickHouseSink { worker, cursor })
+    }
+}
+
+impl<T: Target> Inserts<T> {
+    /// The delivery to `target`: opens the spool, and the committed position and what to
+    /// replay when this process writes the event log of `data_dir`.
+    fn open(target: T, config: &ClickHouseConfig, data_dir: &std::path::Path, metrics: Arc<SelfMetrics>) -> Result<Inserts<T>, SinkError> {
         let spool = Spool::open(spool_dir(data_dir), config.spool_max_bytes as u64).map_err(|e| SinkError::Other {
             sink: SINK_NAME.into(),
             message: e.to_string(),
         })?;
+        let (positions, watermark, replay) = match positions::cursor(data_dir) {
+            Some(_) => open_positions(data_dir),
+            None => (None, Watermark::new(None), None),
+        };
         let mut delivery = Inserts {
-            exporter: Exporter::new(config),
+            exporter: target,
             batcher: Batcher::new(config.batch_size, config.batch_bytes, config.flush_interval),
             spool,
             metrics: metrics.sink(SINK_NAME),
@@ -80,16 +132,63 @@ impl ClickHouseSink {
             backoff: Backoff::new(MIN_BACKOFF, MAX_BACKOFF),
             warn: WarnEvery::new(WARN_EVERY),
             spool_warn: WarnEvery::new(WARN_EVERY),
+            watermark,
+            positions,
+            committed_at: Instant::now(),
+            replay,
+            held: Vec::new(),
+            deadline: None,
+            chunk: config.batch_size.max(REPLAY_CHUNK),
         };
         delivery.refresh_spool_gauge();
         // Replay what a previous process left, as soon as we start.
         if !delivery.spool_entries().is_empty() {
             delivery.down = Some(Instant::now());
         }
-        // Joined on drop: the worker spools what it holds first.
-        let worker = Worker::start(SINK_NAME, delivery, Queue::Bounded(CHANNEL_BATCHES), true)?;
-        Ok(ClickHouseSink { worker })
+        Ok(delivery)
     }
+}
+
+/// The committed position, and what to replay: the log after it, up to its end now.
+fn open_positions(data_dir: &std::path::Path) -> (Option<PositionFile>, Watermark, Option<(LogRange, u64)>) {
+    let file = PositionFile::new(data_dir, SINK_NAME);
+    let end = match positions::log_end(data_dir) {
+        Ok(end) => end,
+        Err(e) => {
+            tracing::error!(error = %e, "serphona-obs: cannot find the end of the event log; the ClickHouse sink replays nothing");
+            None
+        }
+    };
+    let committed = match file.load() {
+        Ok(c) => c,
+        Err(e) => {
+            // Replaying the whole log is idempotent but may be huge: start at its end, loudly.
+            tracing::error!(error = %crate::ErrorChain(&e), "serphona-obs: the ClickHouse positions file is unreadable; starting at the end of the event log (events a crashed run did not deliver are not replayed)");
+            None
+        }
+    };
+    let mut watermark = Watermark::new(committed.or(end));
+    let replay = match (committed, end) {
+        (Some(from), Some(end)) if end > from => {
+            let range = LogRange::new(data_dir, from, end);
+            let ticket = watermark.hold(end);
+            tracing::info!(
+                lines = range.remaining_lines(),
+                "serphona-obs: replaying the event log after the ClickHouse sink's committed position (what the last run did not deliver)"
+            );
+            Some((range, ticket))
+        }
+        _ => None,
+    };
+    if committed.is_none() {
+        // A first start: what the log holds already predates this sink's positions.
+        if let Some(end) = end {
+            if let Err(e) = file.store(end) {
+                tracing::error!(error = %crate::ErrorChain(&e), "serphona-obs: cannot write the ClickHouse positions file");
+            }
+        }
+    }
+    (Some(file), watermark, replay)
 }
 
 impl Sink for ClickHouseSink {
@@ -98,7 +197,12 @@ impl Sink for ClickHouseSink {
     }
 
     fn write(&mut self, events: &[SharedEvent]) -> Result<(), SinkError> {
-        self.worker.send_events(events.to_vec())
+        // The event log was handed this batch just before: where it ends there.
+        let end = match (&self.cursor, events.first()) {
+            (Some(cursor), Some(first)) => cursor.end_of(first.event_id, events.len()),
+            _ => None,
+        };
+        self.worker.send_events(Handed { events: events.to_vec(), end })
     }
 
     /// Seals the pending batch and tries it once; what does not go through is spooled, so
@@ -107,10 +211,15 @@ impl Sink for ClickHouseSink {
         self.worker.flush(None)
     }
 
-    /// Delivers the pending batch and replays the spool until `deadline`; the rest stays in
-    /// the spool for the next start.
+    fn shutdown_started(&mut self, deadline: Instant) {
+        let _ = self.worker.announce_deadline(deadline);
+    }
+
+    /// Delivers the pending batches and replays the spool until `deadline`; the rest stays in
+    /// durable state (the event log past the committed position, or the spool) for the next
+    /// start, counted in `serphona_obs_events_pending`.
     fn shutdown(&mut self, deadline: Instant) -> Result<(), SinkError> {
-        // The worker spools what it could not deliver by the deadline; give it a moment more.
+        // The worker keeps what it could not deliver by the deadline; give it a moment more.
         self.worker.shutdown(deadline, deadline + Duration::from_secs(1))
     }
 }
@@ -127,9 +236,40 @@ impl RetryLogic for ClickHouseRetry {
     }
 }
 
+/// Where the delivery's requests go: the server ([`Exporter`]), or a fake in the model-based
+/// test of the delivery's state machine (the one place a fake is used: to inject faults).
+trait Target: Send + 'static {
+    /// Inserts the rows `table` has for these events with this token, cut off at `deadline`.
+    fn insert(&self, table: Table, events: &[&SharedEvent], token: &str, deadline: Option<Instant>) -> Result<(), ClickHouseError>;
+    /// Which of these events' rows `table` has, cut off at `deadline`.
+    fn present(&self, table: Table, events: &[&SharedEvent], deadline: Option<Instant>) -> Result<HashSet<uuid::Uuid>, ClickHouseError>;
+    /// Waits between attempts.
+    fn pause(&self, delay: Duration) {
+        std::thread::sleep(delay);
+    }
+}
+
+/// Runs a request on the I/O runtime, cut off at `deadline` when there is one.
+fn block_on<T>(deadline: Option<Instant>, work: impl Future<Output = Result<T, ClickHouseError>>) -> Result<T, ClickHouseError> {
+    match deadline {
+        Some(d) => io_runtime().block_on(async { tokio::time::timeout_at(d.into(), work).await.unwrap_or(Err(ClickHouseError::Timeout)) }),
+        None => io_runtime().block_on(work),
+    }
+}
+
+impl Target for Exporter {
+    fn insert(&self, table: Table, events: &[&SharedEvent], token: &str, deadline: Option<Instant>) -> Result<(), ClickHouseError> {
+        block_on(deadline, self.insert_table(table, events, token))
+    }
+
+    fn present(&self, table: Table, events: &[&SharedEvent], deadline: Option<Instant>) -> Result<HashSet<uuid::Uuid>, ClickHouseError> {
+        block_on(deadline, Exporter::present(self, table, events))
+    }
+}
+
 /// The sink's delivery, on its worker thread.
-struct Inserts {
-    exporter: Exporter,
+struct Inserts<T: Target = Exporter> {
+    exporter: T,
     batcher: Batcher,
     spool: Spool,
     metrics: SinkMetrics,
@@ -139,6 +279,20 @@ struct Inserts {
     warn: WarnEvery,
     /// Spool write failures, logged at most once a minute.
     spool_warn: WarnEvery,
+    /// What was handed over and not yet acknowledged, as positions in the event log.
+    watermark: Watermark,
+    /// Where the watermark is committed (`None` without an event log in this process).
+    positions: Option<PositionFile>,
+    /// When the position was last written.
+    committed_at: Instant,
+    /// The event log after the committed position at start, still to replay, and its ticket.
+    replay: Option<(LogRange, u64)>,
+    /// Batches sealed after the shutdown deadline: not sent, kept.
+    held: Vec<(SealedBatch, Tickets)>,
+    /// The shutdown deadline, once announced.
+    deadline: Option<Instant>,
+    /// Events per replayed chunk (`batch_size`, at least [`REPLAY_CHUNK`]).
+    chunk: usize,
 }
 
 /// How hard to try one batch.
@@ -152,66 +306,216 @@ enum Effort {
     Until(Instant),
 }
 
-impl Delivery for Inserts {
-    fn accept(&mut self, events: Vec<SharedEvent>) {
+impl<T: Target> Delivery for Inserts<T> {
+    type Batch = Handed;
+
+    fn accept(&mut self, handed: Handed) {
         let now = Instant::now();
-        for event in events {
+        self.watermark.accept(handed.events.len(), handed.end);
+        for event in handed.events {
             if let Some(batch) = self.batcher.push(event, now) {
-                self.send(batch, Effort::Retry);
+                let tickets = self.watermark.group(batch.events.len());
+                self.send(batch, tickets, Effort::Retry);
             }
         }
     }
 
     fn tick(&mut self, now: Instant) {
         if self.batcher.deadline().is_some_and(|d| d <= now) {
-            if let Some(batch) = self.batcher.seal() {
-                self.send(batch, Effort::Retry);
+            self.seal_and_send(Effort::Retry);
+        }
+        if self.past_deadline() {
+            return;
+        }
+        if let Some(deadline) = self.deadline {
+            // Shutting down: one held batch per tick, so hand-overs are taken in between.
+            if !self.held.is_empty() {
+                let (batch, tickets) = self.held.remove(0);
+                self.deliver_now(batch, tickets, Effort::Until(deadline));
             }
+            return;
         }
         if self.down.is_some_and(|d| d <= now) {
             self.replay(None);
         }
+        if self.down.is_none() {
+            self.replay_log_chunk(Effort::Retry);
+        }
+        self.commit(false);
     }
 
     fn wake_at(&self) -> Option<Instant> {
-        [self.batcher.deadline(), self.down].into_iter().flatten().min()
+        let replaying = (self.replay.is_some() && self.down.is_none() && self.deadline.is_none()).then(Instant::now);
+        let sending = (!self.held.is_empty() && self.deadline.is_some() && !self.past_deadline()).then(Instant::now);
+        [self.batcher.deadline(), self.down, replaying, sending].into_iter().flatten().min()
     }
 
     fn flush(&mut self) {
-        if let Some(batch) = self.batcher.seal() {
-            self.send(batch, Effort::Once);
-        }
+        self.seal_and_send(Effort::Once);
+        self.commit(true);
+    }
+
+    fn deadline(&mut self, deadline: Instant) {
+        self.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)));
     }
 
     fn shutdown(&mut self, deadline: Instant) {
-        if let Some(batch) = self.batcher.seal() {
-            self.send(batch, Effort::Until(deadline));
+        self.deadline(deadline);
+        self.seal_and_send(Effort::Until(deadline));
+        // Batches held back are sent while there is time, oldest first.
+        let held = std::mem::take(&mut self.held);
+        for (batch, tickets) in held {
+            self.deliver_now(batch, tickets, Effort::Until(deadline));
         }
-        self.replay(Some(deadline));
+        while self.replay.is_some() && !self.past_deadline() && self.down.is_none() {
+            self.replay_log_chunk(Effort::Until(deadline));
+        }
+        if !self.past_deadline() {
+            self.replay(Some(deadline));
+        }
+        self.keep_the_rest();
     }
 
     fn abandon(&mut self) {
-        // Dropped without shutdown: keep what we hold on disk.
-        if let Some(batch) = self.batcher.seal() {
-            self.spool_batch(&batch);
-        }
+        // Dropped without shutdown: keep what we hold, without waiting.
+        self.deadline = Some(Instant::now());
+        self.seal_and_send(Effort::Once);
+        self.keep_the_rest();
     }
 }
 
-impl Inserts {
-    /// Delivers a sealed batch, or spools it when the server is down or does not take it.
-    fn send(&mut self, batch: SealedBatch, effort: Effort) {
-        if self.down.is_some() {
-            self.spool_batch(&batch);
+impl<T: Target> Inserts<T> {
+    fn past_deadline(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    fn seal_and_send(&mut self, effort: Effort) {
+        if let Some(batch) = self.batcher.seal() {
+            let tickets = self.watermark.group(batch.events.len());
+            self.send(batch, tickets, effort);
+        }
+    }
+
+    /// Delivers a sealed batch, or keeps it (spool) when the server is down or does not take
+    /// it. Once a shutdown has begun, batches are held and sent from `tick` (by the deadline).
+    fn send(&mut self, batch: SealedBatch, tickets: Tickets, effort: Effort) {
+        if self.deadline.is_some() {
+            self.held.push((batch, tickets));
             return;
         }
-        match self.deliver(&batch, effort) {
-            Ok(()) => {}
+        self.deliver_now(batch, tickets, effort);
+    }
+
+    fn deliver_now(&mut self, batch: SealedBatch, tickets: Tickets, effort: Effort) {
+        if self.past_deadline() {
+            self.held.push((batch, tickets));
+            return;
+        }
+        if self.down.is_some() {
+            self.keep(&batch, &tickets);
+            return;
+        }
+        match self.deliver(&batch, effort, false) {
+            Ok(()) => self.acknowledged(&tickets),
             Err(e) => {
                 self.warn(&e, "ClickHouse is not taking rows; batches go to the disk spool and are replayed when it is back");
-                self.spool_batch(&batch);
+                self.keep(&batch, &tickets);
                 self.mark_down();
             }
+        }
+    }
+
+    /// ClickHouse has these events (or the spool keeps them): the watermark may move.
+    fn acknowledged(&mut self, tickets: &[(u64, usize)]) {
+        if self.watermark.done(tickets).is_some() {
+            self.commit(false);
+        }
+    }
+
+    /// Writes the committed position (at most every [`COMMIT_EVERY`] unless `now`).
+    fn commit(&mut self, now: bool) {
+        let Some(file) = &self.positions else { return };
+        if !now && self.committed_at.elapsed() < COMMIT_EVERY {
+            return;
+        }
+        self.committed_at = Instant::now();
+        if let Some(at) = self.watermark.committed() {
+            if let Err(e) = file.store(at) {
+                if self.spool_warn.ready() {
+                    tracing::error!(error = %crate::ErrorChain(&e), "serphona-obs: cannot write the ClickHouse positions file (logged at most once a minute)");
+                }
+            }
+        }
+    }
+
+    /// Spools a batch the server did not take. Its events count as kept only when the spool
+    /// wrote it: otherwise they stay past the committed position, and the next start replays
+    /// them from the event log.
+    fn keep(&mut self, batch: &SealedBatch, tickets: &[(u64, usize)]) {
+        if self.spool_batch(batch) {
+            self.acknowledged(tickets);
+        }
+    }
+
+    /// The shutdown deadline passed (or the sink was dropped): batches whose events are all
+    /// in the event log stay there, past the committed position; the others go to the spool.
+    /// Counts what is kept for the next start.
+    fn keep_the_rest(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        let mut in_log = 0u64;
+        for (batch, tickets) in held {
+            if self.positions.is_some() && self.watermark.in_log(&tickets) {
+                in_log += batch.events.len() as u64;
+            } else {
+                self.keep(&batch, &tickets);
+            }
+        }
+        let unreplayed = self.replay.as_ref().map_or(0, |(range, _)| range.remaining_lines());
+        self.commit(true);
+        let spooled = self.spool.events().unwrap_or(0);
+        let pending = in_log + unreplayed + spooled;
+        self.metrics.pending().set(pending as i64);
+        if in_log + unreplayed > 0 {
+            tracing::info!(
+                in_event_log = in_log + unreplayed,
+                in_spool = spooled,
+                "serphona-obs: ClickHouse did not take every event by the deadline; they are kept for the next start"
+            );
+        }
+    }
+
+    /// Replays one chunk of the event log after the committed position (a previous run's
+    /// undelivered events). The chunk is verified (rows the server has are not sent again).
+    fn replay_log_chunk(&mut self, effort: Effort) {
+        let Some((range, ticket)) = &mut self.replay else { return };
+        let ticket = *ticket;
+        let events = match range.next_chunk(self.chunk) {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::error!(error = %e, "serphona-obs: cannot read the event log to replay it to ClickHouse; the replay stops here");
+                Vec::new()
+            }
+        };
+        let finished = events.is_empty();
+        if !events.is_empty() {
+            let batch = SealedBatch { id: uuid::Uuid::now_v7(), events: events.into_iter().map(SharedEvent::new).collect() };
+            match self.deliver(&batch, effort, true) {
+                Ok(()) => {}
+                Err(e) => {
+                    self.warn(&e, "ClickHouse is not taking rows; the replayed events go to the disk spool");
+                    if !self.spool_batch(&batch) {
+                        // Not kept: leave the replay where it is, the next start does it again.
+                        self.mark_down();
+                        self.replay = None;
+                        return;
+                    }
+                    self.mark_down();
+                }
+            }
+        }
+        if finished {
+            self.replay = None;
+            self.acknowledged(&[(ticket, 1)]);
         }
     }
 
@@ -224,6 +528,7 @@ impl Inserts {
     }
 
     /// Replays the spool oldest first while the server takes it (until `deadline`, if given).
+    /// Spooled batches are verified: they were spooled after attempts of unknown outcome.
     fn replay(&mut self, deadline: Option<Instant>) {
         for entry in self.spool_entries() {
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -267,7 +572,7 @@ impl Inserts {
                 Some(d) => Effort::Until(d),
                 None => Effort::Once,
             };
-            match self.deliver(&batch, effort) {
+            match self.deliver(&batch, effort, true) {
                 Ok(()) => {
                     let _ = self.spool.remove(&entry.path);
                 }
@@ -289,7 +594,8 @@ impl Inserts {
         }
     }
 
-    fn spool_batch(&mut self, batch: &SealedBatch) {
+    /// Spools a batch; true when it is on disk.
+    fn spool_batch(&mut self, batch: &SealedBatch) -> bool {
         match self.spool.push(batch) {
             Ok(Pushed { evicted, bytes }) => {
                 self.metrics.spool_bytes().set(bytes as i64);
@@ -302,6 +608,7 @@ impl Inserts {
                         "serphona-obs: the ClickHouse spool is full (clickhouse.spool_max_bytes); the oldest batches were dropped"
                     );
                 }
+                true
             }
             Err(e) => {
                 self.metrics.spool_dropped().inc_by(batch.events.len() as u64);
@@ -311,11 +618,12 @@ impl Inserts {
                     tracing::error!(
                         error = %crate::ErrorChain(&e),
                         events = batch.events.len(),
-                        "serphona-obs: cannot spool a ClickHouse batch; it is lost (counted in \
+                        "serphona-obs: cannot spool a ClickHouse batch; it is lost unless the event log has it (counted in \
                          serphona_obs_spool_dropped_events_total; logged at most once a minute)"
                     );
                 }
                 self.refresh_spool_gauge();
+                false
             }
         }
     }
@@ -330,28 +638,40 @@ impl Inserts {
         }
     }
 
-    /// Inserts every table's rows of a batch, retrying transient failures per `effort`.
-    fn deliver(&mut self, batch: &SealedBatch, effort: Effort) -> Result<(), ClickHouseError> {
+    /// Inserts every table's rows of a batch, retrying transient failures per `effort`. The
+    /// first attempt trusts the batch's token when `verify` is false (a new batch); every
+    /// later attempt, and every attempt when `verify` is true, inserts only the rows the server
+    /// does not have ([`Inserts::try_verified`]).
+    fn deliver(&mut self, batch: &SealedBatch, effort: Effort, verify: bool) -> Result<(), ClickHouseError> {
         let mut delays = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
         let mut attempt = 1;
+        let mut verify = verify;
         loop {
-            match self.try_batch(batch) {
+            if let Effort::Until(d) = effort {
+                if Instant::now() >= d {
+                    return Err(ClickHouseError::Timeout);
+                }
+            }
+            let result = if verify { self.try_verified(batch) } else { self.try_batch(batch) };
+            match result {
                 Ok(()) => {
                     self.metrics.delivered().inc_by(batch.events.len() as u64);
                     return Ok(());
                 }
                 Err(e) => {
+                    // The outcome of a failed attempt is unknown: the next one verifies.
+                    verify = true;
                     self.metrics.retries().inc();
                     let delay = delays.next_delay();
                     let more = match effort {
-                        Effort::Retry => attempt < ATTEMPTS,
+                        Effort::Retry => attempt < ATTEMPTS && !self.past_deadline(),
                         Effort::Once => false,
                         Effort::Until(d) => Instant::now() + delay < d,
                     };
                     if !more {
                         return Err(e);
                     }
-                    std::thread::sleep(delay);
+                    self.exporter.pause(delay);
                     attempt += 1;
                 }
             }
@@ -365,6 +685,34 @@ impl Inserts {
             self.insert_slice(batch, table, &events, None)?;
         }
         Ok(())
+    }
+
+    /// Asks the server which of the batch's rows each table has (by event id) and inserts the
+    /// others, under a new token: "already inserted" alone is never trusted.
+    fn try_verified(&mut self, batch: &SealedBatch) -> Result<(), ClickHouseError> {
+        for table in Table::ALL {
+            let expected: Vec<&SharedEvent> = batch.events.iter().filter(|e| has_row(table, e)).collect();
+            if expected.is_empty() {
+                continue;
+            }
+            let present = self.present(table, &expected)?;
+            let missing: Vec<&SharedEvent> = expected.into_iter().filter(|e| !present.contains(&e.event_id)).collect();
+            if missing.is_empty() {
+                continue;
+            }
+            // A token of this attempt: no earlier record of it can exist.
+            let fresh = SealedBatch { id: uuid::Uuid::now_v7(), events: Vec::new() };
+            self.insert_slice(&fresh, table, &missing, None)?;
+        }
+        Ok(())
+    }
+
+    fn present(&self, table: Table, events: &[&SharedEvent]) -> Result<HashSet<uuid::Uuid>, ClickHouseError> {
+        let mut out = HashSet::new();
+        for chunk in events.chunks(PRESENCE_CHUNK) {
+            out.extend(self.exporter.present(table, chunk, self.deadline)?);
+        }
+        Ok(out)
     }
 
     /// Inserts rows; on a permanent error, splits them until the rejected rows are found.
@@ -408,7 +756,18 @@ impl Inserts {
     }
 
     fn insert(&self, table: Table, events: &[&SharedEvent], token: &str) -> Result<(), ClickHouseError> {
-        io_runtime().block_on(self.exporter.insert_table(table, events, token))
+        self.exporter.insert(table, events, token, self.deadline)
+    }
+}
+
+/// Whether `table` has a row for this event.
+fn has_row(table: Table, e: &SharedEvent) -> bool {
+    match table {
+        Table::Events => rows::event_row(e).is_some(),
+        Table::Conversations => rows::conversation_row(e).is_some(),
+        Table::Interactions => rows::interaction_row(e).is_some(),
+        Table::Decisions => rows::decision_row(e).is_some(),
+        Table::Spans => rows::span_row(e).is_some(),
     }
 }
 
@@ -454,6 +813,39 @@ impl Exporter {
     async fn timed(&self, work: impl Future<Output = Result<(), ClickHouseError>>) -> Result<(), ClickHouseError> {
         // The schema lookup before the first insert has no timeout of its own.
         tokio::time::timeout(self.timeout * 2, work).await.unwrap_or(Err(ClickHouseError::Timeout))
+    }
+
+    /// Which of these events' rows `table` has, by event id (the check before a retry or a
+    /// replay). The tenant and conversation (or trace) ids narrow the read to the primary
+    /// key's ranges; the values are bound by the client, never spliced into the SQL as text,
+    /// and event ids are UUIDs (hex and dashes only).
+    pub async fn present(&self, table: Table, events: &[&SharedEvent]) -> Result<HashSet<uuid::Uuid>, ClickHouseError> {
+        if events.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let mut tenants: Vec<&str> = events.iter().map(|e| &*e.tenant_id).collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        let ids = events.iter().map(|e| format!("'{}'", e.event_id)).collect::<Vec<_>>().join(",");
+        let query = if table == Table::Spans {
+            self.client
+                .query(&format!("SELECT toString(event_id) FROM {} WHERE tenant_id IN ? AND event_id IN ({ids})", table.name()))
+                .bind(tenants)
+        } else {
+            let mut conversations: Vec<&str> = events.iter().map(|e| &*e.conversation_id).collect();
+            conversations.sort_unstable();
+            conversations.dedup();
+            self.client
+                .query(&format!(
+                    "SELECT toString(event_id) FROM {} WHERE tenant_id IN ? AND conversation_id IN ? AND event_id IN ({ids})",
+                    table.name()
+                ))
+                .bind(tenants)
+                .bind(conversations)
+        };
+        let found = async { query.fetch_all::<String>().await.map_err(ClickHouseError::from) };
+        let found = tokio::time::timeout(self.timeout * 2, found).await.unwrap_or(Err(ClickHouseError::Timeout))?;
+        Ok(found.iter().filter_map(|s| s.parse().ok()).collect())
     }
 
     /// Inserts the rows `table` has for these events, with a deduplication token.

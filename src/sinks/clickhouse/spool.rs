@@ -125,6 +125,26 @@ impl Spool {
         self.entries().map(|e| e.iter().map(|e| e.bytes).sum()).unwrap_or(0)
     }
 
+    /// Events spooled, as the files' headers count them (a file without a readable header
+    /// counts its lines).
+    pub fn events(&self) -> Result<u64, SpoolError> {
+        use std::io::BufRead;
+        let mut n = 0;
+        for entry in self.entries()? {
+            let Ok(file) = std::fs::File::open(&entry.path) else { continue };
+            let mut first = String::new();
+            let mut reader = std::io::BufReader::new(file);
+            if reader.read_line(&mut first).is_err() {
+                continue;
+            }
+            match serde_json::from_str::<Header>(&first) {
+                Ok(h) => n += h.events as u64,
+                Err(_) => n += 1 + reader.split(b'\n').count() as u64,
+            }
+        }
+        Ok(n)
+    }
+
     /// Writes a batch; drops the oldest batches first when it would not fit.
     pub fn push(&self, batch: &SealedBatch) -> Result<Pushed, SpoolError> {
         // An event JSON cannot express was never deliverable either: it is left out.

@@ -54,6 +54,7 @@ pub(super) struct Pushes {
 }
 
 impl Delivery for Pushes {
+    type Batch = Vec<SharedEvent>;
     fn accept(&mut self, events: Vec<SharedEvent>) {
         self.add(&events);
     }

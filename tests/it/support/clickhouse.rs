@@ -143,6 +143,17 @@ impl ClickHouse {
         c
     }
 
+    /// The owned peer's data directory (`None` for an external server): where its tables' files
+    /// are, e.g. the deduplication logs a crash test watches.
+    pub fn data_dir(&self) -> Option<PathBuf> {
+        self.owned.as_ref().map(|o| o.dir.path().join("data"))
+    }
+
+    /// True while the owned peer's process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.owned.as_mut().and_then(|o| o.child.as_mut()).is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
     /// `http://127.0.0.1:PORT` (or the external server's URL), without a trailing slash.
     pub fn url(&self) -> String {
         self.url.clone()
