@@ -351,16 +351,18 @@ pub fn run(
     run_scenario(obs, config, &Scenario::built_in(), stop, progress)
 }
 
-/// The number of conversations that arrive within a scenario's duration at its rate, with
-/// `seed` (the arrivals of [`run_scenario`] with that many conversations and the scenario's
-/// rate are the same draws).
-pub fn conversations_in(scenario: &Scenario, seed: u64) -> usize {
+/// The number of conversations that arrive within `duration` at `rate` per second with
+/// `seed`: a [`run_scenario`] with that many conversations at that rate has its arrivals
+/// inside the duration (the same draws).
+pub fn conversations_in(duration: Duration, rate: f64, seed: u64) -> usize {
     let mut arrivals = ChaCha8Rng::seed_from_u64(seed);
-    let window_ms = scenario.duration.as_millis() as u64;
-    let rate = scenario.rate();
+    let window_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
     let (mut at, mut n) = (0u64, 0usize);
     while at <= window_ms {
         n += 1;
+        if !(rate.is_finite() && rate > 0.0) {
+            break;
+        }
         let u: f64 = arrivals.random_range(f64::EPSILON..1.0);
         at = at.saturating_add((-u.ln() / rate * 1000.0) as u64);
     }
