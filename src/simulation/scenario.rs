@@ -42,7 +42,7 @@ pub struct Scenario {
     pub tenants: Vec<TenantSpec>,
     /// Share of each channel (`voice`, `chat`, `sms`, `email`).
     #[serde(default = "default_channels")]
-    pub channels: BTreeMap<Channel, f64>,
+    pub channels: BTreeMap<Key<Channel>, f64>,
     /// Share of each intent; empty: every intent alike.
     #[serde(default)]
     pub intents: BTreeMap<String, f64>,
@@ -68,8 +68,25 @@ fn default_barge_in() -> f64 {
     0.06
 }
 
-fn default_channels() -> BTreeMap<Channel, f64> {
-    BTreeMap::from([(Channel::Voice, 0.5), (Channel::Chat, 0.35), (Channel::Sms, 0.1), (Channel::Email, 0.05)])
+fn default_channels() -> BTreeMap<Key<Channel>, f64> {
+    BTreeMap::from([
+        (Key(Channel::Voice), 0.5),
+        (Key(Channel::Chat), 0.35),
+        (Key(Channel::Sms), 0.1),
+        (Key(Channel::Email), 0.05),
+    ])
+}
+
+/// A map key read as text, then as `T` (so an error names the key: `latency_ms.llm_ttfb`, not
+/// `latency_ms.?`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key<T>(pub T);
+
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Key<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        serde_json::from_value(serde_json::Value::String(text)).map(Key).map_err(serde::de::Error::custom)
+    }
 }
 
 /// The model of tenants that `models` does not name.
@@ -235,14 +252,14 @@ pub struct Incident {
 pub struct Effect {
     /// Latency parts multiplied (`llm_ttft: x4`) for agent answers inside the window.
     #[serde(default)]
-    pub latency_ms: BTreeMap<Part, Factor>,
+    pub latency_ms: BTreeMap<Key<Part>, Factor>,
     /// Errors before agent answers inside the window.
     #[serde(default)]
     pub errors: Option<ErrorEffect>,
     /// Outcomes forced, with their probability, on conversations that start inside the window
     /// (`transferred: 0.6`); the rest end as usual.
     #[serde(default)]
-    pub resolution: BTreeMap<Resolution, f64>,
+    pub resolution: BTreeMap<Key<Resolution>, f64>,
     /// Intents drawn, with their probability, for conversations that start inside the window
     /// (an intent shift); the rest draw from the usual mix.
     #[serde(default)]
@@ -648,7 +665,7 @@ mod tests {
                 "{BASE}incidents:\n  - {{name: n, start: 1h, duration: 30m, effect: {{latency_ms: {{llm_ttft: {text}}}}}}}\n"
             ))
             .unwrap();
-            assert_eq!(s.incidents[0].effect.latency_ms[&Part::LlmTtft], Factor(f));
+            assert_eq!(s.incidents[0].effect.latency_ms[&Key(Part::LlmTtft)], Factor(f));
         }
         let e = parse(&format!("{BASE}incidents:\n  - {{name: n, start: 1h, duration: 30m, effect: {{latency_ms: {{llm_ttft: fast}}}}}}\n"))
             .unwrap_err()

@@ -428,7 +428,7 @@ impl Model {
         Model {
             tenant_weights: s.tenants.iter().enumerate().map(|(i, t)| (i, t.share)).filter(|(_, w)| *w > 0.0).collect(),
             tenants,
-            channels: s.channels.iter().map(|(c, w)| (*c, *w)).filter(|(_, w)| *w > 0.0).collect(),
+            channels: s.channels.iter().map(|(c, w)| (c.0, *w)).filter(|(_, w)| *w > 0.0).collect(),
             dists: Part::ALL.map(|p| s.latency_ms.get(p).log_normal()),
             barge_in: s.barge_in_rate,
             incidents: s
@@ -437,7 +437,7 @@ impl Model {
                 .map(|inc| {
                     let mut factors = [1.0; 6];
                     for (part, factor) in &inc.effect.latency_ms {
-                        factors[part.index()] = factor.0;
+                        factors[part.0.index()] = factor.0;
                     }
                     IncidentModel {
                         start_ms: ms(inc.start),
@@ -449,7 +449,7 @@ impl Model {
                             let message = e.message.clone().unwrap_or_else(|| format!("{} ({})", e.error_type, inc.name));
                             (e.rate, e.error_type.clone(), message)
                         }),
-                        resolution: inc.effect.resolution.iter().map(|(r, p)| (*r, *p)).collect(),
+                        resolution: inc.effect.resolution.iter().map(|(r, p)| (r.0, *p)).collect(),
                         intents: inc.effect.intents.iter().map(|(n, p)| (intent_index(n), *p)).collect(),
                     }
                 })

@@ -322,7 +322,7 @@ fn a_typo_a_wrong_type_or_an_unknown_effect_exits_2_naming_the_line_and_the_fiel
         (GOOD.replace("conversations_per_hour", "conversations_per_huor"), 3, "conversations_per_huor"),
         (GOOD.replace("120", "lots"), 3, "conversations_per_hour"),
         (GOOD.replace("{llm_ttft: x4}", "{llm_ttft: x4}, outage: true"), 11, "incidents[0].effect.outage"),
-        (GOOD.replace("llm_ttft: x4", "llm_ttfb: x4"), 11, "incidents[0].effect.latency_ms.?"),
+        (GOOD.replace("llm_ttft: x4", "llm_ttfb: x4"), 11, "incidents[0].effect.latency_ms.llm_ttfb"),
         (GOOD.replace("x4", "four times"), 11, "incidents[0].effect.latency_ms.llm_ttft"),
         (GOOD.replace("tenant: acme", "tenant: globex"), 10, "incidents[0].tenant"),
         (GOOD.replace("duration: 5m", "duration: 9m"), 9, "incidents[0].duration"),
