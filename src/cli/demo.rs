@@ -43,15 +43,20 @@ pub struct Args {
     /// script time are shortened to one); without it the run goes as fast as it can.
     #[arg(long, value_name = "X")]
     pub speed: Option<f64>,
-    /// Conversations to simulate.
-    #[arg(long, short = 'n', default_value_t = 200)]
-    pub conversations: usize,
-    /// Seed: the same seed prints the same summary.
-    #[arg(long, default_value_t = 7)]
-    pub seed: u64,
-    /// New conversations per (virtual) second.
-    #[arg(long, default_value_t = 2.0)]
-    pub rate: f64,
+    /// A scenario file (YAML; see docs/scenarios.md) instead of the built-in demo scenario.
+    #[arg(long, value_name = "FILE")]
+    pub scenario: Option<std::path::PathBuf>,
+    /// Conversations to simulate [default: 200; with --scenario, as many as arrive in its
+    /// duration].
+    #[arg(long, short = 'n')]
+    pub conversations: Option<usize>,
+    /// Seed: the same seed prints the same summary [default: 7, or the scenario's].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// New conversations per (virtual) second [default: 2, or the scenario's
+    /// conversations_per_hour].
+    #[arg(long)]
+    pub rate: Option<f64>,
     /// Most conversations in progress at once.
     #[arg(long, default_value_t = 50)]
     pub concurrency: usize,
@@ -76,14 +81,13 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
         (None, true) => Pace::Realtime { speed: DEFAULT_LIVE_SPEED, max_gap: Some(DEMO_MAX_GAP) },
         (None, false) => Pace::Fast,
     };
-    let sim = SimConfig {
-        conversations: args.conversations,
-        seed: args.seed,
-        rate: args.rate,
-        concurrency: args.concurrency,
-        pace,
-        run_id: None,
-    };
+    let (scenario, from_file) = super::simulate::load_scenario(args.scenario.as_deref(), None)?;
+    let seed = args.seed.unwrap_or(if from_file { scenario.seed } else { 7 });
+    let rate = args.rate.unwrap_or(if from_file { scenario.rate() } else { 2.0 });
+    let conversations = args.conversations.unwrap_or_else(|| {
+        if from_file { serphona_obs::simulation::conversations_in(scenario.duration, rate, seed) } else { 200 }
+    });
+    let sim = SimConfig { conversations, seed, rate, concurrency: args.concurrency, pace, run_id: None };
     sim.validate().map_err(|e| super::UsageError(format!("--{e}")))?;
     let mut config = ctx.config;
     // The demo always writes the local event log: its summary is read back from it.
@@ -107,17 +111,22 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
     let metrics_url = obs.metrics_addr().map(|a| format!("http://{a}/metrics")).unwrap_or_default();
     eprintln!(
         "serphona-obs demo: {} conversations (seed {}) → event log in {}, metrics at {}",
-        args.conversations,
-        args.seed,
+        conversations,
+        seed,
         serphona_obs::sinks::event_log::event_log_dir(&data_dir).display(),
         metrics_url
     );
     if let Pace::Realtime { speed, .. } = pace {
-        let length = serphona_obs::simulation::schedule_length(&sim).as_secs_f64() / speed;
+        let model = serphona_obs::simulation::Model::new(&scenario);
+        let length = serphona_obs::simulation::schedule_length_of(&sim, &model).as_secs_f64() / speed;
         eprintln!("paced at {speed}×: about {}; q or Ctrl-C ends it early", seconds(Some(length)));
     }
     let report =
-        if live_view { watch(&obs, &sim, &data_dir)? } else { super::simulate::drive(&obs, &sim, ctx.interactive)? };
+        if live_view {
+            watch(&obs, &sim, &scenario, &data_dir)?
+        } else {
+            super::simulate::drive(&obs, &sim, &scenario, ctx.interactive)?
+        };
     obs.flush(Duration::from_secs(30))?;
     let dropped: u64 = ["queue_full", "shutdown"]
         .iter()
@@ -147,7 +156,8 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
                 &mut out,
                 &serde_json::json!({
                     "run_id": report.run_id,
-                    "seed": args.seed,
+                    "seed": seed,
+                    "usage": report.usage,
                     "conversations": report.conversations,
                     "events": report.events,
                     "events_by_type": report.events_by_type,
@@ -171,6 +181,7 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
             if let Some(line) = super::simulate::personal_data_line(&report.planted, &obs) {
                 writeln!(out, "{line}")?;
             }
+            writeln!(out, "{}", super::simulate::usage_line(&report))?;
             if let Some(message) = lost.message() {
                 writeln!(out, "error: {message}; the summary undercounts")?;
             }
@@ -184,7 +195,7 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
             "serving {metrics_url} for {}s with a trickle of new conversations (Ctrl-C to stop)",
             args.keep_serving
         );
-        trickle(&obs, &args, Duration::from_secs(args.keep_serving))?;
+        trickle(&obs, &args, seed, Duration::from_secs(args.keep_serving))?;
     }
     for file in store.damage().files() {
         tracing::warn!("{file}");
@@ -200,11 +211,11 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
 /// Keeps a paced trickle of new conversations going for `how_long` (or until Ctrl-C), so a
 /// scraper sees the counters move and the dashboards' rates, ratios and quantiles have data.
 /// Conversations still open at the end end as abandoned, dated then.
-fn trickle(obs: &Observability, args: &Args, how_long: Duration) -> anyhow::Result<()> {
+fn trickle(obs: &Observability, args: &Args, seed: u64, how_long: Duration) -> anyhow::Result<()> {
     let sim = SimConfig {
         // At most one a second for as long as it serves.
         conversations: (how_long.as_secs_f64() * TRICKLE_RATE).ceil().max(1.0) as usize,
-        seed: args.seed.wrapping_add(1),
+        seed: seed.wrapping_add(1),
         rate: TRICKLE_RATE,
         concurrency: args.concurrency,
         pace: Pace::Realtime { speed: 1.0, max_gap: Some(Duration::from_secs(5)) },
@@ -235,15 +246,23 @@ fn trickle(obs: &Observability, args: &Args, how_long: Duration) -> anyhow::Resu
 /// Runs the simulation on a thread while the live view shows it, with `N/M ended · q ends`
 /// as its status; `q` ends both (open conversations end as abandoned, dated then) and the
 /// summary follows.
-fn watch(obs: &Observability, sim: &SimConfig, data_dir: &std::path::Path) -> anyhow::Result<SimReport> {
+fn watch(
+    obs: &Observability,
+    sim: &SimConfig,
+    scenario: &serphona_obs::simulation::Scenario,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<SimReport> {
     let receiver = obs.subscribe();
     let stop = super::stop_flag();
     let finished = Arc::new(AtomicBool::new(false));
     let ended = Arc::new(AtomicUsize::new(0));
     let simulation = {
         let (obs, sim, finished, ended) = (obs.clone(), sim.clone(), finished.clone(), ended.clone());
+        let scenario = scenario.clone();
         std::thread::Builder::new().name("serphona-obs-demo".into()).spawn(move || {
-            let report = serphona_obs::simulation::run(&obs, &sim, stop, |p| ended.store(p.ended, Ordering::Relaxed));
+            let report = serphona_obs::simulation::run_scenario(&obs, &sim, &scenario, stop, |p| {
+                ended.store(p.ended, Ordering::Relaxed)
+            });
             finished.store(true, Ordering::Relaxed);
             report
         })?

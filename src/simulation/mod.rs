@@ -9,6 +9,7 @@
 //! seed gives the same conversations, durations and outcomes whether the run is paced in real
 //! time or goes as fast as it can.
 
+pub mod scenario;
 mod script;
 
 use std::cmp::Reverse;
@@ -21,9 +22,10 @@ use rand_chacha::ChaCha8Rng;
 use time::OffsetDateTime;
 
 use crate::observability::{Conversation, Observability};
-use crate::types::{ConversationEnd, DecisionType, Resolution};
+use crate::types::{ConversationEnd, DecisionType, Resolution, Usage};
 
-pub use script::{Action, Step};
+pub use scenario::{Scenario, ScenarioError};
+pub use script::{Action, Hit, Model, Step};
 
 /// The metadata key that marks a conversation with the run that simulated it.
 pub const RUN_METADATA_KEY: &str = "simulation_run";
@@ -152,6 +154,69 @@ pub struct SimReport {
     pub planted: BTreeMap<&'static str, u64>,
     /// The values themselves, as (kind, value), in the order they were said.
     pub planted_values: Vec<(&'static str, String)>,
+    /// What the generator sent as usage (turns and LLM calls), summed, with the cost the
+    /// price table gives it.
+    pub usage: UsageTotals,
+    /// Each incident of the scenario: its window and the conversations it touched.
+    pub incidents: Vec<IncidentReport>,
+    /// When the first conversation started and when the schedule ends (as placed at the start
+    /// of the run).
+    pub window: (OffsetDateTime, OffsetDateTime),
+}
+
+/// What the generator sent as usage, summed over the steps it performed.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct UsageTotals {
+    /// LLM calls (agent answers and tool-choosing calls).
+    pub llm_calls: u64,
+    /// Input tokens (cached ones included).
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Cached input tokens.
+    pub cached_tokens: u64,
+    /// Seconds of speech-to-text.
+    pub stt_seconds: f64,
+    /// Characters of text-to-speech.
+    pub tts_characters: u64,
+    /// Seconds of telephony.
+    pub telephony_seconds: f64,
+    /// US dollars, priced with the effective price table.
+    pub cost_usd: f64,
+    /// Voice answers the customer barged in on.
+    pub barge_ins: u64,
+    /// Voice turns recorded (agent and customer).
+    pub voice_turns: u64,
+}
+
+/// One incident of a run's scenario: when it was, and what it did.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct IncidentReport {
+    /// Its name in the scenario.
+    pub name: String,
+    /// The tenant it is limited to.
+    pub tenant: Option<String>,
+    /// The agent it is limited to.
+    pub agent: Option<String>,
+    /// Its start, as the run dated it.
+    #[serde(with = "time::serde::rfc3339")]
+    pub start: OffsetDateTime,
+    /// Its end.
+    #[serde(with = "time::serde::rfc3339")]
+    pub end: OffsetDateTime,
+    /// Conversations of its tenant and agent that started or had an agent answer inside the
+    /// window.
+    pub conversations: usize,
+    /// Their ids.
+    pub conversation_ids: Vec<String>,
+    /// Voice answers whose latency parts it multiplied.
+    pub turns_slowed: u64,
+    /// Errors it caused.
+    pub errors: u64,
+    /// Conversations whose outcome it chose.
+    pub resolutions_forced: u64,
+    /// Conversations whose intent it chose.
+    pub intents_shifted: u64,
 }
 
 struct Active {
@@ -166,6 +231,8 @@ struct Active {
 struct Slot {
     steps: VecDeque<Step>,
     start_ms: u64,
+    /// The incidents the conversation ran into; handed over with its first step.
+    hits: Option<BTreeMap<usize, Hit>>,
 }
 
 /// Walks the run's schedule in time order (arrivals at `rate`, at most `concurrency`
@@ -173,9 +240,10 @@ struct Slot {
 /// conversation ended. `on_step` returns false to stop. True when the walk was stopped early.
 fn walk(
     config: &SimConfig,
+    model: &Model,
     run_id: &str,
     stop: &AtomicBool,
-    mut on_step: impl FnMut(u64, usize, Step) -> bool,
+    mut on_step: impl FnMut(u64, usize, Step, Option<BTreeMap<usize, Hit>>) -> bool,
 ) -> bool {
     let max_gap = match config.pace {
         Pace::Realtime { max_gap, .. } => max_gap,
@@ -213,7 +281,8 @@ fn walk(
             let u: f64 = arrivals.random_range(f64::EPSILON..1.0);
             // Float-to-int casts saturate; the sum cannot overflow within validated bounds.
             next_arrival_ms = due.saturating_add((-u.ln() / config.rate * 1000.0) as u64);
-            let mut steps = script::generate(config.seed, index as u64, run_id);
+            let script = script::generate(model, config.seed, index as u64, run_id, due, max_gap_ms);
+            let mut steps = script.steps;
             if let Some(cap) = max_gap_ms {
                 script::cap_gaps(&mut steps, cap);
             }
@@ -221,7 +290,7 @@ fn walk(
                 slots.push(None);
                 slots.len() - 1
             });
-            slots[slot] = Some(Slot { steps: steps.into(), start_ms: due });
+            slots[slot] = Some(Slot { steps: steps.into(), start_ms: due, hits: Some(script.hits) });
             active += 1;
             queue.push(Reverse((due, seq, slot)));
             seq += 1;
@@ -230,6 +299,7 @@ fn walk(
         let Reverse((_, _, slot)) = queue.pop().expect("peeked");
         let entry = slots[slot].as_mut().expect("scheduled slot is active");
         let step = entry.steps.pop_front().expect("scheduled conversation has a step");
+        let hits = entry.hits.take();
         match entry.steps.front() {
             Some(next) => {
                 queue.push(Reverse((entry.start_ms + next.offset_ms, seq, slot)));
@@ -241,7 +311,7 @@ fn walk(
                 active -= 1;
             }
         }
-        if !on_step(due, slot, step) {
+        if !on_step(due, slot, step, hits) {
             return true;
         }
     }
@@ -250,9 +320,14 @@ fn walk(
 /// How long the run's schedule is, in script time (from the first arrival to the last end).
 /// The same for every pace except for a `max_gap`; a paced run takes this divided by its speed.
 pub fn schedule_length(config: &SimConfig) -> Duration {
+    schedule_length_of(config, &Model::new(&Scenario::built_in()))
+}
+
+/// [`schedule_length`] of a scenario's run.
+pub fn schedule_length_of(config: &SimConfig, model: &Model) -> Duration {
     let never = AtomicBool::new(false);
     let mut last = 0u64;
-    walk(config, "", &never, |due, _, _| {
+    walk(config, model, "", &never, |due, _, _, _| {
         last = due;
         true
     });
@@ -271,19 +346,77 @@ pub fn run(
     obs: &Observability,
     config: &SimConfig,
     stop: &AtomicBool,
+    progress: impl FnMut(Progress),
+) -> Result<SimReport, SimConfigError> {
+    run_scenario(obs, config, &Scenario::built_in(), stop, progress)
+}
+
+/// The number of conversations that arrive within `duration` at `rate` per second with
+/// `seed`: a [`run_scenario`] with that many conversations at that rate has its arrivals
+/// inside the duration (the same draws).
+pub fn conversations_in(duration: Duration, rate: f64, seed: u64) -> usize {
+    let mut arrivals = ChaCha8Rng::seed_from_u64(seed);
+    let window_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    let (mut at, mut n) = (0u64, 0usize);
+    while at <= window_ms {
+        n += 1;
+        if !(rate.is_finite() && rate > 0.0) {
+            break;
+        }
+        let u: f64 = arrivals.random_range(f64::EPSILON..1.0);
+        at = at.saturating_add((-u.ln() / rate * 1000.0) as u64);
+    }
+    n
+}
+
+/// [`run`] with the conversations drawn from `scenario` (tenants, channels, intents,
+/// latency, models, incidents). `config` says how many, how fast and with which seed (see
+/// [`conversations_in`] and [`Scenario::rate`] for the scenario's own); incidents are placed
+/// by the script clock from the first arrival.
+pub fn run_scenario(
+    obs: &Observability,
+    config: &SimConfig,
+    scenario: &Scenario,
+    stop: &AtomicBool,
     mut progress: impl FnMut(Progress),
 ) -> Result<SimReport, SimConfigError> {
     config.validate()?;
+    let model = Model::new(scenario);
+    let prices = crate::pricing::Prices::load(obs.config().usage.prices.as_deref()).unwrap_or_default();
     let started = Instant::now();
     let run_id = config.run_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     // Fast: the schedule ends at the moment the run starts. Paced: it starts then.
-    let (base, speed) = match config.pace {
+    let (base, speed, length) = match config.pace {
         Pace::Fast => {
-            let length = schedule_length(config);
-            (OffsetDateTime::now_utc() - length, None)
+            let length = schedule_length_of(config, &model);
+            (OffsetDateTime::now_utc() - length, None, length)
         }
-        Pace::Realtime { speed, .. } => (OffsetDateTime::now_utc(), Some(speed)),
+        Pace::Realtime { speed, .. } => {
+            (OffsetDateTime::now_utc(), Some(speed), schedule_length_of(config, &model).div_f64(speed))
+        }
     };
+    let date = |ms: u64| match speed {
+        Some(speed) => base.saturating_add(time::Duration::saturating_seconds_f64(ms as f64 / 1000.0 / speed)),
+        None => base.saturating_add(time::Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX))),
+    };
+    let incidents = model
+        .incidents
+        .iter()
+        .zip(&scenario.incidents)
+        .map(|(m, s)| IncidentReport {
+            name: s.name.clone(),
+            tenant: s.tenant.clone(),
+            agent: s.agent.clone(),
+            start: date(m.start_ms),
+            end: date(m.end_ms),
+            conversations: 0,
+            conversation_ids: Vec::new(),
+            turns_slowed: 0,
+            errors: 0,
+            resolutions_forced: 0,
+            intents_shifted: 0,
+        })
+        .collect();
     let mut report = SimReport {
         run_id: run_id.clone(),
         conversations: 0,
@@ -295,9 +428,12 @@ pub fn run(
         interrupted: false,
         planted: BTreeMap::new(),
         planted_values: Vec::new(),
+        usage: UsageTotals::default(),
+        incidents,
+        window: (base, base + length),
     };
     let mut open: Vec<Option<Active>> = Vec::new();
-    report.interrupted = walk(config, &run_id, stop, |due, slot, step| {
+    report.interrupted = walk(config, &model, &run_id, stop, |due, slot, step, hits| {
         let scheduled = match speed {
             Some(speed) => {
                 let target = Duration::from_secs_f64(due as f64 / 1000.0 / speed);
@@ -326,7 +462,22 @@ pub fn run(
             *report.planted.entry(kind).or_default() += 1;
             report.planted_values.push((kind, value));
         }
-        if perform(obs, entry, step.action, at, &mut report) {
+        let started = matches!(step.action, Action::Start(_));
+        let done = perform(obs, entry, step.action, at, &mut report, &prices);
+        if started {
+            if let (Some(conv), Some(hits)) = (entry.conv.as_ref(), hits) {
+                for (i, hit) in hits {
+                    let incident = &mut report.incidents[i];
+                    incident.conversations += 1;
+                    incident.conversation_ids.push(conv.id().to_string());
+                    incident.turns_slowed += u64::from(hit.turns);
+                    incident.errors += u64::from(hit.errors);
+                    incident.resolutions_forced += u64::from(hit.resolution_forced);
+                    incident.intents_shifted += u64::from(hit.intent_shifted);
+                }
+            }
+        }
+        if done {
             open[slot] = None;
         }
         progress(Progress {
@@ -364,7 +515,38 @@ fn perform(
     action: Action,
     at: OffsetDateTime,
     report: &mut SimReport,
+    prices: &crate::pricing::Prices,
 ) -> bool {
+    let mut add = |usage: &Usage, llm: bool| {
+        let t = &mut report.usage;
+        t.llm_calls += u64::from(llm);
+        t.input_tokens += usage.input_tokens.unwrap_or(0);
+        t.output_tokens += usage.output_tokens.unwrap_or(0);
+        t.cached_tokens += usage.cached_tokens.unwrap_or(0);
+        t.stt_seconds += usage.stt_seconds.unwrap_or(0.0);
+        t.tts_characters += usage.tts_characters.unwrap_or(0);
+        t.telephony_seconds += usage.telephony_seconds.unwrap_or(0.0);
+        t.cost_usd += prices.price(usage).total().unwrap_or(0.0);
+    };
+    match &action {
+        Action::Turn(turn) => {
+            if let Some(usage) = &turn.usage {
+                add(usage, usage.model.is_some());
+            }
+            if turn.duration_ms.is_some() {
+                report.usage.voice_turns += 1;
+            }
+            if turn.interruption.is_some() {
+                report.usage.barge_ins += 1;
+            }
+        }
+        Action::Decide(decision) => {
+            if let Some(usage) = &decision.usage {
+                add(usage, usage.model.is_some());
+            }
+        }
+        _ => {}
+    }
     match action {
         Action::Start(start) => {
             obs.record_http_request("POST", "/v1/conversations", 201, Duration::from_millis(35));
@@ -401,12 +583,12 @@ fn perform(
         }
         Action::Error { error_type, message } => {
             entry.failing = true; // the next turn's request fails
-            entry.conv.as_ref().expect("started").track_error_at(error_type, message, Some(at));
+            entry.conv.as_ref().expect("started").track_error_at(&error_type, message, Some(at));
             count(report, "error.occurred");
         }
         Action::Violation { policy, severity, description } => {
             entry.conv.as_ref().expect("started").track_compliance_violation_at(
-                policy,
+                &policy,
                 severity,
                 description,
                 Some(at),

@@ -17,6 +17,7 @@ mod middleware;
 mod privacy;
 mod prometheus;
 mod query;
+mod scenario;
 mod seed_contract;
 mod simulation;
 mod stack;
