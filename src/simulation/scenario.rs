@@ -407,7 +407,7 @@ impl Scenario {
     fn check(&mut self) -> Result<(), (String, String)> {
         let err = |field: String, message: String| Err((field, message));
         let secs = self.duration.as_secs_f64();
-        if !(secs >= 1.0 && secs <= 366.0 * 86400.0) {
+        if !(1.0..=366.0 * 86400.0).contains(&secs) {
             return err("duration".into(), "must be between 1s and 366 days".into());
         }
         let cph = self.conversations_per_hour;
