@@ -165,7 +165,13 @@ impl PositionFile {
         crate::fsmode::create_private_dir_all(dir).map_err(err("create the folder of"))?;
         let tmp = self.path.with_extension("json.tmp");
         let body = serde_json::to_vec(&Stored { segment: at.segment, offset: at.offset }).expect("a position serializes");
-        std::fs::write(&tmp, body).map_err(err("write"))?;
+        // Private like every file of the data dir (it names no customer, but the data dir's
+        // promise is that nothing in it is readable by others).
+        {
+            use std::io::Write as _;
+            let mut f = crate::fsmode::create_private(&tmp).map_err(err("write"))?;
+            f.write_all(&body).map_err(err("write"))?;
+        }
         std::fs::rename(&tmp, &self.path).map_err(err("replace"))
     }
 }
