@@ -362,23 +362,26 @@ fn the_rejection_is_counted_in_a_self_metric() {
     obs.shutdown(Duration::from_secs(30)).unwrap();
 }
 
-/// Rounds floats so sums taken in another order compare equal.
-fn norm(v: serde_json::Value) -> serde_json::Value {
+/// Equal, with floats equal to 1e-9 relative (sums taken in another order differ in their
+/// last bits, and rounding them first can fall on either side of a boundary).
+fn approx(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     use serde_json::Value;
-    match v {
-        Value::Number(n) if n.is_f64() => {
-            let f = n.as_f64().unwrap();
-            serde_json::json!((f * 1e9).round() / 1e9)
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1e-3)
         }
-        Value::Array(a) => Value::Array(a.into_iter().map(norm).collect()),
-        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, norm(v))).collect()),
-        other => other,
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| approx(a, b)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| approx(v, w)))
+        }
+        _ => a == b,
     }
 }
 
 fn same<T: serde::Serialize + std::fmt::Debug>(what: &str, local: &T, clickhouse: &T) {
-    let (l, c) = (norm(serde_json::to_value(local).unwrap()), norm(serde_json::to_value(clickhouse).unwrap()));
-    assert!(l == c, "{what} differ:\nlocal      {l}\nclickhouse {c}");
+    let (l, c) = (serde_json::to_value(local).unwrap(), serde_json::to_value(clickhouse).unwrap());
+    assert!(approx(&l, &c), "{what} differ:\nlocal      {l}\nclickhouse {c}");
 }
 
 #[test]
