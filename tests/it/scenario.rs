@@ -391,3 +391,28 @@ fn simulate_reports_each_incidents_conversations_and_the_usage_it_generated() {
     let reported = report["usage"]["cost_usd"].as_f64().unwrap();
     assert!((reported - cost).abs() < 1e-9, "{reported} vs {cost}");
 }
+
+// Issue 16: `demo --scenario FILE` draws from the file: its seed and the conversations of its
+// duration, the same ones `simulate --scenario FILE` makes.
+#[test]
+fn demo_takes_a_scenario_file_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.yaml");
+    std::fs::write(&file, GOOD).unwrap();
+    let run = |command: &str, data: &str| -> serde_json::Value {
+        let mut cmd = crate::support::bin();
+        cmd.args([command, "--scenario", file.to_str().unwrap(), "-o", "json", "--metrics-addr", "127.0.0.1:0"]);
+        if command == "demo" {
+            cmd.arg("--no-tui");
+        }
+        let out = cmd.arg("--data-dir").arg(dir.path().join(data)).env("SERPHONA_OBS_TRACING_ENABLED", "false").output().unwrap();
+        assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let demo = run("demo", "demo");
+    let simulate = run("simulate", "simulate");
+    assert_eq!(demo["seed"], 3);
+    assert_eq!(demo["conversations"], simulate["conversations"]);
+    assert_eq!(demo["events"], simulate["events"]);
+    assert_eq!(demo["usage"]["input_tokens"], simulate["usage"]["input_tokens"]);
+}
