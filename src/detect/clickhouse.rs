@@ -45,6 +45,7 @@ struct LatencyRow {
     tenant_id: String,
     agent: String,
     b: i64,
+    p50: Vec<f64>,
     p95: Vec<f64>,
     n: Vec<u64>,
 }
@@ -121,12 +122,15 @@ pub async fn series(client: &Client, range: &Range, bucket_seconds: i64) -> Resu
 
         // The parts in LATENCY_PARTS' order.
         let columns = ["stt_ms", "end_of_utterance_ms", "llm_ttft_ms", "tts_ttfb_ms", "tool_ms", "response_ms", "response_time_seconds * 1000"];
-        let p95: Vec<String> = columns.iter().map(|c| format!("ifNull(quantileExact(0.95)({c}), 0)")).collect();
+        let quantile = |level: &str| -> String {
+            columns.iter().map(|c| format!("ifNull(quantileExact({level})({c}), 0)")).collect::<Vec<_>>().join(", ")
+        };
         let n: Vec<String> = columns.iter().map(|c| format!("count({c})")).collect();
         let rows = q(format!(
-            "SELECT {head}, [{p95}] AS p95, [{n}] AS n
+            "SELECT {head}, [{p50}] AS p50, [{p95}] AS p95, [{n}] AS n
              FROM interactions FINAL WHERE {filter} AND speaker_type = 'agent' {group}",
-            p95 = p95.join(", "),
+            p50 = quantile("0.5"),
+            p95 = quantile("0.95"),
             n = n.join(", "),
             filter = filter()
         ))
@@ -134,9 +138,9 @@ pub async fn series(client: &Client, range: &Range, bucket_seconds: i64) -> Resu
         .await?;
         for r in rows {
             let b = slot(&mut buckets, scope(&r.tenant_id, &r.agent), r.b);
-            for ((part, p95), n) in LATENCY_PARTS.iter().zip(&r.p95).zip(&r.n) {
+            for (((part, p50), p95), n) in LATENCY_PARTS.iter().zip(&r.p50).zip(&r.p95).zip(&r.n) {
                 if *n > 0 {
-                    b.latency.insert(part, (*p95, *n));
+                    b.latency.insert(part, super::series::Latency { p50: *p50, p95: *p95, n: *n });
                 }
             }
         }

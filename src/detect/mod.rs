@@ -25,7 +25,7 @@
 //! | errors | `errors.<type>.rate` | share of active conversations with that error | binomial tail, up |
 //! | volume | `conversations.started` | counts | Poisson tail against the baseline's mean count (up or down; down only when ≥ 20 are expected) |
 //! | compliance | `compliance.violations` | counts | Poisson tail, up |
-//! | latency | `latency.<part>.p95` | each bucket's p95 (ClickHouse's `quantileExact`) | robust z of the window's median bucket p95 against the baseline buckets' median and MAD: z ≥ [`Params::robust_z`] and ≥ [`Params::min_latency_ratio`] × the baseline, buckets of ≥ [`Params::min_samples`] values |
+//! | latency | `latency.<part>.p50`, `.p95` | each bucket's median and p95 (ClickHouse's `quantileExact`) | robust z, on the log scale, of the window's median bucket value against the baseline buckets' median and MAD: z ≥ [`Params::robust_z`] and ≥ [`Params::min_latency_ratio`] × the baseline, buckets of ≥ [`Params::min_samples`] values |
 //! | sentiment | `sentiment.mean` | mean customer sentiment | robust z of the window's mean, down, ≥ 0.2 lower |
 //! | intent mix | `intents.divergence` | intent counts | G-test of the window's counts against the baseline's mix (χ², k−1 degrees of freedom), reported as the Jensen–Shannon divergence, ≥ [`Params::min_divergence`] |
 //!
@@ -34,13 +34,14 @@
 //! (score: −log10 p for the tail tests, the robust z for the others).
 //!
 //! **Incidents.** Signals of one tenant (its agents' included) whose times overlap or lie
-//! within [`Params::group_gap`] of each other are one incident. Its suspected cause is its most
-//! upstream signal in the order of [`CAUSE_ORDER`] (errors, then speech-to-text,
+//! within [`Params::group_gap`] of each other are one incident. Its suspected cause is the most
+//! upstream of its signals that start within one window of its first, in the order of [`CAUSE_ORDER`] (errors, then speech-to-text,
 //! end-of-utterance, LLM, tool and text-to-speech latency, the intent mix, volume, response
 //! times, resolution mix, sentiment, compliance), the earliest on a tie.
 
 #[cfg(feature = "clickhouse")]
 pub mod clickhouse;
+pub mod evaluate;
 pub mod series;
 
 use std::collections::BTreeMap;
@@ -49,7 +50,7 @@ use serde::Serialize;
 use statrs::distribution::{Binomial, ChiSquared, ContinuousCDF, DiscreteCDF, Poisson};
 use time::OffsetDateTime;
 
-pub use series::{Bucket, LATENCY_PARTS, Range, Scope, Series, SeriesBuilder};
+pub use series::{Bucket, LATENCY_PARTS, Latency, Range, Scope, Series, SeriesBuilder};
 
 use crate::types::Resolution;
 
@@ -75,7 +76,7 @@ pub struct Params {
     pub min_conversations: u64,
     /// The smallest change of a share that counts (0.10).
     pub min_share_change: f64,
-    /// The robust z of latency and sentiment (4).
+    /// The robust z of latency and sentiment (5; on the log scale for latency: see `benches/recall.rs`).
     pub robust_z: f64,
     /// The least ratio of a latency to its baseline (1.5).
     pub min_latency_ratio: f64,
@@ -83,7 +84,8 @@ pub struct Params {
     pub min_samples: u64,
     /// The smallest Jensen–Shannon divergence of the intent mix that counts (0.05, in bits).
     pub min_divergence: f64,
-    /// Signals closer than this are grouped (30 minutes).
+    /// Signals closer than this are grouped (5 minutes, one bucket: signals that overlap or
+    /// touch; a flagged window already lags its data, so more would join separate incidents).
     pub group_gap: std::time::Duration,
 }
 
@@ -99,11 +101,11 @@ impl Default for Params {
             alpha: 1e-6,
             min_conversations: 15,
             min_share_change: 0.10,
-            robust_z: 4.0,
+            robust_z: 5.0,
             min_latency_ratio: 1.5,
             min_samples: 5,
             min_divergence: 0.05,
-            group_gap: std::time::Duration::from_secs(1800),
+            group_gap: std::time::Duration::from_secs(300),
         }
     }
 }
@@ -325,6 +327,7 @@ fn metric_names(s: &Series) -> Vec<String> {
     out.extend(errors.into_iter().map(|e| format!("errors.{e}.rate")));
     for part in LATENCY_PARTS {
         if s.buckets.iter().any(|b| b.latency.contains_key(part)) {
+            out.push(format!("latency.{part}.p50"));
             out.push(format!("latency.{part}.p95"));
         }
     }
@@ -482,24 +485,30 @@ fn test(metric: &str, s: &Series, window: &[usize], baseline: &[usize], win: &Po
             share_test(get(win), win.active, get(base), base.active, true, params.min_share_change / 2.0, params)
         }
         ("latency", part) => {
+            let p50 = parts.next() == Some("p50");
             let of = |idx: &[usize]| -> Vec<f64> {
                 idx.iter()
                     .filter_map(|i| s.buckets[*i].latency.get(part))
-                    .filter(|(_, n)| *n >= params.min_samples)
-                    .map(|(p95, _)| *p95)
+                    .filter(|l| l.n >= params.min_samples)
+                    .map(|l| if p50 { l.p50 } else { l.p95 })
                     .collect()
             };
             let mut w = of(window);
             if w.len() * 2 < window.len() + 1 {
                 return None; // most of the window lacks the samples
             }
-            let mut b = of(baseline);
+            let b = of(baseline);
             if b.len() < 6 {
                 return None;
             }
             let observed = median(&mut w)?;
-            let (expected, mad) = robust(&mut b)?;
-            let z = (observed - expected) / (mad + 0.05 * expected.abs()).max(1e-9);
+            // On the log scale: latencies are close to log-normal, and a bucket's p95 of a
+            // few values is skewed up; its MAD in milliseconds understates how far a quiet
+            // bucket's p95 strays (tool calls at 5 a bucket gave three false incidents a day).
+            let mut logs: Vec<f64> = b.iter().map(|v| v.max(1e-3).ln()).collect();
+            let (center, mad) = robust(&mut logs)?;
+            let expected = center.exp();
+            let z = (observed.max(1e-3).ln() - center) / mad.max(0.05);
             (z >= params.robust_z && observed >= params.min_latency_ratio * expected)
                 .then_some(Flag { observed, expected, score: z, direction: Direction::Up })
         }
@@ -553,21 +562,28 @@ fn test(metric: &str, s: &Series, window: &[usize], baseline: &[usize], win: &Po
 }
 
 /// Groups signals into incidents: one tenant's signals whose times overlap or are within the
-/// group gap.
+/// group gap. The suspected cause is the most upstream of the signals that start within one
+/// window of the first.
 pub fn group(mut signals: Vec<Signal>, params: &Params) -> Vec<Incident> {
     signals.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id).then(a.start.cmp(&b.start)).then(a.metric.cmp(&b.metric)));
     let gap = time::Duration::seconds(params.group_gap.as_secs() as i64);
     let mut incidents: Vec<Incident> = Vec::new();
     let mut current: Vec<Signal> = Vec::new();
     let mut end = OffsetDateTime::UNIX_EPOCH;
+    // A cause precedes its effects: only the signals that start within one window of the
+    // group's first are candidates (an error burst an hour into a slow-STT incident is not
+    // what slowed it).
+    let lead = time::Duration::seconds((params.bucket.as_secs() * params.window_buckets as u64) as i64);
     let close = |group: &mut Vec<Signal>, out: &mut Vec<Incident>| {
         if group.is_empty() {
             return;
         }
         let mut signals = std::mem::take(group);
+        let first = signals.iter().map(|s| s.start).min().expect("a group has signals");
         let cause = signals
             .iter()
             .enumerate()
+            .filter(|(_, s)| s.start <= first + lead)
             .min_by(|(_, a), (_, b)| cause_rank(&a.metric).cmp(&cause_rank(&b.metric)).then(a.start.cmp(&b.start)))
             .map(|(i, _)| i)
             .expect("a group has signals");

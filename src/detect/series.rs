@@ -54,8 +54,9 @@ pub struct Bucket {
     pub active: u64,
     /// Conversations with an error of each type in the bucket.
     pub errors: BTreeMap<String, u64>,
-    /// Per latency part, the bucket's p95 in milliseconds and how many values it is of.
-    pub latency: BTreeMap<&'static str, (f64, u64)>,
+    /// Per latency part, the bucket's median and p95 in milliseconds and how many values
+    /// they are of.
+    pub latency: BTreeMap<&'static str, Latency>,
     /// The sum and count of customer sentiment scores.
     pub sentiment: (f64, u64),
     /// Compliance violations.
@@ -89,6 +90,17 @@ impl Series {
     pub fn bucket_start(&self, i: usize) -> OffsetDateTime {
         self.start + time::Duration::seconds(self.bucket_seconds * i as i64)
     }
+}
+
+/// A latency part's values in a bucket.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Latency {
+    /// The median (`quantileExact(0.5)`), in milliseconds.
+    pub p50: f64,
+    /// The 95th percentile (`quantileExact(0.95)`).
+    pub p95: f64,
+    /// How many values.
+    pub n: u64,
 }
 
 /// The `level` quantile as ClickHouse's `quantileExact` defines it: the value at 0-based
@@ -248,8 +260,8 @@ fn finish_bucket(raw: &Raw) -> Bucket {
     b.errors = raw.errors.iter().map(|(k, v)| (k.clone(), v.len() as u64)).collect();
     for (part, values) in &raw.latency {
         let mut values = values.clone();
-        if let Some(p95) = quantile_exact(&mut values, 0.95) {
-            b.latency.insert(part, (p95, values.len() as u64));
+        if let (Some(p50), Some(p95)) = (quantile_exact(&mut values, 0.5), quantile_exact(&mut values, 0.95)) {
+            b.latency.insert(part, Latency { p50, p95, n: values.len() as u64 });
         }
     }
     b
