@@ -229,6 +229,22 @@ pub struct LoggingConfig {
     pub max_file_bytes: u64,
     /// Event log files kept; the oldest is deleted beyond this (0 keeps all).
     pub max_files: usize,
+    /// When the event log is synced to disk (see [`LogSync`]).
+    pub sync: LogSync,
+}
+
+/// When the event log's lines are synced to disk (`fdatasync`). A line is in the page cache,
+/// and survives a crash of the process, as soon as its batch is written; syncing is what makes
+/// it survive a crash of the machine. BENCHMARKS.md has the cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogSync {
+    /// At `flush()` and `shutdown()` (the default).
+    #[default]
+    Flush,
+    /// After every dispatch batch, before the other sinks see it: nothing a sink delivered
+    /// can be missing from the log after a crash of the machine.
+    Batch,
 }
 
 impl Default for LoggingConfig {
@@ -240,6 +256,7 @@ impl Default for LoggingConfig {
             loki_tenant: String::new(),
             max_file_bytes: 64 * 1024 * 1024,
             max_files: 0,
+            sync: LogSync::Flush,
         }
     }
 }
@@ -1119,6 +1136,7 @@ logging:
   loki_tenant: ""                     # X-Scope-OrgID of the pushes; empty: no header
   max_file_bytes: 67108864            # start a new event log file at this size (64 MiB)
   max_files: 0                        # event log files kept; 0 keeps all
+  sync: flush                         # fsync the log at flush/shutdown, or after every batch
 
 clickhouse:
   enabled: false
@@ -1367,6 +1385,16 @@ mod tests {
         assert!(warnings.is_empty());
         assert_eq!(c.pipeline.shutdown_timeout, Duration::from_secs(45));
         assert!(parse("pipeline:\n  shutdown_timeout: 0s\n").unwrap_err().to_string().contains("pipeline.shutdown_timeout"));
+    }
+
+    #[test]
+    fn the_event_log_sync_policy_reads_from_the_file_and_the_environment() {
+        assert_eq!(Config::default().logging.sync, LogSync::Flush);
+        assert_eq!(parse("logging:\n  sync: batch\n").unwrap().logging.sync, LogSync::Batch);
+        let err = parse("logging:\n  sync: always\n").unwrap_err().to_string();
+        assert!(err.contains("logging.sync") && err.contains("batch"), "{err}");
+        let vars = [("SERPHONA_OBS_LOGGING_SYNC".to_string(), "batch".to_string())];
+        assert_eq!(Config::default().with_env(vars).unwrap().0.logging.sync, LogSync::Batch);
     }
 
     #[test]

@@ -65,7 +65,8 @@ impl ObservabilityBuilder {
                 &config.data_dir,
                 config.logging.max_file_bytes,
                 config.logging.max_files,
-            )?));
+            )?
+            .with_sync(config.logging.sync)));
         }
         #[cfg(feature = "loki")]
         if let Some(loki) = crate::sinks::loki::LokiSettings::from_config(&config) {

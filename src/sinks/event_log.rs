@@ -123,6 +123,8 @@ pub struct EventLogSink {
     size: u64,
     max_bytes: u64,
     max_files: usize,
+    /// `logging.sync: batch`: `sync_data` after every batch's write.
+    sync_each_batch: bool,
     buf: Vec<u8>,
 }
 
@@ -140,7 +142,19 @@ impl EventLogSink {
         let (file, size) = open_segment(&path)?;
         let lock = LogLock::open(&dir).map_err(io_error("cannot open the lock of", &dir))?;
         let cursor = crate::sinks::positions::register_cursor(data_dir);
-        let mut sink = EventLogSink { cursor, lock, dir, file, path, seq, size, max_bytes, max_files, buf: Vec::with_capacity(1 << 16) };
+        let mut sink = EventLogSink {
+            cursor,
+            lock,
+            dir,
+            file,
+            path,
+            seq,
+            size,
+            max_bytes,
+            max_files,
+            sync_each_batch: false,
+            buf: Vec::with_capacity(1 << 16),
+        };
         if sink.size > 0 && !sink.ends_with_newline()? {
             sink.append(b"\n")?;
         }
@@ -215,6 +229,9 @@ impl EventLogSink {
     }
 
     fn rotate(&mut self) -> Result<(), SinkError> {
+        // A file left behind is synced once (a rotation is every `max_file_bytes`): `flush()`
+        // syncs only the current one.
+        self.file.sync_data().map_err(io_error("cannot sync", &self.path))?;
         self.switch_to(self.seq + 1)?;
         if self.max_files > 0 {
             if let Ok(segments) = list_segments(&self.dir) {
@@ -264,6 +281,13 @@ impl Sink for EventLogSink {
 }
 
 impl EventLogSink {
+    /// `logging.sync`: with [`LogSync::Batch`](crate::config::LogSync::Batch), every batch is
+    /// synced to disk before `write` returns.
+    pub fn with_sync(mut self, sync: crate::config::LogSync) -> EventLogSink {
+        self.sync_each_batch = sync == crate::config::LogSync::Batch;
+        self
+    }
+
     fn write_locked(&mut self, events: &[SharedEvent]) -> Result<(), SinkError> {
         self.reopen_if_replaced()?;
         self.follow_newest()?;
@@ -292,6 +316,9 @@ impl EventLogSink {
         }
         if result.is_ok() {
             result = self.append(&buf);
+        }
+        if result.is_ok() && self.sync_each_batch {
+            result = self.file.sync_data().map_err(io_error("cannot sync", &self.path));
         }
         self.buf = buf;
         match (result, unserializable) {
