@@ -34,6 +34,12 @@ pub const RUN_METADATA_KEY: &str = "simulation_run";
 /// come within 15 minutes, so a run placed to end now starts within the last two hours or so.
 pub const FAST_MAX_GAP: Duration = Duration::from_secs(15 * 60);
 
+/// How long after the last arrival a [`Pace::Fast`] run's conversations may go on: the ones
+/// that would run longer (email threads that start in the last hour) have their pauses
+/// shortened to end by then. Without it the data's last hour would hold no new conversations,
+/// which `query anomalies` rightly reports as a drop in volume.
+pub const FAST_TAIL: Duration = Duration::from_secs(5 * 60);
+
 /// How a run's script time maps to the wall clock.
 ///
 /// Whatever the pace, no event is ever dated after the wall clock at the moment it is recorded,
@@ -42,7 +48,8 @@ pub const FAST_MAX_GAP: Duration = Duration::from_secs(15 * 60);
 pub enum Pace {
     /// As fast as the library takes it. The whole schedule is laid out first and placed so its
     /// last event is at the moment the run starts: timestamps keep the scripts' spacing (pauses
-    /// capped at [`FAST_MAX_GAP`]) and all lie in the past.
+    /// capped at [`FAST_MAX_GAP`], and shortened further for conversations that would go on
+    /// more than [`FAST_TAIL`] past the last arrival) and all lie in the past.
     Fast,
     /// Each event is recorded when the wall clock reaches its time, and dated then: the scripts'
     /// time is compressed `speed` times (at 10, a 60 s call takes 6 real seconds and is recorded
@@ -251,6 +258,13 @@ fn walk(
     };
     let max_gap_ms = max_gap.map(|gap| u64::try_from(gap.as_millis()).unwrap_or(u64::MAX).max(1));
     let mut arrivals = ChaCha8Rng::seed_from_u64(config.seed);
+    // Fast: when the last conversation arrives (exactly, unless the concurrency makes arrivals
+    // wait), and so when every conversation should have ended.
+    let end_by_ms = matches!(config.pace, Pace::Fast).then(|| {
+        let mut draws = arrivals.clone();
+        let last: f64 = (1..config.conversations).map(|_| -draws.random_range(f64::EPSILON..1.0).ln() / config.rate * 1000.0).sum();
+        (last as u64).saturating_add(FAST_TAIL.as_millis() as u64)
+    });
     let mut next_arrival_ms: u64 = 0;
     let mut launched = 0usize;
     let mut slots: Vec<Option<Slot>> = Vec::new();
@@ -285,6 +299,13 @@ fn walk(
             let mut steps = script.steps;
             if let Some(cap) = max_gap_ms {
                 script::cap_gaps(&mut steps, cap);
+            }
+            if let (Some(end_by), Some(span)) = (end_by_ms, steps.last().map(|s| s.offset_ms)) {
+                let room = end_by.saturating_sub(due);
+                if span > room {
+                    let cap = (room / steps.len() as u64).max(1000);
+                    script::cap_gaps(&mut steps, cap);
+                }
             }
             let slot = free_slots.pop().unwrap_or_else(|| {
                 slots.push(None);
