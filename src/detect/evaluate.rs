@@ -39,6 +39,9 @@ pub struct Case {
     pub agent_id: Option<String>,
     /// The families of signal its effect should move.
     pub families: Vec<Family>,
+    /// The metrics it injects, as prefixes (`latency.llm_ttft.`, `errors.stt_unavailable.`,
+    /// `resolution.`, `intents.`): what a right suspected cause names.
+    pub causes: Vec<String>,
     /// Its window.
     #[serde(with = "time::serde::rfc3339")]
     pub start: OffsetDateTime,
@@ -54,14 +57,15 @@ pub struct Outcome {
     pub case: Case,
     /// A detected incident names its tenant with a signal of its family in its window.
     pub found: bool,
-    /// That incident's suspected cause is of the case's family too.
+    /// That incident's suspected cause is one of the injected metrics (the part or error
+    /// type itself, not a family sibling such as the response time for a slow LLM).
     pub cause_right: bool,
     /// For a case limited to an agent: a matching signal names that agent.
     pub agent_named: bool,
     /// Detected incidents that match it (more than one: the incident was reported in pieces).
     pub incidents: usize,
-    /// From the injected start to the end of the first window of the earliest matching signal
-    /// (when it could first have been reported).
+    /// From the injected start to when the earliest matching signal could first be reported:
+    /// the end of its [`Params::min_windows`]-th flagged window.
     pub delay_minutes: Option<f64>,
 }
 
@@ -104,6 +108,19 @@ pub fn families(effect: &Effect) -> Vec<Family> {
     f.into_iter().collect()
 }
 
+/// The metrics an effect injects, as prefixes (see [`Case::causes`]).
+pub fn causes(effect: &Effect) -> Vec<String> {
+    let mut out: Vec<String> = effect.latency_ms.keys().map(|k| format!("latency.{}.", k.0.as_str())).collect();
+    out.extend(effect.errors.iter().map(|e| format!("errors.{}.", e.error_type)));
+    if !effect.resolution.is_empty() {
+        out.push("resolution.".into());
+    }
+    if !effect.intents.is_empty() {
+        out.push("intents.".into());
+    }
+    out
+}
+
 /// The cases of a run: its incidents (as the generator dated them) per tenant they touched.
 pub fn cases(scenario: &Scenario, incidents: &[IncidentReport]) -> Vec<Case> {
     let mut out = Vec::new();
@@ -121,6 +138,7 @@ pub fn cases(scenario: &Scenario, incidents: &[IncidentReport]) -> Vec<Case> {
                 tenant_id: tenant.to_string(),
                 agent_id: report.agent.clone(),
                 families: families(&spec.effect),
+                causes: causes(&spec.effect),
                 start: report.start,
                 end: report.end,
             });
@@ -135,7 +153,10 @@ fn overlaps(a: (OffsetDateTime, OffsetDateTime), b: (OffsetDateTime, OffsetDateT
 
 /// Scores detected incidents against the cases (see the module docs).
 pub fn score(cases: &[Case], detected: &[Incident], params: &Params) -> Score {
-    let window = time::Duration::try_from(params.bucket * params.window_buckets as u32).unwrap_or(time::Duration::ZERO);
+    // A signal exists once `min_windows` consecutive windows are flagged: the first window's
+    // end and one bucket per further window.
+    let reportable_after = time::Duration::try_from(params.bucket * (params.window_buckets + params.min_windows.saturating_sub(1)) as u32)
+        .unwrap_or(time::Duration::ZERO);
     let outcomes = cases
         .iter()
         .map(|case| {
@@ -155,10 +176,10 @@ pub fn score(cases: &[Case], detected: &[Incident], params: &Params) -> Score {
                 }
                 found = true;
                 pieces += 1;
-                cause_right |= incident.signals.first().is_some_and(|c| case.families.contains(&c.family));
+                cause_right |= case.causes.iter().any(|p| incident.cause_metric.starts_with(p.as_str()));
                 agent_named |= case.agent_id.is_some() && matching.iter().any(|s| s.agent_id == case.agent_id);
                 for s in matching {
-                    let reportable = s.start + window;
+                    let reportable = s.start + reportable_after;
                     first = Some(first.map_or(reportable, |f| f.min(reportable)));
                 }
             }
@@ -172,9 +193,17 @@ pub fn score(cases: &[Case], detected: &[Incident], params: &Params) -> Score {
             }
         })
         .collect();
+    // False: no signal of the incident is one a case explains (its tenant, its family, its
+    // window).
     let false_incidents = detected
         .iter()
-        .filter(|i| !cases.iter().any(|c| c.tenant_id == i.tenant_id && overlaps((i.start, i.end), (c.start, c.end))))
+        .filter(|i| {
+            !i.signals.iter().any(|s| {
+                cases.iter().any(|c| {
+                    c.tenant_id == i.tenant_id && c.families.contains(&s.family) && overlaps((s.start, s.end), (c.start, c.end))
+                })
+            })
+        })
         .cloned()
         .collect();
     Score { outcomes, false_incidents }
@@ -204,6 +233,10 @@ pub enum TrialError {
         /// Why.
         source: Box<crate::Error>,
     },
+    /// The library did not write every event by its shutdown deadline: the data scored would
+    /// be short.
+    #[error("the library did not finish writing the trial's events: {0}")]
+    Shutdown(#[source] Box<crate::Error>),
     /// The simulation's settings were refused.
     #[error(transparent)]
     Simulation(#[from] crate::simulation::SimConfigError),
@@ -235,9 +268,10 @@ pub fn trial(scenario: &Scenario, seed: u64, dir: &Path, params: &Params) -> Res
         run_id: Some(format!("trial-{seed}")),
     };
     let report = crate::simulation::run_scenario(&obs, &sim, scenario, &AtomicBool::new(false), |_| {});
-    obs.shutdown(Duration::from_secs(300)).ok();
+    let shutdown = obs.shutdown(Duration::from_secs(300));
     drop(obs);
     let report = report?;
+    shutdown.map_err(|source| TrialError::Shutdown(Box::new(source)))?;
 
     // The arrivals' span in whole buckets: after the last arrival only the long conversations
     // go on, a drop in volume that is the scenario's end, not an incident.
@@ -296,7 +330,16 @@ mod tests {
     }
 
     fn case(tenant: &str, agent: Option<&str>, families: Vec<Family>, from: i64, to: i64) -> Case {
-        Case { name: "x".into(), tenant_id: tenant.into(), agent_id: agent.map(Into::into), families, start: at(from), end: at(to) }
+        let causes = families
+            .iter()
+            .map(|f| match f {
+                Family::Latency => "latency.stt.".to_string(),
+                Family::Errors => "errors.x.".into(),
+                Family::Resolution => "resolution.".into(),
+                _ => "intents.".into(),
+            })
+            .collect();
+        Case { name: "x".into(), tenant_id: tenant.into(), agent_id: agent.map(Into::into), families, causes, start: at(from), end: at(to) }
     }
 
     #[test]
@@ -324,13 +367,15 @@ mod tests {
         let found: Vec<bool> = s.outcomes.iter().map(|o| o.found).collect();
         assert_eq!(found, [true, false, true, false]);
         assert!(!s.outcomes[0].cause_right && s.outcomes[2].cause_right && s.outcomes[2].agent_named);
-        assert_eq!(s.outcomes[0].delay_minutes, Some(25.0));
+        // Reportable at the end of the second flagged window: start + 20 minutes.
+        assert_eq!(s.outcomes[0].delay_minutes, Some(30.0));
         assert_eq!(s.outcomes.iter().map(|o| o.incidents).collect::<Vec<_>>(), [1, 0, 1, 0]);
-        assert_eq!(s.outcomes[2].delay_minutes, Some(10.0));
+        assert_eq!(s.outcomes[2].delay_minutes, Some(15.0));
         assert_eq!(s.recall(), 0.5);
-        // b's incident overlaps its tenant's window: not false. d's (after it) and e's are.
+        // b's incident overlaps its tenant's window but with another family: false, like d's
+        // (after the window) and e's (nothing injected).
         let false_tenants: Vec<&str> = s.false_incidents.iter().map(|i| i.tenant_id.as_str()).collect();
-        assert_eq!(false_tenants, ["d", "e"]);
+        assert_eq!(false_tenants, ["b", "d", "e"]);
     }
 
     #[test]
@@ -356,6 +401,7 @@ mod tests {
             intents_shifted: 0,
         };
         let c = cases(&scenario, &[report("out", None), report("slow", Some("b2"))]);
+        assert_eq!(c[0].causes, ["latency.stt.", "errors.x."]);
         let seen: Vec<(&str, &str, Vec<Family>)> = c.iter().map(|c| (c.name.as_str(), c.tenant_id.as_str(), c.families.clone())).collect();
         assert_eq!(
             seen,

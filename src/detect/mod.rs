@@ -505,10 +505,11 @@ fn test(metric: &str, s: &Series, window: &[usize], baseline: &[usize], win: &Po
             // On the log scale: latencies are close to log-normal, and a bucket's p95 of a
             // few values is skewed up; its MAD in milliseconds understates how far a quiet
             // bucket's p95 strays (tool calls at 5 a bucket gave three false incidents a day).
-            let mut logs: Vec<f64> = b.iter().map(|v| v.max(1e-3).ln()).collect();
+            let mut logs: Vec<f64> = b.iter().map(|v| v.max(1.0).ln()).collect();
             let (center, mad) = robust(&mut logs)?;
             let expected = center.exp();
-            let z = (observed.max(1e-3).ln() - center) / mad.max(0.05);
+            // Floored at 1 ms: a part that is usually 0 is not "infinitely" slower at 0.01 ms.
+            let z = (observed.max(1.0).ln() - center) / mad.max(0.05);
             (z >= params.robust_z && observed >= params.min_latency_ratio * expected)
                 .then_some(Flag { observed, expected, score: z, direction: Direction::Up })
         }

@@ -37,7 +37,8 @@ pub const FAST_MAX_GAP: Duration = Duration::from_secs(15 * 60);
 /// How long after the last arrival a [`Pace::Fast`] run's conversations may go on: the ones
 /// that would run longer (email threads that start in the last hour) have their pauses
 /// shortened to end by then. Without it the data's last hour would hold no new conversations,
-/// which `query anomalies` rightly reports as a drop in volume.
+/// which `query anomalies` rightly reports as a drop in volume. Only when no arrival waits for
+/// a slot (a scenario's run, unless `--concurrency` limits it): then the last arrival is known.
 pub const FAST_TAIL: Duration = Duration::from_secs(5 * 60);
 
 /// How a run's script time maps to the wall clock.
@@ -258,12 +259,15 @@ fn walk(
     };
     let max_gap_ms = max_gap.map(|gap| u64::try_from(gap.as_millis()).unwrap_or(u64::MAX).max(1));
     let mut arrivals = ChaCha8Rng::seed_from_u64(config.seed);
-    // Fast: when the last conversation arrives (exactly, unless the concurrency makes arrivals
-    // wait), and so when every conversation should have ended.
-    let end_by_ms = matches!(config.pace, Pace::Fast).then(|| {
+    // Fast, with no arrival waiting for a slot: when the last conversation arrives (the same
+    // draws as the loop below), and so when every conversation should have ended. When
+    // arrivals can wait, their times are not known ahead, and nothing is shortened.
+    let end_by_ms = (matches!(config.pace, Pace::Fast) && config.concurrency >= config.conversations).then(|| {
         let mut draws = arrivals.clone();
-        let last: f64 = (1..config.conversations).map(|_| -draws.random_range(f64::EPSILON..1.0).ln() / config.rate * 1000.0).sum();
-        (last as u64).saturating_add(FAST_TAIL.as_millis() as u64)
+        let last = (1..config.conversations).fold(0u64, |at, _| {
+            at.saturating_add((-draws.random_range(f64::EPSILON..1.0).ln() / config.rate * 1000.0) as u64)
+        });
+        last.saturating_add(FAST_TAIL.as_millis() as u64)
     });
     let mut next_arrival_ms: u64 = 0;
     let mut launched = 0usize;
