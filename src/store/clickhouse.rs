@@ -435,7 +435,12 @@ impl Store for ClickHouseStore {
             let event = Self::parse(&row.id_s, &row.payload)?;
             acc.get_or_insert_with(|| Acc::new(&event)).add(&event, true);
         }
-        Ok(acc.map(|a| ConversationDetail { summary: a.summary, events: a.events }))
+        Ok(acc.map(|mut a| {
+            // The local store's order: ClickHouse orders UUIDs differently from their bytes, so
+            // two events of one timestamp (a transfer and its initiation) came out swapped.
+            a.events.sort_by_key(|e| (e.timestamp, e.event_id));
+            ConversationDetail { summary: a.summary, events: a.events }
+        }))
     }
 
     async fn stats(&self, filter: &ConversationFilter, by: Option<GroupBy>) -> Result<Vec<StatsRow>, StoreError> {

@@ -392,7 +392,8 @@ impl Store for LocalStore {
             acc.get_or_insert_with(|| Acc::new(&event)).add(&event, true);
         }
         Ok(acc.map(|mut a| {
-            a.events.sort_by_key(|e| e.timestamp);
+            // Ties by event id, as the ClickHouse store orders them.
+            a.events.sort_by_key(|e| (e.timestamp, e.event_id));
             ConversationDetail { summary: a.summary, events: a.events }
         }))
     }
