@@ -19,6 +19,9 @@ pub struct Delivered {
     /// Events the ClickHouse sink did not deliver and keeps in durable state for the next start
     /// (the event log past its committed position, and its disk spool); else 0.
     pub spooled: u64,
+    /// Lines the Loki sink did not push by the deadline; they stay in the event log past its
+    /// committed position and are pushed on the next start.
+    pub loki_pending: u64,
     /// Events lost on the way to disk.
     pub lost: Lost,
 }
@@ -92,8 +95,7 @@ fn waiting_for(config: &Config) -> Vec<String> {
 
 /// Events the ClickHouse sink keeps for the next start (`serphona_obs_events_pending`, set
 /// by its shutdown).
-fn spooled(obs: &Observability) -> u64 {
-    let sink = serphona_obs::sinks::clickhouse::SINK_NAME;
+fn spooled(obs: &Observability, sink: &str) -> u64 {
     obs.metrics().pipeline.events_pending.with_label_values(&[sink]).get().max(0) as u64
 }
 
@@ -143,7 +145,21 @@ pub fn shutdown(obs: &Observability, interactive: bool) -> anyhow::Result<Delive
             }
         }
     });
-    let delivered = Delivered { elapsed: start.elapsed(), spooled: spooled(obs), lost: lost(obs) };
+    let delivered = Delivered {
+        elapsed: start.elapsed(),
+        spooled: spooled(obs, serphona_obs::sinks::clickhouse::SINK_NAME),
+        loki_pending: spooled(obs, "loki"),
+        lost: lost(obs),
+    };
+    if delivered.loki_pending > 0 {
+        tracing::warn!(
+            "{} lines kept for the next start: Loki at {} did not take them by the deadline ({}, pipeline.shutdown_timeout); they stay in the event log {} past the sink's committed position",
+            delivered.loki_pending,
+            config.logging.loki_endpoint.0.as_ref().map_or_else(String::new, |e| e.to_string()),
+            humantime::format_duration(timeout),
+            serphona_obs::sinks::event_log::event_log_dir(&config.data_dir).display(),
+        );
+    }
     if delivered.spooled > 0 {
         tracing::warn!(
             "{} events spooled for the next start: ClickHouse at {} did not take them by the deadline ({}, pipeline.shutdown_timeout); they are kept in the event log {} past the sink's committed position and in the spool {}",

@@ -152,6 +152,7 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
                     "by_resolution": by_resolution,
                     "events_dropped": dropped,
                     "events_spooled": delivered.spooled,
+                    "loki_lines_pending": delivered.loki_pending,
                     "events_lost": delivered.lost.total(),
                     "events_lost_event_log": delivered.lost.event_log,
                     "events_lost_spool": delivered.lost.spool,
@@ -201,6 +202,14 @@ pub fn run(ctx: Context, args: Args) -> anyhow::Result<ExitCode> {
                     "{} events spooled for the next start (ClickHouse did not take them by the deadline; kept in the event log and the spool {})",
                     delivered.spooled,
                     serphona_obs::sinks::clickhouse::spool::spool_dir(&obs.config().data_dir).display()
+                )?;
+            }
+            if delivered.loki_pending > 0 {
+                writeln!(
+                    out,
+                    "{} lines kept for Loki for the next start (Loki did not take them by the deadline; they stay in the event log {})",
+                    delivered.loki_pending,
+                    serphona_obs::sinks::event_log::event_log_dir(&obs.config().data_dir).display()
                 )?;
             }
             if let Some(line) = personal_data_line(&report.planted, &obs) {

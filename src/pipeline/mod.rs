@@ -57,6 +57,12 @@ impl SharedEvent {
         SharedEvent { event: Arc::new(event), line }
     }
 
+    /// Shares an event read back from the event log with the line it was read from (a replay:
+    /// the line is sent again byte for byte, not encoded anew).
+    pub fn with_line(event: Event, line: Arc<str>) -> SharedEvent {
+        SharedEvent { event: Arc::new(event), line: Some(line) }
+    }
+
     /// Shares an event without encoding it (no sink sends lines).
     fn unencoded(event: Event) -> SharedEvent {
         SharedEvent { event: Arc::new(event), line: None }

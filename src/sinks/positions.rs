@@ -13,7 +13,8 @@
 //! After a crash (kill -9 of the emitting process, with its in-memory backlog) the next start
 //! reads the event log from the committed position to where the log ended at start
 //! ([`LogRange`]) and hands those events to the sink again. The sink makes that replay
-//! idempotent (the ClickHouse sink asks the server which of the events' rows it already has).
+//! idempotent (the ClickHouse sink asks the server which of the events' rows it already has;
+//! the Loki sink pushes the lines byte for byte, and Loki drops a copy of a line it has).
 //!
 //! Durability: the event log is written with one `write` per dispatch batch and synced by
 //! `flush()`/`shutdown()`, so what was written survives a crash of the process (it is in the
@@ -30,6 +31,7 @@ use uuid::Uuid;
 
 use crate::sinks::event_log::read::{AtEnd, LineReader, Next};
 use crate::sinks::event_log::{event_log_dir, list_segments};
+use crate::pipeline::SharedEvent;
 use crate::types::Event;
 
 /// A point in the event log: a segment's sequence number and a byte offset in it.
@@ -73,6 +75,27 @@ impl WriteCursor {
     pub fn end_of(&self, first: Uuid, count: usize) -> Option<LogPosition> {
         let last = *self.last.lock().expect("cursor lock");
         last.filter(|w| w.first == first && w.count == count).map(|w| w.end)
+    }
+}
+
+/// A dispatcher batch as a remote sink's worker gets it: the events and where they end in the
+/// event log (`None` when the log did not write them: disabled, or a failed write).
+pub struct Handed {
+    /// The events.
+    pub events: Vec<SharedEvent>,
+    /// Where they end in the event log.
+    pub end: Option<LogPosition>,
+}
+
+impl Handed {
+    /// The batch the dispatcher hands a sink, which it handed the event log (whose cursor this
+    /// is, when this process writes one) just before.
+    pub fn new(cursor: Option<&WriteCursor>, events: &[SharedEvent]) -> Handed {
+        let end = match (cursor, events.first()) {
+            (Some(cursor), Some(first)) => cursor.end_of(first.event_id, events.len()),
+            _ => None,
+        };
+        Handed { events: events.to_vec(), end }
     }
 }
 
@@ -277,6 +300,102 @@ impl Watermark {
     }
 }
 
+/// How often a sink writes its committed position while it moves (and at flush and shutdown).
+pub const COMMIT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// A sink's positions file and when it was last written: commits a watermark at most every
+/// [`COMMIT_EVERY`] (a crash in between replays a little more, never less).
+#[derive(Debug)]
+pub struct Committer {
+    file: PositionFile,
+    name: &'static str,
+    committed_at: std::time::Instant,
+    warn: crate::sinks::retry::WarnEvery,
+}
+
+impl Committer {
+    /// Commits to `file`; `name` is the sink in messages.
+    pub fn new(file: PositionFile, name: &'static str) -> Committer {
+        Committer {
+            file,
+            name,
+            committed_at: std::time::Instant::now(),
+            warn: crate::sinks::retry::WarnEvery::new(std::time::Duration::from_secs(60)),
+        }
+    }
+
+    /// Writes the watermark's committed position, unless one was written less than
+    /// [`COMMIT_EVERY`] ago and not `now`. A failure is logged at most once a minute.
+    pub fn commit(&mut self, watermark: &Watermark, now: bool) {
+        if !now && self.committed_at.elapsed() < COMMIT_EVERY {
+            return;
+        }
+        self.committed_at = std::time::Instant::now();
+        if let Some(at) = watermark.committed() {
+            if let Err(e) = self.file.store(at) {
+                if self.warn.ready() {
+                    tracing::error!(error = %crate::ErrorChain(&e), "serphona-obs: cannot write the {} positions file (logged at most once a minute)", self.name);
+                }
+            }
+        }
+    }
+}
+
+/// Where a sink starts: its positions file, where its watermark starts, and the log it must
+/// replay first.
+#[derive(Debug)]
+pub struct Resume {
+    /// The sink's positions file.
+    pub file: Committer,
+    /// The committed position, or the end of the log on a first start.
+    pub start: Option<LogPosition>,
+    /// The log after the committed position up to its end now: what a previous process had
+    /// accepted and not delivered when it stopped.
+    pub replay: Option<LogRange>,
+}
+
+/// Reads `sink`'s committed position in the event log of `data_dir` (`name`: the sink in
+/// messages). On a first start the sink begins at the end of the log (what the log holds
+/// predates it) and that is stored; an unreadable positions file is logged, and the sink
+/// begins at the end of the log too (replaying the whole log would be idempotent, but may be
+/// huge).
+pub fn resume(data_dir: &Path, sink: &str, name: &'static str) -> Resume {
+    let file = PositionFile::new(data_dir, sink);
+    let end = match log_end(data_dir) {
+        Ok(end) => end,
+        Err(e) => {
+            tracing::error!(error = %e, "serphona-obs: cannot find the end of the event log; the {name} sink replays nothing");
+            None
+        }
+    };
+    let committed = match file.load() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %crate::ErrorChain(&e), "serphona-obs: the {name} positions file is unreadable; starting at the end of the event log (events a crashed run did not deliver are not replayed)");
+            None
+        }
+    };
+    let replay = match (committed, end) {
+        (Some(from), Some(end)) if end > from => {
+            let range = LogRange::new(data_dir, from, end);
+            tracing::info!(
+                lines = range.remaining_lines(),
+                "serphona-obs: replaying the event log after the {name} sink's committed position (what the last run did not deliver)"
+            );
+            Some(range)
+        }
+        _ => None,
+    };
+    if committed.is_none() {
+        if let Some(end) = end {
+            if let Err(e) = file.store(end) {
+                tracing::error!(error = %crate::ErrorChain(&e), "serphona-obs: cannot write the {name} positions file");
+            }
+        }
+    }
+    Resume { file: Committer::new(file, name), start: committed.or(end), replay }
+}
+
 /// A stretch of the event log, read in chunks: what a sink replays on start.
 #[derive(Debug)]
 pub struct LogRange {
@@ -310,7 +429,25 @@ impl LogRange {
     /// segment deleted meanwhile by `logging.max_files` is passed over). Empty at the end.
     pub fn next_chunk(&mut self, max: usize) -> std::io::Result<Vec<Event>> {
         let mut out = Vec::new();
-        while out.len() < max && !self.is_done() {
+        self.read_chunk(max, |event, _| out.push(event))?;
+        Ok(out)
+    }
+
+    /// Like [`LogRange::next_chunk`], each event with its line as the log has it (a sink that
+    /// sends lines replays them byte for byte).
+    pub fn next_shared_chunk(&mut self, max: usize) -> std::io::Result<Vec<SharedEvent>> {
+        let mut out = Vec::new();
+        self.read_chunk(max, |event, line| match std::str::from_utf8(line) {
+            Ok(line) => out.push(SharedEvent::with_line(event, Arc::from(line))),
+            // Cannot happen: the line parsed as an event, so it is UTF-8.
+            Err(_) => out.push(SharedEvent::new(event)),
+        })?;
+        Ok(out)
+    }
+
+    fn read_chunk(&mut self, max: usize, mut each: impl FnMut(Event, &[u8])) -> std::io::Result<()> {
+        let mut out = 0usize;
+        while out < max && !self.is_done() {
             let segments = list_segments(&self.dir)?;
             let Some((seq, path)) = segments.into_iter().find(|(seq, _)| *seq >= self.at.segment) else {
                 self.at = self.end;
@@ -332,11 +469,14 @@ impl LogRange {
             file.seek(std::io::SeekFrom::Start(self.at.offset))?;
             let mut reader = LineReader::new(file.take(stop - self.at.offset), self.at.offset);
             loop {
-                if out.len() >= max {
+                if out >= max {
                     break;
                 }
                 match reader.next(AtEnd::Torn)? {
-                    Next::Event(e) => out.push(e),
+                    Next::Event(e) => {
+                        each(e, reader.last_line());
+                        out += 1;
+                    }
                     Next::Damaged(_) => {}
                     Next::End => break,
                 }
@@ -347,7 +487,7 @@ impl LogRange {
                 self.at = self.end;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Lines left to read (counted by newlines, not parsed): the events still to replay.

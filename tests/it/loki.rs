@@ -218,9 +218,24 @@ fn check_loki_down(endpoint: String, flush: bool, before_shutdown: impl FnOnce()
     let ended = local.iter().filter(|l| l.contains("\"conversation.ended\"")).count();
     assert_eq!(ended, 51, "the local event log has every conversation");
     let lines = local.len() as u64;
-    wait_until("every line counted as failed", || counter(&obs, "failed") == lines);
+    // Issue 14: not dropped, kept in the event log past the sink's committed position.
+    let pending = || obs.metrics().pipeline.events_pending.with_label_values(&[SINK]).get() as u64;
+    wait_until("every line counted as kept for the next start", || pending() == lines);
+    assert_eq!(counter(&obs, "failed"), 0, "nothing dropped: the event log keeps it");
     assert_eq!(counter(&obs, "delivered"), 0);
-    assert!(counter(&obs, "batches_failed") >= 1);
+    drop(obs);
+
+    // The next start, with Loki up, pushes them: each line once, byte for byte.
+    let receiver = Receiver::start();
+    let obs = Observability::init(loki_config(dir.path(), &receiver.endpoint())).unwrap();
+    obs.shutdown(WAIT).unwrap();
+    assert_eq!(sorted(receiver.accepted_lines()), sorted(local.clone()), "the next start pushed every kept line once");
+    assert_eq!(counter(&obs, "delivered"), lines);
+    assert_eq!(obs.metrics().pipeline.events_pending.with_label_values(&[SINK]).get(), 0);
+    // And the one after has nothing left to push.
+    let obs = Observability::init(loki_config(dir.path(), &receiver.endpoint())).unwrap();
+    obs.shutdown(WAIT).unwrap();
+    assert_eq!(receiver.accepted_lines().len(), local.len(), "a third start pushes nothing again");
 }
 
 #[test]
@@ -363,4 +378,67 @@ fn simulate_with_a_rejecting_loki_logs_the_rejection_once_per_streak() {
     assert!(stderr.contains("400") && stderr.contains("label pair is invalid"), "the status and Loki's message:\n{stderr}");
     let sent: usize = pushes.iter().map(|p| p.values().count()).sum();
     assert_eq!(sent, local_lines(dir.path()).len(), "each line sent once: no retries of a 400");
+}
+
+/// Issue 14: a kill -9 of the emitting process loses its in-memory Loki backlog no more. The
+/// first push is taken, the second hangs, lines queue behind it; the process is killed; the
+/// next start pushes every line of the event log that Loki had not acknowledged, from the
+/// sink's positions file. A line already taken may be pushed again (its position not yet
+/// committed): Loki drops such a copy (same stream, timestamp and line), so the lines are
+/// compared as a set, and the copies are bounded by the first push.
+#[test]
+fn a_kill_9_of_the_emitter_loses_no_line_of_its_loki_backlog() {
+    let receiver = Receiver::start();
+    receiver.script([Reply::Ok, Reply::Hang]);
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("voice-chat.yaml");
+    std::fs::write(
+        &scenario,
+        "duration: 60s\nconversations_per_hour: 7200\ntenants:\n  - {id: acme-telco, share: 1.0, agents: [acme-billing-bot]}\nchannels: {voice: 0.5, chat: 0.5}\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let emitter = |args: &[&str]| {
+        let mut cmd = crate::support::bin();
+        cmd.arg("--data-dir")
+            .arg(&data)
+            .args(args)
+            .env("SERPHONA_OBS_LOGGING_LOKI_ENDPOINT", receiver.endpoint())
+            .env("SERPHONA_OBS_METRICS_ENABLED", "false")
+            .env("SERPHONA_OBS_TRACING_ENABLED", "false")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        cmd
+    };
+    let mut child = emitter(&["simulate", "--conversations", "40", "--rate", "80", "--speed", "50", "--concurrency", "20", "--seed", "3"])
+        .arg("--scenario")
+        .arg(&scenario)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while receiver.pushes().len() < 2 {
+        assert!(Instant::now() < deadline, "the second push did not come");
+        assert!(child.try_wait().unwrap().is_none(), "the emitter exited before its second push");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Lines queue behind the hanging push for a moment.
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = child.kill();
+    let _ = child.wait();
+    let first_push = receiver.accepted_lines().len();
+    let killed_at = local_lines(&data).len();
+    assert!(first_push > 0 && first_push < killed_at, "a backlog at the kill: {first_push} of {killed_at} lines pushed");
+
+    let out = emitter(&["simulate", "--conversations", "1", "--seed", "999"]).output().unwrap();
+    assert!(out.status.success());
+    let local = local_lines(&data);
+    let received = receiver.accepted_lines();
+    let unique: BTreeSet<&String> = received.iter().collect();
+    let wanted: BTreeSet<&String> = local.iter().collect();
+    let missing = wanted.difference(&unique).count();
+    assert_eq!(missing, 0, "{missing} of {} lines of the event log never reached Loki", local.len());
+    assert!(unique.is_subset(&wanted), "Loki got a line the event log does not have");
+    let copies = received.len() - unique.len();
+    assert!(copies <= first_push, "{copies} lines pushed twice, more than the first push ({first_push})");
+    println!("kill -9 with {} lines unpushed: after a restart {} of {} lines in Loki, {copies} pushed twice", killed_at - first_push, unique.len(), local.len());
 }

@@ -57,7 +57,7 @@ use crate::metrics::{SelfMetrics, SinkMetrics};
 use crate::pipeline::{Sink, SinkError};
 use crate::sinks::retry::{Backoff, RetryLogic, WarnEvery};
 use crate::pipeline::runtime::io_runtime;
-use crate::sinks::positions::{self, LogPosition, LogRange, PositionFile, Tickets, Watermark, WriteCursor};
+use crate::sinks::positions::{self, Handed, LogRange, Tickets, Watermark, WriteCursor};
 use crate::sinks::worker::{Delivery, Queue, Worker};
 use crate::pipeline::SharedEvent;
 use crate::types::Event;
@@ -74,8 +74,6 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const CHANNEL_BATCHES: usize = 256;
 /// How often the same failure is logged.
 const WARN_EVERY: Duration = Duration::from_secs(60);
-/// How often the committed position is written while it moves (and at flush and shutdown).
-const COMMIT_EVERY: Duration = Duration::from_millis(200);
 /// Fewest events per chunk of an event-log replay (each chunk costs a presence query per table).
 const REPLAY_CHUNK: usize = 5000;
 /// Most event ids one presence query asks about.
@@ -86,13 +84,6 @@ pub struct ClickHouseSink {
     worker: Worker<Handed>,
     /// The event log's cursor, when this process writes the event log of the same data dir.
     cursor: Option<Arc<WriteCursor>>,
-}
-
-/// A dispatcher batch as the worker gets it: the events and where they end in the event log
-/// (`None` when the log did not write them: disabled, or a failed write).
-pub struct Handed {
-    events: Vec<SharedEvent>,
-    end: Option<LogPosition>,
 }
 
 impl ClickHouseSink {
@@ -135,7 +126,6 @@ impl<T: Target> Inserts<T> {
             spool_warn: WarnEvery::new(WARN_EVERY),
             watermark,
             positions,
-            committed_at: Instant::now(),
             replay,
             held: Vec::new(),
             deadline: None,
@@ -150,46 +140,16 @@ impl<T: Target> Inserts<T> {
     }
 }
 
-/// The committed position, and what to replay: the log after it, up to its end now.
-fn open_positions(data_dir: &std::path::Path) -> (Option<PositionFile>, Watermark, Option<(LogRange, u64)>) {
-    let file = PositionFile::new(data_dir, SINK_NAME);
-    let end = match positions::log_end(data_dir) {
-        Ok(end) => end,
-        Err(e) => {
-            tracing::error!(error = %e, "serphona-obs: cannot find the end of the event log; the ClickHouse sink replays nothing");
-            None
-        }
-    };
-    let committed = match file.load() {
-        Ok(c) => c,
-        Err(e) => {
-            // Replaying the whole log is idempotent but may be huge: start at its end, loudly.
-            tracing::error!(error = %crate::ErrorChain(&e), "serphona-obs: the ClickHouse positions file is unreadable; starting at the end of the event log (events a crashed run did not deliver are not replayed)");
-            None
-        }
-    };
-    let mut watermark = Watermark::new(committed.or(end));
-    let replay = match (committed, end) {
-        (Some(from), Some(end)) if end > from => {
-            let range = LogRange::new(data_dir, from, end);
-            let ticket = watermark.hold(end);
-            tracing::info!(
-                lines = range.remaining_lines(),
-                "serphona-obs: replaying the event log after the ClickHouse sink's committed position (what the last run did not deliver)"
-            );
-            Some((range, ticket))
-        }
-        _ => None,
-    };
-    if committed.is_none() {
-        // A first start: what the log holds already predates this sink's positions.
-        if let Some(end) = end {
-            if let Err(e) = file.store(end) {
-                tracing::error!(error = %crate::ErrorChain(&e), "serphona-obs: cannot write the ClickHouse positions file");
-            }
-        }
-    }
-    (Some(file), watermark, replay)
+/// The committed position, and what to replay: the log after it, up to its end now (held by
+/// one ticket until the whole replay is delivered).
+fn open_positions(data_dir: &std::path::Path) -> (Option<positions::Committer>, Watermark, Option<(LogRange, u64)>) {
+    let resume = positions::resume(data_dir, SINK_NAME, "ClickHouse");
+    let mut watermark = Watermark::new(resume.start);
+    let replay = resume.replay.map(|range| {
+        let ticket = watermark.hold(range.end());
+        (range, ticket)
+    });
+    (Some(resume.file), watermark, replay)
 }
 
 impl Sink for ClickHouseSink {
@@ -198,12 +158,7 @@ impl Sink for ClickHouseSink {
     }
 
     fn write(&mut self, events: &[SharedEvent]) -> Result<(), SinkError> {
-        // The event log was handed this batch just before: where it ends there.
-        let end = match (&self.cursor, events.first()) {
-            (Some(cursor), Some(first)) => cursor.end_of(first.event_id, events.len()),
-            _ => None,
-        };
-        self.worker.send_events(Handed { events: events.to_vec(), end })
+        self.worker.send_events(Handed::new(self.cursor.as_deref(), events))
     }
 
     /// Seals the pending batch and tries it once; what does not go through is spooled, so
@@ -283,9 +238,7 @@ struct Inserts<T: Target = Exporter> {
     /// What was handed over and not yet acknowledged, as positions in the event log.
     watermark: Watermark,
     /// Where the watermark is committed (`None` without an event log in this process).
-    positions: Option<PositionFile>,
-    /// When the position was last written.
-    committed_at: Instant,
+    positions: Option<positions::Committer>,
     /// The event log after the committed position at start, still to replay, and its ticket.
     replay: Option<(LogRange, u64)>,
     /// Batches sealed after the shutdown deadline: not sent, kept.
@@ -433,19 +386,10 @@ impl<T: Target> Inserts<T> {
         }
     }
 
-    /// Writes the committed position (at most every [`COMMIT_EVERY`] unless `now`).
+    /// Writes the committed position (at most every [`positions::COMMIT_EVERY`] unless `now`).
     fn commit(&mut self, now: bool) {
-        let Some(file) = &self.positions else { return };
-        if !now && self.committed_at.elapsed() < COMMIT_EVERY {
-            return;
-        }
-        self.committed_at = Instant::now();
-        if let Some(at) = self.watermark.committed() {
-            if let Err(e) = file.store(at) {
-                if self.spool_warn.ready() {
-                    tracing::error!(error = %crate::ErrorChain(&e), "serphona-obs: cannot write the ClickHouse positions file (logged at most once a minute)");
-                }
-            }
+        if let Some(positions) = &mut self.positions {
+            positions.commit(&self.watermark, now);
         }
     }
 

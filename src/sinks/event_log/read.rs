@@ -106,17 +106,25 @@ pub struct LineReader<R> {
     offset: u64,
     /// A line being read (a partial last line waits here under [`AtEnd::Wait`]).
     line: Vec<u8>,
+    /// The last event's line as read, with its newline ([`LineReader::last_line`]).
+    last: Vec<u8>,
 }
 
 impl<R: Read> LineReader<R> {
     /// A reader of `input`, whose first byte is at `offset` of its file.
     pub fn new(input: R, offset: u64) -> LineReader<R> {
-        LineReader { reader: BufReader::with_capacity(1 << 16, input), offset, line: Vec::new() }
+        LineReader { reader: BufReader::with_capacity(1 << 16, input), offset, line: Vec::new(), last: Vec::new() }
     }
 
     /// The offset just after the last line read (where a later read resumes).
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// The line of the event [`LineReader::next`] returned last, as it is in the file, without
+    /// its newline (a replay sends it byte for byte, as Loki's deduplication needs).
+    pub fn last_line(&self) -> &[u8] {
+        self.last.strip_suffix(b"\n").unwrap_or(&self.last)
     }
 
     /// Bytes of a partial last line kept for the next call.
@@ -136,6 +144,7 @@ impl<R: Read> LineReader<R> {
             let len = self.line.len() as u64;
             let body = if whole { &self.line[..self.line.len() - 1] } else { &self.line[..] };
             let parsed = parse_line(body);
+            std::mem::swap(&mut self.line, &mut self.last);
             self.line.clear();
             self.offset += len;
             let kind = match parsed {

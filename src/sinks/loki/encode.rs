@@ -82,7 +82,7 @@ impl Pending {
         for (_, entries) in &mut streams {
             entries.sort_by_key(|e| e.ts);
         }
-        Some(Batch { streams, lines, attempts: 0, body: None })
+        Some(Batch { streams, lines, attempts: 0, body: None, tickets: Vec::new() })
     }
 }
 
@@ -94,6 +94,9 @@ pub(super) struct Batch {
     /// The gzip body, and whether it carries structured metadata (built once, sent again on
     /// retries byte for byte).
     pub(super) body: Option<(bool, Vec<u8>)>,
+    /// The watermark's tickets of the batch's events (and of events before them that could
+    /// not be encoded), for the positions file.
+    pub(super) tickets: crate::sinks::positions::Tickets,
 }
 
 impl Batch {

@@ -34,15 +34,23 @@
 //! Self-metrics, all with `sink="loki"`: `serphona_obs_sink_events_total` (lines handed to the
 //! sink), `serphona_obs_events_delivered_total` (lines Loki accepted),
 //! `serphona_obs_sink_events_failed_total` and `serphona_obs_batches_failed_total` (lines
-//! dropped: buffer full, rejected, retries exhausted, not delivered by the shutdown deadline),
-//! `serphona_obs_export_retries_total` (failed push attempts). There is no disk spool for Loki:
-//! the local event log is the durable copy.
+//! dropped: buffer full, rejected, retries exhausted; without the event log, not delivered by
+//! the shutdown deadline), `serphona_obs_export_retries_total` (failed push attempts),
+//! `serphona_obs_events_pending` (lines kept for the next start at shutdown).
+//!
+//! There is no disk spool for Loki: the local event log is the durable copy (issue 14). The
+//! sink commits to `<data_dir>/positions/loki.json` the point of the log up to which every line
+//! was pushed (or dropped and counted), as a watermark ([`crate::sinks::positions`]); a start
+//! pushes the log from there to where it ended at start, before any new line, each line byte
+//! for byte as the log has it (Loki drops a copy of a line it has: same stream, timestamp and
+//! line). So a kill -9 or a shutdown deadline loses nothing the log has.
 //!
 //! `flush` pushes what is buffered, one attempt per batch while Loki takes them (when Loki is
 //! already failing, the batches stay queued for the background retries instead). `shutdown`
 //! pushes what is buffered until its deadline (up to 3 attempts per batch, 1 when Loki was
-//! already failing) and counts the rest as failed. The sink records no telemetry about its own
-//! push calls beyond these self-metrics.
+//! already failing); the rest stays in the event log past the committed position, or is
+//! counted as failed without an event log. The sink records no telemetry about its own push
+//! calls beyond these self-metrics.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -53,6 +61,7 @@ use tokio::sync::watch;
 use crate::metrics::SelfMetrics;
 use crate::pipeline::runtime::io_runtime;
 use crate::pipeline::{Sink, SinkError};
+use crate::sinks::positions::{self, Handed, WriteCursor};
 use crate::sinks::retry::RetryLogic;
 use crate::sinks::worker::{Queue, Worker};
 use crate::pipeline::SharedEvent;
@@ -127,7 +136,9 @@ impl LokiError {
 
 /// The Loki push sink (see the module docs).
 pub struct LokiSink {
-    worker: Worker,
+    worker: Worker<Handed>,
+    /// The event log's cursor, when this process writes the event log of the same data dir.
+    cursor: Option<Arc<WriteCursor>>,
     /// Lines handed to the worker and not yet delivered or dropped.
     buffered: Arc<AtomicUsize>,
     capacity: usize,
@@ -153,10 +164,11 @@ impl LokiSink {
         let (stop, stop_rx) = watch::channel(None);
         let capacity = settings.buffer_lines.max(1);
         let flush_wait = settings.request_timeout + Duration::from_secs(1);
+        let cursor = settings.data_dir.as_deref().and_then(positions::cursor);
         let pushes = Pushes::new(settings, client, metrics.sink(SINK_NAME).with_delivery_series(), buffered.clone(), stop_rx);
         // Not joined on drop: it may be in the middle of a request.
         let worker = Worker::start(SINK_NAME, pushes, Queue::Unbounded, false)?;
-        Ok(LokiSink { worker, buffered, capacity, stop, flush_wait })
+        Ok(LokiSink { worker, cursor, buffered, capacity, stop, flush_wait })
     }
 
     /// Lines handed over and not yet delivered or dropped.
@@ -187,7 +199,7 @@ impl Sink for LokiSink {
                 self.capacity
             )));
         }
-        self.worker.send_events(events.to_vec()).inspect_err(|_| {
+        self.worker.send_events(Handed::new(self.cursor.as_deref(), events)).inspect_err(|_| {
             self.buffered.fetch_sub(n, Ordering::AcqRel);
         })
     }

@@ -13,12 +13,17 @@ use super::encode::{Batch, Entry, Pending, ignored_lines, refuses_structured_met
 use super::{LokiError, LokiRetry, LokiSettings};
 use crate::metrics::SinkMetrics;
 use crate::pipeline::runtime::io_runtime;
+use crate::sinks::positions::{self, Handed, LogRange, Watermark};
 use crate::sinks::retry::{Backoff, RetryLogic, Streak};
 use crate::sinks::worker::Delivery;
 use crate::pipeline::SharedEvent;
 
 /// Attempts per batch during shutdown (1 when Loki was already failing).
 const SHUTDOWN_ATTEMPTS: u32 = 3;
+/// Lines read from the event log per replayed chunk.
+const REPLAY_CHUNK: usize = 2000;
+/// The replay reads its next chunk when fewer sealed batches than this wait.
+const REPLAY_AHEAD: usize = 2;
 /// Most bytes of Loki's answer kept in an error.
 const MAX_MESSAGE: usize = 1024;
 
@@ -51,12 +56,29 @@ pub(super) struct Pushes {
     /// Send structured metadata (until a Loki says it does not take it).
     metadata: bool,
     warned_unserializable: bool,
+    /// What was handed over and not yet pushed (or dropped for good), as positions in the
+    /// event log.
+    watermark: Watermark,
+    /// Where the watermark is committed (`None` without an event log in this process).
+    positions: Option<positions::Committer>,
+    /// The event log after the committed position at start (a previous run's lines Loki did
+    /// not take), still to push; new hand-overs wait in `later` until it is done, so lines
+    /// stay in log order.
+    replay: Option<LogRange>,
+    later: VecDeque<Handed>,
+    /// Events accepted since the last seal that could not be encoded (their tickets go with
+    /// the next batch).
+    skipped: usize,
 }
 
 impl Delivery for Pushes {
-    type Batch = Vec<SharedEvent>;
-    fn accept(&mut self, events: Vec<SharedEvent>) {
-        self.add(&events);
+    type Batch = Handed;
+    fn accept(&mut self, handed: Handed) {
+        if self.replay.is_some() {
+            self.later.push_back(handed);
+        } else {
+            self.take(handed);
+        }
     }
 
     fn tick(&mut self, _now: Instant) {
@@ -65,12 +87,14 @@ impl Delivery for Pushes {
 
     fn wake_at(&self) -> Option<Instant> {
         let retry = self.retry_at.filter(|_| !self.outbox.is_empty());
-        [self.pending.deadline(self.settings.batch_wait), retry].into_iter().flatten().min()
+        let replay = (self.replay.is_some() && self.outbox.len() < REPLAY_AHEAD).then(Instant::now);
+        [self.pending.deadline(self.settings.batch_wait), retry, replay].into_iter().flatten().min()
     }
 
     fn flush(&mut self) {
         self.seal();
         self.flush_queued();
+        self.commit(true);
     }
 
     fn shutdown(&mut self, give_up: Instant) {
@@ -80,7 +104,7 @@ impl Delivery for Pushes {
 
     fn abandon(&mut self) {
         self.seal();
-        self.drop_queued("the sink was dropped without shutdown");
+        self.keep_the_rest("the sink was dropped without shutdown");
     }
 }
 
@@ -92,6 +116,15 @@ impl Pushes {
         buffered: Arc<AtomicUsize>,
         stop: watch::Receiver<Option<Instant>>,
     ) -> Pushes {
+        let resume = settings
+            .data_dir
+            .as_deref()
+            .filter(|dir| positions::cursor(dir).is_some())
+            .map(|dir| positions::resume(dir, super::SINK_NAME, "Loki"));
+        let (positions, watermark, replay) = match resume {
+            Some(r) => (Some(r.file), Watermark::new(r.start), r.replay),
+            None => (None, Watermark::new(None), None),
+        };
         Pushes {
             url: settings.push_url(),
             backoff: Backoff::new(settings.min_backoff, settings.max_backoff),
@@ -107,6 +140,48 @@ impl Pushes {
             rejecting: false,
             metadata: true,
             warned_unserializable: false,
+            watermark,
+            positions,
+            replay,
+            later: VecDeque::new(),
+            skipped: 0,
+        }
+    }
+
+    /// Takes a hand-over into the batch being filled.
+    fn take(&mut self, handed: Handed) {
+        self.watermark.accept(handed.events.len(), handed.end);
+        self.add(&handed.events);
+    }
+
+    /// While the event log is replayed: reads its next chunk when few batches wait; once it is
+    /// done, takes what was handed over meanwhile.
+    fn refill(&mut self) {
+        while let Some(range) = &mut self.replay {
+            if self.outbox.len() >= REPLAY_AHEAD {
+                return;
+            }
+            let events = match range.next_shared_chunk(REPLAY_CHUNK) {
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::error!(error = %e, "serphona-obs: cannot read the event log to replay it to Loki; the replay stops here (the next start tries again)");
+                    // Not committed past: the next start replays from here.
+                    self.watermark.hold(range.end());
+                    Vec::new()
+                }
+            };
+            if events.is_empty() {
+                self.replay = None;
+                while let Some(handed) = self.later.pop_front() {
+                    self.take(handed);
+                }
+                return;
+            }
+            let end = range.position();
+            self.buffered.fetch_add(events.len(), Ordering::AcqRel);
+            self.watermark.accept(events.len(), Some(end));
+            self.add(&events);
+            self.seal();
         }
     }
 
@@ -123,6 +198,7 @@ impl Pushes {
                 }
                 Err(e) => {
                     // Only a hand-built event can get here (see Event::to_json).
+                    self.skipped += 1;
                     self.metrics.events_failed.inc();
                     self.buffered.fetch_sub(1, Ordering::AcqRel);
                     if !std::mem::replace(&mut self.warned_unserializable, true) {
@@ -134,14 +210,39 @@ impl Pushes {
     }
 
     fn seal(&mut self) {
-        if let Some(batch) = self.pending.seal() {
-            self.outbox.push_back(batch);
+        let skipped = std::mem::take(&mut self.skipped);
+        match self.pending.seal() {
+            Some(mut batch) => {
+                batch.tickets = self.watermark.group(batch.lines + skipped);
+                self.outbox.push_back(batch);
+            }
+            None if skipped > 0 => {
+                let tickets = self.watermark.group(skipped);
+                self.done(&tickets);
+            }
+            None => {}
+        }
+    }
+
+    /// These events are done with (pushed, rejected, or dropped and counted): the committed
+    /// position may move past them.
+    fn done(&mut self, tickets: &[(u64, usize)]) {
+        if self.watermark.done(tickets).is_some() {
+            self.commit(false);
+        }
+    }
+
+    /// Writes the committed position (at most every [`positions::COMMIT_EVERY`] unless `now`).
+    fn commit(&mut self, now: bool) {
+        if let Some(positions) = &mut self.positions {
+            positions.commit(&self.watermark, now);
         }
     }
 
     /// Seals a batch that has waited long enough and pushes the queue while it is due.
     fn deliver_due(&mut self) {
         loop {
+            self.refill();
             let now = Instant::now();
             if self.pending.deadline(self.settings.batch_wait).is_some_and(|d| d <= now) {
                 self.seal();
@@ -187,7 +288,14 @@ impl Pushes {
         let attempts = if self.failing.is_failing() { 1 } else { SHUTDOWN_ATTEMPTS };
         let mut delays = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
         let mut failures = 0;
-        while !self.outbox.is_empty() {
+        loop {
+            self.refill();
+            if self.outbox.is_empty() {
+                self.seal();
+            }
+            if self.outbox.is_empty() {
+                break;
+            }
             let now = Instant::now();
             if now >= give_up {
                 break;
@@ -205,7 +313,42 @@ impl Pushes {
                 }
             }
         }
-        self.drop_queued("Loki did not take them by shutdown");
+        self.keep_the_rest("Loki did not take them by the shutdown deadline");
+    }
+
+    /// Shutdown (or a drop): what is queued and in the event log stays there, past the
+    /// committed position, for the next start, and is counted in
+    /// `serphona_obs_events_pending{sink="loki"}`; what is queued and not in the log is dropped
+    /// and counted as failed.
+    fn keep_the_rest(&mut self, why: &str) {
+        self.seal();
+        let mut kept = 0u64;
+        if self.positions.is_some() {
+            let mut lost = VecDeque::new();
+            for batch in std::mem::take(&mut self.outbox) {
+                if self.watermark.in_log(&batch.tickets) {
+                    kept += batch.lines as u64;
+                    self.buffered.fetch_sub(batch.lines, Ordering::AcqRel);
+                } else {
+                    lost.push_back(batch);
+                }
+            }
+            self.outbox = lost;
+            for handed in std::mem::take(&mut self.later) {
+                kept += handed.events.len() as u64;
+                self.buffered.fetch_sub(handed.events.len(), Ordering::AcqRel);
+            }
+            kept += self.replay.take().map_or(0, |range| range.remaining_lines());
+        }
+        self.drop_queued(why);
+        self.commit(true);
+        self.metrics.pending().set(kept as i64);
+        if kept > 0 {
+            tracing::info!(
+                lines = kept,
+                "serphona-obs: Loki did not take every line ({why}); they stay in the event log past the sink's committed position and are pushed on the next start"
+            );
+        }
     }
 
     fn next_delay(&mut self) -> Duration {
@@ -260,6 +403,7 @@ impl Pushes {
     fn complete_head(&mut self) {
         if let Some(batch) = self.outbox.pop_front() {
             self.buffered.fetch_sub(batch.lines, Ordering::AcqRel);
+            self.done(&batch.tickets);
         }
     }
 

@@ -48,6 +48,10 @@ pub struct LokiSettings {
     pub min_backoff: Duration,
     /// See [`DEFAULT_MAX_BACKOFF`].
     pub max_backoff: Duration,
+    /// The data dir whose event log the sink resumes from after a crash or a shutdown
+    /// deadline (its positions file is `<data_dir>/positions/loki.json`), when this process
+    /// writes that event log; `None`: no positions, what is not pushed is lost.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl LokiSettings {
@@ -64,6 +68,7 @@ impl LokiSettings {
             attempts: DEFAULT_ATTEMPTS,
             min_backoff: DEFAULT_MIN_BACKOFF,
             max_backoff: DEFAULT_MAX_BACKOFF,
+            data_dir: None,
         }
     }
 
@@ -73,6 +78,7 @@ impl LokiSettings {
         let endpoint = config.logging.loki_endpoint.0.clone().filter(|_| config.logging.enabled)?;
         let mut settings = LokiSettings::new(endpoint, config.environment.clone());
         settings.tenant = Some(config.logging.loki_tenant.clone()).filter(|t| !t.is_empty());
+        settings.data_dir = Some(config.data_dir.clone());
         Some(settings)
     }
 
