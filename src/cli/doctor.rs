@@ -1,6 +1,7 @@
 //! `doctor`: checks a data dir: the event log's segments (torn and invalid lines, with file
 //! and byte offset), the spools (damaged lines, pending events and bytes per sink, files set
-//! aside as `*.bad`), checkpoint files, and file modes (the files hold transcripts: group or
+//! aside as `*.bad`), the remote sinks' positions in the event log (lines and bytes each has
+//! still to deliver: the next start replays them), checkpoint files, and file modes (the files hold transcripts: group or
 //! other must not read them). Exit 1 when something is damaged.
 
 use std::io::Write;
@@ -10,6 +11,7 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 use serphona_obs::sinks::clickhouse::spool;
+use serphona_obs::sinks::positions;
 use serphona_obs::sinks::event_log::read::{AtEnd, DamageKind, LineReader, Next};
 use serphona_obs::sinks::event_log::{event_log_dir, list_segments};
 use tabled::settings::Style;
@@ -36,6 +38,9 @@ struct Report {
     ok: bool,
     segments: Vec<Segment>,
     spools: Vec<SpoolReport>,
+    /// Each remote sink's committed position in the event log, and what it has still to
+    /// deliver from there.
+    positions: Vec<PositionReport>,
     checkpoints: Vec<FileInfo>,
     /// Files and folders group or other can read.
     exposed: Vec<Exposed>,
@@ -77,6 +82,18 @@ struct SpoolReport {
     rejected_events: u64,
     /// Temporary files a crash left behind.
     leftovers: Vec<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+struct PositionReport {
+    sink: String,
+    path: PathBuf,
+    /// The committed position: segment and byte offset.
+    segment: u64,
+    offset: u64,
+    /// Lines and bytes of the event log after it (the next start replays them to the sink).
+    pending_events: u64,
+    pending_bytes: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -122,6 +139,7 @@ fn check(data_dir: &Path) -> anyhow::Result<Report> {
     }
     check_event_log(data_dir, &mut report)?;
     check_spools(data_dir, &mut report)?;
+    check_positions(data_dir, &mut report)?;
     walk(data_dir, &mut report);
     report.ok = report.problems.is_empty();
     Ok(report)
@@ -225,6 +243,41 @@ fn check_spools(data_dir: &Path, report: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The positions files (`positions/<sink>.json`): where each sink is in the event log, and
+/// what it has still to deliver from there. One that does not parse is damage: the sink then
+/// starts at the end of the log and replays nothing.
+fn check_positions(data_dir: &Path, report: &mut Report) -> anyhow::Result<()> {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("positions")) else { return Ok(()) };
+    let mut files: Vec<PathBuf> =
+        entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect();
+    files.sort();
+    let end = positions::log_end(data_dir)?;
+    for path in files {
+        let sink = path.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let file = positions::PositionFile::new(data_dir, &sink);
+        match file.load() {
+            Ok(Some(at)) => {
+                let range = end.filter(|end| *end > at).map(|end| positions::LogRange::new(data_dir, at, end));
+                report.positions.push(PositionReport {
+                    sink,
+                    path,
+                    segment: at.segment,
+                    offset: at.offset,
+                    pending_events: range.as_ref().map_or(0, |r| r.remaining_lines()),
+                    pending_bytes: range.as_ref().map_or(0, |r| r.remaining_bytes()),
+                });
+            }
+            Ok(None) => {}
+            Err(e) => report.problems.push(format!(
+                "{}: the {sink} sink's position does not parse ({}); it will start at the end of the event log and replay nothing: delete the file to accept that",
+                path.display(),
+                e.source
+            )),
+        }
+    }
+    Ok(())
+}
+
 /// Checkpoint files anywhere in the data dir, and the modes of everything in it.
 fn walk(dir: &Path, report: &mut Report) {
     let mut stack = vec![dir.to_path_buf()];
@@ -281,6 +334,15 @@ fn print_table(report: &Report, out: &mut impl Write) -> anyhow::Result<()> {
             s.pending_events.to_string(),
             s.pending_bytes.to_string(),
             damaged.to_string(),
+        ]);
+    }
+    for p in &report.positions {
+        builder.push_record([
+            format!("{} to deliver", p.sink),
+            format!("{} from {}:{}", p.path.display(), p.segment, p.offset),
+            p.pending_events.to_string(),
+            p.pending_bytes.to_string(),
+            String::new(),
         ]);
     }
     for c in &report.checkpoints {

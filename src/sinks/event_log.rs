@@ -215,6 +215,8 @@ impl EventLogSink {
             newest += 1;
         }
         if newest != self.seq {
+            // The file left behind is synced, as a rotation does.
+            self.file.sync_data().map_err(io_error("cannot sync", &self.path))?;
             self.switch_to(newest)?;
         }
         Ok(())
@@ -318,7 +320,10 @@ impl EventLogSink {
             result = self.append(&buf);
         }
         if result.is_ok() && self.sync_each_batch {
-            result = self.file.sync_data().map_err(io_error("cannot sync", &self.path));
+            // The lines are in the file, but a failed sync may have lost them from the page
+            // cache (Linux drops the dirty pages and reports the error once): the batch counts
+            // as not written, and the remote sinks do not rely on the log for it (no cursor).
+            result = self.file.sync_data().map_err(io_error("wrote the batch, which a crash of the machine may lose: cannot sync", &self.path));
         }
         self.buf = buf;
         match (result, unserializable) {
@@ -329,9 +334,17 @@ impl EventLogSink {
 }
 
 /// Opens (creating) a file of the log for appending, with its current size.
+/// Opens a segment for appending, creating it if needed; a new file's folder entry is synced,
+/// so that the file itself survives a crash of the machine once its lines are synced.
 fn open_segment(path: &Path) -> Result<(File, u64), SinkError> {
+    let existed = path.exists();
     let file = crate::fsmode::private_options().create(true).append(true).read(true).open(path).map_err(io_error("cannot open", path))?;
     let size = file.metadata().map_err(io_error("cannot stat", path))?.len();
+    if !existed {
+        if let Some(dir) = path.parent() {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io_error("cannot sync the folder of a new file", dir))?;
+        }
+    }
     Ok((file, size))
 }
 

@@ -490,6 +490,22 @@ impl LogRange {
         Ok(())
     }
 
+    /// Bytes left to read.
+    pub fn remaining_bytes(&self) -> u64 {
+        let Ok(segments) = list_segments(&self.dir) else { return 0 };
+        let mut n = 0;
+        for (seq, path) in segments {
+            if seq < self.at.segment || seq > self.end.segment {
+                continue;
+            }
+            let Ok(len) = std::fs::metadata(&path).map(|m| m.len()) else { continue };
+            let from = if seq == self.at.segment { self.at.offset } else { 0 };
+            let to = if seq == self.end.segment { self.end.offset.min(len) } else { len };
+            n += to.saturating_sub(from);
+        }
+        n
+    }
+
     /// Lines left to read (counted by newlines, not parsed): the events still to replay.
     pub fn remaining_lines(&self) -> u64 {
         let Ok(segments) = list_segments(&self.dir) else { return 0 };

@@ -90,3 +90,30 @@ fn damage_in_the_event_log_and_the_spool_is_found_with_file_and_offset() {
     assert!(t.contains(&format!("{}: 1 damaged line (first at byte {offset}, invalid_utf8)", segment.display())), "{t}");
     assert!(t.contains("damage found") && t.contains("chmod -R go-rwx"), "{t}");
 }
+
+/// Each remote sink's position in the event log, and what it has still to deliver from there;
+/// a positions file that does not parse is damage (the sink would replay nothing).
+#[test]
+fn the_sinks_positions_and_what_they_have_still_to_deliver_are_reported() {
+    let (dir, segment) = simulated(3);
+    let bytes = std::fs::metadata(&segment).unwrap().len();
+    let lines = std::fs::read_to_string(&segment).unwrap().lines().count() as u64;
+    let positions = dir.path().join("positions");
+    std::fs::create_dir_all(&positions).unwrap();
+    std::fs::write(positions.join("loki.json"), r#"{"segment":1,"offset":0}"#).unwrap();
+    let out = doctor(dir.path(), true);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let loki = &report["positions"][0];
+    assert_eq!(loki["sink"], "loki", "{report}");
+    assert_eq!((loki["pending_events"].as_u64(), loki["pending_bytes"].as_u64()), (Some(lines), Some(bytes)), "{report}");
+    let table = doctor(dir.path(), false);
+    assert!(String::from_utf8_lossy(&table.stdout).contains("loki to deliver"), "{}", text(&table));
+
+    std::fs::write(positions.join("clickhouse.json"), "{").unwrap();
+    let out = doctor(dir.path(), true);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems = report["problems"].to_string();
+    assert!(problems.contains("clickhouse.json") && problems.contains("does not parse"), "{report}");
+}
