@@ -3,12 +3,15 @@
 //! and inside the insert-deduplication window (the moment the engine's deduplication log
 //! grows, before the part is committed); after recovery and a restart of the emitter, the
 //! `events` table holds every event of the event log exactly once:
-//! `count() = uniqExact(event_id) = lines in the event log`.
+//! `count() = uniqExact(event_id) = lines in the event log`. The harness's emitters also push
+//! to a Loki receiver, which then has every line of the event log (a kill -9 loses no line of
+//! the Loki sink's backlog either).
 //!
 //! `SERPHONA_OBS_CRASH_ITERATIONS` (default 30) sets the iterations of the harness, and
 //! `SERPHONA_OBS_CRASH_SEED` its random seed (printed, so a failing run can be repeated);
 //! see docs/testing.md for the long mode.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -16,11 +19,14 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 
 use crate::support::clickhouse::ClickHouse;
+use crate::support::loki::Receiver;
 
 /// Iterations of the crash harness (CI default; more by hand).
 const ITERATIONS_ENV: &str = "SERPHONA_OBS_CRASH_ITERATIONS";
 /// The harness's random seed.
 const SEED_ENV: &str = "SERPHONA_OBS_CRASH_SEED";
+/// Where the harness's emitters push their lines.
+const LOKI_ENV: &str = "SERPHONA_OBS_LOGGING_LOKI_ENDPOINT";
 
 fn text(o: &Output) -> String {
     format!("status {:?}\nstdout:\n{}\nstderr:\n{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
@@ -44,6 +50,20 @@ fn emitter_dropping(ch: &ClickHouse, db: &str, data: &Path, batch: usize) -> Com
     cmd
 }
 
+/// The event log's lines that are events, as the files have them.
+fn local_log_lines(data: &Path) -> BTreeSet<String> {
+    let mut lines = BTreeSet::new();
+    for (_, path) in serphona_obs::sinks::event_log::list_segments(&serphona_obs::sinks::event_log::event_log_dir(data)).unwrap() {
+        let bytes = std::fs::read(path).unwrap();
+        for line in bytes.split(|&b| b == b'\n') {
+            if let Ok(Some(_)) = serphona_obs::sinks::event_log::read::parse_line(line) {
+                lines.insert(String::from_utf8(line.to_vec()).unwrap());
+            }
+        }
+    }
+    lines
+}
+
 /// Events in the local event log (damaged lines are not events).
 fn log_lines(data: &Path) -> u64 {
     serphona_obs::store::local::LocalStore::open(data).read_all().unwrap().len() as u64
@@ -58,8 +78,12 @@ fn counts(ch: &ClickHouse, db: &str) -> (u64, u64) {
 
 /// The restart of the emitter: one more short run with the peer up, which replays what the
 /// earlier runs left (spool, and the event log past the committed position) before it exits.
-fn restart_emitter(ch: &ClickHouse, db: &str, data: &Path) -> Output {
-    let out = emitter(ch, db, data, 200)
+fn restart_emitter(ch: &ClickHouse, db: &str, data: &Path, loki: Option<&str>) -> Output {
+    let mut cmd = emitter(ch, db, data, 200);
+    if let Some(loki) = loki {
+        cmd.env(LOKI_ENV, loki);
+    }
+    let out = cmd
         .env("SERPHONA_OBS_PIPELINE_SHUTDOWN_TIMEOUT", "300s")
         .args(["simulate", "--conversations", "1", "--seed", "999"])
         .output()
@@ -158,6 +182,7 @@ fn kill_9_of_the_emitter_and_the_peer_loses_and_doubles_nothing() {
     std::fs::write(&scenario, CRASH_SCENARIO).unwrap();
     let started = Instant::now();
     let (mut window_kills, mut window_misses) = (0, 0);
+    let loki = Receiver::start();
 
     for i in 0..iterations {
         let kill = match i % 3 {
@@ -168,6 +193,7 @@ fn kill_9_of_the_emitter_and_the_peer_loses_and_doubles_nothing() {
         let mut child = emitter(&ch, &db, data.path(), 50)
             // A peer that is down at exit is retried until the deadline: keep it short.
             .env("SERPHONA_OBS_PIPELINE_SHUTDOWN_TIMEOUT", "3s")
+            .env(LOKI_ENV, loki.endpoint())
             .arg("simulate")
             .arg("--scenario")
             .arg(&scenario)
@@ -236,11 +262,22 @@ fn kill_9_of_the_emitter_and_the_peer_loses_and_doubles_nothing() {
         );
     }
 
-    restart_emitter(&ch, &db, data.path());
+    restart_emitter(&ch, &db, data.path(), Some(&loki.endpoint()));
     let lines = assert_exactly_once(&ch, &db, data.path(), "after the crash harness");
+    // Loki: every line of the event log, byte for byte. A line pushed again after a kill (its
+    // position not committed yet) is a copy Loki drops (same stream, timestamp and line).
+    let local = local_log_lines(data.path());
+    let pushed = loki.accepted_lines();
+    let unique: BTreeSet<&String> = pushed.iter().collect();
+    let missing = local.iter().filter(|l| !unique.contains(l)).count();
+    assert_eq!(missing, 0, "{missing} of {} lines of the event log never reached Loki", local.len());
+    assert_eq!(unique.len(), local.len(), "Loki got lines the event log does not have");
     println!(
-        "crash harness: {iterations} iterations in {:?}, {window_kills} kills inside the dedup window ({window_misses} missed it), {lines} events: 0 lost, 0 doubled",
-        started.elapsed()
+        "crash harness: {iterations} iterations in {:?}, {window_kills} kills inside the dedup window ({window_misses} missed it), {lines} events: 0 lost, 0 doubled; Loki: {} of {} lines, {} pushed again after a kill",
+        started.elapsed(),
+        unique.len(),
+        local.len(),
+        pushed.len() - unique.len()
     );
     assert!(window_kills > 0, "no kill landed inside the deduplication window: the harness did not test it");
 }
@@ -278,7 +315,7 @@ fn kill_9_of_the_emitter_with_a_large_backlog_loses_nothing_after_a_restart() {
     println!("emitter killed with {logged} events logged, {in_ch} in ClickHouse: a backlog of {}", logged - in_ch.min(logged));
     assert!(logged - in_ch.min(logged) > 0, "no backlog to lose");
 
-    restart_emitter(&ch, &db, data.path());
+    restart_emitter(&ch, &db, data.path(), None);
     let lines = assert_exactly_once(&ch, &db, data.path(), "after kill -9 of the emitter and a restart");
     println!("after the restart: {lines} events, 0 lost, 0 doubled");
 }
@@ -323,6 +360,6 @@ fn a_shutdown_under_backlog_keeps_what_it_cannot_deliver_by_the_deadline() {
     // The deadline held: a shutdown past it (and the 2 s of grace the pipeline gives the
     // sinks) is an error, and `simulate` exits 1 (checked above).
 
-    restart_emitter(&ch, &db, data.path());
+    restart_emitter(&ch, &db, data.path(), None);
     assert_exactly_once(&ch, &db, data.path(), "after the restart");
 }
