@@ -326,8 +326,9 @@ fn a_loki_without_structured_metadata_gets_the_lines_without_it() {
     assert_eq!(counter(&obs, "failed"), 0);
 }
 
-/// Runs `serphona-obs simulate` with its Loki at `endpoint`; returns its stderr and data dir.
-fn simulate_cli(endpoint: &str, conversations: usize) -> (String, tempfile::TempDir) {
+/// Runs `serphona-obs simulate` with its Loki at `endpoint`; returns its stderr, stdout and
+/// data dir.
+fn simulate_cli(endpoint: &str, conversations: usize) -> (String, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let out = crate::support::bin()
         .args(["--data-dir", dir.path().to_str().unwrap(), "simulate", "--conversations", &conversations.to_string(), "--seed", "4"])
@@ -339,7 +340,7 @@ fn simulate_cli(endpoint: &str, conversations: usize) -> (String, tempfile::Temp
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");
-    (stderr, dir)
+    (stderr, String::from_utf8_lossy(&out.stdout).into_owned(), dir)
 }
 
 fn count_lines(text: &str, needle: &str) -> usize {
@@ -351,16 +352,19 @@ fn simulate_with_a_dead_loki_warns_once() {
     let mut receiver = Receiver::start();
     let endpoint = receiver.endpoint();
     receiver.stop();
-    let (stderr, _dir) = simulate_cli(&endpoint, 300);
+    let (stderr, stdout, dir) = simulate_cli(&endpoint, 300);
     assert_eq!(count_lines(&stderr, "Loki push to"), 1, "one warning for the whole run, not one per push:\n{stderr}");
     assert_eq!(count_lines(&stderr, "recovered"), 0, "{stderr}");
+    // What Loki did not take is kept for the next start, and the summary says how much.
+    let kept = format!("{} lines kept for Loki for the next start", local_lines(dir.path()).len());
+    assert!(stdout.contains(&kept), "{kept:?} not in:\n{stdout}");
 }
 
 #[test]
 fn simulate_with_a_loki_failing_once_warns_once_and_logs_the_recovery() {
     let receiver = Receiver::start();
     receiver.script([Reply::Status(503, "ingester not ready".into())]);
-    let (stderr, dir) = simulate_cli(&receiver.endpoint(), 200);
+    let (stderr, _, dir) = simulate_cli(&receiver.endpoint(), 200);
     assert_eq!(count_lines(&stderr, "Loki push to"), 2, "one warning and one recovery line:\n{stderr}");
     assert_eq!(count_lines(&stderr, "recovered after"), 1, "{stderr}");
     assert_eq!(sorted(receiver.accepted_lines()), sorted(local_lines(dir.path())), "every line once");
@@ -371,7 +375,7 @@ fn simulate_with_a_loki_failing_once_warns_once_and_logs_the_recovery() {
 fn simulate_with_a_rejecting_loki_logs_the_rejection_once_per_streak() {
     let receiver = Receiver::start();
     receiver.answer(Reply::Status(400, "error at least one label pair is invalid".into()));
-    let (stderr, dir) = simulate_cli(&receiver.endpoint(), 300);
+    let (stderr, _, dir) = simulate_cli(&receiver.endpoint(), 300);
     let pushes = receiver.pushes();
     assert!(pushes.len() >= 2, "several batches were rejected: {}", pushes.len());
     assert_eq!(count_lines(&stderr, "Loki rejected a push"), 1, "logged once for the streak:\n{stderr}");
