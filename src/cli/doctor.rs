@@ -269,8 +269,9 @@ fn check_positions(data_dir: &Path, report: &mut Report) -> anyhow::Result<()> {
             }
             Ok(None) => {}
             Err(e) => report.problems.push(format!(
-                "{}: the {sink} sink's position does not parse ({}); it will start at the end of the event log and replay nothing: delete the file to accept that",
+                "{}: the {sink} sink's position {} ({}); it will start at the end of the event log and replay nothing: delete the file to accept that",
                 path.display(),
+                if e.context == "parse" { "does not parse" } else { "cannot be read" },
                 e.source
             )),
         }

@@ -375,11 +375,25 @@ pub fn resume(data_dir: &Path, sink: &str, name: &'static str) -> Resume {
             None
         }
     };
+    // A committed position past the end of the log: the log was deleted or rewritten under
+    // the sink (by hand, or `forget` shortening its last file). Nothing can be replayed from
+    // there, and a watermark that starts past the log would never move again.
+    let committed = match (committed, end) {
+        (Some(from), end) if end.is_none_or(|end| from > end) => {
+            tracing::warn!(
+                committed = %format_args!("{}:{}", from.segment, from.offset),
+                end = %end.map_or_else(|| "empty".to_string(), |e| format!("{}:{}", e.segment, e.offset)),
+                "serphona-obs: the {name} sink's committed position is past the end of the event log (the log was deleted or rewritten); starting at its end"
+            );
+            None
+        }
+        (committed, _) => committed,
+    };
     let replay = match (committed, end) {
         (Some(from), Some(end)) if end > from => {
             let range = LogRange::new(data_dir, from, end);
             tracing::info!(
-                lines = range.remaining_lines(),
+                bytes = range.remaining_bytes(),
                 "serphona-obs: replaying the event log after the {name} sink's committed position (what the last run did not deliver)"
             );
             Some(range)
@@ -459,7 +473,15 @@ impl LogRange {
                     break;
                 }
             }
-            let mut file = std::fs::File::open(&path)?;
+            let mut file = match std::fs::File::open(&path) {
+                Ok(file) => file,
+                // Deleted since it was listed (`logging.max_files`): what it had is gone.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.at = LogPosition { segment: seq + 1, offset: 0 };
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let len = file.metadata()?.len();
             let stop = if seq == self.end.segment { self.end.offset.min(len) } else { len };
             if self.at.offset >= stop {
@@ -514,14 +536,28 @@ impl LogRange {
             if seq < self.at.segment || seq > self.end.segment {
                 continue;
             }
-            let Ok(bytes) = std::fs::read(&path) else { continue };
-            let from = if seq == self.at.segment { self.at.offset as usize } else { 0 };
-            let to = if seq == self.end.segment { (self.end.offset as usize).min(bytes.len()) } else { bytes.len() };
-            if from < to {
-                n += bytes[from..to].iter().filter(|&&b| b == b'\n').count() as u64;
-            }
+            let from = if seq == self.at.segment { self.at.offset } else { 0 };
+            let to = if seq == self.end.segment { self.end.offset } else { u64::MAX };
+            n += count_newlines(&path, from, to).unwrap_or(0);
         }
         n
+    }
+}
+
+/// Newlines in `path` between byte `from` and `to` (or its end), read in blocks.
+fn count_newlines(path: &Path, from: u64, to: u64) -> std::io::Result<u64> {
+    let mut file = std::fs::File::open(path)?;
+    file.seek(std::io::SeekFrom::Start(from))?;
+    let mut reader = file.take(to.saturating_sub(from));
+    let mut block = vec![0u8; 64 * 1024];
+    let mut n = 0u64;
+    loop {
+        match reader.read(&mut block) {
+            Ok(0) => return Ok(n),
+            Ok(read) => n += block[..read].iter().filter(|&&b| b == b'\n').count() as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -565,5 +601,44 @@ mod tests {
         assert_eq!(f.load().unwrap(), pos(3, 77));
         std::fs::write(f.path(), "{").unwrap();
         assert!(f.load().is_err());
+    }
+
+    fn write_log(data_dir: &Path, segments: &[(u64, &str)]) {
+        let dir = event_log_dir(data_dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (seq, body) in segments {
+            std::fs::write(dir.join(format!("events-{seq:06}.jsonl")), body).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_position_past_the_end_of_the_log_starts_at_its_end_and_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        // The log was deleted and began again at file 1; the sink had committed file 5.
+        write_log(dir.path(), &[(1, "a\nb\n")]);
+        let file = PositionFile::new(dir.path(), "loki");
+        file.store(LogPosition { segment: 5, offset: 100 }).unwrap();
+        let r = resume(dir.path(), "loki", "Loki");
+        assert_eq!(r.start, pos(1, 4));
+        assert!(r.replay.is_none());
+        assert_eq!(file.load().unwrap(), pos(1, 4));
+        // Within a file, past its end: the same.
+        file.store(LogPosition { segment: 1, offset: 9 }).unwrap();
+        assert_eq!(resume(dir.path(), "loki", "Loki").start, pos(1, 4));
+        // A position inside the log is kept, and what follows it is replayed.
+        file.store(LogPosition { segment: 1, offset: 2 }).unwrap();
+        let r = resume(dir.path(), "loki", "Loki");
+        assert_eq!(r.start, pos(1, 2));
+        assert_eq!(r.replay.map(|range| (range.remaining_lines(), range.remaining_bytes())), Some((1, 2)));
+    }
+
+    #[test]
+    fn what_is_left_to_replay_is_counted_across_files_without_reading_them_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        write_log(dir.path(), &[(1, "a\nb\nc\n"), (2, "d\ne\n"), (4, "f\ng\nh\n")]);
+        let range = LogRange::new(dir.path(), LogPosition { segment: 1, offset: 2 }, LogPosition { segment: 4, offset: 4 });
+        // b, c of file 1; d, e of file 2; f, g of file 4 (file 3 is gone).
+        assert_eq!(range.remaining_lines(), 6);
+        assert_eq!(range.remaining_bytes(), 12);
     }
 }

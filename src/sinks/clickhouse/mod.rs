@@ -415,8 +415,9 @@ impl<T: Target> Inserts<T> {
                 self.keep(&batch, &tickets);
             }
         }
-        let unreplayed = self.replay.as_ref().map_or(0, |(range, _)| range.remaining_lines());
+        // Committed before the replay's rest is counted: counting reads the log.
         self.commit(true);
+        let unreplayed = self.replay.as_ref().map_or(0, |(range, _)| range.remaining_lines());
         let spooled = self.spool.events().unwrap_or(0);
         let pending = in_log + unreplayed + spooled;
         self.metrics.pending().set(pending as i64);

@@ -33,6 +33,8 @@ pub(super) enum Outcome {
     Done,
     /// A failure worth retrying; the batch is still queued.
     Failed,
+    /// Given up because shutdown came: not an attempt (shutdown pushes it again, or keeps it).
+    Cancelled,
 }
 
 /// The sink's delivery, on its worker thread.
@@ -254,6 +256,7 @@ impl Pushes {
             let abandon_on_shutdown = self.failing.is_failing();
             match self.push_head(self.settings.request_timeout, abandon_on_shutdown) {
                 Outcome::Done => {}
+                Outcome::Cancelled => return,
                 Outcome::Failed => {
                     let head = self.outbox.front_mut().expect("a failed push leaves its batch queued");
                     head.attempts += 1;
@@ -273,7 +276,7 @@ impl Pushes {
             return;
         }
         while !self.outbox.is_empty() {
-            if let Outcome::Failed = self.push_head(self.settings.request_timeout, false) {
+            if let Outcome::Failed | Outcome::Cancelled = self.push_head(self.settings.request_timeout, false) {
                 if let Some(head) = self.outbox.front_mut() {
                     head.attempts += 1;
                 }
@@ -303,7 +306,7 @@ impl Pushes {
             let timeout = self.settings.request_timeout.min(give_up - now);
             match self.push_head(timeout, false) {
                 Outcome::Done => failures = 0,
-                Outcome::Failed => {
+                Outcome::Failed | Outcome::Cancelled => {
                     failures += 1;
                     let delay = delays.next_delay();
                     if failures >= attempts || Instant::now() + delay >= give_up {
@@ -334,14 +337,28 @@ impl Pushes {
                 }
             }
             self.outbox = lost;
+            let mut not_in_log = 0usize;
             for handed in std::mem::take(&mut self.later) {
-                kept += handed.events.len() as u64;
                 self.buffered.fetch_sub(handed.events.len(), Ordering::AcqRel);
+                match handed.end {
+                    Some(_) => kept += handed.events.len() as u64,
+                    None => not_in_log += handed.events.len(),
+                }
             }
-            kept += self.replay.take().map_or(0, |range| range.remaining_lines());
+            if not_in_log > 0 {
+                self.metrics.events_failed.inc_by(not_in_log as u64);
+                tracing::warn!(
+                    lines = not_in_log,
+                    "serphona-obs: lines the event log did not write were not pushed to Loki ({why}; counted in serphona_obs_sink_events_failed_total{{sink=\"loki\"}})"
+                );
+            }
         }
         self.drop_queued(why);
+        // Committed before the replay's rest is counted: counting reads the log.
         self.commit(true);
+        if self.positions.is_some() {
+            kept += self.replay.take().map_or(0, |range| range.remaining_lines());
+        }
         self.metrics.pending().set(kept as i64);
         if kept > 0 {
             tracing::info!(
@@ -385,7 +402,7 @@ impl Pushes {
                 );
                 self.push_head(timeout, abandon_on_shutdown)
             }
-            Err(LokiError::Cancelled) => Outcome::Failed,
+            Err(LokiError::Cancelled) => Outcome::Cancelled,
             Err(e) if !LokiRetry.is_retriable(&e) => {
                 self.rejected(lines, &e);
                 Outcome::Done
