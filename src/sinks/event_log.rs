@@ -48,7 +48,8 @@ pub fn list_segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
-fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+/// The path of segment `seq` in the event log folder `dir`.
+pub(crate) fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{PREFIX}{seq:06}{SUFFIX}"))
 }
 

@@ -381,8 +381,8 @@ pub fn resume(data_dir: &Path, sink: &str, name: &'static str) -> Resume {
     let committed = match (committed, end) {
         (Some(from), end) if end.is_none_or(|end| from > end) => {
             tracing::warn!(
-                committed = %format_args!("{}:{}", from.segment, from.offset),
-                end = %end.map_or_else(|| "empty".to_string(), |e| format!("{}:{}", e.segment, e.offset)),
+                committed = ?from,
+                end = ?end,
                 "serphona-obs: the {name} sink's committed position is past the end of the event log (the log was deleted or rewritten); starting at its end"
             );
             None
@@ -514,33 +514,27 @@ impl LogRange {
 
     /// Bytes left to read.
     pub fn remaining_bytes(&self) -> u64 {
-        let Ok(segments) = list_segments(&self.dir) else { return 0 };
-        let mut n = 0;
-        for (seq, path) in segments {
-            if seq < self.at.segment || seq > self.end.segment {
-                continue;
-            }
-            let Ok(len) = std::fs::metadata(&path).map(|m| m.len()) else { continue };
-            let from = if seq == self.at.segment { self.at.offset } else { 0 };
-            let to = if seq == self.end.segment { self.end.offset.min(len) } else { len };
-            n += to.saturating_sub(from);
-        }
-        n
+        self.left()
+            .map(|(path, from, to)| std::fs::metadata(path).map_or(0, |m| m.len().min(to).saturating_sub(from)))
+            .sum()
     }
 
     /// Lines left to read (counted by newlines, not parsed): the events still to replay.
     pub fn remaining_lines(&self) -> u64 {
-        let Ok(segments) = list_segments(&self.dir) else { return 0 };
-        let mut n = 0;
-        for (seq, path) in segments {
+        self.left().map(|(path, from, to)| count_newlines(&path, from, to).unwrap_or(0)).sum()
+    }
+
+    /// What is left to read, per file: its path and the byte span (`to` is `u64::MAX` for
+    /// "its end").
+    fn left(&self) -> impl Iterator<Item = (PathBuf, u64, u64)> + '_ {
+        list_segments(&self.dir).unwrap_or_default().into_iter().filter_map(move |(seq, path)| {
             if seq < self.at.segment || seq > self.end.segment {
-                continue;
+                return None;
             }
             let from = if seq == self.at.segment { self.at.offset } else { 0 };
             let to = if seq == self.end.segment { self.end.offset } else { u64::MAX };
-            n += count_newlines(&path, from, to).unwrap_or(0);
-        }
-        n
+            Some((path, from, to))
+        })
     }
 }
 
@@ -607,7 +601,7 @@ mod tests {
         let dir = event_log_dir(data_dir);
         std::fs::create_dir_all(&dir).unwrap();
         for (seq, body) in segments {
-            std::fs::write(dir.join(format!("events-{seq:06}.jsonl")), body).unwrap();
+            std::fs::write(crate::sinks::event_log::segment_path(&dir, *seq), body).unwrap();
         }
     }
 

@@ -356,9 +356,8 @@ impl Pushes {
         self.drop_queued(why);
         // Committed before the replay's rest is counted: counting reads the log.
         self.commit(true);
-        if self.positions.is_some() {
-            kept += self.replay.take().map_or(0, |range| range.remaining_lines());
-        }
+        // A replay only exists with positions.
+        kept += self.replay.take().map_or(0, |range| range.remaining_lines());
         self.metrics.pending().set(kept as i64);
         if kept > 0 {
             tracing::info!(
